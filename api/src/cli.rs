@@ -1,0 +1,169 @@
+//! The `keyless` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use keyless_ca::ceremony::CaNames;
+use keyless_config::Config;
+
+use crate::dev::DevIssuer;
+
+/// Keyless CA: a short-lived code-signing certificate authority, wire-compatible with Sigstore's
+/// Fulcio.
+#[derive(Parser, Debug)]
+#[command(name = "keyless", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the CA's HTTP API.
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, required_unless_present = "dev", conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Development mode: generated CA in ./keyless-data, an INSECURE built-in OIDC issuer
+        /// (loopback only), CT disabled. Never for production.
+        #[arg(long)]
+        dev: bool,
+        /// Override the listen address (e.g. 127.0.0.1:0 for a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// With --dev: where state lives.
+        #[arg(long, default_value = "./keyless-data", requires = "dev")]
+        data_dir: PathBuf,
+    },
+    /// Manage the CA's keys and certificates.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Development helpers (insecure by design).
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Create what `ca:` describes: a P-384 root, a P-256 issuing intermediate, the key (encrypted
+    /// when a password is configured) and the chain file. Never overwrites existing material.
+    Init {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Print an ID token from the insecure development issuer of `keyless serve --dev`.
+    Token {
+        /// Email address the token vouches for (marked verified).
+        #[arg(long)]
+        email: String,
+        /// Token subject; defaults to the email.
+        #[arg(long)]
+        sub: Option<String>,
+        /// Base URL of the running `keyless serve --dev`.
+        #[arg(long, default_value = "http://127.0.0.1:5555")]
+        url: String,
+        /// Data directory of the running `keyless serve --dev`.
+        #[arg(long, default_value = "./keyless-data")]
+        data_dir: PathBuf,
+        /// Token lifetime in seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyless: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KEYLESS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            dev,
+            listen,
+            data_dir,
+        } => {
+            let mut config = if dev {
+                let dir = std::env::current_dir()?.join(data_dir);
+                Config::dev(dir)
+            } else {
+                let path = config.context("--config is required")?;
+                Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            };
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                crate::server::serve(config, listener, crate::server::shutdown_signal()).await
+            })
+        }
+        Command::Ca {
+            command: CaCommand::Init { config },
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let file = cfg.ca.file(&cfg.data_dir);
+            let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
+            println!("issuing key:   {}", file.key.display());
+            println!("chain:         {}", file.chain.display());
+            println!(
+                "root key:      {} (move it offline; it is only needed to issue a new intermediate)",
+                report.root_key_path
+            );
+            println!("root SHA-256:          {}", report.root_sha256);
+            println!("intermediate SHA-256:  {}", report.intermediate_sha256);
+            Ok(())
+        }
+        Command::Dev {
+            command:
+                DevCommand::Token {
+                    email,
+                    sub,
+                    url,
+                    data_dir,
+                    ttl,
+                },
+        } => {
+            if ttl == 0 || ttl > 24 * 3600 {
+                bail!("--ttl must be between 1 and 86400 seconds");
+            }
+            let issuer = DevIssuer::open(&data_dir, &url)?;
+            let sub = sub.unwrap_or_else(|| email.clone());
+            println!("{}", issuer.mint(&email, &sub, ttl)?);
+            Ok(())
+        }
+    }
+}

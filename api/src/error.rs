@@ -1,0 +1,129 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Client mistakes are 4xx with Fulcio's message prefix followed by exactly what was wrong. Server
+//! faults are 5xx with a fixed message; their cause is logged once here and never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyless_ca::Class;
+use keyless_oidc::OidcError;
+use serde_json::json;
+
+/// Everything a handler can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The issuance core refused the request or failed.
+    Ca(keyless_ca::Error),
+    /// An OIDC issuer could not be reached.
+    IssuerUnavailable {
+        /// Issuer URL (public information).
+        issuer: String,
+        /// Cause, for the log only.
+        cause: String,
+    },
+    /// The request body or headers are malformed.
+    BadRequest(String),
+    /// The body is over the size limit.
+    TooLarge,
+    /// No such route.
+    NotFound,
+    /// Known route, wrong method.
+    MethodNotAllowed,
+    /// A fault that is neither the client's nor a known backend's.
+    Internal(String),
+}
+
+impl From<keyless_ca::Error> for ApiError {
+    fn from(e: keyless_ca::Error) -> Self {
+        ApiError::Ca(e)
+    }
+}
+
+impl From<OidcError> for ApiError {
+    fn from(e: OidcError) -> Self {
+        match e {
+            OidcError::Token(e) => ApiError::Ca(e),
+            OidcError::IssuerUnavailable { issuer, cause } => ApiError::IssuerUnavailable { issuer, cause },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// gRPC status codes Fulcio's gateway puts in `code`.
+const INVALID_ARGUMENT: u16 = 3;
+const NOT_FOUND: u16 = 5;
+const UNIMPLEMENTED: u16 = 12;
+const INTERNAL: u16 = 13;
+const UNAVAILABLE: u16 = 14;
+
+impl ApiError {
+    /// Status, gRPC code and the client-facing message.
+    pub fn parts(&self) -> (StatusCode, u16, String) {
+        match self {
+            ApiError::Ca(e) => match e.client_detail() {
+                Some(detail) => (
+                    StatusCode::BAD_REQUEST,
+                    INVALID_ARGUMENT,
+                    format!("{}: {detail}", e.fulcio_message()),
+                ),
+                None => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    INTERNAL,
+                    e.fulcio_message().to_string(),
+                ),
+            },
+            ApiError::IssuerUnavailable { issuer, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!(
+                    "There was an error processing the identity token: issuer {issuer} is unavailable; try again later"
+                ),
+            ),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m.clone()),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_ARGUMENT,
+                format!("request body is larger than {} bytes", crate::routes::MAX_BODY_BYTES),
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, NOT_FOUND, "Not Found".into()),
+            ApiError::MethodNotAllowed => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED, "Method Not Allowed".into()),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, "internal error".into()),
+        }
+    }
+
+    /// Reason class for logs and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ApiError::Ca(e) => match e.class() {
+                Class::Token => "token",
+                Class::Key => "key",
+                Class::Possession => "pop",
+                Class::Request => "request",
+                Class::Server => "server",
+            },
+            ApiError::IssuerUnavailable { .. } => "issuer_unavailable",
+            ApiError::BadRequest(_) | ApiError::TooLarge | ApiError::NotFound | ApiError::MethodNotAllowed => "request",
+            ApiError::Internal(_) => "server",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        // Log once, graded by fault. Causes of server faults are logged, never returned.
+        match &self {
+            ApiError::Ca(e) if e.client_detail().is_none() => {
+                tracing::error!(cause = %e, "issuance failed")
+            }
+            ApiError::IssuerUnavailable { issuer, cause } => {
+                tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
+            }
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::NotFound | ApiError::MethodNotAllowed => {}
+            _ => tracing::warn!(class = self.class(), %message, "request refused"),
+        }
+        (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response()
+    }
+}

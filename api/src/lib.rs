@@ -1,0 +1,16 @@
+//! The HTTP surface of Keyless CA and its command line.
+//!
+//! - [`cli`]: the `keyless` commands (`serve`, `ca init`, `dev token`);
+//! - [`server`]: start-up wiring (config → CA → OIDC) and serving with graceful shutdown;
+//! - [`routes`]: Fulcio's REST API (v2 and legacy v1) with protojson-compatible JSON;
+//! - [`error`]: the one mapping from every error to an HTTP status and client message;
+//! - [`dev`]: the insecure development issuer used by `serve --dev` and `dev token`.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod dev;
+pub mod error;
+pub mod routes;
+pub mod server;
+mod wire;

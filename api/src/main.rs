@@ -1,0 +1,7 @@
+//! The `keyless` binary: parse arguments, hand over to the library.
+
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    keyless_api::cli::main()
+}

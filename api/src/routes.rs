@@ -1,0 +1,222 @@
+//! Fulcio's REST API.
+//!
+//! Request flow for `signingCert` (both versions): size limit → JSON → token (body or
+//! `Authorization: Bearer`) → [`keyless_oidc::OidcVerifier::verify`] → identity mapping →
+//! proof of possession → [`keyless_ca::CertificateAuthority::issue`] → PEM chain.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keyless_ca::{CertificateAuthority, KeyRequest, identity, possession};
+use keyless_config::IssuerConfig;
+use keyless_oidc::OidcVerifier;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::wire;
+
+/// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The issuing CA.
+    pub ca: Arc<CertificateAuthority>,
+    /// Token verification.
+    pub oidc: Arc<OidcVerifier>,
+    /// Issuers as advertised by `/api/v2/configuration`.
+    pub issuers: Vec<IssuerConfig>,
+    /// The chain as PEM (newline-terminated), issuing CA first, root last.
+    pub chain_pem: Vec<String>,
+}
+
+/// The API router. Extra routes (the development issuer) are merged by the caller.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/api/v2/signingCert",
+            post(signing_cert_v2).fallback(method_not_allowed),
+        )
+        .route(
+            "/api/v1/signingCert",
+            post(signing_cert_v1).fallback(method_not_allowed),
+        )
+        .route("/api/v2/trustBundle", get(trust_bundle).fallback(method_not_allowed))
+        .route("/api/v2/configuration", get(configuration).fallback(method_not_allowed))
+        .route("/api/v1/rootCert", get(root_cert).fallback(method_not_allowed))
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .fallback(not_found)
+        // The limit is enforced while reading, before any parsing; the handler maps it to 413.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "SERVING"}))
+}
+
+/// Reads the body under the size limit (a rejection here means it was too large or unreadable).
+fn body_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(str::to_string)
+}
+
+/// The shared issuance pipeline for both API versions.
+async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result<Vec<String>, ApiError> {
+    let token = state.oidc.verify(raw_token).await?;
+    let principal = identity::principal(&token)?;
+    let proven = possession::prove(&principal, key)?;
+    let (issuer, kind, san) = (
+        principal.issuer_url().to_string(),
+        principal.kind(),
+        principal.san().value().to_string(),
+    );
+    let issued = state.ca.issue(principal, proven, SystemTime::now())?;
+    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, "certificate issued");
+    let mut chain = vec![issued.pem()];
+    chain.extend(state.chain_pem.iter().cloned());
+    Ok(chain)
+}
+
+async fn signing_cert_v2(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: wire::CreateSigningCertificateRequest = body_json(body)?;
+    let token = req
+        .credentials
+        .and_then(|c| c.oidc_identity_token)
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&headers))
+        .unwrap_or_default();
+    let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
+    let chain = match (req.public_key_request, csr) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "send either publicKeyRequest or certificateSigningRequest, not both".into(),
+            ));
+        }
+        (None, Some(csr)) => issue(&state, &token, KeyRequest::Csr { pem: &csr.0 }).await?,
+        (pkr, None) => {
+            let pkr = pkr.unwrap_or_default();
+            let content = pkr.public_key.and_then(|k| k.content).unwrap_or_default();
+            let proof = pkr.proof_of_possession.unwrap_or_default();
+            // Check the token first so its errors come first, as in Fulcio.
+            issue(
+                &state,
+                &token,
+                KeyRequest::Signature {
+                    public_key: content.as_bytes(),
+                    proof: &proof.0,
+                },
+            )
+            .await?
+        }
+    };
+    let certificates: Vec<String> = chain.iter().map(|p| p.trim_end().to_string()).collect();
+    Ok(Json(
+        json!({ "signedCertificateEmbeddedSct": { "chain": { "certificates": certificates } } }),
+    ))
+}
+
+async fn signing_cert_v1(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: wire::LegacyRequest = body_json(body)?;
+    let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
+    let key = req.public_key.and_then(|k| k.content).filter(|c| !c.0.is_empty());
+    if csr.is_none() && key.is_none() {
+        // Fulcio answers this before looking at the token.
+        return Err(keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into());
+    }
+    let token = bearer(&headers).unwrap_or_default();
+    let chain = match csr {
+        Some(csr) => issue(&state, &token, KeyRequest::Csr { pem: &csr.0 }).await?,
+        None => {
+            let proof = req.signed_email_address.unwrap_or_default();
+            let key = key.unwrap_or_default();
+            issue(
+                &state,
+                &token,
+                KeyRequest::Signature {
+                    public_key: &key.0,
+                    proof: &proof.0,
+                },
+            )
+            .await?
+        }
+    };
+    let body = chain.iter().map(|p| p.trim_end()).collect::<Vec<_>>().join("\n");
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        body,
+    )
+        .into_response())
+}
+
+async fn trust_bundle(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "chains": [ { "certificates": state.chain_pem } ] }))
+}
+
+async fn root_cert(State(state): State<Arc<AppState>>) -> Response {
+    let body = state
+        .chain_pem
+        .iter()
+        .map(|p| format!("{p}\n"))
+        .collect::<String>()
+        .trim()
+        .to_string();
+    ([(header::CONTENT_TYPE, "application/pem-certificate-chain")], body).into_response()
+}
+
+async fn configuration(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let issuers: Vec<Value> = state
+        .issuers
+        .iter()
+        .map(|i| {
+            json!({
+                "issuerUrl": i.url,
+                "audience": i.client_id,
+                "challengeClaim": i.challenge_claim(),
+                "spiffeTrustDomain": "",
+                "issuerType": i.kind.as_str(),
+                "subjectDomain": "",
+                "skipEmailVerification": i.skip_email_verification,
+            })
+        })
+        .collect();
+    Json(json!({ "issuers": issuers }))
+}

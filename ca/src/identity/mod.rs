@@ -1,0 +1,116 @@
+//! From a verified token to a certificate identity (a [`Principal`]).
+//!
+//! One module per issuer kind; [`principal`] dispatches with an exhaustive match on
+//! [`IssuerKind`], so a kind added to the configuration does not compile until it has a mapping.
+
+mod email;
+mod github_workflow;
+
+use keyless_config::IssuerKind;
+
+use crate::Error;
+use crate::der;
+use crate::profile::Fact;
+use crate::token::VerifiedToken;
+
+/// The certificate's one Subject Alternative Name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum San {
+    /// rfc822Name.
+    Email(String),
+    /// uniformResourceIdentifier.
+    Uri(String),
+}
+
+impl San {
+    /// DER GeneralName.
+    pub(crate) fn general_name(&self) -> Vec<u8> {
+        match self {
+            San::Email(e) => der::wrap(0x81, &[e.as_bytes()]),
+            San::Uri(u) => der::wrap(0x86, &[u.as_bytes()]),
+        }
+    }
+
+    /// The value, whatever its type.
+    pub fn value(&self) -> &str {
+        match self {
+            San::Email(v) | San::Uri(v) => v,
+        }
+    }
+}
+
+/// Who a certificate is for: derived only from a [`VerifiedToken`], so holding one proves the
+/// token was verified.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    issuer_url: String,
+    kind: IssuerKind,
+    name: String,
+    san: San,
+    facts: Vec<(Fact, String)>,
+}
+
+impl Principal {
+    /// What the proof of possession signs: the email for email issuers, otherwise `sub`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SAN the certificate will carry.
+    pub fn san(&self) -> &San {
+        &self.san
+    }
+
+    /// The facts the Sigstore extensions will carry.
+    pub fn facts(&self) -> &[(Fact, String)] {
+        &self.facts
+    }
+
+    /// The configured issuer URL that verified the token.
+    pub fn issuer_url(&self) -> &str {
+        &self.issuer_url
+    }
+
+    /// The issuer kind.
+    pub fn kind(&self) -> IssuerKind {
+        self.kind
+    }
+}
+
+/// Maps a verified token to its principal according to its issuer's kind.
+pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
+    let issuer = token.issuer();
+    let (name, san, mut facts) = match issuer.kind {
+        IssuerKind::Email => email::map(token)?,
+        IssuerKind::GithubWorkflow => github_workflow::map(token)?,
+    };
+    // Every kind carries the issuer (1.1, 1.8) and the raw subject (1.24).
+    if !facts.iter().any(|(f, _)| *f == Fact::Issuer) {
+        facts.push((Fact::Issuer, issuer.url.clone()));
+    }
+    if let Some(sub) = token.claims().get("sub").and_then(|v| v.as_str()) {
+        facts.push((Fact::Subject, sub.to_string()));
+    }
+    // X.509 SANs are IA5 (ASCII); refuse here with the claim named rather than fail in encoding.
+    if !san.value().is_ascii() || san.value().chars().any(|c| c.is_ascii_control()) {
+        return Err(Error::claim(
+            &issuer.url,
+            san_claim(issuer.kind),
+            "must be ASCII to fit a certificate SAN",
+        ));
+    }
+    Ok(Principal {
+        issuer_url: issuer.url.clone(),
+        kind: issuer.kind,
+        name,
+        san,
+        facts,
+    })
+}
+
+fn san_claim(kind: IssuerKind) -> &'static str {
+    match kind {
+        IssuerKind::Email => "email",
+        IssuerKind::GithubWorkflow => "job_workflow_ref",
+    }
+}

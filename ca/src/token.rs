@@ -1,0 +1,346 @@
+//! OIDC identity tokens: the cheap structural checks, then signature and claim verification.
+//!
+//! [`VerifiedToken`] can only be made by [`verify`], so holding one proves the token's signature,
+//! issuer, audience and lifetime were checked. Fetching the issuer's keys is the `oidc` crate's job;
+//! this module works on keys already in hand and never touches the network.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use keyless_config::IssuerConfig;
+use serde_json::{Map, Value};
+
+use crate::Error;
+
+/// Tokens larger than this are refused before any decoding. Real ID tokens are 1–3 KiB.
+pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
+/// Clock-skew allowance for `nbf` (as Fulcio); `exp` has none.
+pub const NBF_LEEWAY_SECS: i64 = 300;
+
+/// Signature algorithms accepted on identity tokens. `none` and HMAC are never accepted: the
+/// issuer's public key must not double as a shared secret.
+pub const ACCEPTED_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// A structurally valid token whose signature has not been checked. Only `iss` and `kid` may be
+/// trusted enough to pick the issuer and key.
+pub struct UnverifiedToken {
+    raw: String,
+    alg: String,
+    kid: Option<String>,
+    iss: String,
+    claims: Map<String, Value>,
+}
+
+impl fmt::Debug for UnverifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnverifiedToken")
+            .field("iss", &self.iss)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits and decodes a compact JWS. Size and the exact two dots are checked before any decoding
+/// (GHSA-f83f-xpx7-ffpw: a token of many dots must not cost memory).
+pub fn parse(raw: &str) -> Result<UnverifiedToken, Error> {
+    if raw.is_empty() {
+        return Err(Error::Token("no identity token was sent".into()));
+    }
+    if raw.len() > MAX_TOKEN_BYTES {
+        return Err(Error::Token(format!("token is larger than {MAX_TOKEN_BYTES} bytes")));
+    }
+    if raw.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(Error::Token(
+            "token is not a compact JWS (it must contain exactly two dots)".into(),
+        ));
+    }
+    let mut parts = raw.splitn(3, '.');
+    let (h, p) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let header: Map<String, Value> = decode_part(h, "header")?;
+    let claims: Map<String, Value> = decode_part(p, "payload")?;
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => a.clone(),
+        _ => return Err(Error::Token("token header has no \"alg\"".into())),
+    };
+    let kid = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(Error::Token("token header \"kid\" is not a string".into())),
+    };
+    let iss = match claims.get("iss") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(Error::Token("token has no \"iss\" claim".into())),
+    };
+    Ok(UnverifiedToken {
+        raw: raw.to_string(),
+        alg,
+        kid,
+        iss,
+        claims,
+    })
+}
+
+fn decode_part(part: &str, what: &str) -> Result<Map<String, Value>, Error> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Error::Token(format!("token {what} is not base64url without padding")))?;
+    serde_json::from_slice(&bytes).map_err(|_| Error::Token(format!("token {what} is not a JSON object")))
+}
+
+impl UnverifiedToken {
+    /// The claimed issuer, used only to choose which configured issuer verifies the token.
+    pub fn issuer(&self) -> &str {
+        &self.iss
+    }
+
+    /// The claimed key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+/// An issuer's verification keys, prepared once per JWKS fetch.
+#[derive(Clone, Default)]
+pub struct IssuerKeys {
+    keys: Vec<IssuerKey>,
+}
+
+#[derive(Clone)]
+struct IssuerKey {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    family: AlgorithmFamily,
+    key: DecodingKey,
+}
+
+impl fmt::Debug for IssuerKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.keys.iter().map(|k| &k.kid)).finish()
+    }
+}
+
+impl IssuerKeys {
+    /// Prepares the usable keys of a JWKS; symmetric and unknown key types are skipped.
+    pub fn from_jwks(jwks: &JwkSet) -> IssuerKeys {
+        let keys = jwks
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let family = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+                    AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+                    AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+                    _ => return None,
+                };
+                let alg = match jwk.common.key_algorithm {
+                    None => None,
+                    Some(ka) => Some(jwk_algorithm(ka)?),
+                };
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some(IssuerKey {
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    family,
+                    key,
+                })
+            })
+            .collect();
+        IssuerKeys { keys }
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no key is usable.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn jwk_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match ka {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// A token whose signature, issuer, audience and lifetime have been verified.
+pub struct VerifiedToken {
+    issuer: Arc<IssuerConfig>,
+    claims: Map<String, Value>,
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("issuer", &self.issuer.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedToken {
+    /// The configured issuer that vouched for this token.
+    pub fn issuer(&self) -> &IssuerConfig {
+        &self.issuer
+    }
+
+    /// All claims.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// A claim that must be a non-empty string.
+    pub fn string_claim(&self, name: &str) -> Result<&str, Error> {
+        match self.claims.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(Value::String(_)) => Err(Error::claim(&self.issuer.url, name, "is empty")),
+            Some(other) => Err(Error::claim(
+                &self.issuer.url,
+                name,
+                format!("must be a string, found {}", json_type(other)),
+            )),
+            None => Err(Error::claim(&self.issuer.url, name, "is missing")),
+        }
+    }
+}
+
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Verifies `token` against the configured `issuer` and its `keys` at time `now` (Unix seconds).
+pub fn verify(
+    token: UnverifiedToken,
+    issuer: Arc<IssuerConfig>,
+    keys: &IssuerKeys,
+    now: i64,
+) -> Result<VerifiedToken, Error> {
+    let url = issuer.url.as_str();
+    let alg: Algorithm = match token.alg.parse() {
+        Ok(a) if ACCEPTED_ALGORITHMS.contains(&a) => a,
+        _ => {
+            return Err(Error::Token(format!(
+                "signing algorithm {:?} is not accepted (issuer {url}); allowed: RS*, PS*, ES256, ES384, EdDSA",
+                token.alg
+            )));
+        }
+    };
+    if token.iss != url {
+        return Err(Error::Token(format!(
+            "token issuer {:?} does not match configured issuer {url}",
+            token.iss
+        )));
+    }
+    let candidates: Vec<&IssuerKey> = keys
+        .keys
+        .iter()
+        .filter(|k| k.family == alg.family() && k.alg.is_none_or(|a| a == alg))
+        .filter(|k| token.kid.is_none() || k.kid == token.kid)
+        .collect();
+    if candidates.is_empty() {
+        if let Some(kid) = &token.kid {
+            return Err(Error::UnknownKeyId {
+                issuer: url.to_string(),
+                kid: kid.clone(),
+            });
+        }
+        return Err(Error::Token(format!(
+            "issuer {url} publishes no key for algorithm {}",
+            token.alg
+        )));
+    }
+    let (signing_input, signature) = token.raw.rsplit_once('.').unwrap_or((&token.raw, ""));
+    let valid = candidates
+        .iter()
+        .any(|k| jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &k.key, alg).unwrap_or(false));
+    if !valid {
+        return Err(Error::Token(format!(
+            "signature does not verify with the keys of issuer {url}"
+        )));
+    }
+    let claims = token.claims;
+    let exp = numeric(&claims, "exp", url)?
+        .ok_or_else(|| Error::Token(format!("token has no \"exp\" claim (issuer {url})")))?;
+    if (now as f64) > exp {
+        return Err(Error::Token(format!("token expired at {} (issuer {url})", exp as i64)));
+    }
+    if let Some(nbf) = numeric(&claims, "nbf", url)? {
+        if ((now + NBF_LEEWAY_SECS) as f64) < nbf {
+            return Err(Error::Token(format!(
+                "token is not valid before {} (nbf, issuer {url})",
+                nbf as i64
+            )));
+        }
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => *a == issuer.client_id,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&issuer.client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        let got = claims.get("aud").map_or("nothing".to_string(), Value::to_string);
+        return Err(Error::Token(format!(
+            "token audience {got} does not contain {:?}, required by issuer {url}",
+            issuer.client_id
+        )));
+    }
+    Ok(VerifiedToken { issuer, claims })
+}
+
+fn numeric(claims: &Map<String, Value>, name: &str, url: &str) -> Result<Option<f64>, Error> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(_) => Err(Error::Token(format!(
+            "token claim {name:?} is not a number (issuer {url})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structural_checks_come_first() {
+        let dots = ".".repeat(100_000);
+        assert!(matches!(parse(&dots), Err(Error::Token(m)) if m.contains("larger")));
+        let dots = ".".repeat(1000);
+        assert!(matches!(parse(&dots), Err(Error::Token(m)) if m.contains("two dots")));
+        assert!(matches!(parse("a.b"), Err(Error::Token(m)) if m.contains("two dots")));
+        assert!(matches!(parse("!!.e30.x"), Err(Error::Token(m)) if m.contains("base64url")));
+        // {"alg":"none"} . {} -> no iss
+        assert!(matches!(parse("eyJhbGciOiJub25lIn0.e30.x"), Err(Error::Token(m)) if m.contains("iss")));
+    }
+}

@@ -1,0 +1,150 @@
+//! Fulcio's own issuer file (`config/identity/config.yaml` or its JSON twin), accepted unchanged.
+//!
+//! Fulcio decodes JSON keys case-insensitively and also has kebab-case YAML spellings, so keys are
+//! compared after folding case and dropping `-`/`_`: `OIDCIssuers`, `oidc-issuers` and
+//! `oidc_issuers` are one key. Unknown keys are ignored, as Fulcio does (its public file carries a
+//! `define:` list used only for YAML anchors).
+
+use serde_json::{Map, Value};
+
+use crate::ConfigError;
+use crate::issuer::{self, IssuerConfig};
+
+fn fold(k: &str) -> String {
+    k.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn get<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    m.iter().find(|(k, _)| fold(k) == key).map(|(_, v)| v)
+}
+
+fn string(m: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, ConfigError> {
+    match get(m, key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ConfigError::rule(
+            format!("{path}.{key}"),
+            format!("expected a string, found {other}"),
+        )),
+    }
+}
+
+pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
+    let root: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax("", e))?,
+    };
+    let Value::Object(root) = root else {
+        return Err(ConfigError::rule(
+            "",
+            "expected a mapping with OIDCIssuers and/or MetaIssuers",
+        ));
+    };
+    let mut out = Vec::new();
+    if let Some(v) = get(&root, "oidcissuers") {
+        let Value::Object(issuers) = v else {
+            return Err(ConfigError::rule(
+                "OIDCIssuers",
+                "expected a mapping of issuer URL to issuer",
+            ));
+        };
+        for (url, entry) in issuers {
+            let path = format!("OIDCIssuers[{url:?}]");
+            let Value::Object(e) = entry else {
+                return Err(ConfigError::rule(path, "expected a mapping"));
+            };
+            let issuer_url = string(e, "issuerurl", &path)?.unwrap_or_else(|| url.clone());
+            if &issuer_url != url {
+                return Err(ConfigError::rule(
+                    format!("{path}.IssuerURL"),
+                    format!("{issuer_url:?} differs from the key it is listed under"),
+                ));
+            }
+            let kind =
+                string(e, "type", &path)?.ok_or_else(|| ConfigError::rule(format!("{path}.Type"), "is required"))?;
+            let skip = match get(e, "skipemailverification") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(ConfigError::rule(
+                        format!("{path}.SkipEmailVerification"),
+                        format!("expected true or false, found {other}"),
+                    ));
+                }
+            };
+            for unsupported in [
+                "issuerclaim",
+                "subjectdomain",
+                "spiffetrustdomain",
+                "cacert",
+                "ciprovider",
+            ] {
+                if get(e, unsupported).is_some() {
+                    return Err(ConfigError::rule(
+                        path.clone(),
+                        format!("{unsupported} is not supported yet"),
+                    ));
+                }
+            }
+            let issuer = issuer::build(
+                issuer_url,
+                &kind,
+                string(e, "clientid", &path)?,
+                skip,
+                string(e, "challengeclaim", &path)?,
+                "IssuerURL",
+                "Type",
+            )
+            .map_err(|err| err.under(&path))?;
+            out.push(issuer);
+        }
+    }
+    if let Some(Value::Object(meta)) = get(&root, "metaissuers") {
+        if let Some(pattern) = meta.keys().next() {
+            return Err(ConfigError::rule(
+                format!("MetaIssuers[{pattern:?}]"),
+                "meta issuers (wildcards) are not supported yet",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IssuerKind;
+
+    #[test]
+    fn json_and_yaml_spellings() {
+        let json = r#"{"OIDCIssuers": {"https://accounts.google.com": {"IssuerURL": "https://accounts.google.com", "ClientID": "sigstore", "Type": "email"},
+            "https://token.actions.githubusercontent.com": {"IssuerURL": "https://token.actions.githubusercontent.com", "ClientID": "sigstore", "Type": "github-workflow"}}}"#;
+        let yaml = "define: [1]\noidc-issuers:\n  https://accounts.google.com:\n    issuer-url: https://accounts.google.com\n    client-id: sigstore\n    type: email\n  https://token.actions.githubusercontent.com:\n    issuer-url: https://token.actions.githubusercontent.com\n    client-id: sigstore\n    type: github-workflow\n";
+        for text in [json, yaml] {
+            let mut v = parse(text).unwrap();
+            v.sort_by(|a, b| a.url.cmp(&b.url));
+            assert_eq!(v.len(), 2);
+            assert_eq!(v[0].kind, IssuerKind::Email);
+            assert_eq!(v[1].kind, IssuerKind::GithubWorkflow);
+            assert_eq!(v[1].client_id, "sigstore");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_entry() {
+        let e = parse(r#"{"OIDCIssuers": {"https://x.example": {"Type": "gitlab"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            r#"OIDCIssuers["https://x.example"].Type: unknown issuer type "gitlab""#
+        );
+        let e = parse(r#"{"OIDCIssuers": {"http://x.example": {"Type": "email"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(r#"OIDCIssuers["http://x.example"].IssuerURL:"#), "{e}");
+    }
+}

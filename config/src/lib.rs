@@ -1,0 +1,368 @@
+//! Keyless CA configuration.
+//!
+//! This crate owns the YAML schema (`keyless.yaml`), the reading of Fulcio's own issuer file, and the
+//! validation that turns both into a [`Config`] that cannot express an invalid combination. Every
+//! error names the path of the offending key and the rule it broke, so a bad file stops start-up
+//! with a message an operator can act on. It never touches the network and never logs secrets.
+
+mod duration;
+mod error;
+mod fulcio;
+mod issuer;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::duration::parse_duration;
+pub use crate::error::ConfigError;
+pub use crate::issuer::{IssuerConfig, IssuerKind, is_loopback_url};
+pub use crate::secret::{Secret, SecretRef};
+
+/// Default API listener: Fulcio deployments use port 5555.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5555";
+/// Default certificate lifetime, as Fulcio issues.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(600);
+/// Longest certificate lifetime the CA accepts: short-lived is the whole point.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// The audience every public Sigstore issuer uses.
+pub const DEFAULT_CLIENT_ID: &str = "sigstore";
+
+/// A validated configuration. Paths are absolute (resolved against the config file's folder).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP API listener.
+    pub listen: SocketAddr,
+    /// Where generated state lives (the generated CA, the development issuer key, later the CT log).
+    pub data_dir: PathBuf,
+    /// Where the CA key and chain come from.
+    pub ca: CaConfig,
+    /// Certificate Transparency mode.
+    pub ct_log: CtLogConfig,
+    /// Trusted OIDC issuers, from `issuers_file` first and then `issuers`.
+    pub issuers: Vec<IssuerConfig>,
+    /// Leaf certificate settings.
+    pub certificate: CertificateConfig,
+    /// Set only by `keyless serve --dev`: serve the insecure development issuer.
+    pub insecure_dev_issuer: bool,
+}
+
+/// Where the CA signing key lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaConfig {
+    /// `ca:` omitted: a file CA generated under `data_dir/ca` on first start, unencrypted.
+    Generated,
+    /// An existing (or `keyless ca init`-created) key file and chain file.
+    File(FileCaConfig),
+}
+
+/// `ca.file`: a PKCS#8 key (optionally encrypted) and the chain, issuing CA first, root last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCaConfig {
+    /// PKCS#8 PEM private key of the issuing CA.
+    pub key: PathBuf,
+    /// PEM chain: issuing CA first, root last.
+    pub chain: PathBuf,
+    /// Password for an encrypted key; `None` means the key is stored in the clear.
+    pub password: Option<SecretRef>,
+}
+
+impl CaConfig {
+    /// The file CA that this configuration names, with the generated one resolved under `data_dir`.
+    pub fn file(&self, data_dir: &Path) -> FileCaConfig {
+        match self {
+            CaConfig::Generated => FileCaConfig {
+                key: data_dir.join("ca").join("ca-key.pem"),
+                chain: data_dir.join("ca").join("ca-chain.pem"),
+                password: None,
+            },
+            CaConfig::File(f) => f.clone(),
+        }
+    }
+}
+
+/// Certificate Transparency mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtLogConfig {
+    /// Explicit opt-out: certificates are issued without an SCT. Logged loudly at start-up.
+    Disabled,
+    /// The embedded RFC 6962 log (the default).
+    Embedded,
+}
+
+/// Leaf certificate settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// Lifetime of issued certificates.
+    pub validity: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    ca: Option<RawCa>,
+    ct_log: Option<serde_json::Value>,
+    issuers_file: Option<String>,
+    #[serde(default)]
+    issuers: Vec<issuer::RawIssuer>,
+    certificate: Option<RawCertificate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    file: RawFileCa,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileCa {
+    key: String,
+    chain: String,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    validity: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_limited(path)?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_yaml(&text, &base)
+    }
+
+    /// Parses configuration text; relative paths resolve against `base`.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax("", e))?
+        };
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::rule(if path == "." { String::new() } else { path }, e.into_inner())
+        })?;
+        raw.validate(base)
+    }
+
+    /// The configuration `keyless serve --dev` uses: loopback listener, generated CA, the insecure
+    /// development issuer, and CT disabled until the embedded log exists.
+    pub fn dev(data_dir: PathBuf) -> Config {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("constant address"),
+            data_dir,
+            ca: CaConfig::Generated,
+            ct_log: CtLogConfig::Disabled,
+            issuers: Vec::new(),
+            certificate: CertificateConfig {
+                validity: DEFAULT_VALIDITY,
+            },
+            insecure_dev_issuer: true,
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let listen = match self.listen {
+            None => DEFAULT_LISTEN.parse().expect("constant address"),
+            Some(s) => s
+                .parse()
+                .map_err(|_| ConfigError::rule("listen", format!("{s:?} is not an address such as 127.0.0.1:5555")))?,
+        };
+        let data_dir = resolve(base, self.data_dir.as_deref().unwrap_or("./keyless-data"));
+        let ca = match self.ca {
+            None => CaConfig::Generated,
+            Some(RawCa { file }) => {
+                let password = file
+                    .password
+                    .map(|p| SecretRef::parse(&p).map_err(|e| ConfigError::rule("ca.file.password", e)))
+                    .transpose()?;
+                CaConfig::File(FileCaConfig {
+                    key: resolve(base, &file.key),
+                    chain: resolve(base, &file.chain),
+                    password,
+                })
+            }
+        };
+        let ct_log = match self.ct_log {
+            None => CtLogConfig::Embedded,
+            Some(serde_json::Value::String(s)) if s == "disabled" => CtLogConfig::Disabled,
+            Some(serde_json::Value::String(s)) if s == "embedded" => CtLogConfig::Embedded,
+            Some(other) => {
+                return Err(ConfigError::rule(
+                    "ct_log",
+                    format!("expected `embedded` or `disabled`, found {other}"),
+                ));
+            }
+        };
+        let mut issuers = Vec::new();
+        if let Some(file) = self.issuers_file {
+            let path = resolve(base, &file);
+            let text = read_limited(&path)?;
+            issuers.extend(fulcio::parse(&text).map_err(|e| e.in_file(&path))?);
+        }
+        for (i, raw) in self.issuers.into_iter().enumerate() {
+            issuers.push(raw.validate().map_err(|e| e.under(&format!("issuers[{i}]")))?);
+        }
+        for (i, a) in issuers.iter().enumerate() {
+            if issuers[..i].iter().any(|b| b.url == a.url) {
+                return Err(ConfigError::rule(
+                    "issuers",
+                    format!("issuer {:?} is configured twice", a.url),
+                ));
+            }
+        }
+        let validity = match self.certificate.and_then(|c| c.validity) {
+            None => DEFAULT_VALIDITY,
+            Some(v) => {
+                let d = parse_duration(&v).map_err(|e| ConfigError::rule("certificate.validity", e))?;
+                if d < Duration::from_secs(60) || d > MAX_VALIDITY {
+                    return Err(ConfigError::rule(
+                        "certificate.validity",
+                        format!("{v} is outside the allowed range 1m to 24h"),
+                    ));
+                }
+                d
+            }
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            ca,
+            ct_log,
+            issuers,
+            certificate: CertificateConfig { validity },
+            insecure_dev_issuer: false,
+        })
+    }
+}
+
+/// Config and issuer files are small; refuse anything absurd before parsing it.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+fn read_limited(path: &Path) -> Result<String, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::io(path, e))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::rule(
+            path.display().to_string(),
+            format!("file is larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("/etc/keyless"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from("/etc/keyless/./keyless-data"));
+        assert_eq!(c.ca, CaConfig::Generated);
+        assert_eq!(c.ct_log, CtLogConfig::Embedded);
+        assert_eq!(c.certificate.validity, DEFAULT_VALIDITY);
+    }
+
+    #[test]
+    fn contract_keys_parse() {
+        let c = load(
+            "listen: 127.0.0.1:6000\ndata_dir: /var/lib/keyless\nca:\n  file: { key: ca-key.pem, chain: ca-chain.pem, password: env:KEYLESS_CA_PASSWORD }\nct_log: disabled\nissuers: []\ncertificate: { validity: 15m }\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.ct_log, CtLogConfig::Disabled);
+        assert_eq!(c.certificate.validity, Duration::from_secs(900));
+        match c.ca {
+            CaConfig::File(f) => {
+                assert_eq!(f.key, PathBuf::from("/etc/keyless/ca-key.pem"));
+                assert_eq!(f.password, Some(SecretRef::Env("KEYLESS_CA_PASSWORD".into())));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load("listne: 1.2.3.4:5\n").unwrap_err().to_string();
+        assert!(e.contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn unknown_issuer_type_names_path() {
+        let e = load(
+            "issuers:\n - {url: https://a.example, type: email}\n - {url: https://b.example, type: email}\n - {url: https://c.example, type: gitlab}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, r#"issuers[2].type: unknown issuer type "gitlab""#);
+    }
+
+    #[test]
+    fn nested_unknown_key_is_named_with_path() {
+        let e = load("ca:\n  file: { key: a, chain: b, passwrd: x }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ca.file"), "{e}");
+        assert!(e.contains("passwrd"), "{e}");
+    }
+
+    #[test]
+    fn literal_password_is_refused() {
+        let e = load("ca:\n  file: { key: a, chain: b, password: hunter2 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ca.file.password:"), "{e}");
+        assert!(!e.contains("hunter2"), "secret echoed: {e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(load("ct_log: maybe\n").unwrap_err().to_string().starts_with("ct_log:"));
+        assert!(
+            load("certificate: {validity: 48h}\n")
+                .unwrap_err()
+                .to_string()
+                .starts_with("certificate.validity:")
+        );
+        assert!(
+            load("listen: nowhere\n")
+                .unwrap_err()
+                .to_string()
+                .starts_with("listen:")
+        );
+    }
+
+    #[test]
+    fn duplicate_issuers_are_refused() {
+        let e = load("issuers:\n - {url: https://a.example, type: email}\n - {url: https://a.example, type: email}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("configured twice"), "{e}");
+    }
+}

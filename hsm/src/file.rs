@@ -1,0 +1,252 @@
+//! The file key backend: an ECDSA key in PKCS#8 PEM, encrypted (PBES2, scrypt + AES-256-CBC)
+//! when a password is configured, plus the PEM chain file.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keyless_ca::ceremony::{self, CaNames};
+use keyless_ca::pipeline::pem_encode;
+use keyless_ca::{SignatureAlgorithm, Signer, SoftwareSigner};
+use keyless_config::{FileCaConfig, Secret};
+use pkcs8::der::Decode;
+use pkcs8::der::pem::LineEnding;
+use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
+
+use crate::HsmError;
+
+/// Root certificates live about ten years; intermediates about five (clipped to the root).
+const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HsmError + '_ {
+    move |source| HsmError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn password(cfg: &FileCaConfig) -> Result<Option<Secret>, HsmError> {
+    cfg.password
+        .as_ref()
+        .map(|r| r.resolve().map_err(HsmError::Secret))
+        .transpose()
+}
+
+/// Loads the issuing key and the chain text.
+pub fn load_file_ca(cfg: &FileCaConfig) -> Result<(Arc<dyn Signer>, String), HsmError> {
+    let key_pem = fs::read_to_string(&cfg.key).map_err(io(&cfg.key))?;
+    let chain = fs::read_to_string(&cfg.chain).map_err(io(&cfg.chain))?;
+    let key_err = |reason: String| HsmError::Key {
+        path: cfg.key.display().to_string(),
+        reason,
+    };
+    let (label, doc) =
+        pkcs8::der::SecretDocument::from_pem(&key_pem).map_err(|e| key_err(format!("not a PEM key: {e}")))?;
+    let der = match (label, password(cfg)?) {
+        ("ENCRYPTED PRIVATE KEY", Some(pw)) => {
+            let enc = EncryptedPrivateKeyInfoRef::from_der(doc.as_bytes()).map_err(|e| key_err(e.to_string()))?;
+            enc.decrypt(pw.expose().as_bytes())
+                .map_err(|_| key_err("cannot decrypt the key: wrong password or corrupt file".into()))?
+        }
+        ("ENCRYPTED PRIVATE KEY", None) => {
+            return Err(key_err("the key is encrypted but ca.file.password is not set".into()));
+        }
+        ("PRIVATE KEY", None) => doc,
+        ("PRIVATE KEY", Some(_)) => {
+            return Err(key_err(
+                "ca.file.password is set but the key is not encrypted; encrypt it or drop the password".into(),
+            ));
+        }
+        (other, _) => {
+            return Err(key_err(format!("PEM label {other:?} is not a PKCS#8 private key")));
+        }
+    };
+    let signer = SoftwareSigner::from_pkcs8_any(der.as_bytes()).map_err(|e| key_err(e.0))?;
+    Ok((Arc::new(signer), chain))
+}
+
+/// What `ca init` made.
+#[derive(Debug, Clone)]
+pub struct FileCaReport {
+    /// SHA-256 fingerprints (hex) of the root and intermediate certificates.
+    pub root_sha256: String,
+    /// Intermediate fingerprint.
+    pub intermediate_sha256: String,
+    /// Where the root's private key went (move it offline).
+    pub root_key_path: String,
+}
+
+/// Creates a P-384 root and a P-256 issuing intermediate, writes the issuing key (encrypted when
+/// a password is configured), the root key beside it, and the chain. Refuses to overwrite.
+pub fn init_file_ca(cfg: &FileCaConfig, names: &CaNames, now: SystemTime) -> Result<FileCaReport, HsmError> {
+    let root_key_path = cfg.key.with_file_name(format!(
+        "{}-root.pem",
+        cfg.key.file_stem().and_then(|s| s.to_str()).unwrap_or("ca-key")
+    ));
+    for p in [&cfg.key, &cfg.chain, &root_key_path] {
+        if p.exists() {
+            return Err(HsmError::Exists(p.display().to_string()));
+        }
+    }
+    let pw = password(cfg)?;
+    let (root, root_pkcs8) =
+        SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).map_err(|e| HsmError::Secret(e.0))?;
+    let (issuing, issuing_pkcs8) =
+        SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).map_err(|e| HsmError::Secret(e.0))?;
+    let root_der = ceremony::root_certificate(&root, names, ROOT_LIFETIME, now)?;
+    let inter_der = ceremony::intermediate_certificate(
+        &root,
+        &root_der,
+        issuing.public_key_spki(),
+        names,
+        INTERMEDIATE_LIFETIME,
+        now,
+    )?;
+    let chain = format!("{}{}", pem_encode(&inter_der), pem_encode(&root_der));
+    // Prove the result is loadable before writing anything.
+    keyless_ca::CertificateAuthority::new(
+        Arc::new(SoftwareSigner::from_pkcs8_any(&issuing_pkcs8).map_err(|e| HsmError::Secret(e.0))?),
+        &chain,
+        Duration::from_secs(600),
+        now,
+    )?;
+
+    for dir in [&cfg.key, &cfg.chain, &root_key_path].iter().filter_map(|p| p.parent()) {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    write_new(
+        &cfg.key,
+        key_pem(&issuing_pkcs8, pw.as_ref(), &cfg.key)?.as_bytes(),
+        true,
+    )?;
+    write_new(
+        &root_key_path,
+        key_pem(&root_pkcs8, pw.as_ref(), &root_key_path)?.as_bytes(),
+        true,
+    )?;
+    write_new(&cfg.chain, chain.as_bytes(), false)?;
+    Ok(FileCaReport {
+        root_sha256: sha256_hex(&root_der),
+        intermediate_sha256: sha256_hex(&inter_der),
+        root_key_path: root_key_path.display().to_string(),
+    })
+}
+
+fn key_pem(pkcs8_der: &[u8], pw: Option<&Secret>, path: &Path) -> Result<String, HsmError> {
+    let err = |e: pkcs8::Error| HsmError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let info = PrivateKeyInfoRef::from_der(pkcs8_der).map_err(|e| err(e.into()))?;
+    let pem = match pw {
+        Some(pw) => info
+            .encrypt(pw.expose().as_bytes())
+            .map_err(err)?
+            .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF),
+        None => pkcs8::der::SecretDocument::try_from(info)
+            .map_err(err)?
+            .to_pem("PRIVATE KEY", LineEnding::LF),
+    };
+    pem.map(|z| z.to_string()).map_err(|e| err(e.into()))
+}
+
+/// Creates a file that must not exist yet; private keys are readable by the owner only.
+fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), HsmError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(path))
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    keyless_ca::keys::sha256(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyless_config::SecretRef;
+
+    fn cfg(dir: &Path, password: Option<SecretRef>) -> FileCaConfig {
+        FileCaConfig {
+            key: dir.join("ca-key.pem"),
+            chain: dir.join("ca-chain.pem"),
+            password,
+        }
+    }
+
+    #[test]
+    fn init_then_load_plain_and_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw_file = dir.path().join("pw");
+        fs::write(&pw_file, "correct horse\n").unwrap();
+        for (sub, password) in [("plain", None), ("enc", Some(SecretRef::File(pw_file.clone())))] {
+            let c = cfg(&dir.path().join(sub), password);
+            let report = init_file_ca(&c, &CaNames::default(), SystemTime::now()).unwrap();
+            assert_eq!(report.root_sha256.len(), 64);
+            let text = fs::read_to_string(&c.key).unwrap();
+            assert_eq!(text.contains("ENCRYPTED"), sub == "enc");
+            let (signer, chain) = load_file_ca(&c).unwrap();
+            keyless_ca::CertificateAuthority::new(signer, &chain, Duration::from_secs(600), SystemTime::now()).unwrap();
+            // Refuses to overwrite.
+            assert!(matches!(
+                init_file_ca(&c, &CaNames::default(), SystemTime::now()),
+                Err(HsmError::Exists(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn wrong_password_is_refused_without_echo() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        let bad = dir.path().join("bad");
+        fs::write(&good, "s3cret-one").unwrap();
+        fs::write(&bad, "s3cret-two").unwrap();
+        init_file_ca(
+            &cfg(dir.path(), Some(SecretRef::File(good))),
+            &CaNames::default(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let e = load_file_ca(&cfg(dir.path(), Some(SecretRef::File(bad))))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("wrong password"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = load_file_ca(&cfg(dir.path(), None)).err().unwrap().to_string();
+        assert!(e.contains("password is not set"), "{e}");
+    }
+
+    #[test]
+    fn mismatched_key_and_chain_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = cfg(&dir.path().join("a"), None);
+        let b = cfg(&dir.path().join("b"), None);
+        init_file_ca(&a, &CaNames::default(), SystemTime::now()).unwrap();
+        init_file_ca(&b, &CaNames::default(), SystemTime::now()).unwrap();
+        let (signer, _) = load_file_ca(&a).unwrap();
+        let chain_b = fs::read_to_string(&b.chain).unwrap();
+        let e = keyless_ca::CertificateAuthority::new(signer, &chain_b, Duration::from_secs(600), SystemTime::now())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not the issuing certificate's public key"),
+            "{e}"
+        );
+    }
+}

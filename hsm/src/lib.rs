@@ -1,0 +1,43 @@
+//! Key backends for the CA: where the issuing key lives and how it signs.
+//!
+//! Each backend implements [`keyless_ca::Signer`]. Today that is the key file (PKCS#8, encrypted
+//! with a password from a secret reference); the PKCS#11 backend for SoftHSM2 and hardware HSMs
+//! lands here too, and only this crate may contain `unsafe` FFI. This crate also runs the key
+//! ceremony (`keyless ca init`) for the backends it owns.
+
+#![forbid(unsafe_code)]
+
+mod file;
+
+pub use crate::file::{FileCaReport, init_file_ca, load_file_ca};
+
+/// A key backend failure. Messages name files and rules, never passwords or key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HsmError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key could not be decrypted or decoded.
+    #[error("{path}: {reason}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// `ca init` would overwrite existing material.
+    #[error("{0} already exists; refusing to overwrite CA material")]
+    Exists(String),
+    /// A secret reference could not be resolved.
+    #[error("{0}")]
+    Secret(String),
+    /// The CA core refused the key or chain.
+    #[error(transparent)]
+    Ca(#[from] keyless_ca::Error),
+}

@@ -1,0 +1,238 @@
+//! OIDC for Keyless CA: finds the configured issuer for a token, fetches its discovery document
+//! and JWKS over HTTP (lazily, with timeouts, size limits and no cross-host redirects), caches the
+//! keys, and hands them to [`keyless_ca::token::verify`], which alone can vouch for a token.
+//!
+//! An unreachable issuer never blocks start-up or other issuers: its tokens get a 503 naming it.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use jsonwebtoken::jwk::JwkSet;
+use keyless_ca::token::{self, IssuerKeys, VerifiedToken};
+use keyless_config::IssuerConfig;
+use serde::Deserialize;
+
+/// Per-request timeout for discovery and JWKS fetches.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Discovery documents and key sets larger than this are refused.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Keys are re-fetched after this long even if every `kid` is known (issuers rotate keys).
+pub const KEYS_TTL: Duration = Duration::from_secs(3600);
+/// An unknown `kid` triggers a re-fetch at most this often per issuer, so forged kids cannot
+/// turn the CA into a request amplifier against an IdP.
+pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a token could not be verified.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// The token itself is at fault (the client's problem).
+    #[error(transparent)]
+    Token(#[from] keyless_ca::Error),
+    /// The issuer's discovery document or keys could not be fetched (the issuer's problem).
+    #[error("issuer {issuer} is unavailable: {cause}")]
+    IssuerUnavailable {
+        /// Issuer URL.
+        issuer: String,
+        /// What went wrong, for the operator's log.
+        cause: String,
+    },
+}
+
+struct IssuerState {
+    config: Arc<IssuerConfig>,
+    keys: Mutex<Option<CachedKeys>>,
+    /// Serializes fetches so concurrent requests share one.
+    fetch: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct CachedKeys {
+    keys: Arc<IssuerKeys>,
+    fetched: Instant,
+}
+
+/// Verifies tokens against the configured issuers.
+pub struct OidcVerifier {
+    issuers: HashMap<String, Arc<IssuerState>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field("issuers", &self.issuers.keys())
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl OidcVerifier {
+    /// Builds a verifier; nothing is fetched until a token arrives.
+    pub fn new(issuers: &[IssuerConfig]) -> Result<OidcVerifier, OidcError> {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // Same-host redirects only (GHSA-59jp-pj84-45mr class of SSRF).
+                let same = attempt
+                    .previous()
+                    .first()
+                    .map(|u| u.host_str() == attempt.url().host_str())
+                    .unwrap_or(false);
+                if same && attempt.previous().len() < 3 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
+            .user_agent(concat!("keyless/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OidcError::IssuerUnavailable {
+                issuer: String::new(),
+                cause: e.to_string(),
+            })?;
+        let issuers = issuers
+            .iter()
+            .map(|c| {
+                let state = IssuerState {
+                    config: Arc::new(c.clone()),
+                    keys: Mutex::new(None),
+                    fetch: tokio::sync::Mutex::new(()),
+                };
+                (c.url.clone(), Arc::new(state))
+            })
+            .collect();
+        Ok(OidcVerifier { issuers, http })
+    }
+
+    /// Verifies a raw token and returns the core's capability for it.
+    pub async fn verify(&self, raw: &str) -> Result<VerifiedToken, OidcError> {
+        let unverified = token::parse(raw)?;
+        let Some(state) = self.issuers.get(unverified.issuer()) else {
+            return Err(keyless_ca::Error::Token(format!(
+                "issuer {:?} is not configured on this CA",
+                unverified.issuer()
+            ))
+            .into());
+        };
+        let keys = self.keys(state, false).await?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        match token::verify(unverified, state.config.clone(), &keys, now) {
+            Err(keyless_ca::Error::UnknownKeyId { .. }) => {
+                // The issuer may have rotated its keys: refresh (rate-limited) and retry once.
+                let keys = self.keys(state, true).await?;
+                let unverified = token::parse(raw)?;
+                Ok(token::verify(unverified, state.config.clone(), &keys, now)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Cached keys, fetched when absent, stale, or (rate-limited) when a kid was unknown.
+    async fn keys(&self, state: &IssuerState, unknown_kid: bool) -> Result<Arc<IssuerKeys>, OidcError> {
+        let fresh = |c: &CachedKeys| {
+            let age = c.fetched.elapsed();
+            if unknown_kid {
+                age < UNKNOWN_KID_REFRESH_INTERVAL
+            } else {
+                age < KEYS_TTL
+            }
+        };
+        if let Some(c) = state.keys.lock().expect("poisoned").clone().filter(fresh) {
+            return Ok(c.keys);
+        }
+        let _guard = state.fetch.lock().await;
+        let cached = state.keys.lock().expect("poisoned").clone();
+        if let Some(c) = cached.clone().filter(fresh) {
+            return Ok(c.keys);
+        }
+        match self.fetch_keys(&state.config.url).await {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                *state.keys.lock().expect("poisoned") = Some(CachedKeys {
+                    keys: keys.clone(),
+                    fetched: Instant::now(),
+                });
+                Ok(keys)
+            }
+            Err(cause) => {
+                tracing::warn!(issuer = %state.config.url, %cause, "OIDC key fetch failed");
+                // Stale keys beat no keys when an IdP blips; unknown kids still fail closed.
+                match cached {
+                    Some(c) => Ok(c.keys),
+                    None => Err(OidcError::IssuerUnavailable {
+                        issuer: state.config.url.clone(),
+                        cause,
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn fetch_keys(&self, issuer: &str) -> Result<IssuerKeys, String> {
+        let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let doc: Discovery = serde_json::from_slice(&self.get(&discovery_url).await?)
+            .map_err(|e| format!("discovery document is not valid JSON with issuer and jwks_uri: {e}"))?;
+        if doc.issuer != issuer {
+            return Err(format!(
+                "discovery document names issuer {:?}, expected {issuer:?}",
+                doc.issuer
+            ));
+        }
+        let jwks_url =
+            url::Url::parse(&doc.jwks_uri).map_err(|e| format!("jwks_uri {:?} is not a URL: {e}", doc.jwks_uri))?;
+        let secure =
+            jwks_url.scheme() == "https" || (jwks_url.scheme() == "http" && keyless_config::is_loopback_url(&jwks_url));
+        if !secure {
+            return Err(format!(
+                "jwks_uri {:?} must be https (plain http only on loopback)",
+                doc.jwks_uri
+            ));
+        }
+        let jwks: JwkSet = serde_json::from_slice(&self.get(jwks_url.as_str()).await?)
+            .map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
+        let keys = IssuerKeys::from_jwks(&jwks);
+        if keys.is_empty() {
+            return Err("JWKS holds no usable signing key".into());
+        }
+        tracing::info!(issuer, keys = keys.len(), "fetched OIDC signing keys");
+        Ok(keys)
+    }
+
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let mut resp = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+            return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// The configured issuers, in configuration order is not kept; sorted by URL for stable output.
+    pub fn issuers(&self) -> Vec<Arc<IssuerConfig>> {
+        let mut v: Vec<_> = self.issuers.values().map(|s| s.config.clone()).collect();
+        v.sort_by(|a, b| a.url.cmp(&b.url));
+        v
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of Keyless CA on a fresh Debian machine: installs what the tests need, builds the
+# `keyless` binary the black-box tests start, then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests use (openssl is the independent certificate checker).
+missing=()
+for pkg in openssl; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# The black-box tests run this binary as a subprocess.
+cargo build --locked --bin keyless
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --workspace --no-fail-fast "$@"
+else
+  cargo test --locked --workspace --no-fail-fast "$@"
+fi
