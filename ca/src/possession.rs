@@ -99,7 +99,9 @@ fn hash_rule(key: KeyType) -> &'static str {
     }
 }
 
-fn prove_csr(pem_text: &[u8]) -> Result<ProvenKey, Error> {
+/// Parses a PEM CSR, applies the key policy and the algorithm allow-list, and verifies its
+/// self-signature. The CSR's subject, SANs and extensions are ignored: only the key is used.
+pub fn prove_csr(pem_text: &[u8]) -> Result<ProvenKey, Error> {
     let block = pem::parse(pem_text).map_err(|e| Error::CsrParse(format!("not PEM: {e}")))?;
     if block.tag() != "CERTIFICATE REQUEST" && block.tag() != "NEW CERTIFICATE REQUEST" {
         return Err(Error::CsrParse(format!(

@@ -1,1 +1,478 @@
-//! harness
+//! Black-box test harness for Keyless CA.
+//!
+//! - [`TestIssuer`]: a real OIDC issuer on loopback (discovery + JWKS over HTTP, RSA and EC keys)
+//!   that mints tokens with whatever claims and headers a test wants;
+//! - [`Keyless`]: the built `keyless` binary started as a subprocess on a free loopback port with a
+//!   generated config, killed on drop;
+//! - [`ClientKey`]: client key pairs and proofs of possession;
+//! - [`inspect`]: certificate checks with parsers independent of the CA (RustCrypto `x509-cert`
+//!   and the `openssl` command).
+
+pub mod inspect;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// One signing key of the test issuer.
+pub struct IssuerKey {
+    /// Key id published in the JWKS.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: Algorithm,
+    /// Private key for minting.
+    pub encoding: EncodingKey,
+    /// Public JWK.
+    pub jwk: Value,
+    /// The RSA private key PEM (for the HS256-with-public-key attack test).
+    pub public_pem: Option<String>,
+}
+
+impl IssuerKey {
+    /// A fresh RSA-2048 key for RS256.
+    pub fn rsa(kid: &str) -> IssuerKey {
+        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: Pkcs8V1Der = kp.as_der().unwrap();
+        let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes()).unwrap();
+        let spki = kp.public_key().as_der().unwrap();
+        IssuerKey::finish(kid, Algorithm::RS256, encoding, Some(pem("PUBLIC KEY", spki.as_ref())))
+    }
+
+    /// A fresh P-256 key for ES256.
+    pub fn ec(kid: &str) -> IssuerKey {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+        let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+        IssuerKey::finish(kid, Algorithm::ES256, encoding, None)
+    }
+
+    fn finish(kid: &str, alg: Algorithm, encoding: EncodingKey, public_pem: Option<String>) -> IssuerKey {
+        let mut jwk = Jwk::from_encoding_key(&encoding, alg).unwrap();
+        jwk.common.key_id = Some(kid.to_string());
+        let jwk = serde_json::to_value(&jwk).unwrap();
+        IssuerKey {
+            kid: kid.to_string(),
+            alg,
+            encoding,
+            jwk,
+            public_pem,
+        }
+    }
+}
+
+/// A real OIDC issuer served over HTTP on 127.0.0.1.
+pub struct TestIssuer {
+    /// The issuer URL (`iss`).
+    pub url: String,
+    /// RS256 key (kid `rsa-1`).
+    pub rsa: IssuerKey,
+    /// ES256 key (kid `ec-1`).
+    pub ec: IssuerKey,
+    jwks: Arc<RwLock<Value>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestIssuer {
+    /// Starts an issuer at `http://127.0.0.1:PORT/<path>` publishing an RSA and an EC key.
+    pub async fn start(path: &str) -> TestIssuer {
+        let rsa = IssuerKey::rsa("rsa-1");
+        let ec = IssuerKey::ec("ec-1");
+        let jwks = Arc::new(RwLock::new(json!({ "keys": [rsa.jwk, ec.jwk] })));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let discovery = json!({
+            "issuer": url,
+            "jwks_uri": format!("{url}/jwks"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        });
+        let j = jwks.clone();
+        let app = Router::new()
+            .route(
+                &format!("{path}/.well-known/openid-configuration"),
+                get(move || async move { Json(discovery) }),
+            )
+            .route(
+                &format!("{path}/jwks"),
+                get(move || async move { Json(j.read().unwrap().clone()) }),
+            );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestIssuer {
+            url,
+            rsa,
+            ec,
+            jwks,
+            server,
+        }
+    }
+
+    /// Replaces the published key set (key rotation).
+    pub fn publish(&self, keys: &[&IssuerKey]) {
+        *self.jwks.write().unwrap() = json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() });
+    }
+
+    /// Claims of a verified-email token from this issuer, valid for 10 minutes.
+    pub fn email_claims(&self, email: &str) -> Value {
+        let t = now();
+        json!({"iss": self.url, "aud": "sigstore", "sub": format!("user-{email}"), "email": email,
+               "email_verified": true, "iat": t, "nbf": t, "exp": t + 600})
+    }
+
+    /// Claims shaped like a GitHub Actions token from this issuer.
+    pub fn github_claims(&self) -> Value {
+        let t = now();
+        json!({
+            "iss": self.url, "aud": "sigstore", "iat": t, "nbf": t, "exp": t + 600,
+            "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+            "job_workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+            "job_workflow_sha": "1111111111111111111111111111111111111111",
+            "sha": "2222222222222222222222222222222222222222",
+            "event_name": "push", "repository": "octo-org/octo-repo", "workflow": "Release",
+            "ref": "refs/heads/main", "runner_environment": "github-hosted",
+            "repository_id": "123456", "repository_owner": "octo-org", "repository_owner_id": "654321",
+            "repository_visibility": "public",
+            "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+            "workflow_sha": "3333333333333333333333333333333333333333",
+            "run_id": "42", "run_attempt": "1",
+        })
+    }
+
+    /// Signs `claims` with the RSA key (RS256, kid `rsa-1`).
+    pub fn mint(&self, claims: &Value) -> String {
+        mint_with(&self.rsa, claims)
+    }
+}
+
+/// Signs `claims` with `key`, putting its kid in the header.
+pub fn mint_with(key: &IssuerKey, claims: &Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+/// A compact JWS with an arbitrary header and a given signature (for forged-token tests).
+pub fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B;
+    format!(
+        "{}.{}.{}",
+        B.encode(serde_json::to_vec(header).unwrap()),
+        B.encode(serde_json::to_vec(claims).unwrap()),
+        B.encode(signature)
+    )
+}
+
+/// A client key pair that can prove possession.
+pub enum ClientKey {
+    /// ECDSA (P-256 or P-384), signing with the curve's default hash.
+    Ec(EcdsaKeyPair),
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    /// Ed25519.
+    Ed25519(Ed25519KeyPair),
+}
+
+impl ClientKey {
+    /// P-256 with SHA-256.
+    pub fn p256() -> ClientKey {
+        ClientKey::ec(&signature::ECDSA_P256_SHA256_ASN1_SIGNING)
+    }
+
+    /// P-384 with SHA-384.
+    pub fn p384() -> ClientKey {
+        ClientKey::ec(&signature::ECDSA_P384_SHA384_ASN1_SIGNING)
+    }
+
+    fn ec(alg: &'static signature::EcdsaSigningAlgorithm) -> ClientKey {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).unwrap();
+        ClientKey::Ec(EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).unwrap())
+    }
+
+    /// RSA-2048.
+    pub fn rsa2048() -> ClientKey {
+        ClientKey::Rsa(aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap())
+    }
+
+    /// Ed25519.
+    pub fn ed25519() -> ClientKey {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        ClientKey::Ed25519(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
+    }
+
+    /// DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> Vec<u8> {
+        match self {
+            ClientKey::Ec(k) => k.public_key().as_der().unwrap().as_ref().to_vec(),
+            ClientKey::Rsa(k) => k.public_key().as_der().unwrap().as_ref().to_vec(),
+            ClientKey::Ed25519(k) => k.public_key().as_der().unwrap().as_ref().to_vec(),
+        }
+    }
+
+    /// PEM SubjectPublicKeyInfo.
+    pub fn spki_pem(&self) -> String {
+        pem("PUBLIC KEY", &self.spki_der())
+    }
+
+    /// Signature over `message` as a Fulcio client sends it.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match self {
+            ClientKey::Ec(k) => k.sign(&rng, message).unwrap().as_ref().to_vec(),
+            ClientKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig).unwrap();
+                sig
+            }
+            ClientKey::Ed25519(k) => k.sign(message).as_ref().to_vec(),
+        }
+    }
+
+    /// A v2 `publicKeyRequest` proving possession for `name`.
+    pub fn public_key_request(&self, name: &str) -> Value {
+        json!({
+            "publicKey": {"algorithm": "ECDSA", "content": self.spki_pem()},
+            "proofOfPossession": STANDARD.encode(self.sign(name.as_bytes())),
+        })
+    }
+}
+
+/// A PEM CSR for a fresh P-256 key (made by rcgen, not by the CA's code).
+pub fn p256_csr() -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+/// Runs `openssl` with `args`, panicking with its stderr on failure.
+pub fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/test.sh)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Where the `keyless` binary is: `$KEYLESS_BIN`, or beside this test's target directory.
+pub fn keyless_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KEYLESS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut dir = exe.parent().unwrap().to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("keyless");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin keyless` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `keyless serve` subprocess.
+pub struct Keyless {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The server's working directory (config, data, logs).
+    pub dir: tempfile::TempDir,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Drop for Keyless {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The response to an API call.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// Raw body.
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    /// The error `message`.
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The chain of a v2 success, PEM strings, leaf first.
+    pub fn chain(&self) -> Vec<String> {
+        assert_eq!(self.status, 200, "expected success, got {}: {}", self.status, self.body);
+        self.json()["signedCertificateEmbeddedSct"]["chain"]["certificates"]
+            .as_array()
+            .expect("signedCertificateEmbeddedSct.chain.certificates")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Keyless {
+    /// Starts `keyless serve` with `config` (YAML) written into a fresh directory. `listen` and
+    /// `data_dir` are filled in unless the config sets them.
+    pub fn start(config: &str) -> Keyless {
+        let dir = tempfile::tempdir().unwrap();
+        Keyless::start_in(dir, config)
+    }
+
+    /// Like [`Keyless::start`] in an existing directory.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Keyless {
+        let path = dir.path().join("keyless.yaml");
+        let mut text = String::new();
+        if !config.contains("listen:") {
+            text.push_str("listen: 127.0.0.1:0\n");
+        }
+        if !config.contains("data_dir:") {
+            text.push_str("data_dir: ./data\n");
+        }
+        text.push_str(config);
+        std::fs::write(&path, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("keyless.log")).unwrap();
+        let mut child = Command::new(keyless_bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("KEYLESS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = match wait_for_listen(&mut child) {
+            Some(url) => url,
+            None => {
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.path().join("keyless.log")).unwrap_or_default();
+                panic!("keyless did not start:\n{log}");
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Keyless { url, dir, child, http }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("keyless.log")).unwrap_or_default()
+    }
+
+    /// POSTs a JSON body (with optional bearer token) to `path`.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>, bearer: Option<&str>) -> Reply {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        reply(req.send().await.unwrap()).await
+    }
+
+    /// POSTs a v2 signingCert request.
+    pub async fn sign_v2(&self, body: &Value, bearer: Option<&str>) -> Reply {
+        self.post("/api/v2/signingCert", serde_json::to_vec(body).unwrap(), bearer)
+            .await
+    }
+
+    /// GETs `path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        reply(self.http.get(format!("{}{path}", self.url)).send().await.unwrap()).await
+    }
+
+    /// True if the server still answers `/healthz`.
+    pub async fn healthy(&self) -> bool {
+        let r = self.get("/healthz").await;
+        r.status == 200 && r.json()["status"] == "SERVING"
+    }
+}
+
+async fn reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp.text().await.unwrap();
+    Reply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn wait_for_listen(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("keyless: listening on ") {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).ok()
+}
