@@ -53,9 +53,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rootCert", get(root_cert).fallback(method_not_allowed))
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .fallback(not_found)
-        // The limit is enforced while reading, before any parsing; the handler maps it to 413.
+        // The limit is enforced on the declared length up front and while reading a body of
+        // unknown length, always before any parsing.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
+}
+
+/// Answers 413 at once when `Content-Length` is over the limit, without reading the body.
+async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::TooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

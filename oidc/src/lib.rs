@@ -45,6 +45,8 @@ pub enum OidcError {
 struct IssuerState {
     config: Arc<IssuerConfig>,
     keys: Mutex<Option<CachedKeys>>,
+    /// When an unknown `kid` last forced a re-fetch.
+    last_forced: Mutex<Option<Instant>>,
     /// Serializes fetches so concurrent requests share one.
     fetch: tokio::sync::Mutex<()>,
 }
@@ -106,6 +108,7 @@ impl OidcVerifier {
                 let state = IssuerState {
                     config: Arc::new(c.clone()),
                     keys: Mutex::new(None),
+                    last_forced: Mutex::new(None),
                     fetch: tokio::sync::Mutex::new(()),
                 };
                 (c.url.clone(), Arc::new(state))
@@ -140,22 +143,27 @@ impl OidcVerifier {
         }
     }
 
-    /// Cached keys, fetched when absent, stale, or (rate-limited) when a kid was unknown.
+    /// Cached keys, fetched when absent or stale. `unknown_kid` forces a re-fetch (the issuer may
+    /// have rotated), at most once per [`UNKNOWN_KID_REFRESH_INTERVAL`].
     async fn keys(&self, state: &IssuerState, unknown_kid: bool) -> Result<Arc<IssuerKeys>, OidcError> {
-        let fresh = |c: &CachedKeys| {
-            let age = c.fetched.elapsed();
-            if unknown_kid {
-                age < UNKNOWN_KID_REFRESH_INTERVAL
-            } else {
-                age < KEYS_TTL
+        let fresh = |c: &CachedKeys| c.fetched.elapsed() < KEYS_TTL;
+        let cached = state.keys.lock().expect("poisoned").clone();
+        if !unknown_kid {
+            if let Some(c) = cached.filter(fresh) {
+                return Ok(c.keys);
             }
-        };
-        if let Some(c) = state.keys.lock().expect("poisoned").clone().filter(fresh) {
-            return Ok(c.keys);
         }
         let _guard = state.fetch.lock().await;
         let cached = state.keys.lock().expect("poisoned").clone();
-        if let Some(c) = cached.clone().filter(fresh) {
+        if unknown_kid {
+            let mut last = state.last_forced.lock().expect("poisoned");
+            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL) {
+                if let Some(c) = &cached {
+                    return Ok(c.keys.clone());
+                }
+            }
+            *last = Some(Instant::now());
+        } else if let Some(c) = cached.clone().filter(fresh) {
             return Ok(c.keys);
         }
         match self.fetch_keys(&state.config.url).await {

@@ -97,6 +97,7 @@ pub struct TestIssuer {
     /// ES256 key (kid `ec-1`).
     pub ec: IssuerKey,
     jwks: Arc<RwLock<Value>>,
+    jwks_fetches: Arc<std::sync::atomic::AtomicUsize>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -122,6 +123,8 @@ impl TestIssuer {
             "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         });
         let j = jwks.clone();
+        let jwks_fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = jwks_fetches.clone();
         let app = Router::new()
             .route(
                 &format!("{path}/.well-known/openid-configuration"),
@@ -129,7 +132,10 @@ impl TestIssuer {
             )
             .route(
                 &format!("{path}/jwks"),
-                get(move || async move { Json(j.read().unwrap().clone()) }),
+                get(move || async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Json(j.read().unwrap().clone())
+                }),
             );
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -139,6 +145,7 @@ impl TestIssuer {
             rsa,
             ec,
             jwks,
+            jwks_fetches,
             server,
         }
     }
@@ -146,6 +153,11 @@ impl TestIssuer {
     /// Replaces the published key set (key rotation).
     pub fn publish(&self, keys: &[&IssuerKey]) {
         *self.jwks.write().unwrap() = json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() });
+    }
+
+    /// How many times the JWKS has been fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Claims of a verified-email token from this issuer, valid for 10 minutes.
@@ -430,6 +442,44 @@ impl Keyless {
         reply(req.send().await.unwrap()).await
     }
 
+    /// POSTs a streamed body of unknown length.
+    pub async fn post_stream(&self, path: &str, body: reqwest::Body) -> Result<Reply, reqwest::Error> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Ok(reply(resp).await)
+    }
+
+    /// Writes raw bytes to the server and returns what it answers (for requests a client library
+    /// would not send, such as a declared length with a truncated body).
+    pub async fn raw_exchange(&self, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut got = Vec::new();
+        let read = async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        got.extend_from_slice(&buf[..n]);
+                        if String::from_utf8_lossy(&got).contains("\"details\"") {
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
     /// POSTs a v2 signingCert request.
     pub async fn sign_v2(&self, body: &Value, bearer: Option<&str>) -> Reply {
         self.post("/api/v2/signingCert", serde_json::to_vec(body).unwrap(), bearer)
@@ -475,4 +525,25 @@ fn wait_for_listen(child: &mut Child) -> Option<String> {
         }
     });
     rx.recv_timeout(Duration::from_secs(60)).ok()
+}
+
+/// Runs `keyless <args>` to completion in `dir` (60 s at most) and returns its output.
+pub fn run_keyless(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(keyless_bin())
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keyless {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
