@@ -14,7 +14,7 @@ use crate::dev::DevIssuer;
 /// Keyless CA: a short-lived code-signing certificate authority, wire-compatible with Sigstore's
 /// Fulcio.
 #[derive(Parser, Debug)]
-#[command(name = "keyless", version, about, long_about = None)]
+#[command(name = "keyless", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

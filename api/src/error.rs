@@ -127,3 +127,36 @@ impl IntoResponse for ApiError {
         (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_faults_hide_their_cause() {
+        let e = ApiError::Ca(keyless_ca::Error::Signer("PKCS#11 CKR_DEVICE_ERROR in slot 3".into()));
+        let (status, code, message) = e.parts();
+        assert_eq!((status, code), (StatusCode::INTERNAL_SERVER_ERROR, 13));
+        assert_eq!(message, "error communicating with CA backend");
+        let e = ApiError::Internal("db path /var/lib/x".into());
+        assert!(!e.parts().2.contains("/var/lib"));
+    }
+
+    #[test]
+    fn client_faults_carry_fulcio_prefix_and_detail() {
+        let e = ApiError::Ca(keyless_ca::Error::InsecureKey("RSA modulus is 1024 bits".into()));
+        let (status, code, message) = e.parts();
+        assert_eq!((status, code), (StatusCode::BAD_REQUEST, 3));
+        assert_eq!(
+            message,
+            "The public key supplied in the request is insecure: RSA modulus is 1024 bits"
+        );
+        let e = ApiError::IssuerUnavailable {
+            issuer: "https://idp.example".into(),
+            cause: "connect refused 10.0.0.1".into(),
+        };
+        let (status, _, message) = e.parts();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message.contains("https://idp.example") && !message.contains("10.0.0.1"));
+    }
+}

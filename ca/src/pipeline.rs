@@ -252,3 +252,117 @@ fn check_chain(certs: &[X509Certificate<'_>], now: SystemTime) -> Result<(), Err
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ceremony::{self, CaNames};
+    use crate::signer::{SignError, SignatureAlgorithm, SoftwareSigner};
+    use crate::token::VerifiedToken;
+    use keyless_config::{IssuerConfig, IssuerKind};
+
+    /// Wraps a real key but corrupts its signatures after `good` calls (a misbehaving HSM).
+    struct FlakySigner {
+        inner: SoftwareSigner,
+        good: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Signer for FlakySigner {
+        fn algorithm(&self) -> SignatureAlgorithm {
+            self.inner.algorithm()
+        }
+        fn public_key_spki(&self) -> &[u8] {
+            self.inner.public_key_spki()
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+            let mut sig = self.inner.sign(message)?;
+            if self.good.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                let n = sig.len();
+                sig[n - 3] ^= 0x55;
+            }
+            Ok(sig)
+        }
+    }
+
+    fn ca_with(signer: Arc<dyn Signer>, root: &SoftwareSigner) -> Result<CertificateAuthority, Error> {
+        let now = SystemTime::now();
+        let names = CaNames::default();
+        let year = Duration::from_secs(365 * 86400);
+        let root_der = ceremony::root_certificate(root, &names, year, now)?;
+        let inter = ceremony::intermediate_certificate(root, &root_der, signer.public_key_spki(), &names, year, now)?;
+        let chain = format!("{}{}", pem_encode(&inter), pem_encode(&root_der));
+        CertificateAuthority::new(signer, &chain, Duration::from_secs(600), now)
+    }
+
+    fn principal_and_key() -> (Principal, ProvenKey) {
+        let issuer = IssuerConfig {
+            url: "https://issuer.example".into(),
+            kind: IssuerKind::Email,
+            client_id: "sigstore".into(),
+            skip_email_verification: false,
+            challenge_claim: None,
+        };
+        let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
+        let token = VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone());
+        let principal = crate::identity::principal(&token).unwrap();
+        let csr_key = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
+        let sig = csr_key.sign(b"a@example.com").unwrap();
+        let spki = csr_key.public_key_spki().to_vec();
+        let key = crate::possession::prove(
+            &principal,
+            crate::KeyRequest::Signature {
+                public_key: &spki,
+                proof: &sig,
+            },
+        )
+        .unwrap();
+        (principal, key)
+    }
+
+    #[test]
+    fn bad_signature_from_signer_is_refused_not_issued() {
+        let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+        let inner = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
+        // One good signature for the start-up self-test, then corrupted ones.
+        let flaky = Arc::new(FlakySigner { inner, good: 1.into() });
+        let ca = ca_with(flaky, &root).unwrap();
+        let (principal, key) = principal_and_key();
+        let err = ca.issue(principal, key, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, Error::Signer(_)), "{err}");
+        assert!(err.client_detail().is_none(), "server faults carry no client detail");
+    }
+
+    #[test]
+    fn signer_failing_self_test_refuses_start() {
+        let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+        let inner = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
+        let flaky = Arc::new(FlakySigner { inner, good: 0.into() });
+        let err = ca_with(flaky, &root).unwrap_err();
+        assert!(err.to_string().contains("self-test"), "{err}");
+    }
+
+    #[test]
+    fn proof_for_another_identity_is_refused() {
+        let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+        let signer = Arc::new(SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0);
+        let ca = ca_with(signer, &root).unwrap();
+        let (_, key) = principal_and_key();
+        let issuer = IssuerConfig {
+            url: "https://issuer.example".into(),
+            kind: IssuerKind::Email,
+            client_id: "sigstore".into(),
+            skip_email_verification: false,
+            challenge_claim: None,
+        };
+        let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});
+        let other = crate::identity::principal(&VerifiedToken::unchecked_for_tests(
+            issuer,
+            claims.as_object().unwrap().clone(),
+        ))
+        .unwrap();
+        assert!(matches!(
+            ca.issue(other, key, SystemTime::now()),
+            Err(Error::Possession(_))
+        ));
+    }
+}

@@ -349,3 +349,32 @@ fn futures_stream(data: Vec<u8>) -> reqwest::Body {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
+
+#[tokio::test]
+async fn unreachable_issuer_is_503_and_does_not_affect_others() {
+    let idp = TestIssuer::start("/up").await;
+    // Port 9 on loopback: nothing listens, so the connection is refused at once.
+    let down = "http://127.0.0.1:9/down";
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{down}\", type: email}}\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let key = ClientKey::p256();
+    let mut claims = idp.email_claims("x@example.com");
+    claims["iss"] = json!(down);
+    let r = ks.sign_v2(&body(&idp.mint(&claims), &key, "x@example.com"), None).await;
+    refused(&r, 503, TOKEN, "issuer http://127.0.0.1:9/down is unavailable");
+    assert!(
+        !r.body.contains("refused"),
+        "transport details stay in the log: {}",
+        r.body
+    );
+    let ok = ks
+        .sign_v2(
+            &body(&idp.mint(&idp.email_claims("x@example.com")), &key, "x@example.com"),
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ks.log().contains("OIDC issuer unavailable"));
+}
