@@ -61,6 +61,11 @@ impl ApiError {
     /// Status, gRPC code and the client-facing message.
     pub fn parts(&self) -> (StatusCode, u16, String) {
         match self {
+            ApiError::Ca(keyless_ca::Error::CtLog { log, .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!("Error entering certificate in CTL: CT log {log} is unavailable; try again later"),
+            ),
             ApiError::Ca(e) => match e.client_detail() {
                 Some(detail) => (
                     StatusCode::BAD_REQUEST,
@@ -101,6 +106,7 @@ impl ApiError {
                 Class::Possession => "pop",
                 Class::Request => "request",
                 Class::Server => "server",
+                Class::CtLog => "ct_log",
             },
             ApiError::IssuerUnavailable { .. } => "issuer_unavailable",
             ApiError::BadRequest(_) | ApiError::TooLarge | ApiError::NotFound | ApiError::MethodNotAllowed => "request",

@@ -35,6 +35,8 @@ pub struct AppState {
     pub issuers: Vec<IssuerConfig>,
     /// The chain as PEM (newline-terminated), issuing CA first, root last.
     pub chain_pem: Vec<String>,
+    /// Where certificates are logged: a log URL, or `disabled`.
+    pub ct_log: String,
 }
 
 /// The API router. Extra routes (the development issuer) are merged by the caller.
@@ -81,8 +83,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "SERVING"}))
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"status": "SERVING", "ctLog": state.ct_log}))
 }
 
 /// Reads the body under the size limit (a rejection here means it was too large or unreadable).
@@ -115,8 +117,9 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
         principal.kind(),
         principal.san().value().to_string(),
     );
-    let issued = state.ca.issue(principal, proven, SystemTime::now())?;
-    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, "certificate issued");
+    let issued = state.ca.issue(principal, proven, SystemTime::now()).await?;
+    let sct_time = issued.sct.as_ref().map(|s| s.timestamp);
+    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, ?sct_time, "certificate issued");
     let mut chain = vec![issued.pem()];
     chain.extend(state.chain_pem.iter().cloned());
     Ok(chain)

@@ -3,13 +3,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use keyless_ca::CertificateAuthority;
 use keyless_ca::ceremony::CaNames;
 use keyless_ca::pipeline::{parse_pem_chain, pem_encode};
-use keyless_config::{CaConfig, Config, CtLogConfig};
+use keyless_config::{CaConfig, Config, CtLogConfig, EmbeddedCtLog};
+use keyless_ctlog::{EmbeddedLog, LogOptions, RemoteLog};
 use keyless_oidc::OidcVerifier;
 use tokio::net::TcpListener;
 
@@ -17,7 +18,8 @@ use crate::dev::DevIssuer;
 use crate::routes::{AppState, router};
 
 /// Opens the CA the configuration describes, generating the default file CA on first start.
-pub fn open_ca(config: &Config) -> anyhow::Result<(Arc<CertificateAuthority>, Vec<String>)> {
+/// Returns the CA and its chain as PEM (issuing CA first, root last).
+pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<String>)> {
     let file = config.ca.file(&config.data_dir);
     if config.ca == CaConfig::Generated && !file.key.exists() && !file.chain.exists() {
         let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
@@ -30,7 +32,76 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(Arc<CertificateAuthority>, Ve
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
         .with_context(|| format!("checking the CA key against {}", file.chain.display()))?;
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
-    Ok((Arc::new(ca), chain_pem))
+    Ok((ca, chain_pem))
+}
+
+/// A running embedded CT log: its public URL and its server task.
+pub struct CtLogServer {
+    /// `http://ADDR/prefix`
+    pub url: String,
+    /// The log itself (for in-process submission).
+    pub log: keyless_ctlog::EmbeddedLog,
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CtLogServer {
+    /// Stops accepting and waits for requests in flight.
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the embedded log under `data_dir/ctlog`, trusting `roots`, and serves its RFC 6962 API
+/// on its own listener under the configured prefix.
+pub async fn start_embedded_log(
+    config: &Config,
+    settings: &EmbeddedCtLog,
+    roots: &[Vec<u8>],
+) -> anyhow::Result<CtLogServer> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("ct_log.embedded.listen: cannot listen on {}", settings.listen))?;
+    let url = format!("http://{}/{}", listener.local_addr()?, settings.prefix);
+    let opts = LogOptions {
+        mmd: settings.mmd,
+        commit_timeout: Duration::from_secs(10),
+        name: url.clone(),
+    };
+    let dir = config.data_dir.join("ctlog");
+    let log = tokio::task::block_in_place(|| EmbeddedLog::open(&dir, roots, opts))
+        .with_context(|| format!("opening the embedded CT log in {}", dir.display()))?;
+    let app = axum::Router::new().nest(
+        &format!("/{}", settings.prefix),
+        keyless_ctlog::http::router(log.clone()),
+    );
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { s.notified().await })
+            .await
+        {
+            tracing::error!(error = %e, "CT log listener failed");
+        }
+    });
+    println!("keyless: ct log listening on {url}");
+    tracing::info!(%url, size = log.sth().tree_size, "embedded CT log serving");
+    Ok(CtLogServer { url, log, stop, task })
+}
+
+/// Reads a PEM `PUBLIC KEY` file into DER.
+pub fn read_public_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = text.lines().filter(|l| !l.starts_with("-----")).collect::<String>();
+    if !text.contains("-----BEGIN PUBLIC KEY-----") {
+        bail!("{}: expected a PEM PUBLIC KEY", path.display());
+    }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .with_context(|| format!("{}: malformed PEM", path.display()))
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -39,15 +110,34 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    match config.ct_log {
-        CtLogConfig::Disabled => tracing::warn!(
-            "CERTIFICATE TRANSPARENCY IS DISABLED (ct_log: disabled): certificates are issued without being publicly logged"
-        ),
-        CtLogConfig::Embedded => bail!(
-            "ct_log: the embedded CT log is not available in this build yet; set `ct_log: disabled` to run without Certificate Transparency"
-        ),
-    }
-    let (ca, chain_pem) = open_ca(&config)?;
+    let (mut ca, chain_pem) = open_ca(&config)?;
+    let mut ct_server = None;
+    let ct_description = match &config.ct_log {
+        CtLogConfig::Disabled => {
+            tracing::warn!(
+                "CERTIFICATE TRANSPARENCY IS DISABLED (ct_log: disabled): certificates are issued without being publicly logged"
+            );
+            "disabled".to_string()
+        }
+        CtLogConfig::Embedded(settings) => {
+            let root = ca.chain_der().last().cloned().into_iter().collect::<Vec<_>>();
+            let server = start_embedded_log(&config, settings, &root).await?;
+            let spki = server.log.public_key_spki().to_vec();
+            ca = ca.with_ct_log(Arc::new(server.log.clone()), &spki)?;
+            let url = server.url.clone();
+            ct_server = Some(server);
+            url
+        }
+        CtLogConfig::Remote(remote) => {
+            let spki = read_public_key(&remote.public_key)?;
+            let log = RemoteLog::new(&remote.url, remote.timeout, remote.attempts)
+                .map_err(|e| anyhow::anyhow!("ct_log.url: {e}"))?;
+            ca = ca.with_ct_log(Arc::new(log), &spki).context("ct_log.public_key")?;
+            tracing::info!(url = %remote.url, "submitting precertificates to a remote CT log");
+            remote.url.clone()
+        }
+    };
+    let ca = Arc::new(ca);
     let addr = listener.local_addr()?;
     let mut issuers = config.issuers.clone();
     let mut extra = axum::Router::new();
@@ -72,11 +162,15 @@ pub async fn serve(
         oidc,
         issuers,
         chain_pem,
+        ct_log: ct_description,
     });
     let app = router(state).merge(extra);
     println!("keyless: listening on http://{addr}");
     tracing::info!(%addr, "serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    if let Some(ct) = ct_server {
+        ct.shutdown().await;
+    }
     tracing::info!("shut down");
     Ok(())
 }

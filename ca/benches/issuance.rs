@@ -44,6 +44,8 @@ const EMAIL: &str = "bench@example.com";
 /// Everything both paths need, built once.
 struct Fixture {
     raw_token: String,
+    /// The issuer key as `IssuerKeys` holds it (modulus and exponent), for the `jsonwebtoken` step.
+    decoding_key: jsonwebtoken::DecodingKey,
     issuer: Arc<IssuerConfig>,
     keys: IssuerKeys,
     client_pem: Vec<u8>,
@@ -58,6 +60,17 @@ struct Fixture {
     bare_ca_verifier: ParsedPublicKey,
     tbs: Vec<u8>,
     rng: SystemRandom,
+}
+
+/// Drives `CertificateAuthority::issue`, which only ever waits on a CT log; none is configured here
+/// (as in the HTTP target: CT disabled), so the future completes on its first poll.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("issuance waited on I/O although no CT log is configured"),
+    }
 }
 
 fn now_unix() -> i64 {
@@ -85,6 +98,7 @@ fn fixture() -> Fixture {
     let jwks_json = serde_json::to_string(&json!({ "keys": [jwk] })).expect("JWKS JSON");
     let jwks: JwkSet = serde_json::from_str(&jwks_json).expect("JWKS parses");
     let keys = IssuerKeys::from_jwks(&jwks);
+    let decoding_key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).expect("decoding key");
     assert_eq!(keys.len(), 1, "the issuer key must be usable");
 
     let now = now_unix();
@@ -133,6 +147,7 @@ fn fixture() -> Fixture {
 
     // Bare-crypto inputs: the token's signing input and signature, and a real leaf TBS.
     let (signing_input, sig_b64) = raw_token.rsplit_once('.').expect("compact JWS");
+    let rsa_signing_input = signing_input.as_bytes().to_vec();
     let rsa_signature = URL_SAFE_NO_PAD.decode(sig_b64).expect("signature base64");
     let rsa_public =
         ParsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, rsa.public_key().as_ref()).expect("RSA public key");
@@ -148,7 +163,7 @@ fn fixture() -> Fixture {
             },
         )
         .expect("prove");
-        ca.issue(principal, proven, SystemTime::now()).expect("issue")
+        block_on(ca.issue(principal, proven, SystemTime::now())).expect("issue")
     };
     let (_, leaf) = x509_parser::parse_x509_certificate(&fixture_leaf.der).expect("leaf parses");
     let tbs = leaf.tbs_certificate.as_ref().to_vec();
@@ -159,6 +174,7 @@ fn fixture() -> Fixture {
 
     Fixture {
         raw_token,
+        decoding_key,
         issuer,
         keys,
         client_pem,
@@ -166,7 +182,7 @@ fn fixture() -> Fixture {
         proof,
         ca,
         rsa_public,
-        rsa_signing_input: signing_input.as_bytes().to_vec(),
+        rsa_signing_input,
         rsa_signature,
         bare_ca_key,
         bare_ca_verifier,
@@ -189,7 +205,7 @@ impl Fixture {
             },
         )
         .expect("prove");
-        self.ca.issue(principal, proven, SystemTime::now()).expect("issue")
+        block_on(self.ca.issue(principal, proven, SystemTime::now())).expect("issue")
     }
 
     fn bare_rs256_verify(&self) {
@@ -310,6 +326,18 @@ fn steps(c: &mut Criterion, fx: &Fixture) {
             BatchSize::SmallInput,
         )
     });
+    let (signing_input, signature) = fx.raw_token.rsplit_once('.').expect("compact JWS");
+    group.bench_function("jsonwebtoken::crypto::verify (RS256)", |b| {
+        b.iter(|| {
+            let ok = jsonwebtoken::crypto::verify(
+                black_box(signature),
+                signing_input.as_bytes(),
+                &fx.decoding_key,
+                Algorithm::RS256,
+            );
+            assert!(ok.expect("verify runs"));
+        })
+    });
     group.bench_function("identity::principal", |b| {
         b.iter(|| identity::principal(black_box(&verified)).expect("principal"))
     });
@@ -322,7 +350,7 @@ fn steps(c: &mut Criterion, fx: &Fixture) {
     group.bench_function("CertificateAuthority::issue", |b| {
         b.iter_batched(
             || (principal.clone(), proven.clone()),
-            |(p, k)| fx.ca.issue(p, k, SystemTime::now()).expect("issue"),
+            |(p, k)| block_on(fx.ca.issue(p, k, SystemTime::now())).expect("issue"),
             BatchSize::SmallInput,
         )
     });

@@ -1,18 +1,19 @@
-//! A minimal DER writer: just the encodings the certificate profile needs, so the TBS bytes are
-//! fully under our control (the precertificate and final certificate must match byte for byte).
+//! A minimal DER writer and TLV reader: just what the certificate profile and RFC 6962 need, so
+//! the TBS bytes are fully under our control (the precertificate and final certificate must match
+//! byte for byte, and the CT log must rebuild one from the other).
 
-pub(crate) const SEQUENCE: u8 = 0x30;
-pub(crate) const SET: u8 = 0x31;
-pub(crate) const INTEGER: u8 = 0x02;
-pub(crate) const BIT_STRING: u8 = 0x03;
-pub(crate) const OCTET_STRING: u8 = 0x04;
-pub(crate) const NULL: u8 = 0x05;
-pub(crate) const OID: u8 = 0x06;
-pub(crate) const UTF8_STRING: u8 = 0x0c;
-pub(crate) const BOOLEAN: u8 = 0x01;
+pub const SEQUENCE: u8 = 0x30;
+pub const SET: u8 = 0x31;
+pub const INTEGER: u8 = 0x02;
+pub const BIT_STRING: u8 = 0x03;
+pub const OCTET_STRING: u8 = 0x04;
+pub const NULL: u8 = 0x05;
+pub const OID: u8 = 0x06;
+pub const UTF8_STRING: u8 = 0x0c;
+pub const BOOLEAN: u8 = 0x01;
 
 /// Appends `tag || length || content`.
-pub(crate) fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+pub fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
     out.push(tag);
     let n = content.len();
     if n < 0x80 {
@@ -27,36 +28,36 @@ pub(crate) fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
 }
 
 /// `tag || length || concat(parts)`.
-pub(crate) fn wrap(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+pub fn wrap(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     let content: Vec<u8> = parts.concat();
     let mut out = Vec::with_capacity(content.len() + 4);
     tlv(&mut out, tag, &content);
     out
 }
 
-pub(crate) fn seq(parts: &[&[u8]]) -> Vec<u8> {
+pub fn seq(parts: &[&[u8]]) -> Vec<u8> {
     wrap(SEQUENCE, parts)
 }
 
-pub(crate) fn octet_string(content: &[u8]) -> Vec<u8> {
+pub fn octet_string(content: &[u8]) -> Vec<u8> {
     wrap(OCTET_STRING, &[content])
 }
 
-pub(crate) fn utf8_string(s: &str) -> Vec<u8> {
+pub fn utf8_string(s: &str) -> Vec<u8> {
     wrap(UTF8_STRING, &[s.as_bytes()])
 }
 
 /// A BIT STRING with no unused bits.
-pub(crate) fn bit_string(bits: &[u8]) -> Vec<u8> {
+pub fn bit_string(bits: &[u8]) -> Vec<u8> {
     wrap(BIT_STRING, &[&[0u8], bits])
 }
 
-pub(crate) fn boolean_true() -> Vec<u8> {
+pub fn boolean_true() -> Vec<u8> {
     vec![BOOLEAN, 1, 0xff]
 }
 
 /// A non-negative INTEGER from big-endian magnitude bytes (leading zeros trimmed, sign byte added).
-pub(crate) fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
+pub fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
     let start = magnitude.iter().take_while(|b| **b == 0).count();
     let m = &magnitude[start.min(magnitude.len().saturating_sub(1))..];
     if m.first().is_some_and(|b| b & 0x80 != 0) {
@@ -66,12 +67,12 @@ pub(crate) fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
     }
 }
 
-pub(crate) fn small_integer(v: u8) -> Vec<u8> {
+pub fn small_integer(v: u8) -> Vec<u8> {
     unsigned_integer(&[v])
 }
 
 /// Encodes an OBJECT IDENTIFIER from its arcs.
-pub(crate) fn oid(arcs: &[u64]) -> Vec<u8> {
+pub fn oid(arcs: &[u64]) -> Vec<u8> {
     let mut body = Vec::with_capacity(arcs.len() + 4);
     body.push((arcs[0] * 40 + arcs[1]) as u8);
     for &arc in &arcs[2..] {
@@ -94,12 +95,12 @@ pub(crate) fn oid(arcs: &[u64]) -> Vec<u8> {
 }
 
 /// `[n] EXPLICIT` (constructed) or IMPLICIT primitive context tags.
-pub(crate) fn context(n: u8, constructed: bool, content: &[u8]) -> Vec<u8> {
+pub fn context(n: u8, constructed: bool, content: &[u8]) -> Vec<u8> {
     wrap(0x80 | if constructed { 0x20 } else { 0 } | n, &[content])
 }
 
 /// RFC 5280 time: UTCTime through 2049, GeneralizedTime from 2050, seconds precision.
-pub(crate) fn time(t: time::OffsetDateTime) -> Vec<u8> {
+pub fn time(t: time::OffsetDateTime) -> Vec<u8> {
     let t = t.to_offset(time::UtcOffset::UTC);
     let (y, mo, d, h, mi, s) = (t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second());
     if (1950..2050).contains(&y) {
@@ -133,4 +134,96 @@ mod tests {
         let t = time::macros::datetime!(2050-01-01 00:00:00 UTC);
         assert_eq!(time(t), b"\x18\x0f20500101000000Z");
     }
+}
+
+/// One decoded TLV: its tag, the whole encoding and the content.
+#[derive(Debug, Clone, Copy)]
+pub struct Tlv<'a> {
+    /// The identifier octet (single-byte tags only, which is all X.509 needs).
+    pub tag: u8,
+    /// Tag, length and content.
+    pub raw: &'a [u8],
+    /// Content only.
+    pub content: &'a [u8],
+}
+
+/// Reads one DER TLV from the front of `input`, returning it and the rest.
+pub fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let tag = *input.first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let first = *input.get(1)? as usize;
+    let (len, header) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = input.get(2..2 + n)?;
+        if bytes[0] == 0 {
+            return None;
+        }
+        (bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize), 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    let raw = input.get(..end)?;
+    Some((
+        Tlv {
+            tag,
+            raw,
+            content: &raw[header..],
+        },
+        &input[end..],
+    ))
+}
+
+/// Splits a constructed value's content into its elements.
+pub fn read_all(mut content: &[u8]) -> Option<Vec<Tlv<'_>>> {
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let (t, rest) = read_tlv(content)?;
+        out.push(t);
+        content = rest;
+    }
+    Some(out)
+}
+
+/// Re-encodes a DER TBSCertificate without the extension whose encoded OID is `oid_der`
+/// (`06 len ...`). Returns `None` if the input is not a TBS with that extension. Used to rebuild
+/// the RFC 6962 precertificate TBS without the poison or SCT-list extension.
+pub fn tbs_without_extension(tbs: &[u8], oid_der: &[u8]) -> Option<Vec<u8>> {
+    let (outer, rest) = read_tlv(tbs)?;
+    if outer.tag != SEQUENCE || !rest.is_empty() {
+        return None;
+    }
+    let fields = read_all(outer.content)?;
+    let mut found = false;
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(fields.len());
+    for f in &fields {
+        if f.tag != 0xa3 {
+            parts.push(f.raw.to_vec());
+            continue;
+        }
+        let (list, rest) = read_tlv(f.content)?;
+        if list.tag != SEQUENCE || !rest.is_empty() {
+            return None;
+        }
+        let kept: Vec<&[u8]> = read_all(list.content)?
+            .into_iter()
+            .filter(|ext| {
+                let drop = read_tlv(ext.content).is_some_and(|(id, _)| id.raw == oid_der);
+                found |= drop;
+                !drop
+            })
+            .map(|e| e.raw)
+            .collect();
+        parts.push(context(3, true, &seq(&kept)));
+    }
+    if !found {
+        return None;
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Some(seq(&refs))
 }

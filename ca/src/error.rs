@@ -42,6 +42,14 @@ pub enum Error {
     /// The CA key failed to sign, or produced a signature that does not verify. Server fault.
     #[error("CA signer: {0}")]
     Signer(String),
+    /// The CT log did not return a usable SCT in time. Server-side, retryable; names the log.
+    #[error("CT log {log}: {cause}")]
+    CtLog {
+        /// The log's name (URL or `embedded`).
+        log: String,
+        /// What went wrong, for the operator's log.
+        cause: String,
+    },
     /// The CA's key or chain is unusable. Server fault, found at start-up.
     #[error("CA setup: {0}")]
     Setup(String),
@@ -60,6 +68,8 @@ pub enum Class {
     Request,
     /// A fault on the CA's side.
     Server,
+    /// The CT log is unavailable or misbehaving.
+    CtLog,
 }
 
 impl Error {
@@ -75,6 +85,7 @@ impl Error {
             Error::Possession(_) => "The signature supplied in the request could not be verified",
             Error::AlgorithmNotPermitted(_) => "signing algorithm not permitted",
             Error::Signer(_) | Error::Setup(_) => "error communicating with CA backend",
+            Error::CtLog { .. } => "Error entering certificate in CTL",
         }
     }
 
@@ -86,6 +97,7 @@ impl Error {
             Error::Possession(_) | Error::AlgorithmNotPermitted(_) => Class::Possession,
             Error::CsrParse(_) => Class::Request,
             Error::Signer(_) | Error::Setup(_) => Class::Server,
+            Error::CtLog { .. } => Class::CtLog,
         }
     }
 
@@ -101,7 +113,7 @@ impl Error {
             | Error::AlgorithmNotPermitted(d) => Some(d.clone()),
             Error::UnknownKeyId { issuer, kid } => Some(format!("issuer {issuer} has no signing key with kid {kid:?}")),
             Error::Claim { issuer, claim, problem } => Some(format!("issuer {issuer}: claim {claim:?} {problem}")),
-            Error::Signer(_) | Error::Setup(_) => None,
+            Error::Signer(_) | Error::Setup(_) | Error::CtLog { .. } => None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`profile`]: the leaf certificate profile as one table of Sigstore extensions;
 //! - [`pipeline`]: the [`CertificateAuthority`] that checks its chain and signer at start-up and
 //!   issues verified leaves;
+//! - [`ct`]: SCTs, what a CT log signs, and the [`ct::CtLog`] trait log adapters implement;
 //! - [`signer`]: the [`Signer`] trait that key backends (file, PKCS#11) implement elsewhere;
 //! - [`ceremony`]: root and intermediate certificates for `keyless ca init`.
 //!
@@ -17,7 +18,8 @@
 
 pub mod ceremony;
 mod cert;
-mod der;
+pub mod ct;
+pub mod der;
 mod error;
 pub mod identity;
 pub mod keys;

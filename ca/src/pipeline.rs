@@ -15,6 +15,7 @@ use x509_parser::extensions::ParsedExtension;
 
 use crate::Error;
 use crate::cert::{self, Tbs, ext};
+use crate::ct::{self, CtLog, Sct};
 use crate::identity::Principal;
 use crate::keys::{PublicKey, signature_oid_hash};
 use crate::possession::ProvenKey;
@@ -32,6 +33,8 @@ pub struct Issued {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
+    /// The embedded SCT (`None` when CT is disabled).
+    pub sct: Option<Sct>,
 }
 
 impl Issued {
@@ -56,7 +59,17 @@ pub struct CertificateAuthority {
     chain_der: Vec<Vec<u8>>,
     issuer_name: Vec<u8>,
     issuer_key_id: Option<Vec<u8>>,
+    /// SHA-256 of the issuing CA's SPKI: the `issuer_key_hash` of precertificate entries.
+    issuer_key_hash: [u8; 32],
     validity: Duration,
+    ct: Option<CtBinding>,
+}
+
+/// The configured CT log and the key its SCTs must verify with.
+struct CtBinding {
+    log: Arc<dyn CtLog>,
+    key_point: Vec<u8>,
+    log_id: [u8; 32],
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -101,12 +114,35 @@ impl CertificateAuthority {
             .map_err(|_| Error::Setup("signer self-test produced a signature that does not verify".into()))?;
         Ok(CertificateAuthority {
             issuer_name: certs[0].subject().as_raw().to_vec(),
+            issuer_key_hash: crate::keys::sha256(certs[0].public_key().raw),
             signer,
             verifier,
             issuer_key_id,
             chain_der,
             validity,
+            ct: None,
         })
+    }
+
+    /// Logs every certificate to `log` first; its SCTs must verify with `log_public_key_spki`
+    /// (an ECDSA P-256 SubjectPublicKeyInfo, as RFC 6962 logs use).
+    pub fn with_ct_log(mut self, log: Arc<dyn CtLog>, log_public_key_spki: &[u8]) -> Result<Self, Error> {
+        let key = PublicKey::from_spki_der(log_public_key_spki)
+            .map_err(|e| Error::Setup(format!("CT log public key: {e}")))?;
+        if key.key_type() != crate::keys::KeyType::P256 {
+            return Err(Error::Setup("CT log public key must be ECDSA P-256".into()));
+        }
+        self.ct = Some(CtBinding {
+            log,
+            key_point: key.key_bits().to_vec(),
+            log_id: crate::keys::sha256(log_public_key_spki),
+        });
+        Ok(self)
+    }
+
+    /// The CT log's id, when one is configured.
+    pub fn ct_log_id(&self) -> Option<[u8; 32]> {
+        self.ct.as_ref().map(|c| c.log_id)
     }
 
     /// The CA chain as DER, issuing CA first, root last.
@@ -119,8 +155,10 @@ impl CertificateAuthority {
         self.validity
     }
 
-    /// Builds, signs and verifies a leaf certificate for `principal` and `key`.
-    pub fn issue(&self, principal: Principal, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
+    /// Issues a leaf for `principal` and `key`: with a CT log, a precertificate is signed and
+    /// logged first, the SCT is verified, and the final certificate embeds it; the two TBS differ
+    /// only in that last extension. Every signature is verified before anything is returned.
+    pub async fn issue(&self, principal: Principal, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
         if let Some(name) = key.proven_for() {
             if name != principal.name() {
                 return Err(Error::Possession("the proof was made for a different identity".into()));
@@ -133,24 +171,55 @@ impl CertificateAuthority {
             .as_secs();
         let not_before = OffsetDateTime::from_unix_timestamp(secs as i64).map_err(|e| Error::Signer(e.to_string()))?;
         let not_after = not_before + self.validity;
-        let extensions = self.leaf_extensions(&principal, &key);
-        let tbs = Tbs {
-            serial: &serial,
-            algorithm: self.signer.algorithm(),
-            issuer: &self.issuer_name,
-            not_before,
-            not_after,
-            subject: &[0x30, 0x00],
-            spki: key.public_key().spki_der(),
-            extensions: &extensions,
-        }
-        .encode();
-        let der = cert::sign(self.signer.as_ref(), &self.verifier, &tbs)?;
+        let mut extensions = self.leaf_extensions(&principal, &key);
+        let tbs = |extensions: &[Vec<u8>]| {
+            Tbs {
+                serial: &serial,
+                algorithm: self.signer.algorithm(),
+                issuer: &self.issuer_name,
+                not_before,
+                not_after,
+                subject: &[0x30, 0x00],
+                spki: key.public_key().spki_der(),
+                extensions,
+            }
+            .encode()
+        };
+        let sct = match &self.ct {
+            None => None,
+            Some(ct) => {
+                let log_tbs = tbs(&extensions);
+                extensions.push(profile::extension(ct::POISON_OID, true, &[crate::der::NULL, 0]));
+                let precert = cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?;
+                extensions.pop();
+                let mut chain = Vec::with_capacity(self.chain_der.len() + 1);
+                chain.push(precert);
+                chain.extend(self.chain_der.iter().cloned());
+                let ct_err = |cause: String| Error::CtLog {
+                    log: ct.log.name().to_string(),
+                    cause,
+                };
+                let sct = ct.log.add_pre_chain(&chain).await.map_err(|e| ct_err(e.0))?;
+                if sct.log_id != ct.log_id {
+                    return Err(ct_err("SCT is from a different log than the one configured".into()));
+                }
+                sct.verify_precert(&ct.key_point, &self.issuer_key_hash, &log_tbs)
+                    .map_err(|e| ct_err(e.0))?;
+                extensions.push(profile::extension(
+                    ct::SCT_LIST_OID,
+                    false,
+                    &ct::sct_list(std::slice::from_ref(&sct)),
+                ));
+                Some(sct)
+            }
+        };
+        let der = cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?;
         Ok(Issued {
             der,
             serial_hex: hex(&serial),
             not_before,
             not_after,
+            sct,
         })
     }
 
@@ -261,6 +330,17 @@ mod tests {
     use crate::token::VerifiedToken;
     use keyless_config::{IssuerConfig, IssuerKind};
 
+    /// Drives a future that never waits on I/O (the core's futures only wait on CT logs).
+    pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
     /// Wraps a real key but corrupts its signatures after `good` calls (a misbehaving HSM).
     struct FlakySigner {
         inner: SoftwareSigner,
@@ -327,7 +407,7 @@ mod tests {
         let flaky = Arc::new(FlakySigner { inner, good: 1.into() });
         let ca = ca_with(flaky, &root).unwrap();
         let (principal, key) = principal_and_key();
-        let err = ca.issue(principal, key, SystemTime::now()).unwrap_err();
+        let err = block_on(ca.issue(principal, key, SystemTime::now())).unwrap_err();
         assert!(matches!(err, Error::Signer(_)), "{err}");
         assert!(err.client_detail().is_none(), "server faults carry no client detail");
     }
@@ -361,8 +441,115 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(
-            ca.issue(other, key, SystemTime::now()),
+            block_on(ca.issue(other, key, SystemTime::now())),
             Err(Error::Possession(_))
         ));
+    }
+
+    /// An in-memory log: signs SCTs with its key, or misbehaves as told.
+    struct TestLog {
+        key: aws_lc_rs::signature::EcdsaKeyPair,
+        mode: &'static str,
+    }
+
+    impl TestLog {
+        fn new(mode: &'static str) -> TestLog {
+            use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &aws_lc_rs::rand::SystemRandom::new())
+                    .unwrap();
+            TestLog {
+                key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap(),
+                mode,
+            }
+        }
+        fn spki(&self) -> Vec<u8> {
+            use aws_lc_rs::signature::KeyPair;
+            let alg = crate::der::seq(&[
+                &crate::der::oid(&[1, 2, 840, 10045, 2, 1]),
+                &crate::der::oid(&[1, 2, 840, 10045, 3, 1, 7]),
+            ]);
+            crate::der::seq(&[&alg, &crate::der::bit_string(self.key.public_key().as_ref())])
+        }
+    }
+
+    fn tbs_of(cert: &[u8]) -> Vec<u8> {
+        let (c, _) = crate::der::read_tlv(cert).unwrap();
+        crate::der::read_tlv(c.content).unwrap().0.raw.to_vec()
+    }
+
+    impl CtLog for TestLog {
+        fn name(&self) -> &str {
+            "test-log"
+        }
+        fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> ct::CtFuture<'a> {
+            Box::pin(async move {
+                if self.mode == "down" {
+                    return Err(ct::CtError("connection refused".into()));
+                }
+                let tbs = crate::der::tbs_without_extension(&tbs_of(&chain[0]), &ct::oid_der(ct::POISON_OID))
+                    .expect("poison present");
+                let (_, issuer) = x509_parser::parse_x509_certificate(&chain[1]).unwrap();
+                let ikh = crate::keys::sha256(issuer.public_key().raw);
+                let data = ct::precert_signed_data(1_700_000_000_000, &ikh, &tbs, &[]);
+                let mut signature = self
+                    .key
+                    .sign(&aws_lc_rs::rand::SystemRandom::new(), &data)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec();
+                if self.mode == "bad-signature" {
+                    signature[10] ^= 1;
+                }
+                Ok(Sct {
+                    log_id: crate::keys::sha256(&self.spki()),
+                    timestamp: 1_700_000_000_000,
+                    extensions: Vec::new(),
+                    hash_algorithm: ct::HASH_SHA256,
+                    signature_algorithm: ct::SIG_ECDSA,
+                    signature,
+                })
+            })
+        }
+    }
+
+    fn ca_with_log(mode: &'static str) -> CertificateAuthority {
+        let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+        let signer = Arc::new(SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0);
+        let log = Arc::new(TestLog::new(mode));
+        let spki = log.spki();
+        ca_with(signer, &root).unwrap().with_ct_log(log, &spki).unwrap()
+    }
+
+    #[test]
+    fn precert_and_final_tbs_match_and_sct_is_embedded() {
+        let ca = ca_with_log("good");
+        let (principal, key) = principal_and_key();
+        let issued = block_on(ca.issue(principal, key, SystemTime::now())).unwrap();
+        let sct = issued.sct.clone().expect("an SCT");
+        let final_tbs = tbs_of(&issued.der);
+        let without_sct =
+            crate::der::tbs_without_extension(&final_tbs, &ct::oid_der(ct::SCT_LIST_OID)).expect("SCT list present");
+        // The log signed the precert TBS minus poison; the SCT verifies over the final TBS minus SCTs.
+        let ikh = ca.issuer_key_hash;
+        let point = ca.ct.as_ref().unwrap().key_point.clone();
+        sct.verify_precert(&point, &ikh, &without_sct).unwrap();
+        assert!(
+            issued
+                .der
+                .windows(sct.signature.len())
+                .any(|w| w == sct.signature.as_slice())
+        );
+    }
+
+    #[test]
+    fn log_failures_release_nothing() {
+        for mode in ["down", "bad-signature"] {
+            let ca = ca_with_log(mode);
+            let (principal, key) = principal_and_key();
+            let err = block_on(ca.issue(principal, key, SystemTime::now())).unwrap_err();
+            assert!(matches!(err, Error::CtLog { .. }), "{mode}: {err}");
+            assert!(err.client_detail().is_none());
+        }
     }
 }

@@ -140,7 +140,7 @@ pub const SIGSTORE_ARC: [u64; 8] = [1, 3, 6, 1, 4, 1, 57264, 1];
 pub const OTHERNAME_USERNAME_ARC: u64 = 7;
 
 /// Encodes one `Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }`.
-pub(crate) fn extension(oid_arcs: &[u64], critical: bool, value: &[u8]) -> Vec<u8> {
+pub fn extension(oid_arcs: &[u64], critical: bool, value: &[u8]) -> Vec<u8> {
     let oid = der::oid(oid_arcs);
     let v = der::octet_string(value);
     if critical {

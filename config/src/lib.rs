@@ -90,8 +90,47 @@ pub enum CtLogConfig {
     /// Explicit opt-out: certificates are issued without an SCT. Logged loudly at start-up.
     Disabled,
     /// The embedded RFC 6962 log (the default).
-    Embedded,
+    Embedded(EmbeddedCtLog),
+    /// A remote RFC 6962 log.
+    Remote(RemoteCtLog),
 }
+
+/// `ct_log: embedded` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedCtLog {
+    /// The log's own HTTP listener (RFC 6962 API for monitors and auditors).
+    pub listen: SocketAddr,
+    /// Path prefix: the log's base URL is `http://<listen>/<prefix>`.
+    pub prefix: String,
+    /// Maximum merge delay.
+    pub mmd: Duration,
+}
+
+impl Default for EmbeddedCtLog {
+    fn default() -> Self {
+        EmbeddedCtLog {
+            listen: DEFAULT_CT_LISTEN.parse().expect("constant address"),
+            prefix: "keyless".into(),
+            mmd: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `ct_log: {url, public_key}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCtLog {
+    /// Base URL (`<url>/ct/v1/add-pre-chain`).
+    pub url: String,
+    /// PEM file with the log's public key; every SCT is verified with it.
+    pub public_key: PathBuf,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts, including the first.
+    pub attempts: u32,
+}
+
+/// Default listener of the embedded CT log (RFC 6962 logs conventionally use 6962).
+pub const DEFAULT_CT_LISTEN: &str = "127.0.0.1:6962";
 
 /// Leaf certificate settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,17 +238,7 @@ impl RawConfig {
                 })
             }
         };
-        let ct_log = match self.ct_log {
-            None => CtLogConfig::Embedded,
-            Some(serde_json::Value::String(s)) if s == "disabled" => CtLogConfig::Disabled,
-            Some(serde_json::Value::String(s)) if s == "embedded" => CtLogConfig::Embedded,
-            Some(other) => {
-                return Err(ConfigError::rule(
-                    "ct_log",
-                    format!("expected `embedded` or `disabled`, found {other}"),
-                ));
-            }
-        };
+        let ct_log = ct_log(self.ct_log, base)?;
         let mut issuers = Vec::new();
         if let Some(file) = self.issuers_file {
             let path = resolve(base, &file);
@@ -252,6 +281,113 @@ impl RawConfig {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCtLog {
+    embedded: Option<RawEmbedded>,
+    url: Option<String>,
+    public_key: Option<String>,
+    timeout: Option<String>,
+    attempts: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEmbedded {
+    listen: Option<String>,
+    prefix: Option<String>,
+    mmd: Option<String>,
+}
+
+/// `ct_log:` is `embedded` (default), `disabled`, `{embedded: {...}}` or `{url, public_key}`.
+/// A map without a URL is an error, never a silent opt-out.
+fn ct_log(raw: Option<serde_json::Value>, base: &Path) -> Result<CtLogConfig, ConfigError> {
+    let value = match raw {
+        None => return Ok(CtLogConfig::Embedded(EmbeddedCtLog::default())),
+        Some(serde_json::Value::String(s)) if s == "disabled" => return Ok(CtLogConfig::Disabled),
+        Some(serde_json::Value::String(s)) if s == "embedded" => {
+            return Ok(CtLogConfig::Embedded(EmbeddedCtLog::default()));
+        }
+        Some(v @ serde_json::Value::Object(_)) => v,
+        Some(other) => {
+            return Err(ConfigError::rule(
+                "ct_log",
+                format!("expected `embedded`, `disabled` or a mapping, found {other}"),
+            ));
+        }
+    };
+    let raw: RawCtLog = serde_path_to_error::deserialize(value)
+        .map_err(|e| ConfigError::rule(format!("ct_log.{}", e.path()), e.into_inner()))?;
+    match (raw.embedded, raw.url) {
+        (Some(_), Some(_)) => Err(ConfigError::rule("ct_log", "set either `embedded` or `url`, not both")),
+        (Some(e), None) => {
+            if raw.public_key.is_some() || raw.timeout.is_some() || raw.attempts.is_some() {
+                return Err(ConfigError::rule(
+                    "ct_log",
+                    "public_key, timeout and attempts apply to a remote log (`url`)",
+                ));
+            }
+            let mut out = EmbeddedCtLog::default();
+            if let Some(l) = e.listen {
+                out.listen = l
+                    .parse()
+                    .map_err(|_| ConfigError::rule("ct_log.embedded.listen", format!("{l:?} is not an address")))?;
+            }
+            if let Some(p) = e.prefix {
+                let p = p.trim_matches('/').to_string();
+                if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+                    return Err(ConfigError::rule(
+                        "ct_log.embedded.prefix",
+                        "use letters, digits, '-', '_', '.', '/'",
+                    ));
+                }
+                out.prefix = p;
+            }
+            if let Some(m) = e.mmd {
+                out.mmd = parse_duration(&m).map_err(|e| ConfigError::rule("ct_log.embedded.mmd", e))?;
+                if out.mmd < Duration::from_millis(20) || out.mmd > Duration::from_secs(86400) {
+                    return Err(ConfigError::rule("ct_log.embedded.mmd", "must be between 20ms and 24h"));
+                }
+            }
+            Ok(CtLogConfig::Embedded(out))
+        }
+        (None, Some(url)) => {
+            let u = url::Url::parse(&url)
+                .map_err(|e| ConfigError::rule("ct_log.url", format!("{url:?} is not a URL: {e}")))?;
+            if u.scheme() != "https" && !(u.scheme() == "http" && is_loopback_url(&u)) {
+                return Err(ConfigError::rule(
+                    "ct_log.url",
+                    "must be https (plain http only on loopback)",
+                ));
+            }
+            let public_key = raw.public_key.ok_or_else(|| {
+                ConfigError::rule(
+                    "ct_log.public_key",
+                    "is required with a url: every SCT is verified with it",
+                )
+            })?;
+            let timeout = match raw.timeout {
+                Some(t) => parse_duration(&t).map_err(|e| ConfigError::rule("ct_log.timeout", e))?,
+                None => Duration::from_secs(10),
+            };
+            let attempts = raw.attempts.unwrap_or(3);
+            if attempts == 0 || attempts > 10 {
+                return Err(ConfigError::rule("ct_log.attempts", "must be between 1 and 10"));
+            }
+            Ok(CtLogConfig::Remote(RemoteCtLog {
+                url,
+                public_key: resolve(base, &public_key),
+                timeout,
+                attempts,
+            }))
+        }
+        (None, None) => Err(ConfigError::rule(
+            "ct_log",
+            "a mapping needs `url` (a remote log) or `embedded`; to run without CT say `ct_log: disabled`",
+        )),
+    }
+}
+
 /// Config and issuer files are small; refuse anything absurd before parsing it.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -285,7 +421,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from("/etc/keyless/./keyless-data"));
         assert_eq!(c.ca, CaConfig::Generated);
-        assert_eq!(c.ct_log, CtLogConfig::Embedded);
+        assert_eq!(c.ct_log, CtLogConfig::Embedded(EmbeddedCtLog::default()));
         assert_eq!(c.certificate.validity, DEFAULT_VALIDITY);
     }
 
@@ -356,6 +492,34 @@ mod tests {
                 .to_string()
                 .starts_with("listen:")
         );
+    }
+
+    #[test]
+    fn ct_log_forms() {
+        let c = load("ct_log: {embedded: {listen: 127.0.0.1:0, prefix: /logs/a/, mmd: 250ms}}\n").unwrap();
+        match c.ct_log {
+            CtLogConfig::Embedded(e) => {
+                assert_eq!(
+                    (e.listen.port(), e.prefix.as_str(), e.mmd),
+                    (0, "logs/a", Duration::from_millis(250))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = load("ct_log: {url: https://ct.example/log, public_key: ct.pem}\n").unwrap();
+        assert!(
+            matches!(c.ct_log, CtLogConfig::Remote(r) if r.public_key == Path::new("/etc/keyless/ct.pem") && r.attempts == 3)
+        );
+        let e = load("ct_log: {public_key: ct.pem}\n").unwrap_err().to_string();
+        assert!(e.starts_with("ct_log:") && e.contains("disabled"), "{e}");
+        let e = load("ct_log: {url: https://ct.example/log}\n").unwrap_err().to_string();
+        assert!(e.starts_with("ct_log.public_key:"), "{e}");
+        let e = load("ct_log: {url: http://ct.example/log, public_key: k}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ct_log.url:"), "{e}");
+        let e = load("ct_log: {embedded: {lisen: x}}\n").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,42 @@
 //! Certificate Transparency for Keyless CA.
 //!
-//! This crate will own the embedded RFC 6962 log (SQLite storage, Merkle tree, SCT and STH signing)
-//! and the client that submits precertificates to remote logs. Until it exists, `keyless` accepts
-//! only `ct_log: disabled` and refuses to start when the embedded log is asked for, so CT is never
-//! silently skipped.
+//! - [`EmbeddedLog`]: an RFC 6962 log in the CA's own process. Entries are stored in SQLite (WAL,
+//!   `synchronous=FULL`) by one writer thread that commits concurrent submissions together (group
+//!   commit): an SCT is signed only after its entry is durable, and durability costs one fsync per
+//!   batch rather than per certificate. Signed tree heads are published within the maximum merge
+//!   delay. The log signs with its own P-256 key, never the CA's.
+//! - [`http::router`]: the RFC 6962 `/ct/v1/*` endpoints over any [`EmbeddedLog`].
+//! - [`RemoteLog`]: an `add-pre-chain` client for external logs (Trillian CTFE, TesseraCT,
+//!   Sunlight), with bounded time and retries.
+//!
+//! Both log kinds implement the core's [`keyless_ca::ct::CtLog`].
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+mod log;
+pub mod merkle;
+mod remote;
+mod store;
+mod tls;
+
+pub use crate::log::{EmbeddedLog, LogOptions, SignedTreeHead, log_public_key};
+pub use crate::remote::RemoteLog;
+
+/// A log failure. `Client` errors are the submitter's fault (bad chain); the rest are the log's.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The submitted chain or query is unacceptable.
+    #[error("{0}")]
+    Client(String),
+    /// Storage failed; nothing was promised.
+    #[error("log storage: {0}")]
+    Storage(String),
+    /// The log could not be opened or is inconsistent.
+    #[error("log setup: {0}")]
+    Setup(String),
+    /// The log did not answer in time or is shutting down.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+}

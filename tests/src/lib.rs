@@ -442,10 +442,10 @@ impl Keyless {
         reply(req.send().await.unwrap()).await
     }
 
-    /// POSTs a streamed body of unknown length.
+    /// POSTs a streamed body of unknown length, on a connection of its own (the server may close
+    /// it mid-upload, which must not poison the shared connection pool).
     pub async fn post_stream(&self, path: &str, body: reqwest::Body) -> Result<Reply, reqwest::Error> {
-        let resp = self
-            .http
+        let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.url))
             .header("Content-Type", "application/json")
             .body(body)

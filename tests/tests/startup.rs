@@ -31,9 +31,9 @@ fn bad_configuration_names_path_and_rule() {
     assert!(e.contains("issuers[0].url") && e.contains("loopback"), "{e}");
     let e = serve_fails("ct_log: disabled\nissuers_file: missing.json\n", &[]);
     assert!(e.contains("missing.json"), "{e}");
-    // Leaving ct_log out asks for the embedded log, which must never silently become "disabled".
-    let e = serve_fails("issuers: []\n", &[]);
-    assert!(e.contains("ct_log") && e.contains("embedded"), "{e}");
+    // A CT mapping without a URL must never silently become "disabled".
+    let e = serve_fails("ct_log: {public_key: ct.pem}\n", &[]);
+    assert!(e.contains("ct_log:") && e.contains("ct_log: disabled"), "{e}");
 }
 
 #[tokio::test]
@@ -62,7 +62,7 @@ fn ca_init_with_password_then_serve() {
     write(
         d,
         "k.yaml",
-        "ct_log: disabled\nca:\n  file: {key: pki/ca-key.pem, chain: pki/ca-chain.pem, password: env:KEYLESS_TEST_CA_PW}\n",
+        "listen: 127.0.0.1:0\nct_log: disabled\nca:\n  file: {key: pki/ca-key.pem, chain: pki/ca-chain.pem, password: env:KEYLESS_TEST_CA_PW}\n",
     );
     let pw = [("KEYLESS_TEST_CA_PW", "init-secret-8d1f")];
     let out = run_keyless(&["ca", "init", "--config", "k.yaml"], d, &pw);
@@ -128,7 +128,7 @@ fn mismatched_key_and_chain_refuse_to_start() {
     write(
         d,
         "mixed.yaml",
-        "ct_log: disabled\nca:\n  file: {key: a/key.pem, chain: b/chain.pem}\n",
+        "listen: 127.0.0.1:0\nct_log: disabled\nca:\n  file: {key: a/key.pem, chain: b/chain.pem}\n",
     );
     let out = run_keyless(&["serve", "--config", "mixed.yaml"], d, &[]);
     assert!(!out.status.success());

@@ -1,0 +1,607 @@
+//! The embedded RFC 6962 log: chain validation, group-committed sequencing, SCT and STH signing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+};
+use keyless_ca::ct::{self, CtFuture, CtLog, Sct};
+use keyless_ca::der;
+use keyless_ca::keys::{PublicKey, sha256, signature_oid_hash};
+use rusqlite::Connection;
+use x509_parser::certificate::X509Certificate;
+
+use crate::merkle::{self, Hash, Tree};
+use crate::store::{self, StoredSth};
+use crate::{LogError, tls};
+
+/// Tuning for the embedded log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Maximum merge delay: every entry whose SCT is older than this is in the published STH.
+    pub mmd: Duration,
+    /// How long a submission may wait for its durable commit before the CA gives up.
+    pub commit_timeout: Duration,
+    /// Name used in messages (e.g. the log's URL).
+    pub name: String,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            mmd: Duration::from_secs(1),
+            commit_timeout: Duration::from_secs(10),
+            name: "embedded".into(),
+        }
+    }
+}
+
+/// A signed tree head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTreeHead {
+    /// Number of entries.
+    pub tree_size: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: u64,
+    /// Merkle root.
+    pub root: Hash,
+    /// TLS `DigitallySigned` over the tree head.
+    pub signature: Vec<u8>,
+}
+
+struct Root {
+    der: Vec<u8>,
+    spki: Vec<u8>,
+    subject: Vec<u8>,
+}
+
+struct State {
+    tree: Tree,
+    by_hash: HashMap<Hash, u64>,
+    sth: SignedTreeHead,
+}
+
+struct Pending {
+    leaf_input: Vec<u8>,
+    extra_data: Vec<u8>,
+    leaf_hash: Hash,
+    reply: tokio::sync::oneshot::Sender<Result<u64, LogError>>,
+}
+
+pub(crate) struct Shared {
+    opts: LogOptions,
+    key: EcdsaKeyPair,
+    spki: Vec<u8>,
+    log_id: [u8; 32],
+    rng: SystemRandom,
+    roots: Vec<Root>,
+    state: RwLock<State>,
+    pub(crate) reader: Mutex<Connection>,
+    /// SHA-256 of chain tails (everything after the leaf) already verified up to a root.
+    verified_tails: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// An RFC 6962 log running in this process. Cheap to clone; the writer thread stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("name", &self.shared.opts.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The log's signing key: P-256, made on first start and kept beside the database.
+fn load_or_create_key(path: &Path) -> Result<EcdsaKeyPair, LogError> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let setup = |m: String| LogError::Setup(format!("{}: {m}", path.display()));
+    if !path.exists() {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+            .map_err(|_| setup("cannot generate the log key".into()))?;
+        let b64 = STANDARD.encode(pkcs8.as_ref());
+        let body: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            body.join("\n")
+        );
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        use std::io::Write;
+        let mut f = opts.open(path).map_err(|e| setup(e.to_string()))?;
+        f.write_all(pem.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| setup(e.to_string()))?;
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| setup(e.to_string()))?;
+    let der = STANDARD
+        .decode(text.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+        .map_err(|_| setup("not a PEM key".into()))?;
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der).map_err(|_| setup("not a P-256 PKCS#8 key".into()))
+}
+
+/// The DER SPKI of a P-256 point.
+fn p256_spki(point: &[u8]) -> Vec<u8> {
+    let alg = der::seq(&[
+        &der::oid(&[1, 2, 840, 10045, 2, 1]),
+        &der::oid(&[1, 2, 840, 10045, 3, 1, 7]),
+    ]);
+    der::seq(&[&alg, &der::bit_string(point)])
+}
+
+/// The public key of the log stored in `dir`, creating the key if needed (for `trusted-root`).
+pub fn log_public_key(dir: &Path) -> Result<Vec<u8>, LogError> {
+    std::fs::create_dir_all(dir).map_err(|e| LogError::Setup(format!("{}: {e}", dir.display())))?;
+    Ok(p256_spki(
+        load_or_create_key(&dir.join("log-key.pem"))?.public_key().as_ref(),
+    ))
+}
+
+impl EmbeddedLog {
+    /// Opens the log stored in `dir` (creating it on first start), trusting `roots` (DER). Fails if
+    /// the stored entries are inconsistent with any STH the log has published.
+    pub fn open(dir: &Path, roots: &[Vec<u8>], opts: LogOptions) -> Result<EmbeddedLog, LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::Setup(format!("{}: {e}", dir.display())))?;
+        let key = load_or_create_key(&dir.join("log-key.pem"))?;
+        let spki = p256_spki(key.public_key().as_ref());
+        let db: PathBuf = dir.join("log.sqlite");
+        let conn = store::open_writer(&db)?;
+        let mut tree = Tree::default();
+        let mut by_hash = HashMap::new();
+        for (i, h) in store::leaf_hashes(&conn)?.into_iter().enumerate() {
+            tree.push(h);
+            by_hash.insert(h, i as u64);
+        }
+        let point = key.public_key().as_ref().to_vec();
+        let mut latest = None;
+        for sth in store::sths(&conn)? {
+            let root = tree.root(sth.tree_size).ok_or_else(|| {
+                LogError::Setup(format!(
+                    "published STH of size {} is larger than the stored tree ({})",
+                    sth.tree_size,
+                    tree.size()
+                ))
+            })?;
+            if root != sth.root {
+                return Err(LogError::Setup(format!(
+                    "stored entries do not match the STH published at size {}",
+                    sth.tree_size
+                )));
+            }
+            let (_, _, sig) = Sct::parse_digitally_signed(&sth.signature)
+                .ok_or_else(|| LogError::Setup("stored STH signature is malformed".into()))?;
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &point)
+                .verify(
+                    &tls::tree_head_signed_data(sth.timestamp, sth.tree_size, &sth.root),
+                    &sig,
+                )
+                .map_err(|_| LogError::Setup("a stored STH was not signed by this log's key".into()))?;
+            latest = Some(sth);
+        }
+        let roots = roots
+            .iter()
+            .map(|d| {
+                let (_, c) = x509_parser::parse_x509_certificate(d)
+                    .map_err(|e| LogError::Setup(format!("trusted root: {e}")))?;
+                Ok(Root {
+                    der: d.clone(),
+                    spki: c.public_key().raw.to_vec(),
+                    subject: c.subject().as_raw().to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>, LogError>>()?;
+        let placeholder = SignedTreeHead {
+            tree_size: 0,
+            timestamp: 0,
+            root: merkle::empty_root(),
+            signature: Vec::new(),
+        };
+        let shared = Arc::new(Shared {
+            log_id: sha256(&spki),
+            spki,
+            key,
+            rng: SystemRandom::new(),
+            roots,
+            state: RwLock::new(State {
+                tree,
+                by_hash,
+                sth: placeholder,
+            }),
+            reader: Mutex::new(store::open_reader(&db)?),
+            verified_tails: Mutex::new(HashSet::new()),
+            opts,
+        });
+        match latest {
+            Some(s) => {
+                shared.state.write().expect("poisoned").sth = SignedTreeHead {
+                    tree_size: s.tree_size,
+                    timestamp: s.timestamp,
+                    root: s.root,
+                    signature: s.signature,
+                };
+                shared.publish_if_due(&conn, true)?;
+            }
+            None => shared.publish_if_due(&conn, true)?,
+        }
+        let (tx, rx) = mpsc::channel();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("ctlog-writer".into())
+            .spawn(move || writer.run(conn, rx))
+            .map_err(|e| LogError::Setup(format!("cannot start the log writer: {e}")))?;
+        Ok(EmbeddedLog { shared, tx })
+    }
+
+    /// The log's DER public key.
+    pub fn public_key_spki(&self) -> &[u8] {
+        &self.shared.spki
+    }
+
+    /// SHA-256 of the public key: the log id in SCTs.
+    pub fn log_id(&self) -> [u8; 32] {
+        self.shared.log_id
+    }
+
+    /// The latest published signed tree head.
+    pub fn sth(&self) -> SignedTreeHead {
+        self.shared.state.read().expect("poisoned").sth.clone()
+    }
+
+    /// The trusted roots (DER).
+    pub fn roots(&self) -> Vec<Vec<u8>> {
+        self.shared.roots.iter().map(|r| r.der.clone()).collect()
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Validates and durably logs a chain; returns the SCT only after the entry is committed.
+    pub async fn submit(&self, chain: &[Vec<u8>], precert: bool) -> Result<Sct, LogError> {
+        let v = self.shared.validate(chain, precert)?;
+        let timestamp = now_ms();
+        let (leaf_input, extra_data, signed) = match &v.precert {
+            Some((ikh, tbs)) => {
+                let mut extra = Vec::new();
+                tls::u24_prefixed(&mut extra, &chain[0]);
+                extra.extend_from_slice(&tls::cert_list(&v.chain[1..]));
+                (
+                    tls::precert_leaf(timestamp, ikh, tbs),
+                    extra,
+                    ct::precert_signed_data(timestamp, ikh, tbs, &[]),
+                )
+            }
+            None => (
+                tls::x509_leaf(timestamp, &chain[0]),
+                tls::cert_list(&v.chain[1..]),
+                ct::x509_signed_data(timestamp, &chain[0], &[]),
+            ),
+        };
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        let leaf_hash = merkle::leaf_hash(&leaf_input);
+        self.tx
+            .send(Pending {
+                leaf_input,
+                extra_data,
+                leaf_hash,
+                reply,
+            })
+            .map_err(|_| LogError::Unavailable("the log writer has stopped".into()))?;
+        match tokio::time::timeout(self.shared.opts.commit_timeout, wait).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(LogError::Unavailable("the log writer dropped the submission".into())),
+            Err(_) => {
+                return Err(LogError::Unavailable(
+                    "the durable commit did not finish in time".into(),
+                ));
+            }
+        };
+        let signature = self
+            .shared
+            .key
+            .sign(&self.shared.rng, &signed)
+            .map_err(|_| LogError::Unavailable("SCT signing failed".into()))?
+            .as_ref()
+            .to_vec();
+        Ok(Sct {
+            log_id: self.shared.log_id,
+            timestamp,
+            extensions: Vec::new(),
+            hash_algorithm: ct::HASH_SHA256,
+            signature_algorithm: ct::SIG_ECDSA,
+            signature,
+        })
+    }
+}
+
+impl CtLog for EmbeddedLog {
+    fn name(&self) -> &str {
+        &self.shared.opts.name
+    }
+
+    fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> CtFuture<'a> {
+        Box::pin(async move { self.submit(chain, true).await.map_err(|e| ct::CtError(e.to_string())) })
+    }
+}
+
+struct Validated {
+    /// The chain as stored: as submitted, plus the root if it was left out.
+    chain: Vec<Vec<u8>>,
+    /// For precertificates: issuer key hash and the TBS without the poison.
+    precert: Option<([u8; 32], Vec<u8>)>,
+}
+
+const MAX_CHAIN: usize = 8;
+
+fn verify_issued_by(child: &X509Certificate<'_>, parent_spki: &[u8]) -> bool {
+    let Ok(key) = PublicKey::from_spki_der(parent_spki) else {
+        return false;
+    };
+    let Some(hash) = signature_oid_hash(&child.signature_algorithm.algorithm.to_id_string()) else {
+        return false;
+    };
+    key.verify(hash, child.tbs_certificate.as_ref(), &child.signature_value.data)
+}
+
+fn has_poison(c: &X509Certificate<'_>) -> bool {
+    c.extensions()
+        .iter()
+        .any(|e| e.critical && e.oid.to_id_string() == "1.3.6.1.4.1.11129.2.4.3")
+}
+
+impl Shared {
+    fn validate(&self, chain: &[Vec<u8>], precert: bool) -> Result<Validated, LogError> {
+        if chain.is_empty() || chain.len() > MAX_CHAIN {
+            return Err(LogError::Client(format!("a chain holds 1 to {MAX_CHAIN} certificates")));
+        }
+        let certs = chain
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match x509_parser::parse_x509_certificate(d) {
+                Ok((rest, c)) if rest.is_empty() => Ok(c),
+                _ => Err(LogError::Client(format!("chain[{i}] is not a DER certificate"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match (precert, has_poison(&certs[0])) {
+            (true, false) => {
+                return Err(LogError::Client(
+                    "add-pre-chain needs a precertificate (critical poison extension)".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(LogError::Client(
+                    "add-chain does not accept precertificates; use add-pre-chain".into(),
+                ));
+            }
+            _ => {}
+        }
+        if certs.len() > 1 && !verify_issued_by(&certs[0], certs[1].public_key().raw) {
+            return Err(LogError::Client("chain[0] is not signed by chain[1]".into()));
+        }
+        // Everything after the leaf is the same for every entry from one CA: verify it once.
+        let tail_id = sha256(&chain[1..].concat());
+        let known = certs.len() > 1 && self.verified_tails.lock().expect("poisoned").contains(&tail_id);
+        let mut stored = chain.to_vec();
+        if !known {
+            for i in 1..certs.len().saturating_sub(1) {
+                if !verify_issued_by(&certs[i], certs[i + 1].public_key().raw) {
+                    return Err(LogError::Client(format!(
+                        "chain[{i}] is not signed by chain[{}]",
+                        i + 1
+                    )));
+                }
+            }
+            let last = &certs[certs.len() - 1];
+            if !self.roots.iter().any(|r| r.der == chain[chain.len() - 1]) {
+                let root = self
+                    .roots
+                    .iter()
+                    .find(|r| r.subject == last.issuer().as_raw() && verify_issued_by(last, &r.spki))
+                    .ok_or_else(|| LogError::Client("the chain does not lead to a root this log trusts".into()))?;
+                stored.push(root.der.clone());
+            }
+            if certs.len() > 1 {
+                self.verified_tails.lock().expect("poisoned").insert(tail_id);
+            }
+        } else if !self.roots.iter().any(|r| r.der == chain[chain.len() - 1]) {
+            let last = &certs[certs.len() - 1];
+            if let Some(root) = self.roots.iter().find(|r| r.subject == last.issuer().as_raw()) {
+                stored.push(root.der.clone());
+            }
+        }
+        let precert = if precert {
+            let issuer = certs
+                .get(1)
+                .ok_or_else(|| LogError::Client("a precertificate chain must include its issuer".into()))?;
+            let is_precert_signer = matches!(issuer.extended_key_usage(), Ok(Some(e)) if e.value.other.iter().any(|o| o.to_id_string() == "1.3.6.1.4.1.11129.2.4.4"));
+            if is_precert_signer {
+                return Err(LogError::Client(
+                    "precertificate signing certificates are not supported".into(),
+                ));
+            }
+            let tbs = der::tbs_without_extension(certs[0].tbs_certificate.as_ref(), &ct::oid_der(ct::POISON_OID))
+                .ok_or_else(|| LogError::Client("cannot remove the poison from the precertificate".into()))?;
+            Some((sha256(issuer.public_key().raw), tbs))
+        } else {
+            None
+        };
+        Ok(Validated { chain: stored, precert })
+    }
+
+    /// The writer thread: group commits, then tree update, then replies; STHs on schedule.
+    fn run(self: Arc<Self>, mut conn: Connection, rx: mpsc::Receiver<Pending>) {
+        let tick = (self.opts.mmd / 4).max(Duration::from_millis(5));
+        loop {
+            let first = match rx.recv_timeout(tick) {
+                Ok(p) => Some(p),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.publish_if_due(&conn, true);
+                    return;
+                }
+            };
+            let mut batch: Vec<Pending> = first.into_iter().collect();
+            while !batch.is_empty() && batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut conn, batch);
+            }
+            if let Err(e) = self.publish_if_due(&conn, false) {
+                tracing::error!(error = %e, "publishing a signed tree head failed");
+            }
+        }
+    }
+
+    fn commit(&self, conn: &mut Connection, batch: Vec<Pending>) {
+        let first = self.state.read().expect("poisoned").tree.size();
+        let rows: Vec<(&[u8], &[u8], &Hash)> = batch
+            .iter()
+            .map(|p| (p.leaf_input.as_slice(), p.extra_data.as_slice(), &p.leaf_hash))
+            .collect();
+        match store::append(conn, first, &rows) {
+            Ok(()) => {
+                {
+                    let mut st = self.state.write().expect("poisoned");
+                    for (i, p) in batch.iter().enumerate() {
+                        st.tree.push(p.leaf_hash);
+                        st.by_hash.insert(p.leaf_hash, first + i as u64);
+                    }
+                }
+                for (i, p) in batch.into_iter().enumerate() {
+                    let _ = p.reply.send(Ok(first + i as u64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "CT log commit failed; no SCTs issued for this batch");
+                for p in batch {
+                    let _ = p.reply.send(Err(LogError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Signs and stores a new STH when the tree grew and the last one is older than MMD/4, or
+    /// when `force` is set and the tree differs from the published head.
+    fn publish_if_due(&self, conn: &Connection, force: bool) -> Result<(), LogError> {
+        let (size, root, last) = {
+            let st = self.state.read().expect("poisoned");
+            (
+                st.tree.size(),
+                st.tree.root(st.tree.size()).unwrap_or_else(merkle::empty_root),
+                st.sth.clone(),
+            )
+        };
+        let now = now_ms();
+        let fresh_enough = now.saturating_sub(last.timestamp) < (self.opts.mmd / 4).as_millis() as u64;
+        let unchanged = size == last.tree_size && !last.signature.is_empty();
+        if unchanged || (!force && fresh_enough) {
+            return Ok(());
+        }
+        let timestamp = now.max(last.timestamp + 1);
+        let sig = self
+            .key
+            .sign(&self.rng, &tls::tree_head_signed_data(timestamp, size, &root))
+            .map_err(|_| LogError::Storage("STH signing failed".into()))?;
+        let signature = Sct {
+            log_id: self.log_id,
+            timestamp,
+            extensions: Vec::new(),
+            hash_algorithm: ct::HASH_SHA256,
+            signature_algorithm: ct::SIG_ECDSA,
+            signature: sig.as_ref().to_vec(),
+        }
+        .digitally_signed();
+        store::insert_sth(
+            conn,
+            &StoredSth {
+                tree_size: size,
+                timestamp,
+                root,
+                signature: signature.clone(),
+            },
+        )?;
+        self.state.write().expect("poisoned").sth = SignedTreeHead {
+            tree_size: size,
+            timestamp,
+            root,
+            signature,
+        };
+        Ok(())
+    }
+
+    /// Inclusion proof for a leaf hash in the tree of `size` (≤ the published size).
+    pub(crate) fn proof_by_hash(&self, hash: &Hash, size: u64) -> Result<(u64, Vec<Hash>), LogError> {
+        let st = self.state.read().expect("poisoned");
+        if size == 0 || size > st.sth.tree_size {
+            return Err(LogError::Client(format!(
+                "tree_size must be between 1 and {}",
+                st.sth.tree_size
+            )));
+        }
+        let index = *st
+            .by_hash
+            .get(hash)
+            .ok_or_else(|| LogError::Client("no entry with that leaf hash".into()))?;
+        if index >= size {
+            return Err(LogError::Client(format!("the entry is not in the tree of size {size}")));
+        }
+        Ok((index, st.tree.inclusion_proof(index, size).unwrap_or_default()))
+    }
+
+    pub(crate) fn proof_by_index(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        let st = self.state.read().expect("poisoned");
+        if size == 0 || size > st.sth.tree_size || index >= size {
+            return Err(LogError::Client(format!(
+                "need leaf_index < tree_size <= {}",
+                st.sth.tree_size
+            )));
+        }
+        Ok(st.tree.inclusion_proof(index, size).unwrap_or_default())
+    }
+
+    pub(crate) fn consistency(&self, first: u64, second: u64) -> Result<Vec<Hash>, LogError> {
+        let st = self.state.read().expect("poisoned");
+        if first > second || second > st.sth.tree_size {
+            return Err(LogError::Client(format!(
+                "need first <= second <= {}",
+                st.sth.tree_size
+            )));
+        }
+        Ok(st.tree.consistency_proof(first, second).unwrap_or_default())
+    }
+
+    pub(crate) fn published_size(&self) -> u64 {
+        self.state.read().expect("poisoned").sth.tree_size
+    }
+}
