@@ -43,6 +43,29 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Print the Sigstore trusted root (CA chain and CT log key) for clients and verifiers.
+    TrustedRoot {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print sigstore-python's ClientTrustConfig (trusted root + signing config) instead.
+        #[arg(long)]
+        client_config: bool,
+        /// The CA's public URL (default: from `listen`).
+        #[arg(long)]
+        ca_url: Option<String>,
+        /// The CT log's public URL (default: from `ct_log`).
+        #[arg(long)]
+        ct_url: Option<String>,
+        /// A Rekor URL for the client config's `rekorTlogUrls` (this project runs none).
+        #[arg(long, requires = "client_config")]
+        rekor_url: Option<String>,
+    },
+    /// Run the embedded CT log on its own, without the CA API.
+    Ctlog {
+        #[command(subcommand)]
+        command: CtlogCommand,
+    },
     /// Development helpers (insecure by design).
     Dev {
         #[command(subcommand)]
@@ -55,6 +78,16 @@ enum CaCommand {
     /// Create what `ca:` describes: a P-384 root, a P-256 issuing intermediate, the key (encrypted
     /// when a password is configured) and the chain file. Never overwrites existing material.
     Init {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlogCommand {
+    /// Serve the embedded RFC 6962 log described by `ct_log.embedded`, trusting the CA's root.
+    Serve {
         /// Configuration file (YAML).
         #[arg(long)]
         config: PathBuf,
@@ -146,6 +179,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("root SHA-256:          {}", report.root_sha256);
             println!("intermediate SHA-256:  {}", report.intermediate_sha256);
             Ok(())
+        }
+        Command::TrustedRoot {
+            config,
+            client_config,
+            ca_url,
+            ct_url,
+            rekor_url,
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let urls = crate::trust::Urls { ca: ca_url, ct: ct_url };
+            let doc = if client_config {
+                crate::trust::client_trust_config(&cfg, &urls, rekor_url.as_deref())?
+            } else {
+                crate::trust::trusted_root(&cfg, &urls)?
+            };
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
+        Command::Ctlog {
+            command: CtlogCommand::Serve { config },
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let keyless_config::CtLogConfig::Embedded(settings) = cfg.ct_log.clone() else {
+                bail!("ct_log: `keyless ctlog serve` runs the embedded log; set ct_log: embedded");
+            };
+            let file = cfg.ca.file(&cfg.data_dir);
+            let chain =
+                std::fs::read_to_string(&file.chain).with_context(|| format!("reading {}", file.chain.display()))?;
+            let roots: Vec<Vec<u8>> = keyless_ca::pipeline::parse_pem_chain(&chain)?
+                .into_iter()
+                .last()
+                .into_iter()
+                .collect();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let server = crate::server::start_embedded_log(&cfg, &settings, &roots).await?;
+                crate::server::shutdown_signal().await;
+                server.shutdown().await;
+                Ok(())
+            })
         }
         Command::Dev {
             command:

@@ -4,7 +4,8 @@
 //! - [`server`]: start-up wiring (config → CA → OIDC) and serving with graceful shutdown;
 //! - [`routes`]: Fulcio's REST API (v2 and legacy v1) with protojson-compatible JSON;
 //! - [`error`]: the one mapping from every error to an HTTP status and client message;
-//! - [`dev`]: the insecure development issuer used by `serve --dev` and `dev token`.
+//! - [`dev`]: the insecure development issuer used by `serve --dev` and `dev token`;
+//! - [`trust`]: the Sigstore trusted root and client trust config for a deployment.
 
 #![forbid(unsafe_code)]
 
@@ -13,4 +14,5 @@ pub mod dev;
 pub mod error;
 pub mod routes;
 pub mod server;
+pub mod trust;
 mod wire;

@@ -8,6 +8,7 @@
 //! - [`inspect`]: certificate checks with parsers independent of the CA (RustCrypto `x509-cert`
 //!   and the `openssl` command).
 
+pub mod ct;
 pub mod inspect;
 
 use std::io::{BufRead, BufReader};
@@ -32,7 +33,8 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// PEM-encodes DER with 64-column lines.
+pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let lines: Vec<&str> = b64
         .as_bytes()
@@ -332,6 +334,8 @@ pub fn keyless_bin() -> PathBuf {
 pub struct Keyless {
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// The embedded CT log's base URL, when it runs.
+    pub ct_url: Option<String>,
     /// The server's working directory (config, data, logs).
     pub dir: tempfile::TempDir,
     child: Child,
@@ -391,10 +395,10 @@ impl Keyless {
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Keyless {
         let path = dir.path().join("keyless.yaml");
         let mut text = String::new();
-        if !config.contains("listen:") {
+        if !config.lines().any(|l| l.starts_with("listen:")) {
             text.push_str("listen: 127.0.0.1:0\n");
         }
-        if !config.contains("data_dir:") {
+        if !config.lines().any(|l| l.starts_with("data_dir:")) {
             text.push_str("data_dir: ./data\n");
         }
         text.push_str(config);
@@ -409,8 +413,8 @@ impl Keyless {
             .stderr(log)
             .spawn()
             .unwrap();
-        let url = match wait_for_listen(&mut child) {
-            Some(url) => url,
+        let (url, ct_url) = match wait_for_listen(&mut child) {
+            Some(urls) => urls,
             None => {
                 let _ = child.wait();
                 let log = std::fs::read_to_string(dir.path().join("keyless.log")).unwrap_or_default();
@@ -421,7 +425,73 @@ impl Keyless {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Keyless { url, dir, child, http }
+        Keyless {
+            url,
+            ct_url,
+            dir,
+            child,
+            http,
+        }
+    }
+
+    /// The embedded log's public key (DER SPKI), read from `keyless trusted-root` output.
+    pub fn trusted_root(&self) -> Value {
+        let out = run_keyless(
+            &[
+                "trusted-root",
+                "--config",
+                "keyless.yaml",
+                "--ca-url",
+                &self.url,
+                "--ct-url",
+                self.ct_url.as_deref().unwrap_or("http://unused"),
+            ],
+            self.dir.path(),
+            &[],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// GETs `path` from the embedded CT log.
+    pub async fn ct_get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.ct_url.as_deref().expect("the embedded CT log runs"));
+        let resp = self.http.get(&url).send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "GET {url}: {status}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Kills the server with SIGKILL and starts it again in the same directory with the same
+    /// configuration (new ports, same data).
+    pub fn restart_after_kill9(&mut self) {
+        self.kill9();
+        let log = std::fs::File::options()
+            .append(true)
+            .open(self.dir.path().join("keyless.log"))
+            .unwrap();
+        let mut child = Command::new(keyless_bin())
+            .args(["serve", "--config", "keyless.yaml"])
+            .current_dir(self.dir.path())
+            .env("KEYLESS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let Some((url, ct_url)) = wait_for_listen(&mut child) else {
+            let _ = child.kill();
+            panic!("keyless did not restart:\n{}", self.log());
+        };
+        self.child = child;
+        self.url = url;
+        self.ct_url = ct_url;
+    }
+
+    /// Sends SIGKILL and waits for the process to die.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Everything the server logged so far.
@@ -514,13 +584,18 @@ async fn reply(resp: reqwest::Response) -> Reply {
     }
 }
 
-fn wait_for_listen(child: &mut Child) -> Option<String> {
+/// Waits for `keyless: listening on URL` (after `keyless: ct log listening on URL`, if any).
+fn wait_for_listen(child: &mut Child) -> Option<(String, Option<String>)> {
     let stdout = child.stdout.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut ct = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("keyless: ct log listening on ") {
+                ct = Some(url.trim().to_string());
+            }
             if let Some(url) = line.strip_prefix("keyless: listening on ") {
-                let _ = tx.send(url.trim().to_string());
+                let _ = tx.send((url.trim().to_string(), ct.clone()));
             }
         }
     });

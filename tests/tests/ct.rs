@@ -1,0 +1,297 @@
+//! Certificate Transparency end to end: every certificate carries exactly one SCT that an
+//! independent checker verifies, is provably in the log, and the log stays consistent across a
+//! kill -9. With CT disabled, certificates carry no SCT and the server says so.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyless_tests::ct::{self, Sth, hashes, verify_consistency, verify_inclusion, verify_sth};
+use keyless_tests::inspect::{self, assert_leaf_profile, openssl_verify};
+use keyless_tests::{ClientKey, Keyless, TestIssuer};
+use serde_json::{Value, json};
+
+const EMBEDDED: &str = "ct_log: {embedded: {listen: \"127.0.0.1:0\", mmd: 300ms}}\n";
+
+async fn setup(ct: &str) -> (TestIssuer, Keyless) {
+    let idp = TestIssuer::start("/idp").await;
+    let ks = Keyless::start(&format!("{ct}issuers:\n  - {{url: \"{}\", type: email}}\n", idp.url));
+    (idp, ks)
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    STANDARD
+        .decode(pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+        .unwrap()
+}
+
+async fn issue(idp: &TestIssuer, ks: &Keyless, email: &str) -> Vec<String> {
+    let key = ClientKey::p256();
+    let token = idp.mint(&idp.email_claims(email));
+    let body = json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request(email)});
+    ks.sign_v2(&body, None).await.chain()
+}
+
+fn log_spki(ks: &Keyless) -> Vec<u8> {
+    let root = ks.trusted_root();
+    let log = &root["ctlogs"][0];
+    assert_eq!(log["baseUrl"].as_str(), ks.ct_url.as_deref());
+    let spki = STANDARD.decode(log["publicKey"]["rawBytes"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        log["logId"]["keyId"].as_str().unwrap(),
+        STANDARD.encode(ct::sha256(&spki))
+    );
+    spki
+}
+
+/// Polls `get-sth` until the tree holds at least `size` entries; returns the verified STH.
+async fn sth_at_least(ks: &Keyless, spki: &[u8], size: u64, within: Duration) -> Sth {
+    let start = Instant::now();
+    loop {
+        let sth = verify_sth(&ks.ct_get("/ct/v1/get-sth").await, spki);
+        if sth.tree_size >= size {
+            return sth;
+        }
+        assert!(
+            start.elapsed() < within,
+            "STH did not reach {size} entries within {within:?} (at {})",
+            sth.tree_size
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_included(ks: &Keyless, leaf_hash: &[u8; 32], sth: &Sth) {
+    let q = format!(
+        "/ct/v1/get-proof-by-hash?hash={}&tree_size={}",
+        STANDARD
+            .encode(leaf_hash)
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D"),
+        sth.tree_size
+    );
+    let proof = ks.ct_get(&q).await;
+    let index = proof["leaf_index"].as_u64().unwrap();
+    assert!(
+        verify_inclusion(
+            leaf_hash,
+            index,
+            sth.tree_size,
+            &hashes(&proof["audit_path"]),
+            &sth.root
+        ),
+        "inclusion of entry {index}"
+    );
+}
+
+#[tokio::test]
+async fn embedded_log_sct_inclusion_consistency_and_entries() {
+    let (idp, ks) = setup(EMBEDDED).await;
+    let spki = log_spki(&ks);
+    let health = ks.get("/healthz").await.json();
+    assert_eq!(health["ctLog"].as_str(), ks.ct_url.as_deref());
+
+    let mut leaves = Vec::new();
+    for i in 0..3 {
+        let chain = issue(&idp, &ks, &format!("ct{i}@example.com")).await;
+        let leaf = inspect::parse(&chain[0]);
+        assert_leaf_profile(&leaf, &inspect::parse(&chain[1]), 600);
+        openssl_verify(&chain);
+        let (sct, leaf_hash) = ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
+        assert!(sct.timestamp > 0);
+        leaves.push((chain, leaf_hash));
+    }
+    // The MMD is 300 ms: a tree head covering every entry appears well within a second.
+    let sth1 = sth_at_least(&ks, &spki, 3, Duration::from_secs(2)).await;
+    for (_, h) in &leaves {
+        assert_included(&ks, h, &sth1).await;
+    }
+
+    // get-entries round-trips: the leaf hashes match, and extra_data holds the precertificate
+    // followed by the chain up to the root.
+    let entries = ks
+        .ct_get(&format!("/ct/v1/get-entries?start=0&end={}", sth1.tree_size - 1))
+        .await;
+    let entries = entries["entries"].as_array().unwrap();
+    assert_eq!(entries.len() as u64, sth1.tree_size);
+    for (chain, h) in &leaves {
+        let e = entries
+            .iter()
+            .find(|e| {
+                let mut b = vec![0u8];
+                b.extend(STANDARD.decode(e["leaf_input"].as_str().unwrap()).unwrap());
+                ct::sha256(&b) == *h
+            })
+            .expect("entry for the certificate");
+        let extra = STANDARD.decode(e["extra_data"].as_str().unwrap()).unwrap();
+        let pre_len = u32::from_be_bytes([0, extra[0], extra[1], extra[2]]) as usize;
+        let precert = &extra[3..3 + pre_len];
+        let pre = inspect::parse(&keyless_tests::pem("CERTIFICATE", precert));
+        let (crit, _) =
+            inspect::extension(&pre, "1.3.6.1.4.1.11129.2.4.3").expect("poison in the logged precertificate");
+        assert!(crit);
+        let root = der(&chain[2]);
+        assert!(extra.ends_with(&root), "the stored chain ends with the root");
+    }
+
+    // Two more certificates, then a consistency proof between the two tree heads.
+    for i in 3..5 {
+        let chain = issue(&idp, &ks, &format!("ct{i}@example.com")).await;
+        ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
+    }
+    let sth2 = sth_at_least(&ks, &spki, 5, Duration::from_secs(2)).await;
+    let proof = ks
+        .ct_get(&format!(
+            "/ct/v1/get-sth-consistency?first={}&second={}",
+            sth1.tree_size, sth2.tree_size
+        ))
+        .await;
+    assert!(verify_consistency(
+        sth1.tree_size,
+        sth2.tree_size,
+        &sth1.root,
+        &sth2.root,
+        &hashes(&proof["consistency"])
+    ));
+
+    let roots = ks.ct_get("/ct/v1/get-roots").await;
+    assert_eq!(roots["certificates"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        STANDARD.decode(roots["certificates"][0].as_str().unwrap()).unwrap(),
+        der(&leaves[0].0[2]),
+        "the log trusts the CA's root"
+    );
+    let tr = ks.trusted_root();
+    let chain: Vec<Vec<u8>> = tr["certificateAuthorities"][0]["certChain"]["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| STANDARD.decode(c["rawBytes"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(chain, vec![der(&leaves[0].0[1]), der(&leaves[0].0[2])]);
+}
+
+#[tokio::test]
+async fn log_refuses_chains_it_does_not_trust() {
+    let (_idp, ks) = setup(EMBEDDED).await;
+    let ct = ks.ct_url.clone().unwrap();
+    let http = reqwest::Client::new();
+    // A self-signed certificate from elsewhere (rcgen) does not chain to the CA's root.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["x.example".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let body = json!({"chain": [STANDARD.encode(other.der())]});
+    let r = http
+        .post(format!("{ct}/ct/v1/add-chain"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("root this log trusts"));
+    let r = http
+        .post(format!("{ct}/ct/v1/add-pre-chain"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("precertificate"));
+    let r = http
+        .post(format!("{ct}/ct/v1/add-chain"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn disabled_issues_without_sct_and_says_so() {
+    let (idp, ks) = setup("ct_log: disabled\n").await;
+    let chain = issue(&idp, &ks, "nolog@example.com").await;
+    let (_, sct_ext) = ct::split_final_cert(&der(&chain[0]));
+    assert!(sct_ext.is_none(), "no SCT when CT is disabled");
+    assert_eq!(ks.get("/healthz").await.json()["ctLog"], "disabled");
+    assert!(ks.log().contains("CERTIFICATE TRANSPARENCY IS DISABLED"));
+    assert!(ks.trusted_root()["ctlogs"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_returned_certificate_survives_kill9() {
+    let (idp, mut ks) = setup(EMBEDDED).await;
+    let spki = log_spki(&ks);
+    let before = sth_at_least(&ks, &spki, 0, Duration::from_secs(2)).await;
+    // Clients issue concurrently; the server is killed while they are still sending.
+    let returned = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (url, idp_url) = (ks.url.clone(), idp.url.clone());
+        let tokens: Vec<(String, ClientKey, String)> = (0..40)
+            .map(|i| {
+                let email = format!("crash{c}-{i}@example.com");
+                (idp.mint(&idp.email_claims(&email)), ClientKey::p256(), email)
+            })
+            .collect();
+        let returned = returned.clone();
+        let _ = idp_url;
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for (token, key, email) in tokens {
+                let body = json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request(&email)});
+                match http.post(format!("{url}/api/v2/signingCert")).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap();
+                        let chain = v["signedCertificateEmbeddedSct"]["chain"]["certificates"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p.as_str().unwrap().to_string())
+                            .collect();
+                        returned.lock().unwrap().push(chain);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Let some certificates through, then kill -9.
+    let start = Instant::now();
+    while returned.lock().unwrap().len() < 20 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ks.restart_after_kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let returned = returned.lock().unwrap().clone();
+    assert!(
+        returned.len() >= 20,
+        "only {} certificates were issued before the kill",
+        returned.len()
+    );
+    let after = sth_at_least(&ks, &spki, returned.len() as u64, Duration::from_secs(3)).await;
+    for chain in &returned {
+        let (_, h) = ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
+        assert_included(&ks, &h, &after).await;
+    }
+    let proof = ks
+        .ct_get(&format!(
+            "/ct/v1/get-sth-consistency?first={}&second={}",
+            before.tree_size, after.tree_size
+        ))
+        .await;
+    assert!(verify_consistency(
+        before.tree_size,
+        after.tree_size,
+        &before.root,
+        &after.root,
+        &hashes(&proof["consistency"])
+    ));
+    // And the restarted CA keeps issuing into the same log.
+    let chain = issue(&idp, &ks, "after-restart@example.com").await;
+    ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
+}
