@@ -1,0 +1,226 @@
+//! A remote CT log: `keyless ctlog serve` runs the log on its own, a proxy in front of it misbehaves
+//! on demand, and the CA (configured with the log's URL and key) must fail closed with a 503 naming
+//! the log, release no certificate, and recover once the log does.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyless_tests::{ClientKey, Keyless, TestIssuer, ct, keyless_bin, pem, run_keyless};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Forward,
+    Error500,
+    Hang,
+    BadSct,
+}
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    mode: Arc<Mutex<Mode>>,
+}
+
+async fn add_pre_chain(State(p): State<Proxy>, body: Bytes) -> (axum::http::StatusCode, String) {
+    let mode = *p.mode.lock().unwrap();
+    match mode {
+        Mode::Error500 => return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "backend exploded".into()),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return (axum::http::StatusCode::OK, String::new());
+        }
+        _ => {}
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/ct/v1/add-pre-chain", p.upstream))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let mut v: Value = resp.json().await.unwrap();
+    if mode == Mode::BadSct {
+        let mut sig = STANDARD.decode(v["signature"].as_str().unwrap()).unwrap();
+        let n = sig.len();
+        sig[n - 2] ^= 0x01;
+        v["signature"] = json!(STANDARD.encode(sig));
+    }
+    (axum::http::StatusCode::from_u16(status).unwrap(), v.to_string())
+}
+
+struct LogProcess(Child);
+
+impl Drop for LogProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn remote_log_failures_fail_closed_and_recover() {
+    let idp = TestIssuer::start("/idp").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("log.yaml"),
+        "data_dir: ./logdata\nca:\n  file: {key: pki/key.pem, chain: pki/chain.pem}\nct_log: {embedded: {listen: \"127.0.0.1:0\", prefix: shared-log}}\n",
+    )
+    .unwrap();
+    assert!(
+        run_keyless(&["ca", "init", "--config", "log.yaml"], d, &[])
+            .status
+            .success()
+    );
+
+    // The log on its own, as an operator would run a shared log.
+    let mut child = Command::new(keyless_bin())
+        .args(["ctlog", "serve", "--config", "log.yaml"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _log = LogProcess(child);
+    let log_url = line
+        .trim()
+        .strip_prefix("keyless: ct log listening on ")
+        .expect("ct log line")
+        .to_string();
+    assert!(log_url.ends_with("/shared-log"));
+
+    let out = run_keyless(
+        &[
+            "trusted-root",
+            "--config",
+            "log.yaml",
+            "--ca-url",
+            "http://ca.invalid",
+            "--ct-url",
+            &log_url,
+        ],
+        d,
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tr: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spki = STANDARD
+        .decode(tr["ctlogs"][0]["publicKey"]["rawBytes"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(d.join("log-pub.pem"), pem("PUBLIC KEY", &spki)).unwrap();
+
+    let mode = Arc::new(Mutex::new(Mode::Forward));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/ct/v1/add-pre-chain", post(add_pre_chain))
+        .with_state(Proxy {
+            upstream: log_url.clone(),
+            mode: mode.clone(),
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let ks = Keyless::start_in(
+        dir,
+        &format!(
+            "ca:\n  file: {{key: pki/key.pem, chain: pki/chain.pem}}\nct_log: {{url: \"{proxy_url}\", public_key: log-pub.pem, timeout: 500ms, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            idp.url
+        ),
+    );
+    assert_eq!(ks.get("/healthz").await.json()["ctLog"], proxy_url.as_str());
+    let attempt = |n: usize| {
+        let email = format!("remote{n}@example.com");
+        let key = ClientKey::p256();
+        let body = json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims(&email))}, "publicKeyRequest": key.public_key_request(&email)});
+        let ks = &ks;
+        async move { ks.sign_v2(&body, None).await }
+    };
+    let der = |p: &str| {
+        STANDARD
+            .decode(p.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .unwrap()
+    };
+
+    let ok = attempt(0).await.chain();
+    ct::verify_embedded_sct(&der(&ok[0]), &der(&ok[1]), &spki);
+
+    for (i, m) in [Mode::Error500, Mode::BadSct, Mode::Hang].into_iter().enumerate() {
+        *mode.lock().unwrap() = m;
+        let start = Instant::now();
+        let r = attempt(i + 1).await;
+        assert_eq!(r.status, 503, "{m:?}: {}", r.body);
+        assert_eq!(
+            r.message(),
+            format!("Error entering certificate in CTL: CT log {proxy_url} is unavailable; try again later")
+        );
+        assert!(
+            !r.body.contains("exploded") && !r.body.contains("signature"),
+            "causes stay in the log: {}",
+            r.body
+        );
+        if m == Mode::Hang {
+            // Two attempts of 500 ms plus backoff: bounded, far below the proxy's 30 s hang.
+            assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        }
+    }
+    let log = ks.log();
+    assert!(log.contains("backend exploded"), "the cause is logged for operators");
+    assert!(log.contains("SCT signature does not verify"));
+    assert_eq!(
+        log.matches("certificate issued").count(),
+        1,
+        "nothing was released while the log failed"
+    );
+
+    *mode.lock().unwrap() = Mode::Forward;
+    let ok = attempt(9).await.chain();
+    ct::verify_embedded_sct(&der(&ok[0]), &der(&ok[1]), &spki);
+}
+
+#[tokio::test]
+async fn unreachable_remote_log_is_503() {
+    let idp = TestIssuer::start("/idp").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        key.as_ref(),
+    )
+    .unwrap();
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair;
+    let spki = pair.public_key().as_der().unwrap();
+    std::fs::write(dir.path().join("log.pem"), pem("PUBLIC KEY", spki.as_ref())).unwrap();
+    let ks = Keyless::start_in(
+        dir,
+        &format!(
+            "ct_log: {{url: \"http://127.0.0.1:9/log\", public_key: log.pem, timeout: 1s, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            idp.url
+        ),
+    );
+    let k = ClientKey::p256();
+    let body = json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("u@example.com"))}, "publicKeyRequest": k.public_key_request("u@example.com")});
+    let r = ks.sign_v2(&body, None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.message().contains("CT log http://127.0.0.1:9/log is unavailable"),
+        "{}",
+        r.body
+    );
+    assert!(ks.healthy().await);
+}
