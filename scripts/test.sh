@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests use (openssl is the independent certificate checker).
+# System packages the tests use: openssl (independent certificate checks) and certspotter
+# (an independent CT monitor run against the embedded log).
 missing=()
-for pkg in openssl; do
+for pkg in openssl certspotter; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

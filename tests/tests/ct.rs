@@ -295,3 +295,67 @@ async fn every_returned_certificate_survives_kill9() {
     let chain = issue(&idp, &ks, "after-restart@example.com").await;
     ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
 }
+
+/// certspotter (Debian package), an independent CT monitor, downloads the embedded log, verifies
+/// the STH signature, the Merkle tree against it, and the precertificates, and finds no error.
+#[tokio::test]
+async fn certspotter_verifies_the_embedded_log() {
+    let (idp, ks) = setup(EMBEDDED).await;
+    let spki = log_spki(&ks);
+    for i in 0..4 {
+        issue(&idp, &ks, &format!("spot{i}@example.com")).await;
+    }
+    let sth = sth_at_least(&ks, &spki, 4, Duration::from_secs(2)).await;
+    let d = ks.dir.path();
+    let list = json!({
+        "version": "local", "log_list_timestamp": "2026-01-01T00:00:00Z",
+        "operators": [{"name": "keyless-test", "email": ["nobody@example.invalid"], "logs": [{
+            "description": "keyless embedded log", "log_id": STANDARD.encode(ct::sha256(&spki)), "key": STANDARD.encode(&spki),
+            "url": format!("{}/", ks.ct_url.as_deref().unwrap()), "mmd": 86400,
+            "state": {"usable": {"timestamp": "2020-01-01T00:00:00Z"}}}]}]
+    });
+    std::fs::write(d.join("loglist.json"), list.to_string()).unwrap();
+    std::fs::write(d.join("watchlist"), ".\n").unwrap();
+    let stderr = std::fs::File::create(d.join("certspotter.log")).unwrap();
+    let mut child = std::process::Command::new("certspotter")
+        .args([
+            "-logs",
+            "loglist.json",
+            "-watchlist",
+            "watchlist",
+            "-state_dir",
+            "cs-state",
+            "-stdout",
+            "-verbose",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("certspotter is installed (scripts/test.sh)");
+    let start = Instant::now();
+    let verified = loop {
+        let size = std::fs::read_dir(d.join("cs-state/logs"))
+            .ok()
+            .and_then(|mut dirs| dirs.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("state.json")).ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["verified_position"]["size"].as_u64());
+        if size == Some(sth.tree_size) || start.elapsed() > Duration::from_secs(30) {
+            break size;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(d.join("certspotter.log")).unwrap();
+    assert_eq!(
+        verified,
+        Some(sth.tree_size),
+        "certspotter verified the whole tree:\n{log}"
+    );
+    assert!(log.contains("downloading entries"), "{log}");
+    for bad in ["error verifying", "does not match", "malformed", "invalid"] {
+        assert!(!log.contains(bad), "certspotter reported {bad:?}:\n{log}");
+    }
+}
