@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# Benchmarks Keyless CA on this machine.
+# Benchmarks Keyless CA on this machine (release builds; loopback only).
 #
 #   scripts/bench.sh [--criterion] [loadgen options...]
 #
-# 1. Builds the release `keyless` and `keyless-loadgen` binaries (all benchmark output below is
-#    from optimized builds).
-# 2. Starts `keyless serve --dev` on a free loopback port with a fresh data directory (generated
-#    file CA, CT disabled, the insecure development issuer), and waits for /healthz.
-# 3. Runs keyless-loadgen against it (64 concurrent clients, 20,000 timed requests after 500
-#    warm-up requests by default; extra arguments are passed to keyless-loadgen).
-# 4. Stops the server and removes the data directory.
-# 5. With --criterion: runs the in-process criterion bench (`cargo bench -p keyless-ca --bench issuance`).
+# 1. Builds the release `keyless` and `keyless-loadgen` binaries.
+# 2. Issuance over HTTP, `keyless serve --dev --ct-log disabled`: 64 clients (file key, no CT).
+# 3. Issuance over HTTP, `keyless serve --dev` with the embedded CT log (precert, durable
+#    add-pre-chain, SCT verification, final certificate).
+# 4. The embedded log on its own: `add-pre-chain` over HTTP with durable commits, at 64 clients
+#    (group commit) and at 1 client (one commit per entry), against the server of step 3.
+# 5. With --criterion: the in-process criterion bench (`cargo bench -p keyless-ca --bench issuance`).
 #
-# See docs/benchmarks.md for the figures measured and the targets.
+# Extra arguments go to every keyless-loadgen run. See docs/benchmarks.md for figures and targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,52 +31,64 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 keyless="$target_dir/release/keyless"
 loadgen="$target_dir/release/keyless-loadgen"
 
-data_dir="$(mktemp -d)"
-server_log="$data_dir.server.log"
+data_dir=""
+server_log=""
 server_pid=""
+url=""
+ct_url=""
 
-cleanup() {
+stop_server() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  rm -rf "$data_dir"
-  rm -f "$server_log"
+  server_pid=""
+  [ -n "$data_dir" ] && rm -rf "$data_dir" "$server_log"
+  data_dir=""
 }
-trap cleanup EXIT INT TERM
+trap stop_server EXIT INT TERM
 
-# Port 0: the kernel picks a free port and the server prints the address it listens on. The log
-# level is the server's default (info: one audit line per certificate) unless KEYLESS_LOG is set.
-KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --dev --listen 127.0.0.1:0 --data-dir "$data_dir" \
-  >"$server_log" 2>&1 &
-server_pid=$!
-
-url=""
-for _ in $(seq 1 200); do
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "bench.sh: keyless serve --dev exited early:" >&2
-    cat "$server_log" >&2
-    exit 1
-  fi
-  url="$(sed -n 's|^keyless: listening on \(http://127\.0\.0\.1:[0-9]*\)$|\1|p' "$server_log" | head -n1)"
-  if [ -n "$url" ] && curl -sf "$url/healthz" >/dev/null 2>&1; then
-    break
-  fi
+# Starts `keyless serve --dev --ct-log $1` on free loopback ports; sets url, ct_url, data_dir.
+start_server() {
+  data_dir="$(mktemp -d)"
+  server_log="$data_dir.server.log"
+  KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --dev --ct-log "$1" --listen 127.0.0.1:0 --data-dir "$data_dir" \
+    >"$server_log" 2>&1 &
+  server_pid=$!
   url=""
-  sleep 0.1
-done
-if [ -z "$url" ]; then
+  for _ in $(seq 1 200); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "bench.sh: keyless serve --dev exited early:" >&2
+      cat "$server_log" >&2
+      exit 1
+    fi
+    url="$(sed -n 's|^keyless: listening on \(http://127\.0\.0\.1:[0-9]*\)$|\1|p' "$server_log" | head -n1)"
+    ct_url="$(sed -n 's|^keyless: ct log listening on \(http://127\.0\.0\.1:[0-9]*/.*\)$|\1|p' "$server_log" | head -n1)"
+    if [ -n "$url" ] && curl -sf "$url/healthz" >/dev/null 2>&1; then
+      return
+    fi
+    url=""
+    sleep 0.1
+  done
   echo "bench.sh: the server did not answer /healthz within 20 s" >&2
   cat "$server_log" >&2
   exit 1
-fi
+}
 
-echo "== keyless-loadgen against $url (server log level: ${KEYLESS_LOG:-info}) =="
+echo "== issuance, CT disabled (64 clients) =="
+start_server disabled
+"$loadgen" --url "$url" --data-dir "$data_dir" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
+stop_server
+
+echo "== issuance, embedded CT log (64 clients) =="
+start_server embedded
 "$loadgen" --url "$url" --data-dir "$data_dir" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
 
-cleanup
-server_pid=""
-trap - EXIT INT TERM
+echo "== embedded CT log alone: add-pre-chain, durable commits (64 clients) =="
+"$loadgen" --url "$url" --data-dir "$data_dir" --add-pre-chain "$ct_url" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
+echo "== embedded CT log alone: add-pre-chain, one client (a commit per entry) =="
+"$loadgen" --url "$url" --data-dir "$data_dir" --add-pre-chain "$ct_url" --clients 1 --requests 500 --warmup 20 "${loadgen_args[@]}"
+stop_server
 
 if [ "$criterion" -eq 1 ]; then
   echo "== criterion: in-process issuance vs bare crypto =="

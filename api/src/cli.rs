@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, required_unless_present = "dev", conflicts_with = "dev")]
         config: Option<PathBuf>,
         /// Development mode: generated CA in ./keyless-data, an INSECURE built-in OIDC issuer
-        /// (loopback only), CT disabled. Never for production.
+        /// (loopback only), and the embedded CT log on 127.0.0.1:6962. Never for production.
         #[arg(long)]
         dev: bool,
         /// Override the listen address (e.g. 127.0.0.1:0 for a free port).
@@ -37,6 +37,9 @@ enum Command {
         /// With --dev: where state lives.
         #[arg(long, default_value = "./keyless-data", requires = "dev")]
         data_dir: PathBuf,
+        /// With --dev: `embedded` (default) or `disabled` Certificate Transparency.
+        #[arg(long, default_value = "embedded", requires = "dev", value_parser = ["embedded", "disabled"])]
+        ct_log: String,
     },
     /// Manage the CA's keys and certificates.
     Ca {
@@ -145,10 +148,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dev,
             listen,
             data_dir,
+            ct_log,
         } => {
             let mut config = if dev {
                 let dir = std::env::current_dir()?.join(data_dir);
-                Config::dev(dir)
+                let mut c = Config::dev(dir);
+                if ct_log == "disabled" {
+                    c.ct_log = keyless_config::CtLogConfig::Disabled;
+                }
+                if let (Some(l), keyless_config::CtLogConfig::Embedded(e)) = (listen, &mut c.ct_log) {
+                    // A free API port means a free CT port too (tests, benchmarks, parallel runs).
+                    if l.port() == 0 {
+                        e.listen.set_port(0);
+                    }
+                }
+                c
             } else {
                 let path = config.context("--config is required")?;
                 Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?

@@ -199,13 +199,13 @@ impl Config {
     }
 
     /// The configuration `keyless serve --dev` uses: loopback listener, generated CA, the insecure
-    /// development issuer, and CT disabled until the embedded log exists.
+    /// development issuer, and the embedded CT log.
     pub fn dev(data_dir: PathBuf) -> Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
             data_dir,
             ca: CaConfig::Generated,
-            ct_log: CtLogConfig::Disabled,
+            ct_log: CtLogConfig::Embedded(EmbeddedCtLog::default()),
             issuers: Vec::new(),
             certificate: CertificateConfig {
                 validity: DEFAULT_VALIDITY,

@@ -147,8 +147,13 @@ async fn readme_quickstart_dev_mode() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let ct_line = lines.next().unwrap().unwrap();
+    assert!(
+        ct_line.starts_with("keyless: ct log listening on http://127.0.0.1:"),
+        "{ct_line}"
+    );
+    let line = lines.next().unwrap().unwrap();
     let url = line
         .trim()
         .strip_prefix("keyless: listening on ")
@@ -190,6 +195,9 @@ async fn readme_quickstart_dev_mode() {
     );
     assert_eq!(inspect::san(&leaf).1, "email:you@example.com");
     assert!(inspect::sigstore(&leaf, 1).unwrap().ends_with("/insecure-dev-issuer"));
+    // CT is on in dev mode: the certificate carries exactly one SCT from the embedded log.
+    let (_, sct) = keyless_tests::ct::split_final_cert(&leaf_der(&v));
+    assert_eq!(keyless_tests::ct::parse_sct_list(&sct.expect("an SCT")).len(), 1);
 
     // --dev refuses to listen beyond loopback.
     let out = run_keyless(
@@ -199,4 +207,14 @@ async fn readme_quickstart_dev_mode() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+fn leaf_der(v: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    let pem = v["signedCertificateEmbeddedSct"]["chain"]["certificates"][0]
+        .as_str()
+        .unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+        .unwrap()
 }

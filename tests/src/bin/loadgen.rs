@@ -10,6 +10,10 @@
 //! keyless-loadgen --url http://127.0.0.1:5555 --data-dir /tmp/kd --clients 64 --requests 20000
 //! ```
 //!
+//! With `--add-pre-chain CT_URL` it measures the embedded CT log on its own instead: it issues one
+//! certificate, takes the logged precertificate chain from `get-entries`, and submits it to
+//! `CT_URL/ct/v1/add-pre-chain` (each submission is a new, durably committed entry).
+//!
 //! `--url` must be the address the server listens on, spelled as it spells it
 //! (`http://127.0.0.1:PORT`): the development issuer's `iss` is derived from it. Only loopback
 //! targets are accepted.
@@ -60,6 +64,9 @@ struct Args {
     /// Runtime worker threads of the load generator (it shares the machine with the server).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Measure the embedded CT log's `add-pre-chain` at this base URL instead of issuance.
+    #[arg(long)]
+    add_pre_chain: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,12 +75,113 @@ fn main() -> anyhow::Result<()> {
     if args.clients == 0 || args.requests == 0 {
         bail!("--clients and --requests must be at least 1");
     }
-    let bodies = prepare(&args, &base)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
-    rt.block_on(run(args, base, bodies))
+    match args.add_pre_chain.clone() {
+        None => {
+            let bodies = prepare(&args, &base)?;
+            rt.block_on(run(
+                args,
+                base.clone(),
+                format!("{base}/api/v2/signingCert"),
+                b"BEGIN CERTIFICATE",
+                bodies,
+            ))
+        }
+        Some(ct) => {
+            let ct = check_loopback_log(&ct)?;
+            let one = Args {
+                warmup: 0,
+                requests: 1,
+                key_pool: 1,
+                ..args_clone(&args)
+            };
+            let first = prepare(&one, &base)?;
+            let body = rt.block_on(capture_precert_chain(&base, &ct, &first[0]))?;
+            let bodies = vec![body; args.warmup + args.requests];
+            rt.block_on(run(
+                args,
+                ct.clone(),
+                format!("{ct}/ct/v1/add-pre-chain"),
+                b"sct_version",
+                bodies,
+            ))
+        }
+    }
+}
+
+fn args_clone(a: &Args) -> Args {
+    Args {
+        url: a.url.clone(),
+        data_dir: a.data_dir.clone(),
+        clients: a.clients,
+        requests: a.requests,
+        warmup: a.warmup,
+        max_seconds: a.max_seconds,
+        key_pool: a.key_pool,
+        threads: a.threads,
+        add_pre_chain: None,
+    }
+}
+
+/// Like [`check_loopback`], but a log URL has a path prefix.
+fn check_loopback_log(url: &str) -> anyhow::Result<String> {
+    let parsed = Url::parse(url).with_context(|| format!("--add-pre-chain {url:?} is not a URL"))?;
+    if !matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
+        bail!("--add-pre-chain must target 127.0.0.1, localhost or [::1]; refusing {url}");
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
+/// Issues one certificate, waits for the log to publish it, and returns an `add-pre-chain` body
+/// holding the logged precertificate and its chain.
+async fn capture_precert_chain(base: &str, ct: &str, body: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v2/signingCert"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!(
+            "issuing the sample certificate failed: HTTP {}: {}",
+            r.status(),
+            r.text().await?
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let size = loop {
+        let sth: serde_json::Value = http.get(format!("{ct}/ct/v1/get-sth")).send().await?.json().await?;
+        let size = sth["tree_size"].as_u64().unwrap_or(0);
+        if size > 0 {
+            break size;
+        }
+        if Instant::now() > deadline {
+            bail!("the log did not publish the sample entry");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let last = size - 1;
+    let entries: serde_json::Value = http
+        .get(format!("{ct}/ct/v1/get-entries?start={last}&end={last}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let extra = STANDARD.decode(entries["entries"][0]["extra_data"].as_str().context("no entry")?)?;
+    let u24 = |b: &[u8]| ((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize;
+    let n = u24(&extra);
+    let mut chain = vec![STANDARD.encode(&extra[3..3 + n])];
+    let mut rest = &extra[3 + n + 3..];
+    while !rest.is_empty() {
+        let m = u24(rest);
+        chain.push(STANDARD.encode(&rest[3..3 + m]));
+        rest = &rest[3 + m..];
+    }
+    Ok(serde_json::to_string(&json!({ "chain": chain }))?)
 }
 
 /// Refuses anything but a loopback http(s) URL; returns it without a trailing slash.
@@ -164,12 +272,20 @@ struct Tally {
 struct Shared {
     client: reqwest::Client,
     endpoint: String,
+    /// A successful response body contains this.
+    needle: &'static [u8],
     bodies: Vec<String>,
     next: AtomicUsize,
     first_error: Mutex<Option<String>>,
 }
 
-async fn run(args: Args, base: String, bodies: Vec<String>) -> anyhow::Result<()> {
+async fn run(
+    args: Args,
+    base: String,
+    endpoint: String,
+    needle: &'static [u8],
+    bodies: Vec<String>,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .tcp_nodelay(true)
@@ -178,7 +294,8 @@ async fn run(args: Args, base: String, bodies: Vec<String>) -> anyhow::Result<()
         .build()?;
     let shared = Arc::new(Shared {
         client,
-        endpoint: format!("{base}/api/v2/signingCert"),
+        endpoint,
+        needle,
         bodies,
         next: AtomicUsize::new(0),
         first_error: Mutex::new(None),
@@ -218,7 +335,7 @@ async fn run(args: Args, base: String, bodies: Vec<String>) -> anyhow::Result<()
     println!("requests:        {done}");
     println!("errors:          {}", tally.errors);
     println!("elapsed:         {secs:.3} s");
-    println!("certificates/s:  {:.0}", tally.ok as f64 / secs);
+    println!("successes/s:     {:.0}", tally.ok as f64 / secs);
     println!("latency p50:     {:.2} ms", pct(50.0));
     println!("latency p90:     {:.2} ms", pct(90.0));
     println!("latency p99:     {:.2} ms", pct(99.0));
@@ -279,7 +396,7 @@ async fn phase(shared: &Arc<Shared>, clients: usize, end: usize, cap: Duration) 
                 };
                 let latency = t0.elapsed();
                 match outcome {
-                    Ok(body) if body.windows(17).any(|w| w == b"BEGIN CERTIFICATE") => {
+                    Ok(body) if body.windows(shared.needle.len()).any(|w| w == shared.needle) => {
                         tally.ok += 1;
                         tally.latencies.push(latency);
                     }
@@ -287,7 +404,7 @@ async fn phase(shared: &Arc<Shared>, clients: usize, end: usize, cap: Duration) 
                         &shared,
                         &mut tally,
                         latency,
-                        "HTTP 200 without a certificate chain".into(),
+                        "HTTP 200 without the expected content".into(),
                     ),
                     Err(e) => record_error(&shared, &mut tally, latency, e),
                 }
