@@ -54,6 +54,13 @@ pub(crate) fn sign(signer: &dyn Signer, verifier: &ParsedPublicKey, tbs: &[u8]) 
     Ok(der::seq(&[tbs, &alg, &der::bit_string(&signature)]))
 }
 
+/// Signs a precertificate TBS for submission to a CT log, which verifies the signature itself.
+pub(crate) fn sign_for_log(signer: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, Error> {
+    let signature = signer.sign(tbs).map_err(|e| Error::Signer(e.0))?;
+    let alg = signer.algorithm().algorithm_identifier();
+    Ok(der::seq(&[tbs, &alg, &der::bit_string(&signature)]))
+}
+
 /// A verifier for the signer's own key.
 pub(crate) fn self_verifier(signer: &dyn Signer) -> Result<ParsedPublicKey, Error> {
     let point = spki_key_bits(signer.public_key_spki())

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ParsedPublicKey};
 
 use crate::der;
 
@@ -78,8 +78,13 @@ impl Sct {
         out
     }
 
-    /// Verifies the SCT over a precertificate entry with the log's P-256 public key (SEC1 point).
-    pub fn verify_precert(&self, log_key_point: &[u8], issuer_key_hash: &[u8; 32], tbs: &[u8]) -> Result<(), CtError> {
+    /// Verifies the SCT over a precertificate entry with the log's key (see [`log_verifier`]).
+    pub fn verify_precert(
+        &self,
+        log_key: &ParsedPublicKey,
+        issuer_key_hash: &[u8; 32],
+        tbs: &[u8],
+    ) -> Result<(), CtError> {
         if self.hash_algorithm != HASH_SHA256 || self.signature_algorithm != SIG_ECDSA {
             return Err(CtError(format!(
                 "SCT uses hash {} / signature {}, expected SHA-256 / ECDSA",
@@ -87,10 +92,15 @@ impl Sct {
             )));
         }
         let data = precert_signed_data(self.timestamp, issuer_key_hash, tbs, &self.extensions);
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, log_key_point)
-            .verify(&data, &self.signature)
+        log_key
+            .verify_sig(&data, &self.signature)
             .map_err(|_| CtError("SCT signature does not verify with the log's public key".into()))
     }
+}
+
+/// A verifier for a log's P-256 key (SEC1 point), parsed once.
+pub fn log_verifier(point: &[u8]) -> Result<ParsedPublicKey, CtError> {
+    ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point).map_err(|_| CtError("not a P-256 public key".into()))
 }
 
 /// RFC 6962 §3.2 `digitally-signed` input for a precertificate entry.

@@ -82,12 +82,23 @@ impl Hash {
 }
 
 /// A public key that passed the key policy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublicKey {
     spki: Vec<u8>,
     key_type: KeyType,
     /// The subjectPublicKey contents: a SEC1 point, a PKCS#1 RSAPublicKey, or 32 Ed25519 bytes.
     key_bits: Vec<u8>,
+    /// The key parsed once for its default hash (EC and Ed25519): parsing an EC point costs
+    /// about as much as half a verification, so it is not repeated per signature.
+    parsed: Option<ParsedPublicKey>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PublicKey {
@@ -100,6 +111,7 @@ impl PublicKey {
         }
         let key_bits = spki.subject_public_key.data.to_vec();
         let alg = spki.algorithm.algorithm.to_id_string();
+        let mut parsed = None;
         let key_type = match alg.as_str() {
             OID_EC_PUBLIC_KEY => {
                 let curve = spki
@@ -131,8 +143,10 @@ impl PublicKey {
                     KeyType::P384 => &sig::ECDSA_P384_SHA384_ASN1,
                     _ => &sig::ECDSA_P521_SHA512_ASN1,
                 };
-                ParsedPublicKey::new(probe, &key_bits)
-                    .map_err(|_| Error::InsecureKey(format!("{} point is not on the curve", kt.name())))?;
+                parsed = Some(
+                    ParsedPublicKey::new(probe, &key_bits)
+                        .map_err(|_| Error::InsecureKey(format!("{} point is not on the curve", kt.name())))?,
+                );
                 kt
             }
             OID_RSA => {
@@ -145,6 +159,7 @@ impl PublicKey {
                 if key_bits.len() != 32 {
                     return Err(Error::KeyParse("Ed25519 key must be 32 bytes".into()));
                 }
+                parsed = ParsedPublicKey::new(&sig::ED25519, &key_bits).ok();
                 KeyType::Ed25519
             }
             other => {
@@ -157,6 +172,7 @@ impl PublicKey {
             spki: der.to_vec(),
             key_type,
             key_bits,
+            parsed,
         })
     }
 
@@ -195,6 +211,16 @@ impl PublicKey {
 
     /// Verifies `signature` over `message` with the given hash. ECDSA accepts DER or IEEE P1363.
     pub fn verify(&self, hash: Hash, message: &[u8], signature: &[u8]) -> bool {
+        if let (Some(parsed), true) = (&self.parsed, hash == self.key_type.default_hash()) {
+            if parsed.verify_sig(message, signature).is_ok() {
+                return true;
+            }
+            // IEEE P1363 r‖s: re-encode as DER for the parsed (ASN.1) verifier.
+            let coord = (self.key_bits.len() - 1) / 2;
+            return self.key_type != KeyType::Ed25519
+                && signature.len() == 2 * coord
+                && parsed.verify_sig(message, &p1363_to_der(signature)).is_ok();
+        }
         let algs: &[&'static dyn VerificationAlgorithm] = match (self.key_type, hash) {
             (KeyType::P256, Hash::Sha256) => &[&sig::ECDSA_P256_SHA256_ASN1, &sig::ECDSA_P256_SHA256_FIXED],
             (KeyType::P256, Hash::Sha384) => &[&sig::ECDSA_P256_SHA384_ASN1],
@@ -213,6 +239,13 @@ impl PublicKey {
                 .is_ok()
         })
     }
+}
+
+/// `r‖s` → DER `ECDSA-Sig-Value`.
+fn p1363_to_der(sig: &[u8]) -> Vec<u8> {
+    use crate::der;
+    let (r, s) = sig.split_at(sig.len() / 2);
+    der::seq(&[&der::unsigned_integer(r), &der::unsigned_integer(s)])
 }
 
 /// Maps an X.509/PKCS#10 signature algorithm OID to its hash, or `None` if unrecognized.

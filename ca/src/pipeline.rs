@@ -68,7 +68,7 @@ pub struct CertificateAuthority {
 /// The configured CT log and the key its SCTs must verify with.
 struct CtBinding {
     log: Arc<dyn CtLog>,
-    key_point: Vec<u8>,
+    verifier: ParsedPublicKey,
     log_id: [u8; 32],
 }
 
@@ -134,7 +134,7 @@ impl CertificateAuthority {
         }
         self.ct = Some(CtBinding {
             log,
-            key_point: key.key_bits().to_vec(),
+            verifier: ct::log_verifier(key.key_bits()).map_err(|e| Error::Setup(format!("CT log public key: {e}")))?,
             log_id: crate::keys::sha256(log_public_key_spki),
         });
         Ok(self)
@@ -190,7 +190,10 @@ impl CertificateAuthority {
             Some(ct) => {
                 let log_tbs = tbs(&extensions);
                 extensions.push(profile::extension(ct::POISON_OID, true, &[crate::der::NULL, 0]));
-                let precert = cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?;
+                // The log verifies the precertificate's signature against the issuing CA before
+                // it accepts it (the embedded log always does), so a bad signature from the signer
+                // fails here as a CT error; verifying it twice would only cost time.
+                let precert = cert::sign_for_log(self.signer.as_ref(), &tbs(&extensions))?;
                 extensions.pop();
                 let mut chain = Vec::with_capacity(self.chain_der.len() + 1);
                 chain.push(precert);
@@ -203,7 +206,7 @@ impl CertificateAuthority {
                 if sct.log_id != ct.log_id {
                     return Err(ct_err("SCT is from a different log than the one configured".into()));
                 }
-                sct.verify_precert(&ct.key_point, &self.issuer_key_hash, &log_tbs)
+                sct.verify_precert(&ct.verifier, &self.issuer_key_hash, &log_tbs)
                     .map_err(|e| ct_err(e.0))?;
                 extensions.push(profile::extension(
                     ct::SCT_LIST_OID,
@@ -532,8 +535,8 @@ mod tests {
             crate::der::tbs_without_extension(&final_tbs, &ct::oid_der(ct::SCT_LIST_OID)).expect("SCT list present");
         // The log signed the precert TBS minus poison; the SCT verifies over the final TBS minus SCTs.
         let ikh = ca.issuer_key_hash;
-        let point = ca.ct.as_ref().unwrap().key_point.clone();
-        sct.verify_precert(&point, &ikh, &without_sct).unwrap();
+        sct.verify_precert(&ca.ct.as_ref().unwrap().verifier, &ikh, &without_sct)
+            .unwrap();
         assert!(
             issued
                 .der

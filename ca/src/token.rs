@@ -7,10 +7,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+
+use crate::der;
 use keyless_config::IssuerConfig;
 use serde_json::{Map, Value};
 
@@ -124,7 +127,8 @@ struct IssuerKey {
     kid: Option<String>,
     alg: Option<Algorithm>,
     family: AlgorithmFamily,
-    key: DecodingKey,
+    /// One verifier per algorithm the key can serve, parsed once per JWKS fetch.
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 impl fmt::Debug for IssuerKeys {
@@ -140,22 +144,16 @@ impl IssuerKeys {
             .keys
             .iter()
             .filter_map(|jwk| {
-                let family = match &jwk.algorithm {
-                    AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-                    AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-                    AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
-                    _ => return None,
-                };
                 let alg = match jwk.common.key_algorithm {
                     None => None,
                     Some(ka) => Some(jwk_algorithm(ka)?),
                 };
-                let key = DecodingKey::from_jwk(jwk).ok()?;
+                let (family, verifiers) = verifiers(&jwk.algorithm)?;
                 Some(IssuerKey {
                     kid: jwk.common.key_id.clone(),
                     alg,
                     family,
-                    key,
+                    verifiers,
                 })
             })
             .collect();
@@ -170,6 +168,47 @@ impl IssuerKeys {
     /// True when no key is usable.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+/// Parses a JWK's public key for every JWS algorithm of its family. Keys that do not parse (or
+/// RSA keys under 2048 bits) are skipped.
+fn verifiers(params: &AlgorithmParameters) -> Option<(AlgorithmFamily, Vec<(Algorithm, ParsedPublicKey)>)> {
+    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok();
+    let parse = |alg: &'static dyn VerificationAlgorithm, bytes: &[u8]| ParsedPublicKey::new(alg, bytes).ok();
+    match params {
+        AlgorithmParameters::EllipticCurve(p) => {
+            let mut point = vec![0x04];
+            point.extend(b64(&p.x)?);
+            point.extend(b64(&p.y)?);
+            let v = match p.curve {
+                EllipticCurve::P256 => (Algorithm::ES256, parse(&sig::ECDSA_P256_SHA256_FIXED, &point)?),
+                EllipticCurve::P384 => (Algorithm::ES384, parse(&sig::ECDSA_P384_SHA384_FIXED, &point)?),
+                _ => return None,
+            };
+            Some((AlgorithmFamily::Ec, vec![v]))
+        }
+        AlgorithmParameters::RSA(p) => {
+            let pkcs1 = der::seq(&[&der::unsigned_integer(&b64(&p.n)?), &der::unsigned_integer(&b64(&p.e)?)]);
+            let algs: [(Algorithm, &'static dyn VerificationAlgorithm); 6] = [
+                (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
+                (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
+                (Algorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
+                (Algorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
+                (Algorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
+                (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
+            ];
+            let v: Vec<_> = algs
+                .iter()
+                .filter_map(|(a, v)| Some((*a, parse(*v, &pkcs1)?)))
+                .collect();
+            (!v.is_empty()).then_some((AlgorithmFamily::Rsa, v))
+        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Some((
+            AlgorithmFamily::Ed,
+            vec![(Algorithm::EdDSA, parse(&sig::ED25519, &b64(&p.x)?)?)],
+        )),
+        _ => None,
     }
 }
 
@@ -290,9 +329,12 @@ pub fn verify(
         )));
     }
     let (signing_input, signature) = token.raw.rsplit_once('.').unwrap_or((&token.raw, ""));
-    let valid = candidates
-        .iter()
-        .any(|k| jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &k.key, alg).unwrap_or(false));
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap_or_default();
+    let valid = candidates.iter().any(|k| {
+        k.verifiers
+            .iter()
+            .any(|(a, v)| *a == alg && v.verify_sig(signing_input.as_bytes(), &signature).is_ok())
+    });
     if !valid {
         return Err(Error::Token(format!(
             "signature does not verify with the keys of issuer {url}"

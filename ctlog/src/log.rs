@@ -1,6 +1,6 @@
 //! The embedded RFC 6962 log: chain validation, group-committed sequencing, SCT and STH signing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
@@ -68,7 +68,8 @@ struct State {
 
 struct Pending {
     leaf_input: Vec<u8>,
-    extra_data: Vec<u8>,
+    extra_prefix: Vec<u8>,
+    chain: Arc<(Vec<u8>, [u8; 32])>,
     leaf_hash: Hash,
     reply: tokio::sync::oneshot::Sender<Result<u64, LogError>>,
 }
@@ -82,8 +83,8 @@ pub(crate) struct Shared {
     roots: Vec<Root>,
     state: RwLock<State>,
     pub(crate) reader: Mutex<Connection>,
-    /// SHA-256 of chain tails (everything after the leaf) already verified up to a root.
-    verified_tails: Mutex<HashSet<[u8; 32]>>,
+    /// Chain tails (everything after the leaf) already verified up to a root, by SHA-256.
+    verified_tails: Mutex<HashMap<[u8; 32], Arc<Tail>>>,
 }
 
 /// An RFC 6962 log running in this process. Cheap to clone; the writer thread stops when the last
@@ -235,7 +236,7 @@ impl EmbeddedLog {
                 sth: placeholder,
             }),
             reader: Mutex::new(store::open_reader(&db)?),
-            verified_tails: Mutex::new(HashSet::new()),
+            verified_tails: Mutex::new(HashMap::new()),
             opts,
         });
         match latest {
@@ -287,20 +288,19 @@ impl EmbeddedLog {
     pub async fn submit(&self, chain: &[Vec<u8>], precert: bool) -> Result<Sct, LogError> {
         let v = self.shared.validate(chain, precert)?;
         let timestamp = now_ms();
-        let (leaf_input, extra_data, signed) = match &v.precert {
+        let (leaf_input, extra_prefix, signed) = match &v.precert {
             Some((ikh, tbs)) => {
-                let mut extra = Vec::new();
-                tls::u24_prefixed(&mut extra, &chain[0]);
-                extra.extend_from_slice(&tls::cert_list(&v.chain[1..]));
+                let mut prefix = Vec::with_capacity(chain[0].len() + 3);
+                tls::u24_prefixed(&mut prefix, &chain[0]);
                 (
                     tls::precert_leaf(timestamp, ikh, tbs),
-                    extra,
+                    prefix,
                     ct::precert_signed_data(timestamp, ikh, tbs, &[]),
                 )
             }
             None => (
                 tls::x509_leaf(timestamp, &chain[0]),
-                tls::cert_list(&v.chain[1..]),
+                Vec::new(),
                 ct::x509_signed_data(timestamp, &chain[0], &[]),
             ),
         };
@@ -309,7 +309,8 @@ impl EmbeddedLog {
         self.tx
             .send(Pending {
                 leaf_input,
-                extra_data,
+                extra_prefix,
+                chain: v.chain,
                 leaf_hash,
                 reply,
             })
@@ -351,9 +352,19 @@ impl CtLog for EmbeddedLog {
     }
 }
 
+/// A verified chain tail.
+struct Tail {
+    issuer_key: PublicKey,
+    issuer_key_hash: [u8; 32],
+    precert_signer: bool,
+    /// The stored `certificate_chain` (the tail plus the root if it was left out) and its hash.
+    stored: Arc<(Vec<u8>, [u8; 32])>,
+}
+
 struct Validated {
-    /// The chain as stored: as submitted, plus the root if it was left out.
-    chain: Vec<Vec<u8>>,
+    /// `certificate_chain` of `extra_data` (everything after the leaf, plus the root if it was
+    /// left out) and its hash, shared by every entry from the same CA.
+    chain: Arc<(Vec<u8>, [u8; 32])>,
     /// For precertificates: issuer key hash and the TBS without the poison.
     precert: Option<([u8; 32], Vec<u8>)>,
 }
@@ -361,13 +372,21 @@ struct Validated {
 const MAX_CHAIN: usize = 8;
 
 fn verify_issued_by(child: &X509Certificate<'_>, parent_spki: &[u8]) -> bool {
-    let Ok(key) = PublicKey::from_spki_der(parent_spki) else {
-        return false;
-    };
-    let Some(hash) = signature_oid_hash(&child.signature_algorithm.algorithm.to_id_string()) else {
-        return false;
-    };
-    key.verify(hash, child.tbs_certificate.as_ref(), &child.signature_value.data)
+    PublicKey::from_spki_der(parent_spki).is_ok_and(|key| key.verify_x509(child))
+}
+
+/// Checks a certificate's signature with its issuer's key.
+trait VerifyX509 {
+    fn verify_x509(&self, child: &X509Certificate<'_>) -> bool;
+}
+
+impl VerifyX509 for PublicKey {
+    fn verify_x509(&self, child: &X509Certificate<'_>) -> bool {
+        let Some(hash) = signature_oid_hash(&child.signature_algorithm.algorithm.to_id_string()) else {
+            return false;
+        };
+        self.verify(hash, child.tbs_certificate.as_ref(), &child.signature_value.data)
+    }
 }
 
 fn has_poison(c: &X509Certificate<'_>) -> bool {
@@ -381,15 +400,11 @@ impl Shared {
         if chain.is_empty() || chain.len() > MAX_CHAIN {
             return Err(LogError::Client(format!("a chain holds 1 to {MAX_CHAIN} certificates")));
         }
-        let certs = chain
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match x509_parser::parse_x509_certificate(d) {
-                Ok((rest, c)) if rest.is_empty() => Ok(c),
-                _ => Err(LogError::Client(format!("chain[{i}] is not a DER certificate"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        match (precert, has_poison(&certs[0])) {
+        let leaf = match x509_parser::parse_x509_certificate(&chain[0]) {
+            Ok((rest, c)) if rest.is_empty() => c,
+            _ => return Err(LogError::Client("chain[0] is not a DER certificate".into())),
+        };
+        match (precert, has_poison(&leaf)) {
             (true, false) => {
                 return Err(LogError::Client(
                     "add-pre-chain needs a precertificate (critical poison extension)".into(),
@@ -402,57 +417,100 @@ impl Shared {
             }
             _ => {}
         }
-        if certs.len() > 1 && !verify_issued_by(&certs[0], certs[1].public_key().raw) {
+        if chain.len() == 1 {
+            if precert {
+                return Err(LogError::Client(
+                    "a precertificate chain must include its issuer".into(),
+                ));
+            }
+            let rest: Vec<Vec<u8>> = self.anchor(&leaf)?.into_iter().collect();
+            let blob = tls::cert_list(&rest);
+            let hash = sha256(&blob);
+            return Ok(Validated {
+                chain: Arc::new((blob, hash)),
+                precert: None,
+            });
+        }
+        let tail = self.tail(chain)?;
+        if !tail.issuer_key.verify_x509(&leaf) {
             return Err(LogError::Client("chain[0] is not signed by chain[1]".into()));
         }
-        // Everything after the leaf is the same for every entry from one CA: verify it once.
-        let tail_id = sha256(&chain[1..].concat());
-        let known = certs.len() > 1 && self.verified_tails.lock().expect("poisoned").contains(&tail_id);
-        let mut stored = chain.to_vec();
-        if !known {
-            for i in 1..certs.len().saturating_sub(1) {
-                if !verify_issued_by(&certs[i], certs[i + 1].public_key().raw) {
-                    return Err(LogError::Client(format!(
-                        "chain[{i}] is not signed by chain[{}]",
-                        i + 1
-                    )));
-                }
-            }
-            let last = &certs[certs.len() - 1];
-            if !self.roots.iter().any(|r| r.der == chain[chain.len() - 1]) {
-                let root = self
-                    .roots
-                    .iter()
-                    .find(|r| r.subject == last.issuer().as_raw() && verify_issued_by(last, &r.spki))
-                    .ok_or_else(|| LogError::Client("the chain does not lead to a root this log trusts".into()))?;
-                stored.push(root.der.clone());
-            }
-            if certs.len() > 1 {
-                self.verified_tails.lock().expect("poisoned").insert(tail_id);
-            }
-        } else if !self.roots.iter().any(|r| r.der == chain[chain.len() - 1]) {
-            let last = &certs[certs.len() - 1];
-            if let Some(root) = self.roots.iter().find(|r| r.subject == last.issuer().as_raw()) {
-                stored.push(root.der.clone());
-            }
-        }
         let precert = if precert {
-            let issuer = certs
-                .get(1)
-                .ok_or_else(|| LogError::Client("a precertificate chain must include its issuer".into()))?;
-            let is_precert_signer = matches!(issuer.extended_key_usage(), Ok(Some(e)) if e.value.other.iter().any(|o| o.to_id_string() == "1.3.6.1.4.1.11129.2.4.4"));
-            if is_precert_signer {
+            if tail.precert_signer {
                 return Err(LogError::Client(
                     "precertificate signing certificates are not supported".into(),
                 ));
             }
-            let tbs = der::tbs_without_extension(certs[0].tbs_certificate.as_ref(), &ct::oid_der(ct::POISON_OID))
+            let tbs = der::tbs_without_extension(leaf.tbs_certificate.as_ref(), &ct::oid_der(ct::POISON_OID))
                 .ok_or_else(|| LogError::Client("cannot remove the poison from the precertificate".into()))?;
-            Some((sha256(issuer.public_key().raw), tbs))
+            Some((tail.issuer_key_hash, tbs))
         } else {
             None
         };
-        Ok(Validated { chain: stored, precert })
+        Ok(Validated {
+            chain: tail.stored.clone(),
+            precert,
+        })
+    }
+
+    /// The trusted root `last` chains to: `None` if `last` is itself a trusted root, otherwise the
+    /// root that issued it (to be appended to the stored chain).
+    fn anchor(&self, last: &X509Certificate<'_>) -> Result<Option<Vec<u8>>, LogError> {
+        if self.roots.iter().any(|r| r.der == last.as_ref()) {
+            return Ok(None);
+        }
+        self.roots
+            .iter()
+            .find(|r| r.subject == last.issuer().as_raw() && verify_issued_by(last, &r.spki))
+            .map(|r| Some(r.der.clone()))
+            .ok_or_else(|| LogError::Client("the chain does not lead to a root this log trusts".into()))
+    }
+
+    /// Everything after the leaf is the same for every entry from one CA: it is verified once, up
+    /// to a trusted root, and remembered by its hash.
+    fn tail(&self, chain: &[Vec<u8>]) -> Result<Arc<Tail>, LogError> {
+        let id = sha256(&chain[1..].concat());
+        if let Some(t) = self.verified_tails.lock().expect("poisoned").get(&id) {
+            return Ok(t.clone());
+        }
+        let certs = chain[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match x509_parser::parse_x509_certificate(d) {
+                Ok((rest, c)) if rest.is_empty() => Ok(c),
+                _ => Err(LogError::Client(format!("chain[{}] is not a DER certificate", i + 1))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..certs.len() - 1 {
+            if !verify_issued_by(&certs[i], certs[i + 1].public_key().raw) {
+                return Err(LogError::Client(format!(
+                    "chain[{}] is not signed by chain[{}]",
+                    i + 1,
+                    i + 2
+                )));
+            }
+        }
+        let root_appended = self.anchor(&certs[certs.len() - 1])?;
+        let issuer = &certs[0];
+        let issuer_key = PublicKey::from_spki_der(issuer.public_key().raw)
+            .map_err(|e| LogError::Client(format!("chain[1] key: {e}")))?;
+        let precert_signer = matches!(issuer.extended_key_usage(), Ok(Some(e)) if e.value.other.iter().any(|o| o.to_id_string() == "1.3.6.1.4.1.11129.2.4.4"));
+        let mut certs_after_leaf = chain[1..].to_vec();
+        certs_after_leaf.extend(root_appended);
+        let blob = tls::cert_list(&certs_after_leaf);
+        let stored = Arc::new((blob.clone(), sha256(&blob)));
+        let tail = Arc::new(Tail {
+            issuer_key_hash: sha256(issuer.public_key().raw),
+            issuer_key,
+            precert_signer,
+            stored,
+        });
+        let mut cache = self.verified_tails.lock().expect("poisoned");
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(id, tail.clone());
+        Ok(tail)
     }
 
     /// The writer thread: group commits, then tree update, then replies; STHs on schedule.
@@ -485,9 +543,15 @@ impl Shared {
 
     fn commit(&self, conn: &mut Connection, batch: Vec<Pending>) {
         let first = self.state.read().expect("poisoned").tree.size();
-        let rows: Vec<(&[u8], &[u8], &Hash)> = batch
+        let rows: Vec<store::NewEntry<'_>> = batch
             .iter()
-            .map(|p| (p.leaf_input.as_slice(), p.extra_data.as_slice(), &p.leaf_hash))
+            .map(|p| store::NewEntry {
+                leaf_input: &p.leaf_input,
+                extra_prefix: &p.extra_prefix,
+                chain: &p.chain.0,
+                chain_hash: &p.chain.1,
+                leaf_hash: &p.leaf_hash,
+            })
             .collect();
         match store::append(conn, first, &rows) {
             Ok(()) => {

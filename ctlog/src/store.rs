@@ -32,10 +32,14 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
     conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(storage)?;
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS entries (
+        "CREATE TABLE IF NOT EXISTS chains (
+             hash BLOB PRIMARY KEY,
+             certs BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS entries (
              idx INTEGER PRIMARY KEY,
              leaf_input BLOB NOT NULL,
-             extra_data BLOB NOT NULL,
+             extra_prefix BLOB NOT NULL,
+             chain_hash BLOB NOT NULL REFERENCES chains(hash),
              leaf_hash BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS sths (
              tree_size INTEGER NOT NULL,
@@ -109,15 +113,43 @@ pub(crate) fn sths(conn: &Connection) -> Result<Vec<StoredSth>, LogError> {
     Ok(out)
 }
 
+/// One entry to store. `extra_data` is `extra_prefix || chain`, where the chain (the same for
+/// every entry of one CA) is stored once under its hash.
+pub(crate) struct NewEntry<'a> {
+    pub(crate) leaf_input: &'a [u8],
+    pub(crate) extra_prefix: &'a [u8],
+    pub(crate) chain_hash: &'a [u8; 32],
+    pub(crate) chain: &'a [u8],
+    pub(crate) leaf_hash: &'a Hash,
+}
+
 /// Appends entries starting at `first_index` in one transaction: one fsync for the whole batch.
-pub(crate) fn append(conn: &mut Connection, first_index: u64, batch: &[(&[u8], &[u8], &Hash)]) -> Result<(), LogError> {
+pub(crate) fn append(conn: &mut Connection, first_index: u64, batch: &[NewEntry<'_>]) -> Result<(), LogError> {
     let tx = conn.transaction().map_err(storage)?;
     {
-        let mut stmt = tx
-            .prepare_cached("INSERT INTO entries (idx, leaf_input, extra_data, leaf_hash) VALUES (?1, ?2, ?3, ?4)")
+        let mut chain = tx
+            .prepare_cached("INSERT OR IGNORE INTO chains (hash, certs) VALUES (?1, ?2)")
             .map_err(storage)?;
-        for (i, (leaf, extra, hash)) in batch.iter().enumerate() {
-            stmt.execute(params![(first_index + i as u64) as i64, leaf, extra, &hash[..]])
+        let mut entry = tx
+            .prepare_cached(
+                "INSERT INTO entries (idx, leaf_input, extra_prefix, chain_hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(storage)?;
+        let mut last_chain: Option<&[u8; 32]> = None;
+        for (i, e) in batch.iter().enumerate() {
+            if last_chain != Some(e.chain_hash) {
+                chain.execute(params![&e.chain_hash[..], e.chain]).map_err(storage)?;
+                last_chain = Some(e.chain_hash);
+            }
+            let idx = (first_index + i as u64) as i64;
+            entry
+                .execute(params![
+                    idx,
+                    e.leaf_input,
+                    e.extra_prefix,
+                    &e.chain_hash[..],
+                    &e.leaf_hash[..]
+                ])
                 .map_err(storage)?;
         }
     }
@@ -137,13 +169,18 @@ pub(crate) fn insert_sth(conn: &Connection, sth: &StoredSth) -> Result<(), LogEr
 /// Entries `[start, end]` inclusive.
 pub(crate) fn entries(conn: &Connection, start: u64, end: u64) -> Result<Vec<Entry>, LogError> {
     let mut stmt = conn
-        .prepare_cached("SELECT leaf_input, extra_data FROM entries WHERE idx BETWEEN ?1 AND ?2 ORDER BY idx")
+        .prepare_cached(
+            "SELECT e.leaf_input, e.extra_prefix, c.certs FROM entries e JOIN chains c ON c.hash = e.chain_hash
+             WHERE e.idx BETWEEN ?1 AND ?2 ORDER BY e.idx",
+        )
         .map_err(storage)?;
     let rows = stmt
         .query_map(params![start as i64, end as i64], |r| {
+            let mut extra_data: Vec<u8> = r.get(1)?;
+            extra_data.extend_from_slice(&r.get::<_, Vec<u8>>(2)?);
             Ok(Entry {
                 leaf_input: r.get(0)?,
-                extra_data: r.get(1)?,
+                extra_data,
             })
         })
         .map_err(storage)?;
