@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests use: openssl (independent certificate checks) and certspotter
-# (an independent CT monitor run against the embedded log).
+# System packages the tests use: openssl (independent certificate checks), certspotter (an
+# independent CT monitor run against the embedded log), softhsm2 (the PKCS#11 token the CA key
+# lives in; tests make throwaway tokens through SOFTHSM2_CONF) and opensc (pkcs11-tool).
 missing=()
-for pkg in openssl certspotter; do
+for pkg in openssl certspotter softhsm2 opensc; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

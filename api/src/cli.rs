@@ -182,6 +182,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: CaCommand::Init { config },
         } => {
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            if let keyless_config::CaConfig::Pkcs11(p) = &cfg.ca {
+                let report = keyless_hsm::init_pkcs11_ca(p, &CaNames::default(), SystemTime::now())?;
+                println!(
+                    "token:                 {} (module {})",
+                    p.token_label,
+                    p.module.display()
+                );
+                for k in report.record["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<8} key:          {} (id {}, {}, sensitive, never extractable)",
+                        k["role"].as_str().unwrap_or(""),
+                        k["label"].as_str().unwrap_or(""),
+                        k["id"].as_str().unwrap_or(""),
+                        k["algorithm"].as_str().unwrap_or("")
+                    );
+                }
+                println!("chain:                 {}", p.chain.display());
+                for c in report.record["certificates"].as_array().into_iter().flatten() {
+                    println!(
+                        "{} SHA-256: {}",
+                        c["role"].as_str().unwrap_or(""),
+                        c["sha256"].as_str().unwrap_or("")
+                    );
+                }
+                println!("ceremony record:       {}", report.record_path.display());
+                return Ok(());
+            }
             let file = cfg.ca.file(&cfg.data_dir);
             let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
             println!("issuing key:   {}", file.key.display());

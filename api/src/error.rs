@@ -66,6 +66,11 @@ impl ApiError {
                 UNAVAILABLE,
                 format!("Error entering certificate in CTL: CT log {log} is unavailable; try again later"),
             ),
+            ApiError::Ca(keyless_ca::Error::Signer(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "signing backend unavailable; try again later".into(),
+            ),
             ApiError::Ca(e) => match e.client_detail() {
                 Some(detail) => (
                     StatusCode::BAD_REQUEST,
@@ -141,6 +146,10 @@ mod tests {
     #[test]
     fn server_faults_hide_their_cause() {
         let e = ApiError::Ca(keyless_ca::Error::Signer("PKCS#11 CKR_DEVICE_ERROR in slot 3".into()));
+        let (status, code, message) = e.parts();
+        assert_eq!((status, code), (StatusCode::SERVICE_UNAVAILABLE, 14));
+        assert_eq!(message, "signing backend unavailable; try again later");
+        let e = ApiError::Ca(keyless_ca::Error::Setup("chain file /etc/x".into()));
         let (status, code, message) = e.parts();
         assert_eq!((status, code), (StatusCode::INTERNAL_SERVER_ERROR, 13));
         assert_eq!(message, "error communicating with CA backend");

@@ -117,7 +117,16 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
         principal.kind(),
         principal.san().value().to_string(),
     );
-    let issued = state.ca.issue(principal, proven, SystemTime::now()).await?;
+    let issued = if state.ca.signer_blocks() {
+        // An HSM round trip must not stall the async workers: issue on a blocking thread.
+        let ca = state.ca.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || handle.block_on(ca.issue(principal, proven, SystemTime::now())))
+            .await
+            .map_err(|e| ApiError::Internal(format!("issuance task failed: {e}")))??
+    } else {
+        state.ca.issue(principal, proven, SystemTime::now()).await?
+    };
     let sct_time = issued.sct.as_ref().map(|s| s.timestamp);
     tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, ?sct_time, "certificate issued");
     let mut chain = vec![issued.pem()];

@@ -28,7 +28,15 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
             "generated a new unencrypted file CA because `ca:` is not configured; use `keyless ca init` with a password or an HSM in production"
         );
     }
-    let (signer, chain) = keyless_hsm::load_file_ca(&file).with_context(|| "loading the CA key".to_string())?;
+    let (signer, chain): (Arc<dyn keyless_ca::Signer>, String) = match &config.ca {
+        CaConfig::Pkcs11(p) => {
+            let signer = keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?;
+            let chain = std::fs::read_to_string(&p.chain).with_context(|| format!("reading {}", p.chain.display()))?;
+            tracing::info!(module = %p.module.display(), token = %p.token_label, key = %p.key_label, "CA key is in a PKCS#11 token");
+            (Arc::new(signer), chain)
+        }
+        _ => keyless_hsm::load_file_ca(&file).with_context(|| "loading the CA key".to_string())?,
+    };
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
         .with_context(|| format!("checking the CA key against {}", file.chain.display()))?;
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();

@@ -150,6 +150,12 @@ impl CertificateAuthority {
         &self.chain_der
     }
 
+    /// True when signing may block (an HSM): run [`CertificateAuthority::issue`] off the async
+    /// runtime's workers.
+    pub fn signer_blocks(&self) -> bool {
+        self.signer.blocking()
+    }
+
     /// Leaf lifetime.
     pub fn validity(&self) -> Duration {
         self.validity

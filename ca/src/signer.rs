@@ -61,6 +61,10 @@ pub trait Signer: Send + Sync {
     fn public_key_spki(&self) -> &[u8];
     /// Signs `message` (hashing it as the algorithm says).
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// True when `sign` may block on I/O (an HSM): callers then run issuance off the async runtime.
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 /// An ECDSA key held in process memory (aws-lc-rs). Used by the file CA and for generating keys.

@@ -57,6 +57,34 @@ pub enum CaConfig {
     Generated,
     /// An existing (or `keyless ca init`-created) key file and chain file.
     File(FileCaConfig),
+    /// A key inside a PKCS#11 token (an HSM; SoftHSM2 in development and tests).
+    Pkcs11(Pkcs11CaConfig),
+}
+
+/// `ca.pkcs11`: where the issuing key lives in the HSM, and the chain file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11CaConfig {
+    /// The PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// The token, found by label (slot numbers change when tokens are re-initialized).
+    pub token_label: String,
+    /// The user PIN, as a secret reference.
+    pub pin: SecretRef,
+    /// Label of the issuing key; the root key is `<key_label>-root`.
+    pub key_label: String,
+    /// PEM chain: issuing CA first, root last.
+    pub chain: PathBuf,
+    /// Signing mechanism: `ecdsa` (hash in software; SoftHSM has nothing else) or `ecdsa-sha256`.
+    pub mechanism: Pkcs11Mechanism,
+}
+
+/// How the HSM is asked to sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pkcs11Mechanism {
+    /// CKM_ECDSA over a digest computed in software.
+    Ecdsa,
+    /// CKM_ECDSA_SHA256/384: the HSM hashes (for HSMs that support it).
+    EcdsaWithHash,
 }
 
 /// `ca.file`: a PKCS#8 key (optionally encrypted) and the chain, issuing CA first, root last.
@@ -80,7 +108,17 @@ impl CaConfig {
                 password: None,
             },
             CaConfig::File(f) => f.clone(),
+            CaConfig::Pkcs11(p) => FileCaConfig {
+                key: PathBuf::new(),
+                chain: p.chain.clone(),
+                password: None,
+            },
         }
+    }
+
+    /// The chain file, wherever the key lives.
+    pub fn chain_path(&self, data_dir: &Path) -> PathBuf {
+        self.file(data_dir).chain
     }
 }
 
@@ -155,7 +193,19 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCa {
-    file: RawFileCa,
+    file: Option<RawFileCa>,
+    pkcs11: Option<RawPkcs11>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkcs11 {
+    module: String,
+    token_label: String,
+    pin: String,
+    key_label: String,
+    chain: String,
+    mechanism: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -226,7 +276,50 @@ impl RawConfig {
         let data_dir = resolve(base, self.data_dir.as_deref().unwrap_or("./keyless-data"));
         let ca = match self.ca {
             None => CaConfig::Generated,
-            Some(RawCa { file }) => {
+            Some(RawCa {
+                file: None,
+                pkcs11: Some(p),
+            }) => {
+                let pin = SecretRef::parse(&p.pin).map_err(|e| ConfigError::rule("ca.pkcs11.pin", e))?;
+                if p.token_label.is_empty() || p.key_label.is_empty() {
+                    return Err(ConfigError::rule(
+                        "ca.pkcs11",
+                        "token_label and key_label must not be empty",
+                    ));
+                }
+                let mechanism = match p.mechanism.as_deref() {
+                    None | Some("ecdsa") => Pkcs11Mechanism::Ecdsa,
+                    Some("ecdsa-sha256") => Pkcs11Mechanism::EcdsaWithHash,
+                    Some(other) => {
+                        return Err(ConfigError::rule(
+                            "ca.pkcs11.mechanism",
+                            format!("{other:?} is not `ecdsa` or `ecdsa-sha256`"),
+                        ));
+                    }
+                };
+                CaConfig::Pkcs11(Pkcs11CaConfig {
+                    module: resolve(base, &p.module),
+                    token_label: p.token_label,
+                    pin,
+                    key_label: p.key_label,
+                    chain: resolve(base, &p.chain),
+                    mechanism,
+                })
+            }
+            Some(RawCa {
+                file: None,
+                pkcs11: None,
+            })
+            | Some(RawCa {
+                file: Some(_),
+                pkcs11: Some(_),
+            }) => {
+                return Err(ConfigError::rule("ca", "set exactly one of `file` or `pkcs11`"));
+            }
+            Some(RawCa {
+                file: Some(file),
+                pkcs11: None,
+            }) => {
                 let password = file
                     .password
                     .map(|p| SecretRef::parse(&p).map_err(|e| ConfigError::rule("ca.file.password", e)))
@@ -492,6 +585,23 @@ mod tests {
                 .to_string()
                 .starts_with("listen:")
         );
+    }
+
+    #[test]
+    fn pkcs11_ca() {
+        let c = load("ca:\n  pkcs11: {module: /usr/lib/softhsm/libsofthsm2.so, token_label: keyless, pin: env:PIN, key_label: k, chain: c.pem}\n").unwrap();
+        match c.ca {
+            CaConfig::Pkcs11(p) => {
+                assert_eq!(p.pin, SecretRef::Env("PIN".into()));
+                assert_eq!(p.chain, PathBuf::from("/etc/keyless/c.pem"));
+                assert_eq!(p.mechanism, Pkcs11Mechanism::Ecdsa);
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = load("ca:\n  pkcs11: {module: m, token_label: t, pin: '1234', key_label: k, chain: c}\n").unwrap_err();
+        assert!(e.to_string().starts_with("ca.pkcs11.pin:"), "{e}");
+        let e = load("ca: {}\n").unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
     }
 
     #[test]

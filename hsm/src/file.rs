@@ -18,8 +18,8 @@ use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use crate::HsmError;
 
 /// Root certificates live about ten years; intermediates about five (clipped to the root).
-const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+pub(crate) const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(crate) const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HsmError + '_ {
     move |source| HsmError::Io {
@@ -154,7 +154,7 @@ fn key_pem(pkcs8_der: &[u8], pw: Option<&Secret>, path: &Path) -> Result<String,
 }
 
 /// Creates a file that must not exist yet; private keys are readable by the owner only.
-fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), HsmError> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), HsmError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

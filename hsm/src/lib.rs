@@ -1,15 +1,17 @@
 //! Key backends for the CA: where the issuing key lives and how it signs.
 //!
-//! Each backend implements [`keyless_ca::Signer`]. Today that is the key file (PKCS#8, encrypted
-//! with a password from a secret reference); the PKCS#11 backend for SoftHSM2 and hardware HSMs
-//! lands here too, and only this crate may contain `unsafe` FFI. This crate also runs the key
-//! ceremony (`keyless ca init`) for the backends it owns.
+//! Each backend implements [`keyless_ca::Signer`]: the key file (PKCS#8, encrypted with a password
+//! from a secret reference) and PKCS#11 (SoftHSM2 and hardware HSMs, through the safe `cryptoki`
+//! API; the FFI stays inside that crate, so this one still forbids `unsafe`). This crate also runs
+//! the key ceremony (`keyless ca init`) for the backends it owns.
 
 #![forbid(unsafe_code)]
 
 mod file;
+mod pkcs11;
 
 pub use crate::file::{FileCaReport, init_file_ca, load_file_ca};
+pub use crate::pkcs11::{Pkcs11CeremonyReport, Pkcs11Signer, init_pkcs11_ca};
 
 /// A key backend failure. Messages name files and rules, never passwords or key bytes.
 #[derive(Debug, thiserror::Error)]

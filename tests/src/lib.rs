@@ -334,6 +334,10 @@ pub fn keyless_bin() -> PathBuf {
 pub struct Keyless {
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// Environment the server runs with (e.g. SoftHSM's config and the PIN).
+    env: Vec<(String, String)>,
+    /// The SoftHSM token the CA key lives in, kept alive as long as the server.
+    pub hsm: Option<SoftHsm>,
     /// The embedded CT log's base URL, when it runs.
     pub ct_url: Option<String>,
     /// The server's working directory (config, data, logs).
@@ -346,6 +350,9 @@ impl Drop for Keyless {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- keyless server log ----\n{}", self.log());
+        }
     }
 }
 
@@ -391,8 +398,37 @@ impl Keyless {
         Keyless::start_in(dir, config)
     }
 
+    /// Starts a server whose CA key lives in `backend` (for PKCS#11, after `keyless ca init`).
+    pub fn start_with_backend(backend: Backend, config: &str) -> Keyless {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::File => Keyless::start_in(dir, config),
+            Backend::Pkcs11(hsm) => {
+                let config = format!("{config}{}", hsm.ca_yaml("keyless-issuing", "pki/chain.pem"));
+                let text = format!("listen: 127.0.0.1:0\ndata_dir: ./data\n{config}");
+                std::fs::write(dir.path().join("keyless.yaml"), &text).unwrap();
+                let env = hsm.env();
+                let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let out = run_keyless(&["ca", "init", "--config", "keyless.yaml"], dir.path(), &env_refs);
+                assert!(
+                    out.status.success(),
+                    "ca init on SoftHSM failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let mut ks = Keyless::start_full(dir, &text, env);
+                ks.hsm = Some(hsm);
+                ks
+            }
+        }
+    }
+
     /// Like [`Keyless::start`] in an existing directory.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Keyless {
+        Keyless::start_full(dir, config, Vec::new())
+    }
+
+    /// Like [`Keyless::start_in`] with extra environment variables.
+    pub fn start_full(dir: tempfile::TempDir, config: &str, env: Vec<(String, String)>) -> Keyless {
         let path = dir.path().join("keyless.yaml");
         let mut text = String::new();
         if !config.lines().any(|l| l.starts_with("listen:")) {
@@ -408,6 +444,7 @@ impl Keyless {
             .args(["serve", "--config"])
             .arg(&path)
             .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KEYLESS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -427,6 +464,8 @@ impl Keyless {
             .unwrap();
         Keyless {
             url,
+            env,
+            hsm: None,
             ct_url,
             dir,
             child,
@@ -474,6 +513,7 @@ impl Keyless {
         let mut child = Command::new(keyless_bin())
             .args(["serve", "--config", "keyless.yaml"])
             .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KEYLESS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -621,4 +661,130 @@ pub fn run_keyless(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::proc
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Where the CA key of a test server lives.
+pub enum Backend {
+    /// The generated file CA.
+    File,
+    /// A fresh SoftHSM2 token.
+    Pkcs11(SoftHsm),
+}
+
+impl Backend {
+    /// A fresh SoftHSM2 token backend.
+    pub fn softhsm() -> Backend {
+        Backend::Pkcs11(SoftHsm::new())
+    }
+}
+
+/// The SoftHSM2 PKCS#11 module installed by `softhsm2` (scripts/test.sh).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The user PIN of test tokens.
+pub const HSM_PIN: &str = "4912";
+
+/// A throwaway SoftHSM2 token in a temporary directory (never the system token directory).
+pub struct SoftHsm {
+    /// Holds `softhsm2.conf` and the token files.
+    pub dir: tempfile::TempDir,
+    /// The token label.
+    pub label: String,
+}
+
+impl SoftHsm {
+    /// Creates the token (label `keyless`, PIN [`HSM_PIN`]).
+    pub fn new() -> SoftHsm {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let hsm = SoftHsm {
+            dir,
+            label: "keyless".into(),
+        };
+        hsm.util(&[
+            "--init-token",
+            "--free",
+            "--label",
+            "keyless",
+            "--pin",
+            HSM_PIN,
+            "--so-pin",
+            "8765",
+        ]);
+        hsm
+    }
+
+    /// `SOFTHSM2_CONF` for processes using this token.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+
+    /// The environment a keyless process needs: the SoftHSM config and the PIN variable.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SOFTHSM2_CONF".into(), self.conf().display().to_string()),
+            ("KEYLESS_HSM_PIN".into(), HSM_PIN.into()),
+        ]
+    }
+
+    /// The `ca:` section for this token.
+    pub fn ca_yaml(&self, key_label: &str, chain: &str) -> String {
+        format!(
+            "ca:\n  pkcs11: {{module: {SOFTHSM_MODULE}, token_label: {}, pin: env:KEYLESS_HSM_PIN, key_label: {key_label}, chain: {chain}}}\n",
+            self.label
+        )
+    }
+
+    /// Runs `softhsm2-util` against this token directory.
+    pub fn util(&self, args: &[&str]) -> String {
+        let out = Command::new("softhsm2-util")
+            .args(args)
+            .env("SOFTHSM2_CONF", self.conf())
+            .output()
+            .expect("softhsm2-util is installed (scripts/test.sh)");
+        assert!(
+            out.status.success(),
+            "softhsm2-util {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `pkcs11-tool` (OpenSC) logged in to this token.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                SOFTHSM_MODULE,
+                "--token-label",
+                &self.label,
+                "--login",
+                "--pin",
+                HSM_PIN,
+            ])
+            .args(args)
+            .env("SOFTHSM2_CONF", self.conf())
+            .output()
+            .expect("pkcs11-tool is installed (opensc, scripts/test.sh)");
+        assert!(
+            out.status.success(),
+            "pkcs11-tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Default for SoftHsm {
+    fn default() -> Self {
+        SoftHsm::new()
+    }
 }

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyless_tests::inspect::{self, assert_leaf_profile, openssl_verify, sigstore};
-use keyless_tests::{ClientKey, Keyless, TestIssuer, p256_csr};
+use keyless_tests::{Backend, ClientKey, Keyless, TestIssuer, p256_csr};
 use serde_json::{Value, json};
 
 struct Setup {
@@ -13,13 +13,39 @@ struct Setup {
     keyless: Keyless,
 }
 
-async fn setup() -> Setup {
+/// Every test here runs twice: with the CA key in a file and in a SoftHSM2 token (PKCS#11), both
+/// with the embedded CT log.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod file_key {
+            $( #[tokio::test] async fn $name() { super::$name(keyless_tests::Backend::File).await } )*
+        }
+        mod pkcs11_key {
+            $( #[tokio::test] async fn $name() { super::$name(keyless_tests::Backend::softhsm()).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    v2_public_key_p256,
+    v2_public_key_p384_rsa2048_ed25519,
+    v2_es256_token_and_snake_case_and_bearer,
+    v2_csr_like_sigstore_python,
+    v1_public_key_der_and_csr,
+    github_workflow_identity,
+    public_endpoints,
+);
+
+async fn setup(backend: Backend) -> Setup {
     let email = TestIssuer::start("/email").await;
     let github = TestIssuer::start("/gh").await;
-    let keyless = Keyless::start(&format!(
-        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
-        email.url, github.url
-    ));
+    let keyless = Keyless::start_with_backend(
+        backend,
+        &format!(
+            "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
+            email.url, github.url
+        ),
+    );
     Setup { email, github, keyless }
 }
 
@@ -47,9 +73,8 @@ fn check_email_chain(chain: &[String], issuer: &str, email: &str, key: &ClientKe
     leaf
 }
 
-#[tokio::test]
-async fn v2_public_key_p256() {
-    let s = setup().await;
+async fn v2_public_key_p256(backend: Backend) {
+    let s = setup(backend).await;
     let key = ClientKey::p256();
     let token = s.email.mint(&s.email.email_claims("alice@example.com"));
     let chain = s
@@ -58,7 +83,7 @@ async fn v2_public_key_p256() {
         .await
         .chain();
     check_email_chain(&chain, &s.email.url, "alice@example.com", &key);
-    // Fulcio's extension order: KU, EKU, SKI, AKI, SAN, then 1.1, 1.8, 1.24.
+    // Fulcio's extension order: KU, EKU, SKI, AKI, SAN, then 1.1, 1.8, 1.24, then the SCT list.
     let leaf = inspect::parse(&chain[0]);
     assert_eq!(
         inspect::extension_oids(&leaf),
@@ -70,14 +95,14 @@ async fn v2_public_key_p256() {
             "2.5.29.17",
             "1.3.6.1.4.1.57264.1.1",
             "1.3.6.1.4.1.57264.1.8",
-            "1.3.6.1.4.1.57264.1.24"
+            "1.3.6.1.4.1.57264.1.24",
+            "1.3.6.1.4.1.11129.2.4.2"
         ]
     );
 }
 
-#[tokio::test]
-async fn v2_public_key_p384_rsa2048_ed25519() {
-    let s = setup().await;
+async fn v2_public_key_p384_rsa2048_ed25519(backend: Backend) {
+    let s = setup(backend).await;
     for (i, key) in [ClientKey::p384(), ClientKey::rsa2048(), ClientKey::ed25519()]
         .iter()
         .enumerate()
@@ -89,9 +114,8 @@ async fn v2_public_key_p384_rsa2048_ed25519() {
     }
 }
 
-#[tokio::test]
-async fn v2_es256_token_and_snake_case_and_bearer() {
-    let s = setup().await;
+async fn v2_es256_token_and_snake_case_and_bearer(backend: Backend) {
+    let s = setup(backend).await;
     let key = ClientKey::p256();
     let token = keyless_tests::mint_with(&s.email.ec, &s.email.email_claims("bob@example.com"));
     // protojson: snake_case names accepted, unknown fields ignored, token from the Authorization header.
@@ -106,9 +130,8 @@ async fn v2_es256_token_and_snake_case_and_bearer() {
     check_email_chain(&chain, &s.email.url, "bob@example.com", &key);
 }
 
-#[tokio::test]
-async fn v2_csr_like_sigstore_python() {
-    let s = setup().await;
+async fn v2_csr_like_sigstore_python(backend: Backend) {
+    let s = setup(backend).await;
     let csr = p256_csr();
     let token = s.email.mint(&s.email.email_claims("carol@example.com"));
     let body = json!({"certificateSigningRequest": STANDARD.encode(csr.as_bytes())});
@@ -119,9 +142,8 @@ async fn v2_csr_like_sigstore_python() {
     assert_eq!(inspect::san(&leaf).1, "email:carol@example.com");
 }
 
-#[tokio::test]
-async fn v1_public_key_der_and_csr() {
-    let s = setup().await;
+async fn v1_public_key_der_and_csr(backend: Backend) {
+    let s = setup(backend).await;
     let key = ClientKey::p256();
     let token = s.email.mint(&s.email.email_claims("dave@example.com"));
     // sigstore-rs request_cert: base64 DER SPKI and signedEmailAddress.
@@ -163,9 +185,8 @@ async fn v1_public_key_der_and_csr() {
     );
 }
 
-#[tokio::test]
-async fn github_workflow_identity() {
-    let s = setup().await;
+async fn github_workflow_identity(backend: Backend) {
+    let s = setup(backend).await;
     let key = ClientKey::p256();
     let claims = s.github.github_claims();
     let sub = claims["sub"].as_str().unwrap().to_string();
@@ -224,9 +245,8 @@ async fn github_workflow_identity() {
     assert!(r.message().contains("\"repository_id\" must be a string"), "{}", r.body);
 }
 
-#[tokio::test]
-async fn public_endpoints() {
-    let s = setup().await;
+async fn public_endpoints(backend: Backend) {
+    let s = setup(backend).await;
     let tb = s.keyless.get("/api/v2/trustBundle").await;
     assert_eq!(tb.status, 200);
     let certs = tb.json()["chains"][0]["certificates"].as_array().unwrap().clone();

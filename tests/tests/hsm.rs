@@ -1,0 +1,184 @@
+//! The CA key in a PKCS#11 token (SoftHSM2): the key ceremony and its record, keys that never
+//! leave the token, and start-up failures that name their cause.
+
+use base64::Engine as _;
+use keyless_tests::{SoftHsm, run_keyless};
+use serde_json::Value;
+
+fn write_config(dir: &std::path::Path, hsm: &SoftHsm, key_label: &str, chain: &str) {
+    let text = format!(
+        "listen: 127.0.0.1:0\nct_log: disabled\n{}",
+        hsm.ca_yaml(key_label, chain)
+    );
+    std::fs::write(dir.join("keyless.yaml"), text).unwrap();
+}
+
+fn env(hsm: &SoftHsm) -> Vec<(String, String)> {
+    hsm.env()
+}
+
+fn run(args: &[&str], dir: &std::path::Path, env: &[(String, String)]) -> std::process::Output {
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_keyless(args, dir, &refs)
+}
+
+fn der_certs(pem: &str) -> Vec<Vec<u8>> {
+    pem.split("-----END CERTIFICATE-----")
+        .filter(|b| b.contains("BEGIN"))
+        .map(|b| {
+            let body: String = b.lines().filter(|l| !l.starts_with("-----") && !l.is_empty()).collect();
+            base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn key_ceremony_records_everything_and_keys_never_leave_the_token() {
+    let hsm = SoftHsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, &hsm, "ci-issuing", "pki/chain.pem");
+    let out = run(&["ca", "init", "--config", "keyless.yaml"], d, &env(&hsm));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("root SHA-256") && stdout.contains("issuing SHA-256"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(keyless_tests::HSM_PIN), "the PIN is never printed");
+
+    // The chain: intermediate then root, verified by openssl.
+    let chain = std::fs::read_to_string(d.join("pki/chain.pem")).unwrap();
+    let certs = der_certs(&chain);
+    assert_eq!(certs.len(), 2);
+    let pems: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----\n").collect();
+    std::fs::write(d.join("inter.pem"), pems[0]).unwrap();
+    std::fs::write(d.join("root.pem"), pems[1]).unwrap();
+    let v = keyless_tests::openssl(&["verify", "-CAfile", "root.pem", "inter.pem"], d);
+    assert!(String::from_utf8_lossy(&v).contains("OK"));
+
+    // The ceremony record names the token, the keys and the certificates.
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("pki/chain.pem.ceremony.json")).unwrap()).unwrap();
+    assert_eq!(record["token"]["label"], "keyless");
+    assert!(!record["token"]["serial"].as_str().unwrap().is_empty());
+    assert!(record["when"].as_str().unwrap().ends_with('Z'));
+    assert!(record["software"].as_str().unwrap().starts_with("keyless "));
+    assert!(!record["operator"].as_str().unwrap().is_empty());
+    let keys = record["keys"].as_array().unwrap();
+    assert_eq!(keys[0]["label"], "ci-issuing-root");
+    assert_eq!(keys[0]["algorithm"], "ECDSA P-384");
+    assert_eq!(keys[1]["label"], "ci-issuing");
+    assert_eq!(keys[1]["algorithm"], "ECDSA P-256");
+    let sha = |d: &[u8]| {
+        keyless_tests::ct::sha256(d)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        record["certificates"][0]["sha256"].as_str().unwrap(),
+        sha(&certs[1]),
+        "root fingerprint"
+    );
+    assert_eq!(
+        record["certificates"][1]["sha256"].as_str().unwrap(),
+        sha(&certs[0]),
+        "issuing fingerprint"
+    );
+    assert!(
+        record["certificates"][0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("CN=Keyless CA Root")
+    );
+    assert!(record.to_string().find(keyless_tests::HSM_PIN).is_none());
+
+    // OpenSC sees both private keys as sensitive, never extractable, usable only to sign.
+    let objects = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    for label in ["ci-issuing", "ci-issuing-root"] {
+        let block = objects
+            .split("Private Key Object")
+            .find(|b| b.contains(&format!("label:      {label}\n")))
+            .unwrap_or_else(|| panic!("{label} not listed:\n{objects}"));
+        assert!(
+            block.contains("sensitive") && block.contains("never extractable"),
+            "{block}"
+        );
+        assert!(block.contains("Usage:      sign\n"), "{block}");
+    }
+
+    // A second ceremony refuses to overwrite the chain or the keys.
+    let again = run(&["ca", "init", "--config", "keyless.yaml"], d, &env(&hsm));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    std::fs::rename(d.join("pki/chain.pem"), d.join("pki/old.pem")).unwrap();
+    std::fs::remove_file(d.join("pki/chain.pem.ceremony.json")).unwrap();
+    let again = run(&["ca", "init", "--config", "keyless.yaml"], d, &env(&hsm));
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && e.contains("\"ci-issuing\"") && e.contains("refusing to overwrite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn startup_failures_name_their_cause() {
+    let hsm = SoftHsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, &hsm, "k", "pki/chain.pem");
+    assert!(
+        run(&["ca", "init", "--config", "keyless.yaml"], d, &env(&hsm))
+            .status
+            .success()
+    );
+    let serve_err = |config: &str, env: &[(String, String)]| {
+        std::fs::write(d.join("bad.yaml"), config).unwrap();
+        let out = run(&["serve", "--config", "bad.yaml"], d, env);
+        assert!(!out.status.success(), "started with {config}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let good = std::fs::read_to_string(d.join("keyless.yaml")).unwrap();
+
+    let mut wrong_pin = env(&hsm);
+    wrong_pin[1].1 = "0000".into();
+    let e = serve_err(&good, &wrong_pin);
+    assert!(e.contains("ca.pkcs11.pin") && e.contains("CKR_PIN_INCORRECT"), "{e}");
+    assert!(!e.contains("0000"), "the PIN is never echoed: {e}");
+
+    let e = serve_err(&good.replace("key_label: k,", "key_label: missing,"), &env(&hsm));
+    assert!(e.contains("ca.pkcs11.key_label") && e.contains("\"missing\""), "{e}");
+
+    let e = serve_err(&good.replace("token_label: keyless", "token_label: other"), &env(&hsm));
+    assert!(e.contains("ca.pkcs11.token_label") && e.contains("\"other\""), "{e}");
+
+    let e = serve_err(
+        &good.replace(keyless_tests::SOFTHSM_MODULE, "/nonexistent/libpkcs11.so"),
+        &env(&hsm),
+    );
+    assert!(
+        e.contains("ca.pkcs11.module") && e.contains("/nonexistent/libpkcs11.so"),
+        "{e}"
+    );
+
+    // A chain whose issuing certificate is for another key (a file CA's chain).
+    std::fs::write(
+        d.join("file.yaml"),
+        "ca:\n  file: {key: other/key.pem, chain: other/chain.pem}\n",
+    )
+    .unwrap();
+    assert!(run(&["ca", "init", "--config", "file.yaml"], d, &[]).status.success());
+    let e = serve_err(
+        &good.replace("chain: pki/chain.pem", "chain: other/chain.pem"),
+        &env(&hsm),
+    );
+    assert!(e.contains("not the issuing certificate's public key"), "{e}");
+
+    let out = run(
+        &["serve", "--config", "keyless.yaml"],
+        d,
+        &[("SOFTHSM2_CONF".into(), hsm.conf().display().to_string())],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEYLESS_HSM_PIN is not set"));
+}
