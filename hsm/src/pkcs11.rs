@@ -149,7 +149,10 @@ fn public_key(session: &Session, label: &str) -> Result<(Vec<u8>, SignatureAlgor
 /// A CA key held in a PKCS#11 token.
 pub struct Pkcs11Signer {
     ctx: Pkcs11,
-    slot: Slot,
+    /// The token's slot; looked up again by label when recovering (a re-inserted token may come
+    /// back in another slot).
+    slot: Mutex<Slot>,
+    token_label: String,
     pin: AuthPin,
     label: String,
     key: Mutex<ObjectHandle>,
@@ -160,7 +163,19 @@ pub struct Pkcs11Signer {
     anchor: Mutex<Option<Session>>,
     /// Idle signing sessions (a session is used by one thread at a time).
     pool: Mutex<Vec<Session>>,
+    /// Circuit breaker: after a failed recovery, signing fails fast until this instant, so a dead
+    /// token costs requests nothing and the HSM is not hammered; the back-off doubles to a cap.
+    breaker: Mutex<Breaker>,
 }
+
+#[derive(Default)]
+struct Breaker {
+    open_until: Option<std::time::Instant>,
+    backoff: std::time::Duration,
+}
+
+const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Pkcs11Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,12 +192,13 @@ impl Pkcs11Signer {
         let pin = AuthPin::from(cfg.pin.resolve().map_err(HsmError::Secret)?.expose().to_string());
         let ctx = context(&cfg.module)?;
         let slot = find_slot(&ctx, &cfg.token_label)?;
-        Pkcs11Signer::open_label(ctx, slot, pin, &cfg.key_label, cfg.mechanism)
+        Pkcs11Signer::open_label(ctx, slot, &cfg.token_label, pin, &cfg.key_label, cfg.mechanism)
     }
 
     pub(crate) fn open_label(
         ctx: Pkcs11,
         slot: Slot,
+        token_label: &str,
         pin: AuthPin,
         label: &str,
         mechanism: Pkcs11Mechanism,
@@ -200,7 +216,8 @@ impl Pkcs11Signer {
         let (spki, algorithm) = public_key(&anchor, label)?;
         Ok(Pkcs11Signer {
             ctx,
-            slot,
+            slot: Mutex::new(slot),
+            token_label: token_label.to_string(),
             pin,
             label: label.to_string(),
             key: Mutex::new(key),
@@ -209,15 +226,18 @@ impl Pkcs11Signer {
             mechanism,
             anchor: Mutex::new(Some(anchor)),
             pool: Mutex::new(Vec::new()),
+            breaker: Mutex::new(Breaker::default()),
         })
     }
 
     /// Re-establishes the login and key handle after the token lost them.
     fn recover(&self) -> Result<(), String> {
         self.pool.lock().expect("poisoned").clear();
+        let slot = find_slot(&self.ctx, &self.token_label).map_err(|e| e.to_string())?;
+        *self.slot.lock().expect("poisoned") = slot;
         let anchor = self
             .ctx
-            .open_ro_session(self.slot)
+            .open_ro_session(slot)
             .map_err(|e| format!("C_OpenSession: {e}"))?;
         login(&anchor, &self.pin).map_err(|e| e.to_string())?;
         let key = find_one(&anchor, ObjectClass::PRIVATE_KEY, &self.label)
@@ -231,7 +251,10 @@ impl Pkcs11Signer {
     fn sign_once(&self, data: &[u8], mechanism: &Mechanism<'_>) -> Result<Vec<u8>, CkError> {
         let session = match self.pool.lock().expect("poisoned").pop() {
             Some(s) => s,
-            None => self.ctx.open_ro_session(self.slot)?,
+            None => {
+                let slot = *self.slot.lock().expect("poisoned");
+                self.ctx.open_ro_session(slot)?
+            }
         };
         let key = *self.key.lock().expect("poisoned");
         let rs = session.sign(mechanism, key, data)?;
@@ -275,16 +298,41 @@ impl Signer for Pkcs11Signer {
             Pkcs11Mechanism::Ecdsa => (Mechanism::Ecdsa, digest.as_ref()),
             Pkcs11Mechanism::EcdsaWithHash => (hashing, message),
         };
-        match self.sign_once(data, &mechanism) {
-            Ok(rs) => rs_to_der(&rs),
+        {
+            let b = self.breaker.lock().expect("poisoned");
+            if b.open_until.is_some_and(|t| std::time::Instant::now() < t) {
+                return Err(SignError(format!(
+                    "PKCS#11 token unavailable; retrying in up to {:?}",
+                    b.backoff
+                )));
+            }
+        }
+        let result = match self.sign_once(data, &mechanism) {
+            Ok(rs) => Ok(rs),
             Err(first) => {
                 // Sessions invalidated, login lost, device hiccup: reopen once, then give up.
                 tracing::warn!(label = %self.label, error = %first, "PKCS#11 signing failed; reopening sessions");
                 self.recover()
-                    .map_err(|e| SignError(format!("PKCS#11 C_Sign failed ({first}); recovery failed: {e}")))?;
-                self.sign_once(data, &mechanism)
-                    .map_err(|e| SignError(format!("PKCS#11 C_Sign failed after reopening sessions: {e}")))
-                    .and_then(|rs| rs_to_der(&rs))
+                    .map_err(|e| format!("PKCS#11 C_Sign failed ({first}); recovery failed: {e}"))
+                    .and_then(|()| {
+                        self.sign_once(data, &mechanism)
+                            .map_err(|e| format!("PKCS#11 C_Sign failed after reopening sessions: {e}"))
+                    })
+            }
+        };
+        let mut b = self.breaker.lock().expect("poisoned");
+        match result {
+            Ok(rs) => {
+                if b.open_until.take().is_some() {
+                    tracing::info!(label = %self.label, "PKCS#11 token recovered");
+                }
+                b.backoff = std::time::Duration::ZERO;
+                rs_to_der(&rs)
+            }
+            Err(e) => {
+                b.backoff = (b.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                b.open_until = Some(std::time::Instant::now() + b.backoff);
+                Err(SignError(e))
             }
         }
     }
@@ -371,8 +419,15 @@ pub fn init_pkcs11_ca(
             "sensitive": true, "extractable": false, "usage": ["sign"],
         }));
     }
-    let root = Pkcs11Signer::open_label(ctx.clone(), slot, pin.clone(), &root_label, cfg.mechanism)?;
-    let issuing = Pkcs11Signer::open_label(ctx, slot, pin, &cfg.key_label, cfg.mechanism)?;
+    let root = Pkcs11Signer::open_label(
+        ctx.clone(),
+        slot,
+        &cfg.token_label,
+        pin.clone(),
+        &root_label,
+        cfg.mechanism,
+    )?;
+    let issuing = Pkcs11Signer::open_label(ctx, slot, &cfg.token_label, pin, &cfg.key_label, cfg.mechanism)?;
     let root_der = keyless_ca::ceremony::root_certificate(&root, names, crate::file::ROOT_LIFETIME, now)?;
     let inter_der = keyless_ca::ceremony::intermediate_certificate(
         &root,

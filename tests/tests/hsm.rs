@@ -182,3 +182,85 @@ fn startup_failures_name_their_cause() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("KEYLESS_HSM_PIN is not set"));
 }
+
+/// Fault injection: the token's storage disappears under load (as when a token is pulled).
+/// Requests get 503 "signing backend unavailable" — quickly, because a circuit breaker stops
+/// hammering the token after a failed recovery — and nothing with a bad signature is issued.
+/// (SoftHSM itself stays broken in-process after its token directory vanished, so recovery
+/// after re-insertion is not exercised here.)
+#[tokio::test]
+async fn token_fault_under_load_is_503_and_fails_fast() {
+    use keyless_tests::{Backend, ClientKey, Keyless, TestIssuer, inspect};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    let idp = TestIssuer::start("/idp").await;
+    let ks = Keyless::start_with_backend(
+        Backend::softhsm(),
+        &format!(
+            "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            idp.url
+        ),
+    );
+    let tokens_dir = ks.hsm.as_ref().unwrap().dir.path().join("tokens");
+    let token = std::fs::read_dir(&tokens_dir).unwrap().next().unwrap().unwrap().path();
+    let body = |n: usize| {
+        let email = format!("f{n}@example.com");
+        let key = ClientKey::p256();
+        json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims(&email))}, "publicKeyRequest": key.public_key_request(&email)})
+    };
+    let ok = ks.sign_v2(&body(0), None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let chain: Vec<String> = ok.chain();
+    inspect::openssl_verify(&chain);
+
+    std::fs::remove_dir_all(&token).unwrap();
+    // Four concurrent clients, 25 requests each, while the token is gone.
+    let bodies: Vec<_> = (1..=100).map(body).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in bodies.chunks(25) {
+        let (url, chunk) = (ks.url.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            for b in chunk {
+                let r = http
+                    .post(format!("{url}/api/v2/signingCert"))
+                    .json(&b)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let v: serde_json::Value = r.json().await.unwrap();
+                if status == 503 {
+                    assert_eq!(v["message"], "signing backend unavailable; try again later");
+                }
+                statuses.push(status);
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.extend(t.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 503),
+        "only 503 while the token is gone: {statuses:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    let log = ks.log();
+    let attempts = log.matches("PKCS#11 signing failed; reopening sessions").count();
+    assert!(
+        attempts >= 1 && attempts < 20,
+        "the breaker bounds recovery attempts ({attempts} for 100 requests)"
+    );
+    assert!(log.contains("recovery failed"), "the cause is logged for operators");
+    assert!(!log.contains(keyless_tests::HSM_PIN), "the PIN is never logged");
+    assert!(ks.healthy().await);
+}
