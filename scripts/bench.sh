@@ -10,16 +10,20 @@
 # 4. The embedded log on its own: `add-pre-chain` over HTTP with durable commits, at 64 clients
 #    (group commit) and at 1 client (one commit per entry), against the server of step 3.
 # 5. With --criterion: the in-process criterion bench (`cargo bench -p keyless-ca --bench issuance`).
+# 6. With --hsm: a throwaway SoftHSM2 token; raw PKCS#11 signs/s (`cargo bench -p keyless-hsm`),
+#    then issuance over HTTP with the CA key in the token (CT disabled, 64 clients).
 #
 # Extra arguments go to every keyless-loadgen run. See docs/benchmarks.md for figures and targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 criterion=0
+hsm=0
 loadgen_args=()
 for arg in "$@"; do
   case "$arg" in
     --criterion) criterion=1 ;;
+    --hsm) hsm=1 ;;
     -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) loadgen_args+=("$arg") ;;
   esac
@@ -49,11 +53,17 @@ stop_server() {
 trap stop_server EXIT INT TERM
 
 # Starts `keyless serve --dev --ct-log $1` on free loopback ports; sets url, ct_url, data_dir.
+# With $2 = a config file: `keyless serve --config $2` instead (data_dir must be set by the caller).
 start_server() {
-  data_dir="$(mktemp -d)"
-  server_log="$data_dir.server.log"
-  KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --dev --ct-log "$1" --listen 127.0.0.1:0 --data-dir "$data_dir" \
-    >"$server_log" 2>&1 &
+  if [ -n "${2:-}" ]; then
+    server_log="$data_dir.server.log"
+    KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --config "$2" >"$server_log" 2>&1 &
+  else
+    data_dir="$(mktemp -d)"
+    server_log="$data_dir.server.log"
+    KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --dev --ct-log "$1" --listen 127.0.0.1:0 --data-dir "$data_dir" \
+      >"$server_log" 2>&1 &
+  fi
   server_pid=$!
   url=""
   for _ in $(seq 1 200); do
@@ -89,6 +99,31 @@ echo "== embedded CT log alone: add-pre-chain, durable commits (64 clients) =="
 echo "== embedded CT log alone: add-pre-chain, one client (a commit per entry) =="
 "$loadgen" --url "$url" --data-dir "$data_dir" --add-pre-chain "$ct_url" --clients 1 --requests 500 --warmup 20 "${loadgen_args[@]}"
 stop_server
+
+if [ "$hsm" -eq 1 ]; then
+  hsm_dir="$(mktemp -d)"
+  mkdir -p "$hsm_dir/tokens"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$hsm_dir/tokens" >"$hsm_dir/softhsm2.conf"
+  export SOFTHSM2_CONF="$hsm_dir/softhsm2.conf" KEYLESS_HSM_PIN=2468 KEYLESS_BENCH_PIN=2468
+  softhsm2-util --init-token --free --label keyless-bench --pin 2468 --so-pin 1357 >/dev/null
+  echo "== raw PKCS#11 signing (SoftHSM2, CKM_ECDSA P-256) =="
+  cargo bench -p keyless-hsm --bench pkcs11 -- keyless-bench
+  echo "== issuance, CA key in SoftHSM2, CT disabled (64 clients) =="
+  data_dir="$(mktemp -d)"
+  cat >"$data_dir/keyless.yaml" <<YAML
+listen: 127.0.0.1:0
+data_dir: .
+ct_log: disabled
+insecure_dev_issuer: true
+ca:
+  pkcs11: {module: /usr/lib/softhsm/libsofthsm2.so, token_label: keyless-bench, pin: env:KEYLESS_HSM_PIN, key_label: http-bench, chain: chain.pem}
+YAML
+  "$keyless" ca init --config "$data_dir/keyless.yaml" >/dev/null
+  start_server "" "$data_dir/keyless.yaml"
+  "$loadgen" --url "$url" --data-dir "$data_dir" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
+  stop_server
+  rm -rf "$hsm_dir"
+fi
 
 if [ "$criterion" -eq 1 ]; then
   echo "== criterion: in-process issuance vs bare crypto =="

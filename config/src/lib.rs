@@ -46,7 +46,8 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Leaf certificate settings.
     pub certificate: CertificateConfig,
-    /// Set only by `keyless serve --dev`: serve the insecure development issuer.
+    /// Serve the insecure development issuer (`keyless serve --dev`, or `insecure_dev_issuer: true`
+    /// for benchmarks); refused unless the API listens on loopback.
     pub insecure_dev_issuer: bool,
 }
 
@@ -188,6 +189,9 @@ struct RawConfig {
     #[serde(default)]
     issuers: Vec<issuer::RawIssuer>,
     certificate: Option<RawCertificate>,
+    /// Serve the INSECURE development issuer (loopback listeners only), e.g. for benchmarks.
+    #[serde(default)]
+    insecure_dev_issuer: bool,
 }
 
 #[derive(Deserialize)]
@@ -369,7 +373,7 @@ impl RawConfig {
             ct_log,
             issuers,
             certificate: CertificateConfig { validity },
-            insecure_dev_issuer: false,
+            insecure_dev_issuer: self.insecure_dev_issuer,
         })
     }
 }
