@@ -334,6 +334,14 @@ fn roca_fingerprint(n: &[u8]) -> bool {
     })
 }
 
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,12 +361,4 @@ mod tests {
         assert_eq!(mod_small(&[0x01, 0x00], 7), 256 % 7);
         assert_eq!(mod_small(&(1_000_003u64 * 997).to_be_bytes(), 997), 0);
     }
-}
-
-/// SHA-256 of `bytes`.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }

@@ -165,10 +165,10 @@ impl CertificateAuthority {
     /// logged first, the SCT is verified, and the final certificate embeds it; the two TBS differ
     /// only in that last extension. Every signature is verified before anything is returned.
     pub async fn issue(&self, principal: Principal, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
-        if let Some(name) = key.proven_for() {
-            if name != principal.name() {
-                return Err(Error::Possession("the proof was made for a different identity".into()));
-            }
+        if let Some(name) = key.proven_for()
+            && name != principal.name()
+        {
+            return Err(Error::Possession("the proof was made for a different identity".into()));
         }
         let serial = cert::random_serial()?;
         let secs = now

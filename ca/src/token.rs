@@ -346,13 +346,13 @@ pub fn verify(
     if (now as f64) > exp {
         return Err(Error::Token(format!("token expired at {} (issuer {url})", exp as i64)));
     }
-    if let Some(nbf) = numeric(&claims, "nbf", url)? {
-        if ((now + NBF_LEEWAY_SECS) as f64) < nbf {
-            return Err(Error::Token(format!(
-                "token is not valid before {} (nbf, issuer {url})",
-                nbf as i64
-            )));
-        }
+    if let Some(nbf) = numeric(&claims, "nbf", url)?
+        && ((now + NBF_LEEWAY_SECS) as f64) < nbf
+    {
+        return Err(Error::Token(format!(
+            "token is not valid before {} (nbf, issuer {url})",
+            nbf as i64
+        )));
     }
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => *a == issuer.client_id,

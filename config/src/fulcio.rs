@@ -102,13 +102,13 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
             out.push(issuer);
         }
     }
-    if let Some(Value::Object(meta)) = get(&root, "metaissuers") {
-        if let Some(pattern) = meta.keys().next() {
-            return Err(ConfigError::rule(
-                format!("MetaIssuers[{pattern:?}]"),
-                "meta issuers (wildcards) are not supported yet",
-            ));
-        }
+    if let Some(Value::Object(meta)) = get(&root, "metaissuers")
+        && let Some(pattern) = meta.keys().next()
+    {
+        return Err(ConfigError::rule(
+            format!("MetaIssuers[{pattern:?}]"),
+            "meta issuers (wildcards) are not supported yet",
+        ));
     }
     Ok(out)
 }

@@ -17,7 +17,10 @@ use keyless_ca::ceremony::CaNames;
 use keyless_config::{Pkcs11CaConfig, Pkcs11Mechanism, SecretRef};
 
 fn main() {
-    let label = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "keyless-bench".into());
+    let label = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "keyless-bench".into());
     if std::env::var("SOFTHSM2_CONF").is_err() {
         eprintln!("pkcs11 bench: SOFTHSM2_CONF is not set; run it through scripts/bench.sh --hsm");
         return;
@@ -51,6 +54,9 @@ fn main() {
             h.join().unwrap();
         }
         let secs = start.elapsed().max(Duration::from_nanos(1)).as_secs_f64();
-        println!("pkcs11 sign, {threads} thread(s): {:.0} signs/s", (n * threads) as f64 / secs);
+        println!(
+            "pkcs11 sign, {threads} thread(s): {:.0} signs/s",
+            (n * threads) as f64 / secs
+        );
     }
 }

@@ -265,7 +265,7 @@ impl Pkcs11Signer {
 
 /// IEEE P1363 `r‖s` → DER `ECDSA-Sig-Value`.
 fn rs_to_der(rs: &[u8]) -> Result<Vec<u8>, SignError> {
-    if rs.is_empty() || rs.len() % 2 != 0 {
+    if rs.is_empty() || !rs.len().is_multiple_of(2) {
         return Err(SignError(format!(
             "the HSM returned a {}-byte ECDSA signature",
             rs.len()
@@ -453,10 +453,7 @@ pub fn init_pkcs11_ca(
     }
     crate::file::write_new(&cfg.chain, chain.as_bytes(), false)?;
     let cert_record = |role: &str, d: &[u8]| -> serde_json::Value {
-        let (nb, na, subject) = match x509_summary(d) {
-            Some(v) => v,
-            None => (String::new(), String::new(), String::new()),
-        };
+        let (nb, na, subject) = x509_summary(d).unwrap_or_default();
         serde_json::json!({"role": role, "sha256": crate::file::sha256_hex(d), "subject": subject, "not_before": nb, "not_after": na})
     };
     let record = serde_json::json!({

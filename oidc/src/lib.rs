@@ -148,19 +148,17 @@ impl OidcVerifier {
     async fn keys(&self, state: &IssuerState, unknown_kid: bool) -> Result<Arc<IssuerKeys>, OidcError> {
         let fresh = |c: &CachedKeys| c.fetched.elapsed() < KEYS_TTL;
         let cached = state.keys.lock().expect("poisoned").clone();
-        if !unknown_kid {
-            if let Some(c) = cached.filter(fresh) {
-                return Ok(c.keys);
-            }
+        if !unknown_kid && let Some(c) = cached.filter(fresh) {
+            return Ok(c.keys);
         }
         let _guard = state.fetch.lock().await;
         let cached = state.keys.lock().expect("poisoned").clone();
         if unknown_kid {
             let mut last = state.last_forced.lock().expect("poisoned");
-            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL) {
-                if let Some(c) = &cached {
-                    return Ok(c.keys.clone());
-                }
+            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL)
+                && let Some(c) = &cached
+            {
+                return Ok(c.keys.clone());
             }
             *last = Some(Instant::now());
         } else if let Some(c) = cached.clone().filter(fresh) {
