@@ -30,10 +30,13 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
     }
     let (signer, chain): (Arc<dyn keyless_ca::Signer>, String) = match &config.ca {
         CaConfig::Pkcs11(p) => {
-            let signer = keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?;
+            let signer = Arc::new(keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?);
+            if std::env::var("KEYLESS_INSECURE_TEST_HOOKS").as_deref() == Ok("1") {
+                insecure_logout_on_sigusr1(signer.clone());
+            }
             let chain = std::fs::read_to_string(&p.chain).with_context(|| format!("reading {}", p.chain.display()))?;
             tracing::info!(module = %p.module.display(), token = %p.token_label, key = %p.key_label, "CA key is in a PKCS#11 token");
-            (Arc::new(signer), chain)
+            (signer, chain)
         }
         _ => keyless_hsm::load_file_ca(&file).with_context(|| "loading the CA key".to_string())?,
     };
@@ -41,6 +44,25 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
         .with_context(|| format!("checking the CA key against {}", file.chain.display()))?;
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
     Ok((ca, chain_pem))
+}
+
+/// Test hook (`KEYLESS_INSECURE_TEST_HOOKS=1` only): SIGUSR1 logs the process out of the token,
+/// so the fault-injection test can invalidate the signer's sessions from the side.
+fn insecure_logout_on_sigusr1(signer: Arc<keyless_hsm::Pkcs11Signer>) {
+    #[cfg(unix)]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        tracing::warn!("INSECURE test hooks enabled: SIGUSR1 logs the CA out of its PKCS#11 token");
+        handle.spawn(async move {
+            let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+                return;
+            };
+            while usr1.recv().await.is_some() {
+                tracing::warn!("test hook: logging out of the PKCS#11 token");
+                let s = signer.clone();
+                let _ = tokio::task::spawn_blocking(move || s.insecure_logout_for_tests()).await;
+            }
+        });
+    }
 }
 
 /// A running embedded CT log: its public URL and its server task.

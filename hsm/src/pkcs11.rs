@@ -230,6 +230,14 @@ impl Pkcs11Signer {
         })
     }
 
+    /// Logs the application out of the token, as an operator or another component might: every
+    /// session loses access to the key. Used by the fault-injection test hook.
+    pub fn insecure_logout_for_tests(&self) {
+        if let Some(anchor) = self.anchor.lock().expect("poisoned").as_ref() {
+            let _ = anchor.logout();
+        }
+    }
+
     /// Re-establishes the login and key handle after the token lost them.
     fn recover(&self) -> Result<(), String> {
         self.pool.lock().expect("poisoned").clear();

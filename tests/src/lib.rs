@@ -400,6 +400,11 @@ impl Keyless {
 
     /// Starts a server whose CA key lives in `backend` (for PKCS#11, after `keyless ca init`).
     pub fn start_with_backend(backend: Backend, config: &str) -> Keyless {
+        Keyless::start_with_backend_env(backend, config, &[])
+    }
+
+    /// Like [`Keyless::start_with_backend`] with extra environment variables for the server.
+    pub fn start_with_backend_env(backend: Backend, config: &str, extra_env: &[(&str, &str)]) -> Keyless {
         let dir = tempfile::tempdir().unwrap();
         match backend {
             Backend::File => Keyless::start_in(dir, config),
@@ -407,7 +412,7 @@ impl Keyless {
                 let config = format!("{config}{}", hsm.ca_yaml("keyless-issuing", "pki/chain.pem"));
                 let text = format!("listen: 127.0.0.1:0\ndata_dir: ./data\n{config}");
                 std::fs::write(dir.path().join("keyless.yaml"), &text).unwrap();
-                let env = hsm.env();
+                let mut env = hsm.env();
                 let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let out = run_keyless(&["ca", "init", "--config", "keyless.yaml"], dir.path(), &env_refs);
                 assert!(
@@ -415,6 +420,7 @@ impl Keyless {
                     "ca init on SoftHSM failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+                env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
                 let mut ks = Keyless::start_full(dir, &text, env);
                 ks.hsm = Some(hsm);
                 ks
@@ -526,6 +532,12 @@ impl Keyless {
         self.child = child;
         self.url = url;
         self.ct_url = ct_url;
+    }
+
+    /// Sends a signal (e.g. `USR1`) to the server with `kill`.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill -{name} failed");
     }
 
     /// Sends SIGKILL and waits for the process to die.

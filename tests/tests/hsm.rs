@@ -264,3 +264,66 @@ async fn token_fault_under_load_is_503_and_fails_fast() {
     assert!(!log.contains(keyless_tests::HSM_PIN), "the PIN is never logged");
     assert!(ks.healthy().await);
 }
+
+/// Fault injection: the CA's sessions lose their login from the side (a test hook logs the process
+/// out of the token) while clients issue. Signing reopens its sessions and logs in again; no
+/// request fails with anything but 503, every certificate verifies, and issuance goes on.
+#[tokio::test]
+async fn sessions_logged_out_under_load_recover_without_restart() {
+    use keyless_tests::{Backend, ClientKey, Keyless, TestIssuer, inspect};
+    use serde_json::json;
+    use std::time::Duration;
+
+    let idp = TestIssuer::start("/idp").await;
+    let ks = Keyless::start_with_backend_env(
+        Backend::softhsm(),
+        &format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", idp.url),
+        &[("KEYLESS_INSECURE_TEST_HOOKS", "1")],
+    );
+    let body = |n: usize| {
+        let email = format!("s{n}@example.com");
+        let key = ClientKey::p256();
+        json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims(&email))}, "publicKeyRequest": key.public_key_request(&email)})
+    };
+    let bodies: Vec<_> = (0..120).map(body).collect();
+    let mut tasks = Vec::new();
+    for chunk in bodies.chunks(30) {
+        let (url, chunk) = (ks.url.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut out = Vec::new();
+            for b in chunk {
+                let r = http.post(format!("{url}/api/v2/signingCert")).json(&b).send().await.unwrap();
+                out.push((r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()));
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            out
+        }));
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        ks.signal("USR1");
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.extend(t.await.unwrap());
+    }
+    assert!(results.iter().all(|(s, _)| *s == 200 || *s == 503), "only 200 or 503");
+    let issued: Vec<_> = results.iter().filter(|(s, _)| *s == 200).collect();
+    assert!(issued.len() >= 100, "issuance went on through the faults: {} of 120", issued.len());
+    for (_, v) in issued.iter().step_by(5) {
+        let pems: Vec<String> = v["signedCertificateEmbeddedSct"]["chain"]["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        inspect::openssl_verify(&pems);
+    }
+    let log = ks.log();
+    assert!(log.contains("test hook: logging out of the PKCS#11 token"), "{log}");
+    assert!(log.contains("reopening sessions"), "the logout was noticed and recovered from:\n{log}");
+    // After the faults, a fresh request still succeeds.
+    let last = ks.sign_v2(&body(999), None).await;
+    assert_eq!(last.status, 200, "{}", last.body);
+}
