@@ -84,6 +84,14 @@ enum CaCommand {
         /// Configuration file (YAML).
         #[arg(long)]
         config: PathBuf,
+        /// PKCS#11 only: create just the root key and self-signed root in this token (an offline
+        /// root); the chain file then holds only the root.
+        #[arg(long, conflicts_with = "intermediate_from")]
+        root_only: bool,
+        /// PKCS#11 only: create just the issuing key in this token, certified by the root of the
+        /// configuration given here (its token connected for the ceremony).
+        #[arg(long)]
+        intermediate_from: Option<PathBuf>,
     },
 }
 
@@ -179,11 +187,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Ca {
-            command: CaCommand::Init { config },
+            command:
+                CaCommand::Init {
+                    config,
+                    root_only,
+                    intermediate_from,
+                },
         } => {
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             if let keyless_config::CaConfig::Pkcs11(p) = &cfg.ca {
-                let report = keyless_hsm::init_pkcs11_ca(p, &CaNames::default(), SystemTime::now())?;
+                let mode = match (root_only, intermediate_from) {
+                    (true, _) => keyless_hsm::CeremonyMode::RootOnly,
+                    (false, Some(root)) => {
+                        let root_cfg = Config::load(&root).map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+                        let keyless_config::CaConfig::Pkcs11(r) = root_cfg.ca else {
+                            bail!("--intermediate-from {}: its `ca:` must be `pkcs11`", root.display());
+                        };
+                        keyless_hsm::CeremonyMode::IntermediateFrom(r)
+                    }
+                    (false, None) => keyless_hsm::CeremonyMode::Full,
+                };
+                let report = keyless_hsm::init_pkcs11_ca(p, &CaNames::default(), SystemTime::now(), &mode)?;
                 println!(
                     "token:                 {} (module {})",
                     p.token_label,
@@ -208,6 +232,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("ceremony record:       {}", report.record_path.display());
                 return Ok(());
+            }
+            if root_only || intermediate_from.is_some() {
+                bail!("--root-only and --intermediate-from need `ca.pkcs11` (an offline root lives in a token)");
             }
             let file = cfg.ca.file(&cfg.data_dir);
             let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;

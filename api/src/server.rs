@@ -30,7 +30,8 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
     }
     let (signer, chain): (Arc<dyn keyless_ca::Signer>, String) = match &config.ca {
         CaConfig::Pkcs11(p) => {
-            let signer = Arc::new(keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?);
+            let signer =
+                Arc::new(keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?);
             if std::env::var("KEYLESS_INSECURE_TEST_HOOKS").as_deref() == Ok("1") {
                 insecure_logout_on_sigusr1(signer.clone());
             }

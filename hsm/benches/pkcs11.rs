@@ -34,7 +34,13 @@ fn main() {
         chain: dir.path().join("chain.pem"),
         mechanism: Pkcs11Mechanism::Ecdsa,
     };
-    keyless_hsm::init_pkcs11_ca(&cfg, &CaNames::default(), SystemTime::now()).expect("key ceremony");
+    keyless_hsm::init_pkcs11_ca(
+        &cfg,
+        &CaNames::default(),
+        SystemTime::now(),
+        &keyless_hsm::CeremonyMode::Full,
+    )
+    .expect("key ceremony");
     let signer = Arc::new(keyless_hsm::Pkcs11Signer::open(&cfg).expect("open the key"));
     let msg = vec![0x5a_u8; 1024];
     for threads in [1usize, 2] {

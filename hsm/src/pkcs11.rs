@@ -355,21 +355,29 @@ pub struct Pkcs11CeremonyReport {
     pub record_path: PathBuf,
 }
 
-/// `keyless ca init` with `ca.pkcs11`: generates the root (P-384, `<key_label>-root`) and issuing
-/// (P-256, `<key_label>`) keys inside the token — sensitive, never extractable, CKA_SIGN only —
-/// self-signs the root, issues the intermediate, writes the chain and a ceremony record. Refuses to
-/// overwrite keys or files.
-pub fn init_pkcs11_ca(
-    cfg: &Pkcs11CaConfig,
-    names: &keyless_ca::ceremony::CaNames,
-    now: std::time::SystemTime,
-) -> Result<Pkcs11CeremonyReport, HsmError> {
-    let record_path = PathBuf::from(format!("{}.ceremony.json", cfg.chain.display()));
-    for p in [&cfg.chain, &record_path] {
-        if p.exists() {
-            return Err(HsmError::Exists(p.display().to_string()));
-        }
-    }
+/// Which part of the key ceremony to run.
+#[derive(Debug, Clone)]
+pub enum CeremonyMode {
+    /// Root and issuing keys in the same token.
+    Full,
+    /// Only the root key and its self-signed certificate (an offline root token); the chain file
+    /// then holds just the root.
+    RootOnly,
+    /// Only the issuing key in this token, certified by the root described by this configuration
+    /// (its token connected for the ceremony, its chain file holding the root certificate).
+    IntermediateFrom(Pkcs11CaConfig),
+}
+
+/// An open, logged-in read-write session on a configured token.
+struct TokenSession {
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: AuthPin,
+    session: Session,
+    info: serde_json::Value,
+}
+
+fn open_token(cfg: &Pkcs11CaConfig) -> Result<TokenSession, HsmError> {
     let pin = AuthPin::from(cfg.pin.resolve().map_err(HsmError::Secret)?.expose().to_string());
     let ctx = context(&cfg.module)?;
     let slot = find_slot(&ctx, &cfg.token_label)?;
@@ -380,79 +388,158 @@ pub fn init_pkcs11_ca(
         .open_rw_session(slot)
         .map_err(|e| setup("ca.pkcs11.token_label", e))?;
     login(&session, &pin)?;
+    let info = serde_json::json!({
+        "label": token.label().trim_end(), "serial": token.serial_number().trim_end(),
+        "manufacturer": token.manufacturer_id().trim_end(), "model": token.model().trim_end(),
+        "module": cfg.module.display().to_string(),
+    });
+    Ok(TokenSession {
+        ctx,
+        slot,
+        pin,
+        session,
+        info,
+    })
+}
+
+/// Generates an EC key pair inside the token: sensitive, never extractable, CKA_SIGN only.
+/// Refuses if anything already carries `label`.
+fn generate_key(t: &TokenSession, label: &str, role: &str, p384: bool) -> Result<serde_json::Value, HsmError> {
+    let existing = t
+        .session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(|e| setup("ca.pkcs11.key_label", e))?;
+    if !existing.is_empty() {
+        return Err(HsmError::Exists(format!("key {label:?} on token {}", t.info["label"])));
+    }
+    let (params, name) = if p384 {
+        (P384_PARAMS, "ECDSA P-384")
+    } else {
+        (P256_PARAMS, "ECDSA P-256")
+    };
+    let mut id = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| setup("ca.pkcs11", "random number generator failed"))?;
+    let public = [
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(params.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Derive(false),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    t.session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+        .map_err(|e| setup("ca.pkcs11", format!("generating {role} key {label:?}: {e}")))?;
+    Ok(serde_json::json!({
+        "role": role, "label": label, "id": hex(&id), "algorithm": name, "token": t.info["label"],
+        "sensitive": true, "extractable": false, "usage": ["sign"],
+    }))
+}
+
+/// `keyless ca init` with `ca.pkcs11`: generates the root (P-384, `<key_label>-root`) and issuing
+/// (P-256, `<key_label>`) keys inside the token — sensitive, never extractable, CKA_SIGN only —
+/// self-signs the root, issues the intermediate, writes the chain and a ceremony record. Refuses to
+/// overwrite keys or files. [`CeremonyMode`] splits it for an offline root token.
+pub fn init_pkcs11_ca(
+    cfg: &Pkcs11CaConfig,
+    names: &keyless_ca::ceremony::CaNames,
+    now: std::time::SystemTime,
+    mode: &CeremonyMode,
+) -> Result<Pkcs11CeremonyReport, HsmError> {
+    let record_path = PathBuf::from(format!("{}.ceremony.json", cfg.chain.display()));
+    for p in [&cfg.chain, &record_path] {
+        if p.exists() {
+            return Err(HsmError::Exists(p.display().to_string()));
+        }
+    }
+    let here = open_token(cfg)?;
+    // Check every label this ceremony will create before creating any, so a refusal leaves no
+    // orphaned key behind.
     let root_label = format!("{}-root", cfg.key_label);
-    for label in [&cfg.key_label, &root_label] {
-        let existing = session
+    let labels: &[&str] = match mode {
+        CeremonyMode::Full => &[&cfg.key_label, &root_label],
+        CeremonyMode::RootOnly => &[&root_label],
+        CeremonyMode::IntermediateFrom(_) => &[&cfg.key_label],
+    };
+    for label in labels {
+        let existing = here
+            .session
             .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
             .map_err(|e| setup("ca.pkcs11.key_label", e))?;
         if !existing.is_empty() {
             return Err(HsmError::Exists(format!(
-                "key {label:?} on token {:?}",
-                cfg.token_label
+                "key {label:?} on token {}",
+                here.info["label"]
             )));
         }
     }
     let mut keys = Vec::new();
-    for (label, params, role, name) in [
-        (&root_label, P384_PARAMS, "root", "ECDSA P-384"),
-        (&cfg.key_label, P256_PARAMS, "issuing", "ECDSA P-256"),
-    ] {
-        let mut id = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut id).map_err(|_| setup("ca.pkcs11", "random number generator failed"))?;
-        let public = [
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Verify(true),
-            Attribute::EcParams(params.to_vec()),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(id.to_vec()),
-        ];
-        let private = [
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Derive(false),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(id.to_vec()),
-        ];
-        session
-            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
-            .map_err(|e| setup("ca.pkcs11", format!("generating {role} key {label:?}: {e}")))?;
-        keys.push(serde_json::json!({
-            "role": role, "label": label, "id": hex(&id), "algorithm": name,
-            "sensitive": true, "extractable": false, "usage": ["sign"],
-        }));
-    }
-    let root = Pkcs11Signer::open_label(
-        ctx.clone(),
-        slot,
-        &cfg.token_label,
-        pin.clone(),
-        &root_label,
-        cfg.mechanism,
-    )?;
-    let issuing = Pkcs11Signer::open_label(ctx, slot, &cfg.token_label, pin, &cfg.key_label, cfg.mechanism)?;
-    let root_der = keyless_ca::ceremony::root_certificate(&root, names, crate::file::ROOT_LIFETIME, now)?;
-    let inter_der = keyless_ca::ceremony::intermediate_certificate(
-        &root,
-        &root_der,
-        issuing.public_key_spki(),
-        names,
-        crate::file::INTERMEDIATE_LIFETIME,
-        now,
-    )?;
+    let mut tokens = vec![here.info.clone()];
+    let open = |t: &TokenSession, label: &str, c: &Pkcs11CaConfig| {
+        Pkcs11Signer::open_label(t.ctx.clone(), t.slot, &c.token_label, t.pin.clone(), label, c.mechanism)
+    };
+    let (root, root_der) = match mode {
+        CeremonyMode::Full | CeremonyMode::RootOnly => {
+            let label = format!("{}-root", cfg.key_label);
+            keys.push(generate_key(&here, &label, "root", true)?);
+            let root = open(&here, &label, cfg)?;
+            let der = keyless_ca::ceremony::root_certificate(&root, names, crate::file::ROOT_LIFETIME, now)?;
+            (root, der)
+        }
+        CeremonyMode::IntermediateFrom(root_cfg) => {
+            let root_token = open_token(root_cfg)?;
+            tokens.push(root_token.info.clone());
+            let root = open(&root_token, &format!("{}-root", root_cfg.key_label), root_cfg)?;
+            let text = std::fs::read_to_string(&root_cfg.chain).map_err(|source| HsmError::Io {
+                path: root_cfg.chain.display().to_string(),
+                source,
+            })?;
+            let chain = keyless_ca::pipeline::parse_pem_chain(&text)?;
+            let der = chain
+                .last()
+                .cloned()
+                .ok_or_else(|| setup("--intermediate-from", "the root chain file is empty"))?;
+            (root, der)
+        }
+    };
     let pem = keyless_ca::pipeline::pem_encode;
-    let chain = format!("{}{}", pem(&inter_der), pem(&root_der));
-    keyless_ca::CertificateAuthority::new(
-        std::sync::Arc::new(issuing),
-        &chain,
-        std::time::Duration::from_secs(600),
-        now,
-    )?;
+    let mut certs = vec![("root", root_der.clone())];
+    let chain = match mode {
+        CeremonyMode::RootOnly => pem(&root_der),
+        CeremonyMode::Full | CeremonyMode::IntermediateFrom(_) => {
+            keys.push(generate_key(&here, &cfg.key_label, "issuing", false)?);
+            let issuing = open(&here, &cfg.key_label, cfg)?;
+            let inter_der = keyless_ca::ceremony::intermediate_certificate(
+                &root,
+                &root_der,
+                issuing.public_key_spki(),
+                names,
+                crate::file::INTERMEDIATE_LIFETIME,
+                now,
+            )?;
+            let chain = format!("{}{}", pem(&inter_der), pem(&root_der));
+            keyless_ca::CertificateAuthority::new(
+                std::sync::Arc::new(issuing),
+                &chain,
+                std::time::Duration::from_secs(600),
+                now,
+            )?;
+            certs.push(("issuing", inter_der));
+            chain
+        }
+    };
     if let Some(dir) = cfg.chain.parent() {
         std::fs::create_dir_all(dir).map_err(|source| HsmError::Io {
             path: dir.display().to_string(),
@@ -460,22 +547,23 @@ pub fn init_pkcs11_ca(
         })?;
     }
     crate::file::write_new(&cfg.chain, chain.as_bytes(), false)?;
-    let cert_record = |role: &str, d: &[u8]| -> serde_json::Value {
+    let cert_record = |(role, d): &(&str, Vec<u8>)| -> serde_json::Value {
         let (nb, na, subject) = x509_summary(d).unwrap_or_default();
         serde_json::json!({"role": role, "sha256": crate::file::sha256_hex(d), "subject": subject, "not_before": nb, "not_after": na})
     };
     let record = serde_json::json!({
-        "ceremony": "keyless ca init",
+        "ceremony": match mode {
+            CeremonyMode::Full => "keyless ca init",
+            CeremonyMode::RootOnly => "keyless ca init --root-only",
+            CeremonyMode::IntermediateFrom(_) => "keyless ca init --intermediate-from",
+        },
         "when": rfc3339(now),
         "operator": operator(),
         "software": concat!("keyless ", env!("CARGO_PKG_VERSION")),
-        "token": {
-            "label": token.label().trim_end(), "serial": token.serial_number().trim_end(),
-            "manufacturer": token.manufacturer_id().trim_end(), "model": token.model().trim_end(),
-            "module": cfg.module.display().to_string(),
-        },
+        "token": tokens[0],
+        "tokens": tokens,
         "keys": keys,
-        "certificates": [cert_record("root", &root_der), cert_record("issuing", &inter_der)],
+        "certificates": certs.iter().map(cert_record).collect::<Vec<_>>(),
         "chain_file": cfg.chain.display().to_string(),
     });
     let text = serde_json::to_string_pretty(&record).unwrap_or_default() + "\n";

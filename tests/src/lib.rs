@@ -536,7 +536,10 @@ impl Keyless {
 
     /// Sends a signal (e.g. `USR1`) to the server with `kill`.
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success(), "kill -{name} failed");
     }
 

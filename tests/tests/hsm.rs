@@ -277,7 +277,10 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
     let idp = TestIssuer::start("/idp").await;
     let ks = Keyless::start_with_backend_env(
         Backend::softhsm(),
-        &format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", idp.url),
+        &format!(
+            "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            idp.url
+        ),
         &[("KEYLESS_INSECURE_TEST_HOOKS", "1")],
     );
     let body = |n: usize| {
@@ -293,7 +296,12 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
             let http = reqwest::Client::new();
             let mut out = Vec::new();
             for b in chunk {
-                let r = http.post(format!("{url}/api/v2/signingCert")).json(&b).send().await.unwrap();
+                let r = http
+                    .post(format!("{url}/api/v2/signingCert"))
+                    .json(&b)
+                    .send()
+                    .await
+                    .unwrap();
                 out.push((r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()));
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
@@ -310,7 +318,11 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
     }
     assert!(results.iter().all(|(s, _)| *s == 200 || *s == 503), "only 200 or 503");
     let issued: Vec<_> = results.iter().filter(|(s, _)| *s == 200).collect();
-    assert!(issued.len() >= 100, "issuance went on through the faults: {} of 120", issued.len());
+    assert!(
+        issued.len() >= 100,
+        "issuance went on through the faults: {} of 120",
+        issued.len()
+    );
     for (_, v) in issued.iter().step_by(5) {
         let pems: Vec<String> = v["signedCertificateEmbeddedSct"]["chain"]["certificates"]
             .as_array()
@@ -322,8 +334,108 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
     }
     let log = ks.log();
     assert!(log.contains("test hook: logging out of the PKCS#11 token"), "{log}");
-    assert!(log.contains("reopening sessions"), "the logout was noticed and recovered from:\n{log}");
+    assert!(
+        log.contains("reopening sessions"),
+        "the logout was noticed and recovered from:\n{log}"
+    );
     // After the faults, a fresh request still succeeds.
     let last = ks.sign_v2(&body(999), None).await;
     assert_eq!(last.status, 200, "{}", last.body);
+}
+
+/// An offline root: the root key lives in its own token (`--root-only`), and the issuing key in
+/// the online token is certified by it in a second ceremony (`--intermediate-from`). The online
+/// token never holds the root key, and the CA serves from the online token alone.
+#[tokio::test]
+async fn offline_root_in_a_separate_token() {
+    use keyless_tests::{HSM_PIN, Keyless};
+    let hsm = SoftHsm::new();
+    hsm.util(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "offline-root",
+        "--pin",
+        HSM_PIN,
+        "--so-pin",
+        "8765",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root_yaml = hsm
+        .ca_yaml("keyless", "root/chain.pem")
+        .replace("token_label: keyless", "token_label: offline-root");
+    std::fs::write(d.join("root.yaml"), format!("ct_log: disabled\n{root_yaml}")).unwrap();
+    std::fs::write(
+        d.join("keyless.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nct_log: disabled\n{}",
+            hsm.ca_yaml("keyless", "online/chain.pem")
+        ),
+    )
+    .unwrap();
+
+    let out = run(&["ca", "init", "--config", "root.yaml", "--root-only"], d, &env(&hsm));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        der_certs(&std::fs::read_to_string(d.join("root/chain.pem")).unwrap()).len(),
+        1
+    );
+    let out = run(
+        &[
+            "ca",
+            "init",
+            "--config",
+            "keyless.yaml",
+            "--intermediate-from",
+            "root.yaml",
+        ],
+        d,
+        &env(&hsm),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let online = der_certs(&std::fs::read_to_string(d.join("online/chain.pem")).unwrap());
+    let root = der_certs(&std::fs::read_to_string(d.join("root/chain.pem")).unwrap());
+    assert_eq!(online.len(), 2);
+    assert_eq!(online[1], root[0], "the online chain ends with the offline root");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("online/chain.pem.ceremony.json")).unwrap()).unwrap();
+    assert_eq!(record["ceremony"], "keyless ca init --intermediate-from");
+    assert_eq!(record["tokens"].as_array().unwrap().len(), 2);
+
+    // The online token holds only the issuing key; the offline token only the root key.
+    let online_keys = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    assert!(
+        online_keys.contains("label:      keyless\n") && !online_keys.contains("keyless-root"),
+        "{online_keys}"
+    );
+    let conf = hsm.conf();
+    let offline = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            keyless_tests::SOFTHSM_MODULE,
+            "--token-label",
+            "offline-root",
+            "--login",
+            "--pin",
+            HSM_PIN,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap();
+    let offline = String::from_utf8_lossy(&offline.stdout);
+    assert!(
+        offline.contains("label:      keyless-root\n") && !offline.contains("label:      keyless\n"),
+        "{offline}"
+    );
+
+    // The CA starts from the online token (its start-up checks the chain against the key).
+    let config = std::fs::read_to_string(d.join("keyless.yaml")).unwrap();
+    let ks = Keyless::start_full(dir, &config, env(&hsm));
+    assert!(ks.healthy().await);
+    let bundle = ks.get("/api/v2/trustBundle").await.json();
+    assert_eq!(bundle["chains"][0]["certificates"].as_array().unwrap().len(), 2);
 }
