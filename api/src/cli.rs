@@ -207,7 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     (false, None) => keyless_hsm::CeremonyMode::Full,
                 };
-                let report = keyless_hsm::init_pkcs11_ca(p, &CaNames::default(), SystemTime::now(), &mode)?;
+                let ct_label = match &cfg.ct_log {
+                    keyless_config::CtLogConfig::Embedded(e) => e.pkcs11_key_label.as_deref(),
+                    _ => None,
+                };
+                let report = keyless_hsm::init_pkcs11_ca(p, &CaNames::default(), SystemTime::now(), &mode, ct_label)?;
                 println!(
                     "token:                 {} (module {})",
                     p.token_label,

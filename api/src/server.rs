@@ -101,7 +101,8 @@ pub async fn start_embedded_log(
         name: url.clone(),
     };
     let dir = config.data_dir.join("ctlog");
-    let log = tokio::task::block_in_place(|| EmbeddedLog::open(&dir, roots, opts))
+    let key = log_key(config, settings)?;
+    let log = tokio::task::block_in_place(|| EmbeddedLog::open(&dir, roots, opts, key))
         .with_context(|| format!("opening the embedded CT log in {}", dir.display()))?;
     let app = axum::Router::new().nest(
         &format!("/{}", settings.prefix),
@@ -120,6 +121,19 @@ pub async fn start_embedded_log(
     println!("keyless: ct log listening on {url}");
     tracing::info!(%url, size = log.sth().tree_size, "embedded CT log serving");
     Ok(CtLogServer { url, log, stop, task })
+}
+
+/// The embedded log's key when it lives in the CA's PKCS#11 token (`None`: the file key).
+pub fn log_key(config: &Config, settings: &EmbeddedCtLog) -> anyhow::Result<Option<Arc<dyn keyless_ca::Signer>>> {
+    match (&settings.pkcs11_key_label, &config.ca) {
+        (Some(label), CaConfig::Pkcs11(p)) => {
+            let signer = keyless_hsm::Pkcs11Signer::open_other(p, label)
+                .with_context(|| format!("ct_log.embedded.pkcs11_key_label: opening {label:?}"))?;
+            Ok(Some(Arc::new(signer)))
+        }
+        (Some(_), _) => bail!("ct_log.embedded.pkcs11_key_label needs ca.pkcs11"),
+        (None, _) => Ok(None),
+    }
 }
 
 /// Reads a PEM `PUBLIC KEY` file into DER.

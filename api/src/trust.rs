@@ -73,7 +73,10 @@ pub fn trusted_root(config: &Config, urls: &Urls) -> anyhow::Result<Value> {
     let ctlogs = match &config.ct_log {
         CtLogConfig::Disabled => Vec::new(),
         CtLogConfig::Embedded(e) => {
-            let spki = keyless_ctlog::log_public_key(&config.data_dir.join("ctlog"))?;
+            let spki = match crate::server::log_key(config, e)? {
+                Some(key) => key.public_key_spki().to_vec(),
+                None => keyless_ctlog::log_public_key(&config.data_dir.join("ctlog"))?,
+            };
             let url = match &urls.ct {
                 Some(u) => u.clone(),
                 None => format!("{}/{}", url_for(e.listen, "the embedded CT log")?, e.prefix),

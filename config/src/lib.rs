@@ -143,6 +143,9 @@ pub struct EmbeddedCtLog {
     pub prefix: String,
     /// Maximum merge delay.
     pub mmd: Duration,
+    /// Keep the log's signing key in the CA's PKCS#11 token under this label (needs `ca.pkcs11`;
+    /// `keyless ca init` creates it). Unset: a P-256 key file in `data_dir/ctlog`.
+    pub pkcs11_key_label: Option<String>,
 }
 
 impl Default for EmbeddedCtLog {
@@ -151,6 +154,7 @@ impl Default for EmbeddedCtLog {
             listen: DEFAULT_CT_LISTEN.parse().expect("constant address"),
             prefix: "keyless".into(),
             mmd: Duration::from_secs(1),
+            pkcs11_key_label: None,
         }
     }
 }
@@ -336,6 +340,27 @@ impl RawConfig {
             }
         };
         let ct_log = ct_log(self.ct_log, base)?;
+        if let CtLogConfig::Embedded(EmbeddedCtLog {
+            pkcs11_key_label: Some(label),
+            ..
+        }) = &ct_log
+        {
+            match &ca {
+                CaConfig::Pkcs11(p) if *label != p.key_label && *label != format!("{}-root", p.key_label) => {}
+                CaConfig::Pkcs11(_) => {
+                    return Err(ConfigError::rule(
+                        "ct_log.embedded.pkcs11_key_label",
+                        "must differ from the CA's key labels: the log never signs with the CA key",
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::rule(
+                        "ct_log.embedded.pkcs11_key_label",
+                        "needs `ca.pkcs11` (the log key lives in the CA's token)",
+                    ));
+                }
+            }
+        }
         let mut issuers = Vec::new();
         if let Some(file) = self.issuers_file {
             let path = resolve(base, &file);
@@ -394,6 +419,7 @@ struct RawEmbedded {
     listen: Option<String>,
     prefix: Option<String>,
     mmd: Option<String>,
+    pkcs11_key_label: Option<String>,
 }
 
 /// `ct_log:` is `embedded` (default), `disabled`, `{embedded: {...}}` or `{url, public_key}`.
@@ -446,6 +472,7 @@ fn ct_log(raw: Option<serde_json::Value>, base: &Path) -> Result<CtLogConfig, Co
                     return Err(ConfigError::rule("ct_log.embedded.mmd", "must be between 20ms and 24h"));
                 }
             }
+            out.pkcs11_key_label = e.pkcs11_key_label;
             Ok(CtLogConfig::Embedded(out))
         }
         (None, Some(url)) => {

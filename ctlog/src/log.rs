@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
-};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, UnparsedPublicKey};
 use keyless_ca::ct::{self, CtFuture, CtLog, Sct};
 use keyless_ca::der;
 use keyless_ca::keys::{PublicKey, sha256, signature_oid_hash};
+use keyless_ca::{SignatureAlgorithm, Signer, SoftwareSigner};
 use rusqlite::Connection;
 use x509_parser::certificate::X509Certificate;
 
@@ -76,10 +75,12 @@ struct Pending {
 
 pub(crate) struct Shared {
     opts: LogOptions,
-    key: EcdsaKeyPair,
+    /// The log's signing key: a P-256 file key, or a key in the CA's PKCS#11 token.
+    key: Arc<dyn Signer>,
+    /// The key's own verifier: every signature it returns is checked before it is published.
+    verifier: aws_lc_rs::signature::ParsedPublicKey,
     spki: Vec<u8>,
     log_id: [u8; 32],
-    rng: SystemRandom,
     roots: Vec<Root>,
     state: RwLock<State>,
     pub(crate) reader: Mutex<Connection>,
@@ -111,7 +112,7 @@ fn now_ms() -> u64 {
 }
 
 /// The log's signing key: P-256, made on first start and kept beside the database.
-fn load_or_create_key(path: &Path) -> Result<EcdsaKeyPair, LogError> {
+fn load_or_create_key(path: &Path) -> Result<SoftwareSigner, LogError> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     let setup = |m: String| LogError::Setup(format!("{}: {m}", path.display()));
@@ -145,33 +146,46 @@ fn load_or_create_key(path: &Path) -> Result<EcdsaKeyPair, LogError> {
     let der = STANDARD
         .decode(text.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
         .map_err(|_| setup("not a PEM key".into()))?;
-    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der).map_err(|_| setup("not a P-256 PKCS#8 key".into()))
+    SoftwareSigner::from_pkcs8(SignatureAlgorithm::EcdsaP256Sha256, &der)
+        .map_err(|_| setup("not a P-256 PKCS#8 key".into()))
 }
 
-/// The DER SPKI of a P-256 point.
-fn p256_spki(point: &[u8]) -> Vec<u8> {
-    let alg = der::seq(&[
-        &der::oid(&[1, 2, 840, 10045, 2, 1]),
-        &der::oid(&[1, 2, 840, 10045, 3, 1, 7]),
-    ]);
-    der::seq(&[&alg, &der::bit_string(point)])
+/// The SEC1 point of a DER SPKI.
+fn spki_point(spki: &[u8]) -> Option<Vec<u8>> {
+    let (outer, _) = der::read_tlv(spki)?;
+    let parts = der::read_all(outer.content)?;
+    parts.get(1)?.content.get(1..).map(<[u8]>::to_vec)
 }
 
 /// The public key of the log stored in `dir`, creating the key if needed (for `trusted-root`).
 pub fn log_public_key(dir: &Path) -> Result<Vec<u8>, LogError> {
     std::fs::create_dir_all(dir).map_err(|e| LogError::Setup(format!("{}: {e}", dir.display())))?;
-    Ok(p256_spki(
-        load_or_create_key(&dir.join("log-key.pem"))?.public_key().as_ref(),
-    ))
+    Ok(load_or_create_key(&dir.join("log-key.pem"))?.public_key_spki().to_vec())
 }
 
 impl EmbeddedLog {
     /// Opens the log stored in `dir` (creating it on first start), trusting `roots` (DER). Fails if
     /// the stored entries are inconsistent with any STH the log has published.
-    pub fn open(dir: &Path, roots: &[Vec<u8>], opts: LogOptions) -> Result<EmbeddedLog, LogError> {
+    ///
+    /// `key` is the log's signing key (a P-256 key in an HSM); `None` uses the file key kept in
+    /// `dir`, made on first start.
+    pub fn open(
+        dir: &Path,
+        roots: &[Vec<u8>],
+        opts: LogOptions,
+        key: Option<Arc<dyn Signer>>,
+    ) -> Result<EmbeddedLog, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| LogError::Setup(format!("{}: {e}", dir.display())))?;
-        let key = load_or_create_key(&dir.join("log-key.pem"))?;
-        let spki = p256_spki(key.public_key().as_ref());
+        let key: Arc<dyn Signer> = match key {
+            Some(k) => k,
+            None => Arc::new(load_or_create_key(&dir.join("log-key.pem"))?),
+        };
+        if key.algorithm() != SignatureAlgorithm::EcdsaP256Sha256 {
+            return Err(LogError::Setup(
+                "the log key must be ECDSA P-256 (RFC 6962 clients require it)".into(),
+            ));
+        }
+        let spki = key.public_key_spki().to_vec();
         let db: PathBuf = dir.join("log.sqlite");
         let conn = store::open_writer(&db)?;
         let mut tree = Tree::default();
@@ -180,7 +194,8 @@ impl EmbeddedLog {
             tree.push(h);
             by_hash.insert(h, i as u64);
         }
-        let point = key.public_key().as_ref().to_vec();
+        let point = spki_point(&spki).ok_or_else(|| LogError::Setup("the log key is not a valid P-256 key".into()))?;
+        let verifier = ct::log_verifier(&point).map_err(|e| LogError::Setup(e.0))?;
         let mut latest = None;
         for sth in store::sths(&conn)? {
             let root = tree.root(sth.tree_size).ok_or_else(|| {
@@ -228,7 +243,7 @@ impl EmbeddedLog {
             log_id: sha256(&spki),
             spki,
             key,
-            rng: SystemRandom::new(),
+            verifier,
             roots,
             state: RwLock::new(State {
                 tree,
@@ -324,13 +339,7 @@ impl EmbeddedLog {
                 ));
             }
         };
-        let signature = self
-            .shared
-            .key
-            .sign(&self.shared.rng, &signed)
-            .map_err(|_| LogError::Unavailable("SCT signing failed".into()))?
-            .as_ref()
-            .to_vec();
+        let signature = self.shared.sign(signed).await?;
         Ok(Sct {
             log_id: self.shared.log_id,
             timestamp,
@@ -396,6 +405,29 @@ fn has_poison(c: &X509Certificate<'_>) -> bool {
 }
 
 impl Shared {
+    /// Signs an SCT input (off the async workers when the key is in an HSM) and checks the
+    /// signature before it becomes a promise.
+    async fn sign(self: &Arc<Self>, data: Vec<u8>) -> Result<Vec<u8>, LogError> {
+        let shared = self.clone();
+        let work = move || {
+            let sig = shared
+                .key
+                .sign(&data)
+                .map_err(|e| LogError::Unavailable(format!("SCT signing failed: {e}")))?;
+            shared.verifier.verify_sig(&data, &sig).map_err(|_| {
+                LogError::Unavailable("the log key returned an SCT signature that does not verify".into())
+            })?;
+            Ok(sig)
+        };
+        if self.key.blocking() {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string()))?
+        } else {
+            work()
+        }
+    }
+
     fn validate(&self, chain: &[Vec<u8>], precert: bool) -> Result<Validated, LogError> {
         if chain.is_empty() || chain.len() > MAX_CHAIN {
             return Err(LogError::Client(format!("a chain holds 1 to {MAX_CHAIN} certificates")));
@@ -593,17 +625,21 @@ impl Shared {
             return Ok(());
         }
         let timestamp = now.max(last.timestamp + 1);
+        let data = tls::tree_head_signed_data(timestamp, size, &root);
         let sig = self
             .key
-            .sign(&self.rng, &tls::tree_head_signed_data(timestamp, size, &root))
-            .map_err(|_| LogError::Storage("STH signing failed".into()))?;
+            .sign(&data)
+            .map_err(|e| LogError::Storage(format!("STH signing failed: {e}")))?;
+        self.verifier
+            .verify_sig(&data, &sig)
+            .map_err(|_| LogError::Storage("the log key returned an STH signature that does not verify".into()))?;
         let signature = Sct {
             log_id: self.log_id,
             timestamp,
             extensions: Vec::new(),
             hash_algorithm: ct::HASH_SHA256,
             signature_algorithm: ct::SIG_ECDSA,
-            signature: sig.as_ref().to_vec(),
+            signature: sig,
         }
         .digitally_signed();
         store::insert_sth(

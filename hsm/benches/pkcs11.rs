@@ -39,6 +39,7 @@ fn main() {
         &CaNames::default(),
         SystemTime::now(),
         &keyless_hsm::CeremonyMode::Full,
+        None,
     )
     .expect("key ceremony");
     let signer = Arc::new(keyless_hsm::Pkcs11Signer::open(&cfg).expect("open the key"));

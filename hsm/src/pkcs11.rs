@@ -186,6 +186,13 @@ impl std::fmt::Debug for Pkcs11Signer {
 }
 
 impl Pkcs11Signer {
+    /// Opens another key in the same token as `cfg` (e.g. the CT log's key).
+    pub fn open_other(cfg: &Pkcs11CaConfig, label: &str) -> Result<Pkcs11Signer, HsmError> {
+        let mut c = cfg.clone();
+        c.key_label = label.to_string();
+        Pkcs11Signer::open(&c)
+    }
+
     /// Opens the issuing key `cfg.key_label` and runs nothing else; the CA's construction performs
     /// the sign-and-verify self-test and the key/certificate match.
     pub fn open(cfg: &Pkcs11CaConfig) -> Result<Pkcs11Signer, HsmError> {
@@ -452,11 +459,14 @@ fn generate_key(t: &TokenSession, label: &str, role: &str, p384: bool) -> Result
 /// (P-256, `<key_label>`) keys inside the token — sensitive, never extractable, CKA_SIGN only —
 /// self-signs the root, issues the intermediate, writes the chain and a ceremony record. Refuses to
 /// overwrite keys or files. [`CeremonyMode`] splits it for an offline root token.
+///
+/// `ct_log_label` also creates the embedded CT log's P-256 signing key in the same token.
 pub fn init_pkcs11_ca(
     cfg: &Pkcs11CaConfig,
     names: &keyless_ca::ceremony::CaNames,
     now: std::time::SystemTime,
     mode: &CeremonyMode,
+    ct_log_label: Option<&str>,
 ) -> Result<Pkcs11CeremonyReport, HsmError> {
     let record_path = PathBuf::from(format!("{}.ceremony.json", cfg.chain.display()));
     for p in [&cfg.chain, &record_path] {
@@ -468,11 +478,13 @@ pub fn init_pkcs11_ca(
     // Check every label this ceremony will create before creating any, so a refusal leaves no
     // orphaned key behind.
     let root_label = format!("{}-root", cfg.key_label);
-    let labels: &[&str] = match mode {
-        CeremonyMode::Full => &[&cfg.key_label, &root_label],
-        CeremonyMode::RootOnly => &[&root_label],
-        CeremonyMode::IntermediateFrom(_) => &[&cfg.key_label],
+    let mut labels: Vec<&str> = match mode {
+        CeremonyMode::Full => vec![&cfg.key_label, &root_label],
+        CeremonyMode::RootOnly => vec![&root_label],
+        CeremonyMode::IntermediateFrom(_) => vec![&cfg.key_label],
     };
+    let ct_log_label = ct_log_label.filter(|_| !matches!(mode, CeremonyMode::RootOnly));
+    labels.extend(ct_log_label);
     for label in labels {
         let existing = here
             .session
@@ -540,6 +552,9 @@ pub fn init_pkcs11_ca(
             chain
         }
     };
+    if let Some(label) = ct_log_label {
+        keys.push(generate_key(&here, label, "ct-log", false)?);
+    }
     if let Some(dir) = cfg.chain.parent() {
         std::fs::create_dir_all(dir).map_err(|source| HsmError::Io {
             path: dir.display().to_string(),

@@ -481,6 +481,7 @@ impl Keyless {
 
     /// The embedded log's public key (DER SPKI), read from `keyless trusted-root` output.
     pub fn trusted_root(&self) -> Value {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let out = run_keyless(
             &[
                 "trusted-root",
@@ -492,7 +493,7 @@ impl Keyless {
                 self.ct_url.as_deref().unwrap_or("http://unused"),
             ],
             self.dir.path(),
-            &[],
+            &env,
         );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()

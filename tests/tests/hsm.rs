@@ -439,3 +439,53 @@ async fn offline_root_in_a_separate_token() {
     let bundle = ks.get("/api/v2/trustBundle").await.json();
     assert_eq!(bundle["chains"][0]["certificates"].as_array().unwrap().len(), 2);
 }
+
+/// The embedded CT log's key lives in the CA's token under its own label: `ca init` makes it, the
+/// log signs SCTs and tree heads with it, the trusted root publishes it, and no log key file exists.
+#[tokio::test]
+async fn ct_log_key_in_the_same_token() {
+    use keyless_tests::{Keyless, TestIssuer, ct};
+    let hsm = SoftHsm::new();
+    let idp = TestIssuer::start("/idp").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = format!(
+        "listen: 127.0.0.1:0\ndata_dir: ./data\nct_log: {{embedded: {{listen: \"127.0.0.1:0\", pkcs11_key_label: keyless-ctlog}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n{}",
+        idp.url,
+        hsm.ca_yaml("keyless-issuing", "pki/chain.pem")
+    );
+    std::fs::write(d.join("keyless.yaml"), &config).unwrap();
+    let out = run(&["ca", "init", "--config", "keyless.yaml"], d, &env(&hsm));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    let block = keys
+        .split("Private Key Object")
+        .find(|b| b.contains("label:      keyless-ctlog\n"))
+        .expect("log key in the token");
+    assert!(block.contains("never extractable"), "{block}");
+
+    let ks = Keyless::start_full(dir, &config, env(&hsm));
+    let spki = base64::engine::general_purpose::STANDARD
+        .decode(
+            ks.trusted_root()["ctlogs"][0]["publicKey"]["rawBytes"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let key = keyless_tests::ClientKey::p256();
+    let body = serde_json::json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("log@example.com"))},
+                                  "publicKeyRequest": key.public_key_request("log@example.com")});
+    let chain = ks.sign_v2(&body, None).await.chain();
+    let der = |p: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(p.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .unwrap()
+    };
+    ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
+    let sth = ks.ct_get("/ct/v1/get-sth").await;
+    ct::verify_sth(&sth, &spki);
+    assert!(
+        !ks.dir.path().join("data/ctlog/log-key.pem").exists(),
+        "no log key file when it lives in the token"
+    );
+}
