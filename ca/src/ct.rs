@@ -152,4 +152,9 @@ pub trait CtLog: Send + Sync {
     fn name(&self) -> &str;
     /// `add-pre-chain`: `chain` is [precertificate, issuing CA, …, root], DER.
     fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> CtFuture<'a>;
+    /// True if this log is known to verify the precertificate's signature before accepting it (the
+    /// embedded log does); otherwise the CA verifies it itself before sending it anywhere.
+    fn verifies_precertificate_signature(&self) -> bool {
+        false
+    }
 }

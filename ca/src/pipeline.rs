@@ -196,10 +196,14 @@ impl CertificateAuthority {
             Some(ct) => {
                 let log_tbs = tbs(&extensions);
                 extensions.push(profile::extension(ct::POISON_OID, true, &[crate::der::NULL, 0]));
-                // The log verifies the precertificate's signature against the issuing CA before
-                // it accepts it (the embedded log always does), so a bad signature from the signer
-                // fails here as a CT error; verifying it twice would only cost time.
-                let precert = cert::sign_for_log(self.signer.as_ref(), &tbs(&extensions))?;
+                // A precertificate signature is verified before it leaves the CA, unless the log
+                // itself verifies it against the issuing CA before accepting it (the embedded log
+                // does), in which case checking twice would only cost time.
+                let precert = if ct.log.verifies_precertificate_signature() {
+                    cert::sign_for_log(self.signer.as_ref(), &tbs(&extensions))?
+                } else {
+                    cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?
+                };
                 extensions.pop();
                 let mut chain = Vec::with_capacity(self.chain_der.len() + 1);
                 chain.push(precert);
@@ -459,6 +463,7 @@ mod tests {
     struct TestLog {
         key: aws_lc_rs::signature::EcdsaKeyPair,
         mode: &'static str,
+        calls: std::sync::atomic::AtomicUsize,
     }
 
     impl TestLog {
@@ -470,6 +475,7 @@ mod tests {
             TestLog {
                 key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap(),
                 mode,
+                calls: 0.into(),
             }
         }
         fn spki(&self) -> Vec<u8> {
@@ -492,6 +498,7 @@ mod tests {
             "test-log"
         }
         fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> ct::CtFuture<'a> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async move {
                 if self.mode == "down" {
                     return Err(ct::CtError("connection refused".into()));
@@ -536,6 +543,7 @@ mod tests {
         let (principal, key) = principal_and_key();
         let issued = block_on(ca.issue(principal, key, SystemTime::now())).unwrap();
         let sct = issued.sct.clone().expect("an SCT");
+        assert_eq!(ca.ct.as_ref().unwrap().log.name(), "test-log");
         let final_tbs = tbs_of(&issued.der);
         let without_sct =
             crate::der::tbs_without_extension(&final_tbs, &ct::oid_der(ct::SCT_LIST_OID)).expect("SCT list present");
@@ -560,5 +568,23 @@ mod tests {
             assert!(matches!(err, Error::CtLog { .. }), "{mode}: {err}");
             assert!(err.client_detail().is_none());
         }
+    }
+
+    #[test]
+    fn bad_precertificate_signature_never_reaches_a_log_that_does_not_check_it() {
+        let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+        let inner = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
+        let flaky = Arc::new(FlakySigner { inner, good: 1.into() });
+        let log = Arc::new(TestLog::new("good"));
+        let spki = log.spki();
+        let ca = ca_with(flaky, &root).unwrap().with_ct_log(log.clone(), &spki).unwrap();
+        let (principal, key) = principal_and_key();
+        let err = block_on(ca.issue(principal, key, SystemTime::now())).unwrap_err();
+        assert!(matches!(err, Error::Signer(_)), "{err}");
+        assert_eq!(
+            log.calls.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing was sent to the log"
+        );
     }
 }

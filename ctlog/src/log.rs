@@ -356,6 +356,10 @@ impl CtLog for EmbeddedLog {
         &self.shared.opts.name
     }
 
+    fn verifies_precertificate_signature(&self) -> bool {
+        true
+    }
+
     fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> CtFuture<'a> {
         Box::pin(async move { self.submit(chain, true).await.map_err(|e| ct::CtError(e.to_string())) })
     }
