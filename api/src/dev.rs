@@ -106,6 +106,8 @@ impl DevIssuer {
             client_id: DEFAULT_CLIENT_ID.into(),
             skip_email_verification: false,
             challenge_claim: None,
+            subject_domain: None,
+            spiffe_trust_domain: None,
         }
     }
 

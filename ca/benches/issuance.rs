@@ -115,6 +115,8 @@ fn fixture() -> Fixture {
         client_id: "sigstore".into(),
         skip_email_verification: false,
         challenge_claim: None,
+        subject_domain: None,
+        spiffe_trust_domain: None,
     });
 
     // The client: a P-256 key and a DER ECDSA-SHA256 signature over the email.

@@ -394,6 +394,8 @@ mod tests {
             client_id: "sigstore".into(),
             skip_email_verification: false,
             challenge_claim: None,
+            subject_domain: None,
+            spiffe_trust_domain: None,
         };
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
         let token = VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone());
@@ -446,6 +448,8 @@ mod tests {
             client_id: "sigstore".into(),
             skip_email_verification: false,
             challenge_claim: None,
+            subject_domain: None,
+            spiffe_trust_domain: None,
         };
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});
         let other = crate::identity::principal(&VerifiedToken::unchecked_for_tests(

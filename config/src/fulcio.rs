@@ -89,16 +89,16 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
                     ));
                 }
             }
-            let issuer = issuer::build(
-                issuer_url,
-                &kind,
-                string(e, "clientid", &path)?,
-                skip,
-                string(e, "challengeclaim", &path)?,
-                "IssuerURL",
-                "Type",
-            )
-            .map_err(|err| err.under(&path))?;
+            let fields = issuer::Fields {
+                url: issuer_url,
+                kind,
+                client_id: string(e, "clientid", &path)?,
+                skip_email_verification: skip,
+                challenge_claim: string(e, "challengeclaim", &path)?,
+                subject_domain: string(e, "subjectdomain", &path)?,
+                spiffe_trust_domain: string(e, "spiffetrustdomain", &path)?,
+            };
+            let issuer = issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(&path))?;
             out.push(issuer);
         }
     }

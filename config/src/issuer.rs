@@ -11,19 +11,39 @@ pub enum IssuerKind {
     Email,
     /// GitHub Actions workflows: `job_workflow_ref` becomes a URI SAN, the run's facts extensions.
     GithubWorkflow,
+    /// GitLab CI pipelines (gitlab.com or self-managed: URLs use the issuer's own host).
+    GitlabPipeline,
+    /// Buildkite jobs.
+    BuildkiteJob,
+    /// Codefresh workflows.
+    CodefreshWorkflow,
+    /// Chainguard identities: the verified email if there is one, else `sub`.
+    ChainguardIdentity,
+    /// Kubernetes service accounts.
+    Kubernetes,
+    /// SPIFFE workloads: `sub` is a SPIFFE ID in the configured trust domain.
+    Spiffe,
+    /// URI subjects under the configured subject domain.
+    Uri,
+    /// Usernames: an OtherName SAN `sub!subject_domain`.
+    Username,
 }
 
 /// Fulcio issuer types that exist but are not implemented yet; named so the error is honest.
-const NOT_YET_SUPPORTED: &[&str] = &[
-    "gitlab-pipeline",
-    "buildkite-job",
-    "codefresh-workflow",
-    "chainguard-identity",
-    "kubernetes",
-    "spiffe",
-    "uri",
-    "username",
-    "ci-provider",
+const NOT_YET_SUPPORTED: &[&str] = &["ci-provider"];
+
+/// Every kind, for exhaustive tests and messages.
+pub const ALL_KINDS: &[IssuerKind] = &[
+    IssuerKind::Email,
+    IssuerKind::GithubWorkflow,
+    IssuerKind::GitlabPipeline,
+    IssuerKind::BuildkiteJob,
+    IssuerKind::CodefreshWorkflow,
+    IssuerKind::ChainguardIdentity,
+    IssuerKind::Kubernetes,
+    IssuerKind::Spiffe,
+    IssuerKind::Uri,
+    IssuerKind::Username,
 ];
 
 impl IssuerKind {
@@ -32,6 +52,14 @@ impl IssuerKind {
         match self {
             IssuerKind::Email => "email",
             IssuerKind::GithubWorkflow => "github-workflow",
+            IssuerKind::GitlabPipeline => "gitlab-pipeline",
+            IssuerKind::BuildkiteJob => "buildkite-job",
+            IssuerKind::CodefreshWorkflow => "codefresh-workflow",
+            IssuerKind::ChainguardIdentity => "chainguard-identity",
+            IssuerKind::Kubernetes => "kubernetes",
+            IssuerKind::Spiffe => "spiffe",
+            IssuerKind::Uri => "uri",
+            IssuerKind::Username => "username",
         }
     }
 
@@ -39,19 +67,26 @@ impl IssuerKind {
     pub fn default_challenge_claim(self) -> &'static str {
         match self {
             IssuerKind::Email => "email",
-            IssuerKind::GithubWorkflow => "sub",
+            IssuerKind::GithubWorkflow
+            | IssuerKind::GitlabPipeline
+            | IssuerKind::BuildkiteJob
+            | IssuerKind::CodefreshWorkflow
+            | IssuerKind::ChainguardIdentity
+            | IssuerKind::Kubernetes
+            | IssuerKind::Spiffe
+            | IssuerKind::Uri
+            | IssuerKind::Username => "sub",
         }
     }
 
     pub(crate) fn parse(s: &str) -> Result<IssuerKind, String> {
-        match s {
-            "email" => Ok(IssuerKind::Email),
-            "github-workflow" => Ok(IssuerKind::GithubWorkflow),
-            s if NOT_YET_SUPPORTED.contains(&s) => Err(format!(
-                "issuer type {s:?} is not supported yet (supported: email, github-workflow)"
-            )),
-            s => Err(format!("unknown issuer type {s:?}")),
+        if let Some(k) = ALL_KINDS.iter().find(|k| k.as_str() == s) {
+            return Ok(*k);
         }
+        if NOT_YET_SUPPORTED.contains(&s) {
+            return Err(format!("issuer type {s:?} is not supported yet"));
+        }
+        Err(format!("unknown issuer type {s:?}"))
     }
 }
 
@@ -68,6 +103,10 @@ pub struct IssuerConfig {
     pub skip_email_verification: bool,
     /// Overrides the advertised challenge claim (the server always verifies the kind's name).
     pub challenge_claim: Option<String>,
+    /// `uri` (with scheme) and `username` (without): the domain subjects must belong to.
+    pub subject_domain: Option<String>,
+    /// `spiffe`: the trust domain SPIFFE IDs must be in.
+    pub spiffe_trust_domain: Option<String>,
 }
 
 impl IssuerConfig {
@@ -90,62 +129,169 @@ pub(crate) struct RawIssuer {
     #[serde(default)]
     skip_email_verification: bool,
     challenge_claim: Option<String>,
+    subject_domain: Option<String>,
+    spiffe_trust_domain: Option<String>,
 }
 
 impl RawIssuer {
     pub(crate) fn validate(self) -> Result<IssuerConfig, ConfigError> {
-        build(
-            self.url,
-            &self.kind,
-            self.client_id,
-            self.skip_email_verification,
-            self.challenge_claim,
-            "url",
-            "type",
-        )
+        let fields = Fields {
+            url: self.url,
+            kind: self.kind,
+            client_id: self.client_id,
+            skip_email_verification: self.skip_email_verification,
+            challenge_claim: self.challenge_claim,
+            subject_domain: self.subject_domain,
+            spiffe_trust_domain: self.spiffe_trust_domain,
+        };
+        build(fields, &Keys::NATIVE)
     }
 }
 
+/// An issuer's settings before validation, from either file format.
+pub(crate) struct Fields {
+    pub(crate) url: String,
+    pub(crate) kind: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) skip_email_verification: bool,
+    pub(crate) challenge_claim: Option<String>,
+    pub(crate) subject_domain: Option<String>,
+    pub(crate) spiffe_trust_domain: Option<String>,
+}
+
+/// How each format spells its keys, for error paths.
+pub(crate) struct Keys {
+    pub(crate) url: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) subject_domain: &'static str,
+    pub(crate) spiffe_trust_domain: &'static str,
+}
+
+impl Keys {
+    pub(crate) const NATIVE: Keys = Keys {
+        url: "url",
+        kind: "type",
+        subject_domain: "subject_domain",
+        spiffe_trust_domain: "spiffe_trust_domain",
+    };
+    pub(crate) const FULCIO: Keys = Keys {
+        url: "IssuerURL",
+        kind: "Type",
+        subject_domain: "SubjectDomain",
+        spiffe_trust_domain: "SPIFFETrustDomain",
+    };
+}
+
 /// Shared by the native list and Fulcio's file, so both follow the same rules.
-pub(crate) fn build(
-    url: String,
-    kind: &str,
-    client_id: Option<String>,
-    skip_email_verification: bool,
-    challenge_claim: Option<String>,
-    url_key: &str,
-    type_key: &str,
-) -> Result<IssuerConfig, ConfigError> {
-    check_issuer_url(&url).map_err(|e| ConfigError::rule(url_key, e))?;
-    let kind = IssuerKind::parse(kind).map_err(|e| ConfigError::rule(type_key, e))?;
-    if skip_email_verification && kind != IssuerKind::Email {
+pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError> {
+    let issuer = check_issuer_url(&f.url).map_err(|e| ConfigError::rule(keys.url, e))?;
+    let kind = IssuerKind::parse(&f.kind).map_err(|e| ConfigError::rule(keys.kind, e))?;
+    if f.skip_email_verification && kind != IssuerKind::Email {
         return Err(ConfigError::rule(
             "skip_email_verification",
             "applies only to issuers of type email",
         ));
     }
-    let client_id = client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
+    let client_id = f.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
     if client_id.is_empty() {
         return Err(ConfigError::rule("client_id", "must not be empty"));
     }
+    match kind {
+        IssuerKind::Spiffe => {
+            let td = f
+                .spiffe_trust_domain
+                .as_deref()
+                .ok_or_else(|| ConfigError::rule(keys.spiffe_trust_domain, "is required for spiffe issuers"))?;
+            if !valid_trust_domain(td) {
+                return Err(ConfigError::rule(
+                    keys.spiffe_trust_domain,
+                    format!("{td:?} is not a SPIFFE trust domain"),
+                ));
+            }
+        }
+        IssuerKind::Uri | IssuerKind::Username => {
+            let d = f.subject_domain.as_deref().ok_or_else(|| {
+                ConfigError::rule(
+                    keys.subject_domain,
+                    format!("is required for {} issuers", kind.as_str()),
+                )
+            })?;
+            let host = if kind == IssuerKind::Uri {
+                let u = url::Url::parse(d).map_err(|_| {
+                    ConfigError::rule(
+                        keys.subject_domain,
+                        format!("{d:?} must be a URL with a scheme for uri issuers"),
+                    )
+                })?;
+                if u.scheme() != issuer.scheme() {
+                    return Err(ConfigError::rule(
+                        keys.subject_domain,
+                        "must have the issuer URL's scheme",
+                    ));
+                }
+                u.host_str().unwrap_or_default().to_string()
+            } else {
+                if d.contains("://") {
+                    return Err(ConfigError::rule(
+                        keys.subject_domain,
+                        "must not have a scheme for username issuers",
+                    ));
+                }
+                d.to_string()
+            };
+            if !same_registrable_domain(&host, issuer.host_str().unwrap_or_default()) {
+                return Err(ConfigError::rule(
+                    keys.subject_domain,
+                    format!("{host:?} must equal the issuer's host or share its last two labels"),
+                ));
+            }
+        }
+        _ => {
+            if f.subject_domain.is_some() || f.spiffe_trust_domain.is_some() {
+                return Err(ConfigError::rule(
+                    keys.subject_domain,
+                    "subject_domain and spiffe_trust_domain apply only to uri, username and spiffe issuers",
+                ));
+            }
+        }
+    }
     Ok(IssuerConfig {
-        url,
+        url: f.url,
         kind,
         client_id,
-        skip_email_verification,
-        challenge_claim,
+        skip_email_verification: f.skip_email_verification,
+        challenge_claim: f.challenge_claim,
+        subject_domain: f.subject_domain,
+        spiffe_trust_domain: f.spiffe_trust_domain,
     })
 }
 
+/// A SPIFFE trust domain: lower-case letters, digits, `.`, `-`, `_`.
+fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty()
+        && td
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c))
+}
+
+/// Fulcio's rule: equal hosts, or both with ≥ 2 labels sharing the last two.
+fn same_registrable_domain(a: &str, b: &str) -> bool {
+    let last_two = |h: &str| {
+        let labels: Vec<&str> = h.split('.').collect();
+        (labels.len() >= 2).then(|| labels[labels.len() - 2..].join("."))
+    };
+    a == b || matches!((last_two(a), last_two(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// Issuer URLs must be https; plain http is allowed only for loopback hosts (tests, development).
-fn check_issuer_url(s: &str) -> Result<(), String> {
+fn check_issuer_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     if u.query().is_some() || u.fragment().is_some() {
         return Err(format!("{s:?}: an issuer URL has no query or fragment"));
     }
     match u.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_url(&u) => Ok(()),
+        "https" => Ok(u),
+        "http" if is_loopback_url(&u) => Ok(u),
         "http" => Err(format!(
             "{s:?}: plain http is allowed only for loopback issuers; use https"
         )),
@@ -178,6 +324,90 @@ mod tests {
         assert!(check_issuer_url("https://x.example/?a=b").is_err());
     }
 
+    fn fields(url: &str, kind: &str, sd: Option<&str>, td: Option<&str>) -> Fields {
+        Fields {
+            url: url.into(),
+            kind: kind.into(),
+            client_id: None,
+            skip_email_verification: false,
+            challenge_claim: None,
+            subject_domain: sd.map(Into::into),
+            spiffe_trust_domain: td.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn kind_specific_rules() {
+        let ok = |f| build(f, &Keys::NATIVE).map(|_| ()).map_err(|e| e.to_string());
+        assert!(ok(fields("https://spire.example.com", "spiffe", None, Some("example.com"))).is_ok());
+        assert!(
+            ok(fields("https://spire.example.com", "spiffe", None, None))
+                .unwrap_err()
+                .starts_with("spiffe_trust_domain:")
+        );
+        assert!(ok(fields("https://spire.example.com", "spiffe", None, Some("Ex ample"))).is_err());
+        assert!(
+            ok(fields(
+                "https://accounts.example.com",
+                "uri",
+                Some("https://example.com"),
+                None
+            ))
+            .is_ok()
+        );
+        assert!(
+            ok(fields("https://accounts.example.com", "uri", Some("example.com"), None))
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(
+            ok(fields(
+                "https://accounts.example.com",
+                "uri",
+                Some("http://example.com"),
+                None
+            ))
+            .is_err()
+        );
+        assert!(
+            ok(fields(
+                "https://accounts.example.com",
+                "uri",
+                Some("https://other.org"),
+                None
+            ))
+            .unwrap_err()
+            .contains("last two labels")
+        );
+        assert!(
+            ok(fields(
+                "https://accounts.example.com",
+                "username",
+                Some("example.com"),
+                None
+            ))
+            .is_ok()
+        );
+        assert!(
+            ok(fields(
+                "https://accounts.example.com",
+                "username",
+                Some("https://example.com"),
+                None
+            ))
+            .is_err()
+        );
+        assert!(
+            ok(fields(
+                "https://gitlab.example.com",
+                "gitlab-pipeline",
+                Some("example.com"),
+                None
+            ))
+            .is_err()
+        );
+    }
+
     #[test]
     fn kinds() {
         assert_eq!(IssuerKind::parse("email"), Ok(IssuerKind::Email));
@@ -186,12 +416,12 @@ mod tests {
             Err(r#"unknown issuer type "gitlab""#.into())
         );
         assert!(
-            IssuerKind::parse("kubernetes")
+            IssuerKind::parse("ci-provider")
                 .unwrap_err()
                 .contains("not supported yet")
         );
-        for k in [IssuerKind::Email, IssuerKind::GithubWorkflow] {
-            assert_eq!(IssuerKind::parse(k.as_str()), Ok(k));
+        for k in ALL_KINDS {
+            assert_eq!(IssuerKind::parse(k.as_str()), Ok(*k));
         }
     }
 }

@@ -55,6 +55,12 @@ pub fn san(cert: &Certificate) -> (bool, String) {
     let text = match &names[0] {
         GeneralName::Rfc822Name(e) => format!("email:{}", Ia5StringRef::from(e).as_str()),
         GeneralName::UniformResourceIdentifier(u) => format!("uri:{}", Ia5StringRef::from(u).as_str()),
+        GeneralName::OtherName(o) => {
+            let inner = o.value.to_der().unwrap();
+            // The otherName value (its [0] EXPLICIT wrapper already removed by the parser).
+            let utf8 = Utf8StringRef::from_der(&inner).expect("UTF8String otherName value");
+            format!("othername:{}:{}", o.type_id, utf8.as_str())
+        }
         other => format!("other:{other:?}"),
     };
     (critical, text)

@@ -3,8 +3,19 @@
 //! One module per issuer kind; [`principal`] dispatches with an exhaustive match on
 //! [`IssuerKind`], so a kind added to the configuration does not compile until it has a mapping.
 
+mod buildkite_job;
+mod chainguard_identity;
+mod codefresh_workflow;
 mod email;
 mod github_workflow;
+mod gitlab_pipeline;
+mod kubernetes;
+mod spiffe;
+mod uri;
+mod username;
+
+#[cfg(test)]
+mod tests;
 
 use keyless_config::IssuerKind;
 
@@ -20,6 +31,8 @@ pub enum San {
     Email(String),
     /// uniformResourceIdentifier.
     Uri(String),
+    /// otherName of type 1.3.6.1.4.1.57264.1.7 (a `user!domain` username), UTF8String.
+    OtherName(String),
 }
 
 impl San {
@@ -28,13 +41,19 @@ impl San {
         match self {
             San::Email(e) => der::wrap(0x81, &[e.as_bytes()]),
             San::Uri(u) => der::wrap(0x86, &[u.as_bytes()]),
+            San::OtherName(v) => {
+                let mut arcs = crate::profile::SIGSTORE_ARC.to_vec();
+                arcs.push(crate::profile::OTHERNAME_USERNAME_ARC);
+                let value = der::context(0, true, &der::utf8_string(v));
+                der::context(0, true, &[der::oid(&arcs), value].concat())
+            }
         }
     }
 
     /// The value, whatever its type.
     pub fn value(&self) -> &str {
         match self {
-            San::Email(v) | San::Uri(v) => v,
+            San::Email(v) | San::Uri(v) | San::OtherName(v) => v,
         }
     }
 }
@@ -83,6 +102,14 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     let (name, san, mut facts) = match issuer.kind {
         IssuerKind::Email => email::map(token)?,
         IssuerKind::GithubWorkflow => github_workflow::map(token)?,
+        IssuerKind::GitlabPipeline => gitlab_pipeline::map(token)?,
+        IssuerKind::BuildkiteJob => buildkite_job::map(token)?,
+        IssuerKind::CodefreshWorkflow => codefresh_workflow::map(token)?,
+        IssuerKind::ChainguardIdentity => chainguard_identity::map(token)?,
+        IssuerKind::Kubernetes => kubernetes::map(token)?,
+        IssuerKind::Spiffe => spiffe::map(token)?,
+        IssuerKind::Uri => uri::map(token)?,
+        IssuerKind::Username => username::map(token)?,
     };
     // Every kind carries the issuer (1.1, 1.8) and the raw subject (1.24).
     if !facts.iter().any(|(f, _)| *f == Fact::Issuer) {
@@ -91,8 +118,10 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     if let Some(sub) = token.claims().get("sub").and_then(|v| v.as_str()) {
         facts.push((Fact::Subject, sub.to_string()));
     }
-    // X.509 SANs are IA5 (ASCII); refuse here with the claim named rather than fail in encoding.
-    if !san.value().is_ascii() || san.value().chars().any(|c| c.is_ascii_control()) {
+    // rfc822Name and URI SANs are IA5 (ASCII); refuse here with the claim named rather than fail
+    // in encoding. (An OtherName username is a UTF8String.)
+    let ia5 = !matches!(san, San::OtherName(_));
+    if san.value().chars().any(|c| c.is_control()) || (ia5 && !san.value().is_ascii()) {
         return Err(Error::claim(
             &issuer.url,
             san_claim(issuer.kind),
@@ -112,5 +141,18 @@ fn san_claim(kind: IssuerKind) -> &'static str {
     match kind {
         IssuerKind::Email => "email",
         IssuerKind::GithubWorkflow => "job_workflow_ref",
+        IssuerKind::GitlabPipeline => "ci_config_ref_uri",
+        IssuerKind::BuildkiteJob => "pipeline_slug",
+        IssuerKind::CodefreshWorkflow => "pipeline_name",
+        IssuerKind::Kubernetes => "kubernetes.io",
+        IssuerKind::ChainguardIdentity | IssuerKind::Spiffe | IssuerKind::Uri | IssuerKind::Username => "sub",
+    }
+}
+
+/// `scheme://host[:port]` of an issuer URL (the base for self-hosted CI URLs).
+pub(crate) fn issuer_base(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()),
+        None => url.to_string(),
     }
 }

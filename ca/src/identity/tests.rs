@@ -1,0 +1,261 @@
+//! Golden tests per issuer kind, with claim sets shaped like real tokens.
+
+use keyless_config::{IssuerConfig, IssuerKind};
+use serde_json::{Value, json};
+
+use super::{San, principal};
+use crate::profile::Fact;
+use crate::token::VerifiedToken;
+
+fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Option<&str>) -> VerifiedToken {
+    let issuer = IssuerConfig {
+        url: url.into(),
+        kind,
+        client_id: "sigstore".into(),
+        skip_email_verification: false,
+        challenge_claim: None,
+        subject_domain: sd.map(Into::into),
+        spiffe_trust_domain: td.map(Into::into),
+    };
+    VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
+}
+
+fn fact(p: &super::Principal, f: Fact) -> Option<&str> {
+    p.facts()
+        .iter()
+        .find(|(k, v)| *k == f && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+fn gitlab_claims() -> Value {
+    json!({
+        "sub": "project_path:cpanato/testing-cosign:ref_type:branch:ref:main",
+        "namespace_id": "1730270", "namespace_path": "cpanato", "project_id": "42831435",
+        "project_path": "cpanato/testing-cosign", "pipeline_id": "757451528", "pipeline_source": "push",
+        "job_id": "3659681386", "ref": "main", "ref_type": "branch", "runner_id": 1,
+        "runner_environment": "gitlab-hosted", "sha": "aa7c3d1c29bc0d1f3f3dee25b8b9d2f0d5ef1b2a",
+        "ci_config_ref_uri": "gitlab.example.com/cpanato/testing-cosign//.gitlab-ci.yml@refs/heads/main",
+        "ci_config_sha": "bb7c3d1c29bc0d1f3f3dee25b8b9d2f0d5ef1b2a", "project_visibility": "public",
+    })
+}
+
+#[test]
+fn gitlab_self_managed_uses_its_own_host() {
+    let p = principal(&token(
+        "https://gitlab.example.com",
+        IssuerKind::GitlabPipeline,
+        gitlab_claims(),
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        p.san(),
+        &San::Uri("https://gitlab.example.com/cpanato/testing-cosign//.gitlab-ci.yml@refs/heads/main".into())
+    );
+    assert_eq!(p.name(), "project_path:cpanato/testing-cosign:ref_type:branch:ref:main");
+    assert_eq!(
+        fact(&p, Fact::SourceRepositoryUri),
+        Some("https://gitlab.example.com/cpanato/testing-cosign")
+    );
+    assert_eq!(
+        fact(&p, Fact::SourceRepositoryOwnerUri),
+        Some("https://gitlab.example.com/cpanato")
+    );
+    assert_eq!(
+        fact(&p, Fact::RunInvocationUri),
+        Some("https://gitlab.example.com/cpanato/testing-cosign/-/jobs/3659681386")
+    );
+    assert_eq!(fact(&p, Fact::SourceRepositoryRef), Some("refs/heads/main"));
+    assert_eq!(fact(&p, Fact::BuildTrigger), Some("push"));
+    assert_eq!(fact(&p, Fact::SourceRepositoryIdentifier), Some("42831435"));
+    assert_eq!(
+        fact(&p, Fact::BuildSignerDigest),
+        Some("bb7c3d1c29bc0d1f3f3dee25b8b9d2f0d5ef1b2a")
+    );
+    assert_eq!(fact(&p, Fact::SourceRepositoryVisibilityAtSigning), Some("public"));
+    assert_eq!(fact(&p, Fact::DeploymentEnvironment), None);
+
+    let mut c = gitlab_claims();
+    c["ref_type"] = json!("tag");
+    let p = principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).unwrap();
+    assert_eq!(fact(&p, Fact::SourceRepositoryRef), Some("refs/tags/main"));
+    let mut c = gitlab_claims();
+    c["runner_id"] = json!("1");
+    let e = principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).unwrap_err();
+    assert!(e.to_string().contains("runner_id"), "{e}");
+    let mut c = gitlab_claims();
+    c["ref_type"] = json!("commit");
+    assert!(principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).is_err());
+}
+
+#[test]
+fn buildkite_codefresh_chainguard_kubernetes() {
+    let bk = json!({"sub": "organization:acme:pipeline:app:ref:refs/heads/main", "organization_slug": "acme", "pipeline_slug": "app"});
+    let p = principal(&token(
+        "https://agent.buildkite.com",
+        IssuerKind::BuildkiteJob,
+        bk,
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(p.san().value(), "https://buildkite.com/acme/app");
+
+    let cf = json!({"sub": "account:628a80b693a15c0f9c13ab75:pipeline:65e5a53e52853dc51a5b0cc1", "account_id": "628a80b693a15c0f9c13ab75",
+        "account_name": "codefresh-account", "pipeline_id": "65e5a53e52853dc51a5b0cc1", "pipeline_name": "oidc-test/get-token",
+        "workflow_id": "65e6ebe0bfbfa1782876165e", "scm_repo_url": "https://github.com/codefresh-io/fulcio", "scm_ref": "feat/codefresh-issuer",
+        "runner_environment": "saas"});
+    let p = principal(&token(
+        "https://oidc.codefresh.io",
+        IssuerKind::CodefreshWorkflow,
+        cf,
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        p.san().value(),
+        "https://g.codefresh.io/codefresh-account/oidc-test/get-token:628a80b693a15c0f9c13ab75/65e5a53e52853dc51a5b0cc1"
+    );
+    assert_eq!(
+        fact(&p, Fact::BuildSignerUri),
+        Some("https://g.codefresh.io/build/65e6ebe0bfbfa1782876165e")
+    );
+    assert_eq!(
+        fact(&p, Fact::BuildConfigUri),
+        Some("https://g.codefresh.io/api/pipelines/65e5a53e52853dc51a5b0cc1")
+    );
+    assert_eq!(fact(&p, Fact::SourceRepositoryRef), Some("feat/codefresh-issuer"));
+
+    let cg = json!({"sub": "abc123", "email": "dev@example.com", "email_verified": true});
+    let p = principal(&token(
+        "https://issuer.enforce.dev",
+        IssuerKind::ChainguardIdentity,
+        cg,
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        (p.name(), p.san().value()),
+        ("dev@example.com", "https://issuer.enforce.dev/abc123")
+    );
+    let cg = json!({"sub": "abc123", "email": "dev@example.com"});
+    assert!(
+        principal(&token(
+            "https://issuer.enforce.dev",
+            IssuerKind::ChainguardIdentity,
+            cg,
+            None,
+            None
+        ))
+        .is_err()
+    );
+    let cg = json!({"sub": "abc123"});
+    assert_eq!(
+        principal(&token(
+            "https://issuer.enforce.dev",
+            IssuerKind::ChainguardIdentity,
+            cg,
+            None,
+            None
+        ))
+        .unwrap()
+        .name(),
+        "abc123"
+    );
+
+    let k8s = json!({"sub": "system:serviceaccount:default:builder", "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "builder"}}});
+    let p = principal(&token(
+        "https://kubernetes.default.svc",
+        IssuerKind::Kubernetes,
+        k8s,
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        p.san().value(),
+        "https://kubernetes.io/namespaces/default/serviceaccounts/builder"
+    );
+    let k8s = json!({"sub": "x", "kubernetes.io": {"namespace": "", "serviceaccount": {"name": "builder"}}});
+    assert!(
+        principal(&token(
+            "https://kubernetes.default.svc",
+            IssuerKind::Kubernetes,
+            k8s,
+            None,
+            None
+        ))
+        .is_err()
+    );
+}
+
+#[test]
+fn spiffe_uri_username() {
+    let t = |sub: &str| {
+        token(
+            "https://spire.example.com",
+            IssuerKind::Spiffe,
+            json!({"sub": sub}),
+            None,
+            Some("example.com"),
+        )
+    };
+    assert_eq!(
+        principal(&t("spiffe://example.com/ns/prod/sa/web"))
+            .unwrap()
+            .san()
+            .value(),
+        "spiffe://example.com/ns/prod/sa/web"
+    );
+    assert!(
+        principal(&t("spiffe://other.com/ns/prod"))
+            .unwrap_err()
+            .to_string()
+            .contains("trust domain")
+    );
+    assert!(principal(&t("spiffe://example.com")).is_err());
+    assert!(principal(&t("https://example.com/x")).is_err());
+
+    let u = |sub: &str| {
+        token(
+            "https://accounts.example.com",
+            IssuerKind::Uri,
+            json!({"sub": sub}),
+            Some("https://example.com"),
+            None,
+        )
+    };
+    assert_eq!(
+        principal(&u("https://example.com/users/1")).unwrap().san().value(),
+        "https://example.com/users/1"
+    );
+    assert!(principal(&u("https://evil.com/users/1")).is_err());
+    assert!(principal(&u("http://example.com/users/1")).is_err());
+    assert!(principal(&u("alice@example.com")).is_err());
+
+    let n = |sub: &str| {
+        token(
+            "https://accounts.example.com",
+            IssuerKind::Username,
+            json!({"sub": sub}),
+            Some("example.com"),
+            None,
+        )
+    };
+    let p = principal(&n("alice")).unwrap();
+    assert_eq!(p.san(), &San::OtherName("alice!example.com".into()));
+    // SEQUENCE-less GeneralName: [0] { OID 1.3.6.1.4.1.57264.1.7, [0] { UTF8String } }.
+    let gn = p.san().general_name();
+    assert_eq!(
+        &gn[..14],
+        &[
+            0xa0, 0x21, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xbf, 0x30, 0x01, 0x07
+        ]
+    );
+    assert!(gn.ends_with(b"\x0c\x11alice!example.com"));
+    assert!(principal(&n("al!ce")).is_err());
+    assert!(principal(&n("alice@example.com")).is_err());
+}

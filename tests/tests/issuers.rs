@@ -1,0 +1,80 @@
+//! Issuer kinds beyond email and GitHub, end to end through the binary, checked with an
+//! independent parser: a self-managed GitLab, and username identities (OtherName SAN).
+
+use keyless_tests::inspect::{self, openssl_verify, sigstore};
+use keyless_tests::{ClientKey, Keyless, TestIssuer};
+use serde_json::json;
+
+#[tokio::test]
+async fn self_managed_gitlab_and_username() {
+    let gitlab = TestIssuer::start("/gitlab").await;
+    let users = TestIssuer::start("/users").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: gitlab-pipeline}}\n  - {{url: \"{}\", type: username, subject_domain: \"127.0.0.1\"}}\n",
+        gitlab.url, users.url
+    ));
+    let base = gitlab.url.trim_end_matches("/gitlab").to_string();
+    let mut c = gitlab.email_claims("unused@example.com");
+    let o = c.as_object_mut().unwrap();
+    for k in ["email", "email_verified"] {
+        o.remove(k);
+    }
+    let sub = "project_path:group/app:ref_type:tag:ref:v1.2.3";
+    for (k, v) in [
+        ("sub", json!(sub)),
+        ("namespace_id", json!("11")),
+        ("namespace_path", json!("group")),
+        ("project_id", json!("22")),
+        ("project_path", json!("group/app")),
+        ("pipeline_id", json!("33")),
+        ("pipeline_source", json!("push")),
+        ("job_id", json!("44")),
+        ("ref", json!("v1.2.3")),
+        ("ref_type", json!("tag")),
+        ("runner_id", json!(7)),
+        ("runner_environment", json!("self-hosted")),
+        ("sha", json!("c0ffee")),
+        (
+            "ci_config_ref_uri",
+            json!("gitlab.internal.example/group/app//.gitlab-ci.yml@refs/tags/v1.2.3"),
+        ),
+    ] {
+        o.insert(k.into(), v);
+    }
+    let key = ClientKey::p256();
+    let body =
+        json!({"credentials": {"oidcIdentityToken": gitlab.mint(&c)}, "publicKeyRequest": key.public_key_request(sub)});
+    let chain = ks.sign_v2(&body, None).await.chain();
+    openssl_verify(&chain);
+    let leaf = inspect::parse(&chain[0]);
+    assert_eq!(
+        inspect::san(&leaf).1,
+        "uri:https://gitlab.internal.example/group/app//.gitlab-ci.yml@refs/tags/v1.2.3"
+    );
+    assert_eq!(
+        sigstore(&leaf, 12),
+        Some(format!("{base}/group/app")),
+        "the issuer's own host, not gitlab.com"
+    );
+    assert_eq!(sigstore(&leaf, 14).as_deref(), Some("refs/tags/v1.2.3"));
+    assert_eq!(sigstore(&leaf, 21), Some(format!("{base}/group/app/-/jobs/44")));
+    assert_eq!(sigstore(&leaf, 2), None, "no GitHub-only raw extensions");
+
+    let mut c = users.email_claims("x@example.com");
+    c["sub"] = json!("alice");
+    let body = json!({"credentials": {"oidcIdentityToken": users.mint(&c)}, "publicKeyRequest": key.public_key_request("alice")});
+    let chain = ks.sign_v2(&body, None).await.chain();
+    openssl_verify(&chain);
+    let leaf = inspect::parse(&chain[0]);
+    let (critical, san) = inspect::san(&leaf);
+    assert!(critical);
+    assert_eq!(san, "othername:1.3.6.1.4.1.57264.1.7:alice!127.0.0.1");
+    let conf = ks.get("/api/v2/configuration").await.json();
+    let kinds: Vec<&str> = conf["issuers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["issuerType"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"gitlab-pipeline") && kinds.contains(&"username"));
+}
