@@ -234,13 +234,14 @@ async fn configuration(State(state): State<Arc<AppState>>) -> Json<Value> {
         .issuers
         .iter()
         .map(|i| {
+            let url_key = if i.wildcard { "wildcardIssuerUrl" } else { "issuerUrl" };
             json!({
-                "issuerUrl": i.url,
+                url_key: i.url,
                 "audience": i.client_id,
                 "challengeClaim": i.challenge_claim(),
-                "spiffeTrustDomain": "",
+                "spiffeTrustDomain": i.spiffe_trust_domain.clone().unwrap_or_default(),
                 "issuerType": i.kind.as_str(),
-                "subjectDomain": "",
+                "subjectDomain": i.subject_domain.clone().unwrap_or_default(),
                 "skipEmailVerification": i.skip_email_verification,
             })
         })

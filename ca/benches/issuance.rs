@@ -117,6 +117,7 @@ fn fixture() -> Fixture {
         challenge_claim: None,
         subject_domain: None,
         spiffe_trust_domain: None,
+        wildcard: false,
     });
 
     // The client: a P-256 key and a DER ECDSA-SHA256 signature over the email.

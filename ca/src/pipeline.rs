@@ -396,6 +396,7 @@ mod tests {
             challenge_claim: None,
             subject_domain: None,
             spiffe_trust_domain: None,
+            wildcard: false,
         };
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
         let token = VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone());
@@ -450,6 +451,7 @@ mod tests {
             challenge_claim: None,
             subject_domain: None,
             spiffe_trust_domain: None,
+            wildcard: false,
         };
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});
         let other = crate::identity::principal(&VerifiedToken::unchecked_for_tests(

@@ -32,6 +32,53 @@ fn string(m: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String
     }
 }
 
+fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<IssuerConfig, ConfigError> {
+    let Value::Object(e) = entry else {
+        return Err(ConfigError::rule(path, "expected a mapping"));
+    };
+    // A meta issuer's key is its pattern; its IssuerURL (if any) is ignored, as in Fulcio.
+    let issuer_url = if wildcard {
+        url.to_string()
+    } else {
+        string(e, "issuerurl", path)?.unwrap_or_else(|| url.to_string())
+    };
+    if issuer_url != url {
+        return Err(ConfigError::rule(
+            format!("{path}.IssuerURL"),
+            format!("{issuer_url:?} differs from the key it is listed under"),
+        ));
+    }
+    if !wildcard && url.contains('*') {
+        return Err(ConfigError::rule(path, "wildcards belong in MetaIssuers"));
+    }
+    let kind = string(e, "type", path)?.ok_or_else(|| ConfigError::rule(format!("{path}.Type"), "is required"))?;
+    let skip = match get(e, "skipemailverification") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ConfigError::rule(
+                format!("{path}.SkipEmailVerification"),
+                format!("expected true or false, found {other}"),
+            ));
+        }
+    };
+    for unsupported in ["issuerclaim", "cacert", "ciprovider"] {
+        if get(e, unsupported).is_some() {
+            return Err(ConfigError::rule(path, format!("{unsupported} is not supported yet")));
+        }
+    }
+    let fields = issuer::Fields {
+        url: issuer_url,
+        kind,
+        client_id: string(e, "clientid", path)?,
+        skip_email_verification: skip,
+        challenge_claim: string(e, "challengeclaim", path)?,
+        subject_domain: string(e, "subjectdomain", path)?,
+        spiffe_trust_domain: string(e, "spiffetrustdomain", path)?,
+    };
+    issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(path))
+}
+
 pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
     let root: Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -44,71 +91,18 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
         ));
     };
     let mut out = Vec::new();
-    if let Some(v) = get(&root, "oidcissuers") {
+    for (section, key, wildcard) in [
+        ("OIDCIssuers", "oidcissuers", false),
+        ("MetaIssuers", "metaissuers", true),
+    ] {
+        let Some(v) = get(&root, key) else { continue };
         let Value::Object(issuers) = v else {
-            return Err(ConfigError::rule(
-                "OIDCIssuers",
-                "expected a mapping of issuer URL to issuer",
-            ));
+            return Err(ConfigError::rule(section, "expected a mapping of issuer URL to issuer"));
         };
         for (url, entry) in issuers {
-            let path = format!("OIDCIssuers[{url:?}]");
-            let Value::Object(e) = entry else {
-                return Err(ConfigError::rule(path, "expected a mapping"));
-            };
-            let issuer_url = string(e, "issuerurl", &path)?.unwrap_or_else(|| url.clone());
-            if &issuer_url != url {
-                return Err(ConfigError::rule(
-                    format!("{path}.IssuerURL"),
-                    format!("{issuer_url:?} differs from the key it is listed under"),
-                ));
-            }
-            let kind =
-                string(e, "type", &path)?.ok_or_else(|| ConfigError::rule(format!("{path}.Type"), "is required"))?;
-            let skip = match get(e, "skipemailverification") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(other) => {
-                    return Err(ConfigError::rule(
-                        format!("{path}.SkipEmailVerification"),
-                        format!("expected true or false, found {other}"),
-                    ));
-                }
-            };
-            for unsupported in [
-                "issuerclaim",
-                "subjectdomain",
-                "spiffetrustdomain",
-                "cacert",
-                "ciprovider",
-            ] {
-                if get(e, unsupported).is_some() {
-                    return Err(ConfigError::rule(
-                        path.clone(),
-                        format!("{unsupported} is not supported yet"),
-                    ));
-                }
-            }
-            let fields = issuer::Fields {
-                url: issuer_url,
-                kind,
-                client_id: string(e, "clientid", &path)?,
-                skip_email_verification: skip,
-                challenge_claim: string(e, "challengeclaim", &path)?,
-                subject_domain: string(e, "subjectdomain", &path)?,
-                spiffe_trust_domain: string(e, "spiffetrustdomain", &path)?,
-            };
-            let issuer = issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(&path))?;
-            out.push(issuer);
+            let path = format!("{section}[{url:?}]");
+            out.push(entry_issuer(url, entry, &path, wildcard)?);
         }
-    }
-    if let Some(Value::Object(meta)) = get(&root, "metaissuers")
-        && let Some(pattern) = meta.keys().next()
-    {
-        return Err(ConfigError::rule(
-            format!("MetaIssuers[{pattern:?}]"),
-            "meta issuers (wildcards) are not supported yet",
-        ));
     }
     Ok(out)
 }
@@ -146,5 +140,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with(r#"OIDCIssuers["http://x.example"].IssuerURL:"#), "{e}");
+    }
+
+    #[test]
+    fn meta_issuers() {
+        let v = parse(r#"{"MetaIssuers": {"https://oidc.eks.*.amazonaws.com/id/*": {"ClientID": "sigstore", "Type": "kubernetes"}}}"#)
+            .unwrap();
+        assert!(v[0].wildcard && v[0].kind == IssuerKind::Kubernetes);
+        assert!(v[0].matches("https://oidc.eks.eu-west-1.amazonaws.com/id/ABC"));
+        let e = parse(r#"{"MetaIssuers": {"https://spire.*.example.com": {"Type": "spiffe", "SPIFFETrustDomain": "example.com"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MetaIssuers[") && e.contains("cannot be meta"), "{e}");
+        let e = parse(r#"{"OIDCIssuers": {"https://*.example.com": {"Type": "email"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MetaIssuers"), "{e}");
     }
 }

@@ -107,6 +107,44 @@ pub struct IssuerConfig {
     pub subject_domain: Option<String>,
     /// `spiffe`: the trust domain SPIFFE IDs must be in.
     pub spiffe_trust_domain: Option<String>,
+    /// `url` is a pattern (Fulcio's MetaIssuers): each `*` matches one run of `[-_a-zA-Z0-9]`,
+    /// the whole URL anchored. A matching token's issuer gets this configuration.
+    pub wildcard: bool,
+}
+
+impl IssuerConfig {
+    /// Whether this issuer accepts tokens whose `iss` is `iss`.
+    pub fn matches(&self, iss: &str) -> bool {
+        if !self.wildcard {
+            return self.url == iss;
+        }
+        wildcard_match(self.url.as_bytes(), iss.as_bytes())
+    }
+
+    /// This configuration applied to a concrete issuer URL a pattern matched.
+    pub fn for_issuer(&self, iss: &str) -> IssuerConfig {
+        IssuerConfig {
+            url: iss.to_string(),
+            wildcard: false,
+            ..self.clone()
+        }
+    }
+}
+
+/// Anchored match where `*` is one or more of `[-_a-zA-Z0-9]` (never `.`, `/`, `:` or `?`), so a
+/// pattern cannot match a URL that merely contains an allowed issuer (GHSA-59jp-pj84-45mr).
+fn wildcard_match(pattern: &[u8], s: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => {
+            let run = s
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_')
+                .count();
+            (1..=run).any(|n| wildcard_match(rest, &s[n..]))
+        }
+        Some((c, rest)) => s.first() == Some(c) && wildcard_match(rest, &s[1..]),
+    }
 }
 
 impl IssuerConfig {
@@ -184,8 +222,15 @@ impl Keys {
 
 /// Shared by the native list and Fulcio's file, so both follow the same rules.
 pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError> {
-    let issuer = check_issuer_url(&f.url).map_err(|e| ConfigError::rule(keys.url, e))?;
+    let wildcard = f.url.contains('*');
+    let issuer = check_issuer_url(&f.url.replace('*', "0")).map_err(|e| ConfigError::rule(keys.url, e))?;
     let kind = IssuerKind::parse(&f.kind).map_err(|e| ConfigError::rule(keys.kind, e))?;
+    if wildcard && kind == IssuerKind::Spiffe {
+        return Err(ConfigError::rule(
+            keys.kind,
+            "spiffe issuers cannot be meta (wildcard) issuers",
+        ));
+    }
     if f.skip_email_verification && kind != IssuerKind::Email {
         return Err(ConfigError::rule(
             "skip_email_verification",
@@ -263,6 +308,7 @@ pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError>
         challenge_claim: f.challenge_claim,
         subject_domain: f.subject_domain,
         spiffe_trust_domain: f.spiffe_trust_domain,
+        wildcard,
     })
 }
 
@@ -404,6 +450,46 @@ mod tests {
                 Some("example.com"),
                 None
             ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn meta_patterns_are_anchored() {
+        let eks = build(
+            fields("https://oidc.eks.*.amazonaws.com/id/*", "kubernetes", None, None),
+            &Keys::NATIVE,
+        )
+        .unwrap();
+        assert!(eks.matches("https://oidc.eks.us-west-2.amazonaws.com/id/B02C93B6A2D30341AD01E1B6D48164CB"));
+        for miss in [
+            "https://oidc.eks.us.west.2.amazonaws.com/id/B02C",
+            "https://oidc.eks.us-west-2.amazonaws.com/id/B02C/extra",
+            "https://oidc.eks..amazonaws.com/id/B02C",
+            "https://oidc.eks.us-west-2.amazonaws.com/id/",
+            "http://localhost?issuer=https://oidc.eks.us-west-2.amazonaws.com/id/B02C",
+            "https://oidc.eks.us-west-2.amazonaws.com/id/B02C?x=1",
+            "https://evil.example/https://oidc.eks.us-west-2.amazonaws.com/id/B02C",
+        ] {
+            assert!(!eks.matches(miss), "{miss}");
+        }
+        let aks = build(
+            fields("https://oidc.prod-aks.azure.com/*/*", "kubernetes", None, None),
+            &Keys::NATIVE,
+        )
+        .unwrap();
+        assert!(aks.matches("https://oidc.prod-aks.azure.com/a1/b2"));
+        assert!(!aks.matches("https://oidc.prod-aks.azure.com/a1/b2/"));
+        assert!(!aks.matches("https://oidc.prod-aks.azure.com/a1"));
+        assert_eq!(
+            eks.for_issuer("https://oidc.eks.x.amazonaws.com/id/y").url,
+            "https://oidc.eks.x.amazonaws.com/id/y"
+        );
+        assert!(
+            build(
+                fields("https://spire.*.example.com", "spiffe", None, Some("example.com")),
+                &Keys::NATIVE
+            )
             .is_err()
         );
     }

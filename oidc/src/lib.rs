@@ -59,8 +59,26 @@ struct CachedKeys {
 
 /// Verifies tokens against the configured issuers.
 pub struct OidcVerifier {
+    /// Exact issuers, by URL.
     issuers: HashMap<String, Arc<IssuerState>>,
+    /// Meta issuers (wildcard patterns), tried in configuration order after the exact ones.
+    meta: Vec<IssuerConfig>,
+    /// Issuers met through a pattern: their keys are cached like the fixed ones, up to
+    /// [`MAX_META_ISSUERS`], oldest evicted first.
+    dynamic: Mutex<(HashMap<String, Arc<IssuerState>>, std::collections::VecDeque<String>)>,
     http: reqwest::Client,
+}
+
+/// How many distinct issuers matched by wildcard patterns are cached at once.
+pub const MAX_META_ISSUERS: usize = 100;
+
+fn new_state(config: IssuerConfig) -> Arc<IssuerState> {
+    Arc::new(IssuerState {
+        config: Arc::new(config),
+        keys: Mutex::new(None),
+        last_forced: Mutex::new(None),
+        fetch: tokio::sync::Mutex::new(()),
+    })
 }
 
 impl std::fmt::Debug for OidcVerifier {
@@ -102,31 +120,54 @@ impl OidcVerifier {
                 issuer: String::new(),
                 cause: e.to_string(),
             })?;
+        let meta = issuers.iter().filter(|c| c.wildcard).cloned().collect();
         let issuers = issuers
             .iter()
-            .map(|c| {
-                let state = IssuerState {
-                    config: Arc::new(c.clone()),
-                    keys: Mutex::new(None),
-                    last_forced: Mutex::new(None),
-                    fetch: tokio::sync::Mutex::new(()),
-                };
-                (c.url.clone(), Arc::new(state))
-            })
+            .filter(|c| !c.wildcard)
+            .map(|c| (c.url.clone(), new_state(c.clone())))
             .collect();
-        Ok(OidcVerifier { issuers, http })
+        Ok(OidcVerifier {
+            issuers,
+            meta,
+            dynamic: Mutex::new(Default::default()),
+            http,
+        })
+    }
+
+    /// The issuer state for a token's `iss`: an exact issuer, or one a pattern matches. Only a
+    /// URL that matches is ever fetched, so a token cannot point the CA at arbitrary hosts.
+    fn state(&self, iss: &str) -> Option<Arc<IssuerState>> {
+        if let Some(s) = self.issuers.get(iss) {
+            return Some(s.clone());
+        }
+        let pattern = self.meta.iter().find(|m| m.matches(iss))?;
+        let mut guard = self.dynamic.lock().expect("poisoned");
+        let (map, order) = &mut *guard;
+        if let Some(s) = map.get(iss) {
+            return Some(s.clone());
+        }
+        if map.len() >= MAX_META_ISSUERS {
+            if let Some(oldest) = order.pop_front() {
+                map.remove(&oldest);
+            }
+        }
+        let state = new_state(pattern.for_issuer(iss));
+        map.insert(iss.to_string(), state.clone());
+        order.push_back(iss.to_string());
+        Some(state)
     }
 
     /// Verifies a raw token and returns the core's capability for it.
     pub async fn verify(&self, raw: &str) -> Result<VerifiedToken, OidcError> {
         let unverified = token::parse(raw)?;
-        let Some(state) = self.issuers.get(unverified.issuer()) else {
+        let Some(state) = self.state(unverified.issuer()) else {
             return Err(keyless_ca::Error::Token(format!(
                 "issuer {:?} is not configured on this CA",
                 unverified.issuer()
             ))
             .into());
         };
+        let state = &state;
         let keys = self.keys(state, false).await?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

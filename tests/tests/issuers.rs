@@ -78,3 +78,30 @@ async fn self_managed_gitlab_and_username() {
         .collect();
     assert!(kinds.contains(&"gitlab-pipeline") && kinds.contains(&"username"));
 }
+
+/// Meta issuers: a wildcard pattern admits matching issuers (fetched only because they match),
+/// and nothing that merely contains a matching URL.
+#[tokio::test]
+async fn meta_issuer_wildcards() {
+    let a = TestIssuer::start("/tenant-a").await;
+    let nested = TestIssuer::start("/tenant-b/extra").await;
+    let ks = Keyless::start("ct_log: disabled\nissuers:\n  - {url: \"http://127.0.0.1:*/tenant-*\", type: email}\n");
+    let key = ClientKey::p256();
+    let body = |idp: &TestIssuer| {
+        json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("m@example.com"))},
+               "publicKeyRequest": key.public_key_request("m@example.com")})
+    };
+    let chain = ks.sign_v2(&body(&a), None).await.chain();
+    let leaf = inspect::parse(&chain[0]);
+    assert_eq!(
+        sigstore(&leaf, 8).as_deref(),
+        Some(a.url.as_str()),
+        "the certificate names the concrete issuer"
+    );
+    let r = ks.sign_v2(&body(&nested), None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("is not configured"), "{}", r.body);
+    assert_eq!(nested.jwks_fetches(), 0, "a non-matching issuer is never contacted");
+    let conf = ks.get("/api/v2/configuration").await.json();
+    assert_eq!(conf["issuers"][0]["wildcardIssuerUrl"], "http://127.0.0.1:*/tenant-*");
+}

@@ -16,6 +16,7 @@ fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Optio
         challenge_claim: None,
         subject_domain: sd.map(Into::into),
         spiffe_trust_domain: td.map(Into::into),
+        wildcard: false,
     };
     VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
 }
