@@ -108,6 +108,7 @@ impl DevIssuer {
             challenge_claim: None,
             subject_domain: None,
             spiffe_trust_domain: None,
+            issuer_claim: None,
             wildcard: false,
         }
     }

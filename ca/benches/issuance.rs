@@ -117,6 +117,7 @@ fn fixture() -> Fixture {
         challenge_claim: None,
         subject_domain: None,
         spiffe_trust_domain: None,
+        issuer_claim: None,
         wildcard: false,
     });
 

@@ -396,6 +396,7 @@ mod tests {
             challenge_claim: None,
             subject_domain: None,
             spiffe_trust_domain: None,
+            issuer_claim: None,
             wildcard: false,
         };
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
@@ -451,6 +452,7 @@ mod tests {
             challenge_claim: None,
             subject_domain: None,
             spiffe_trust_domain: None,
+            issuer_claim: None,
             wildcard: false,
         };
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});

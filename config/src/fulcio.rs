@@ -62,7 +62,7 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
             ));
         }
     };
-    for unsupported in ["issuerclaim", "cacert", "ciprovider"] {
+    for unsupported in ["cacert", "ciprovider"] {
         if get(e, unsupported).is_some() {
             return Err(ConfigError::rule(path, format!("{unsupported} is not supported yet")));
         }
@@ -75,6 +75,7 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
         challenge_claim: string(e, "challengeclaim", path)?,
         subject_domain: string(e, "subjectdomain", path)?,
         spiffe_trust_domain: string(e, "spiffetrustdomain", path)?,
+        issuer_claim: string(e, "issuerclaim", path)?,
     };
     issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(path))
 }

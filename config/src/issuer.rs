@@ -107,6 +107,10 @@ pub struct IssuerConfig {
     pub subject_domain: Option<String>,
     /// `spiffe`: the trust domain SPIFFE IDs must be in.
     pub spiffe_trust_domain: Option<String>,
+    /// Email issuers only: a JSONPath (`$.a.b` or `$['a']['b']`) to the real issuer inside a
+    /// federated token (Dex: `$.federated_claims.connector_id`); it becomes the certificate's
+    /// issuer extensions instead of `iss`.
+    pub issuer_claim: Option<String>,
     /// `url` is a pattern (Fulcio's MetaIssuers): each `*` matches one run of `[-_a-zA-Z0-9]`,
     /// the whole URL anchored. A matching token's issuer gets this configuration.
     pub wildcard: bool,
@@ -169,6 +173,7 @@ pub(crate) struct RawIssuer {
     challenge_claim: Option<String>,
     subject_domain: Option<String>,
     spiffe_trust_domain: Option<String>,
+    issuer_claim: Option<String>,
 }
 
 impl RawIssuer {
@@ -181,6 +186,7 @@ impl RawIssuer {
             challenge_claim: self.challenge_claim,
             subject_domain: self.subject_domain,
             spiffe_trust_domain: self.spiffe_trust_domain,
+            issuer_claim: self.issuer_claim,
         };
         build(fields, &Keys::NATIVE)
     }
@@ -195,6 +201,7 @@ pub(crate) struct Fields {
     pub(crate) challenge_claim: Option<String>,
     pub(crate) subject_domain: Option<String>,
     pub(crate) spiffe_trust_domain: Option<String>,
+    pub(crate) issuer_claim: Option<String>,
 }
 
 /// How each format spells its keys, for error paths.
@@ -203,6 +210,7 @@ pub(crate) struct Keys {
     pub(crate) kind: &'static str,
     pub(crate) subject_domain: &'static str,
     pub(crate) spiffe_trust_domain: &'static str,
+    pub(crate) issuer_claim: &'static str,
 }
 
 impl Keys {
@@ -211,12 +219,14 @@ impl Keys {
         kind: "type",
         subject_domain: "subject_domain",
         spiffe_trust_domain: "spiffe_trust_domain",
+        issuer_claim: "issuer_claim",
     };
     pub(crate) const FULCIO: Keys = Keys {
         url: "IssuerURL",
         kind: "Type",
         subject_domain: "SubjectDomain",
         spiffe_trust_domain: "SPIFFETrustDomain",
+        issuer_claim: "IssuerClaim",
     };
 }
 
@@ -236,6 +246,15 @@ pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError>
             "skip_email_verification",
             "applies only to issuers of type email",
         ));
+    }
+    if let Some(path) = &f.issuer_claim {
+        if kind != IssuerKind::Email {
+            return Err(ConfigError::rule(
+                keys.issuer_claim,
+                "applies only to issuers of type email",
+            ));
+        }
+        json_path(path).map_err(|e| ConfigError::rule(keys.issuer_claim, e))?;
     }
     let client_id = f.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
     if client_id.is_empty() {
@@ -308,8 +327,40 @@ pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError>
         challenge_claim: f.challenge_claim,
         subject_domain: f.subject_domain,
         spiffe_trust_domain: f.spiffe_trust_domain,
+        issuer_claim: f.issuer_claim,
         wildcard,
     })
+}
+
+/// Parses the JSONPath subset Fulcio's configs use: `$` then `.name` or `['name']` steps.
+pub fn json_path(path: &str) -> Result<Vec<String>, String> {
+    let mut rest = path
+        .strip_prefix('$')
+        .ok_or_else(|| format!("{path:?} must start with $"))?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("['") {
+            let end = r.find("']").ok_or_else(|| format!("{path:?}: unclosed ['...']"))?;
+            steps.push(r[..end].to_string());
+            rest = &r[end + 2..];
+        } else if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            steps.push(r[..end].to_string());
+            rest = &r[end..];
+        } else {
+            return Err(format!(
+                "{path:?}: expected .name or ['name'] after {:?}",
+                &path[..path.len() - rest.len()]
+            ));
+        }
+        if steps.last().is_some_and(String::is_empty) {
+            return Err(format!("{path:?}: empty step"));
+        }
+    }
+    if steps.is_empty() {
+        return Err(format!("{path:?} selects the whole token"));
+    }
+    Ok(steps)
 }
 
 /// A SPIFFE trust domain: lower-case letters, digits, `.`, `-`, `_`.
@@ -379,7 +430,28 @@ mod tests {
             challenge_claim: None,
             subject_domain: sd.map(Into::into),
             spiffe_trust_domain: td.map(Into::into),
+            issuer_claim: None,
         }
+    }
+
+    #[test]
+    fn json_paths() {
+        assert_eq!(
+            json_path("$.federated_claims.connector_id").unwrap(),
+            ["federated_claims", "connector_id"]
+        );
+        assert_eq!(json_path("$['a.b']['c']").unwrap(), ["a.b", "c"]);
+        assert!(json_path("federated_claims").is_err());
+        assert!(json_path("$").is_err());
+        assert!(json_path("$..x").is_err());
+        let mut f = fields("https://dex.example.com", "github-workflow", None, None);
+        f.issuer_claim = Some("$.x".into());
+        assert!(
+            build(f, &Keys::NATIVE)
+                .unwrap_err()
+                .to_string()
+                .starts_with("issuer_claim:")
+        );
     }
 
     #[test]

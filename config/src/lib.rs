@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 pub use crate::duration::parse_duration;
 pub use crate::error::ConfigError;
-pub use crate::issuer::{ALL_KINDS, IssuerConfig, IssuerKind, is_loopback_url};
+pub use crate::issuer::{ALL_KINDS, IssuerConfig, IssuerKind, is_loopback_url, json_path};
 pub use crate::secret::{Secret, SecretRef};
 
 /// Default API listener: Fulcio deployments use port 5555.

@@ -36,7 +36,27 @@ pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, Stri
             ));
         }
     }
-    Ok((email.to_string(), San::Email(email.to_string()), Vec::new()))
+    // A federated issuer (Dex) names the real upstream issuer in a claim.
+    let mut facts = Vec::new();
+    if let Some(path) = &issuer.issuer_claim {
+        let steps = keyless_config::json_path(path).map_err(|e| Error::claim(&issuer.url, path, e))?;
+        let mut value: Option<&Value> = None;
+        for (i, step) in steps.iter().enumerate() {
+            value = if i == 0 {
+                token.claims().get(step)
+            } else {
+                value.and_then(|v| v.get(step))
+            };
+        }
+        let text = match value {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            _ => return Err(Error::claim(&issuer.url, path, "is missing or empty (issuer claim)")),
+        };
+        facts.push((Fact::Issuer, text));
+    }
+    Ok((email.to_string(), San::Email(email.to_string()), facts))
 }
 
 /// A deliberately plain check: one `@`, a non-empty local part, a dotted-label domain, no spaces.

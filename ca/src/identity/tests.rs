@@ -16,6 +16,7 @@ fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Optio
         challenge_claim: None,
         subject_domain: sd.map(Into::into),
         spiffe_trust_domain: td.map(Into::into),
+        issuer_claim: None,
         wildcard: false,
     };
     VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
@@ -259,4 +260,41 @@ fn spiffe_uri_username() {
     assert!(gn.ends_with(b"\x0c\x11alice!example.com"));
     assert!(principal(&n("al!ce")).is_err());
     assert!(principal(&n("alice@example.com")).is_err());
+}
+
+#[test]
+fn federated_issuer_claim() {
+    let mut t = token(
+        "https://oauth2.example.dev/auth",
+        IssuerKind::Email,
+        json!({"sub": "x", "email": "a@example.com", "email_verified": true,
+               "federated_claims": {"connector_id": "https://github.com/login/oauth", "user_id": "1"}}),
+        None,
+        None,
+    );
+    let issuer_claim = |t: &VerifiedToken| principal(t).map(|p| fact(&p, Fact::Issuer).map(str::to_string));
+    assert_eq!(
+        issuer_claim(&t).unwrap().as_deref(),
+        Some("https://oauth2.example.dev/auth")
+    );
+    t = VerifiedToken::unchecked_for_tests(
+        IssuerConfig {
+            issuer_claim: Some("$.federated_claims.connector_id".into()),
+            ..t.issuer().clone()
+        },
+        t.claims().clone(),
+    );
+    assert_eq!(
+        issuer_claim(&t).unwrap().as_deref(),
+        Some("https://github.com/login/oauth")
+    );
+    let t = VerifiedToken::unchecked_for_tests(
+        IssuerConfig {
+            issuer_claim: Some("$.federated_claims.missing".into()),
+            ..t.issuer().clone()
+        },
+        t.claims().clone(),
+    );
+    let e = issuer_claim(&t).unwrap_err().to_string();
+    assert!(e.contains("$.federated_claims.missing"), "{e}");
 }
