@@ -109,6 +109,7 @@ impl DevIssuer {
             subject_domain: None,
             spiffe_trust_domain: None,
             issuer_claim: None,
+            policy: Default::default(),
             wildcard: false,
         }
     }

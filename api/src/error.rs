@@ -53,6 +53,7 @@ impl From<OidcError> for ApiError {
 /// gRPC status codes Fulcio's gateway puts in `code`.
 const INVALID_ARGUMENT: u16 = 3;
 const NOT_FOUND: u16 = 5;
+const PERMISSION_DENIED: u16 = 7;
 const UNIMPLEMENTED: u16 = 12;
 const INTERNAL: u16 = 13;
 const UNAVAILABLE: u16 = 14;
@@ -65,6 +66,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
                 format!("Error entering certificate in CTL: CT log {log} is unavailable; try again later"),
+            ),
+            ApiError::Ca(e @ keyless_ca::Error::Policy { .. }) => (
+                StatusCode::FORBIDDEN,
+                PERMISSION_DENIED,
+                format!("{}: {}", e.fulcio_message(), e.client_detail().unwrap_or_default()),
             ),
             ApiError::Ca(keyless_ca::Error::Signer(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +114,7 @@ impl ApiError {
             ApiError::Ca(e) => match e.class() {
                 Class::Token => "token",
                 Class::Key => "key",
+                Class::Policy => "policy",
                 Class::Possession => "pop",
                 Class::Request => "request",
                 Class::Server => "server",
@@ -132,7 +139,8 @@ impl IntoResponse for ApiError {
                 tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
             }
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            ApiError::NotFound | ApiError::MethodNotAllowed => {}
+            // Policy refusals are logged where the subject is known (routes::issue).
+            ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::Ca(keyless_ca::Error::Policy { .. }) => {}
             _ => tracing::warn!(class = self.class(), %message, "request refused"),
         }
         (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response()

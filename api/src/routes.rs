@@ -111,6 +111,10 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result<Vec<String>, ApiError> {
     let token = state.oidc.verify(raw_token).await?;
     let principal = identity::principal(&token)?;
+    if let Err(e) = keyless_ca::policy::check(&token) {
+        tracing::warn!(issuer = principal.issuer_url(), subject = principal.san().value(), cause = %e, "refused by policy");
+        return Err(e.into());
+    }
     let proven = possession::prove(&principal, key)?;
     let (issuer, kind, san) = (
         principal.issuer_url().to_string(),

@@ -118,6 +118,7 @@ fn fixture() -> Fixture {
         subject_domain: None,
         spiffe_trust_domain: None,
         issuer_claim: None,
+        policy: Default::default(),
         wildcard: false,
     });
 

@@ -24,6 +24,14 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// The token is valid but the issuer's policy refuses it.
+    #[error("policy: issuer {issuer}: {detail}")]
+    Policy {
+        /// Issuer URL.
+        issuer: String,
+        /// Which rule refused, in words.
+        detail: String,
+    },
     /// The public key could not be decoded.
     #[error("public key: {0}")]
     KeyParse(String),
@@ -62,6 +70,8 @@ pub enum Class {
     Token,
     /// Key parsing or key policy.
     Key,
+    /// The issuer's claim policy refused the identity.
+    Policy,
     /// Proof of possession / CSR signature / algorithm allow-list.
     Possession,
     /// The request itself (CSR structure).
@@ -79,6 +89,7 @@ impl Error {
             Error::Token(_) | Error::UnknownKeyId { .. } | Error::Claim { .. } => {
                 "There was an error processing the identity token"
             }
+            Error::Policy { .. } => "The identity is not allowed by this CA's policy",
             Error::KeyParse(_) => "The public key supplied in the request could not be parsed",
             Error::InsecureKey(_) => "The public key supplied in the request is insecure",
             Error::CsrParse(_) => "The certificate signing request could not be parsed",
@@ -94,6 +105,7 @@ impl Error {
         match self {
             Error::Token(_) | Error::UnknownKeyId { .. } | Error::Claim { .. } => Class::Token,
             Error::KeyParse(_) | Error::InsecureKey(_) => Class::Key,
+            Error::Policy { .. } => Class::Policy,
             Error::Possession(_) | Error::AlgorithmNotPermitted(_) => Class::Possession,
             Error::CsrParse(_) => Class::Request,
             Error::Signer(_) | Error::Setup(_) => Class::Server,
@@ -112,6 +124,7 @@ impl Error {
             | Error::Possession(d)
             | Error::AlgorithmNotPermitted(d) => Some(d.clone()),
             Error::UnknownKeyId { issuer, kid } => Some(format!("issuer {issuer} has no signing key with kid {kid:?}")),
+            Error::Policy { issuer, detail } => Some(format!("issuer {issuer}: {detail}")),
             Error::Claim { issuer, claim, problem } => Some(format!("issuer {issuer}: claim {claim:?} {problem}")),
             Error::Signer(_) | Error::Setup(_) | Error::CtLog { .. } => None,
         }

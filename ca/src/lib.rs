@@ -4,6 +4,7 @@
 //! - [`token`]: structural JWT checks and signature/claim verification against keys in hand,
 //!   producing a [`VerifiedToken`];
 //! - [`identity`]: one module per issuer kind, mapping a verified token to a [`Principal`];
+//! - [`policy`]: per-issuer allow/deny rules over claims;
 //! - [`possession`]: proof of possession and the key policy, producing a [`ProvenKey`];
 //! - [`profile`]: the leaf certificate profile as one table of Sigstore extensions;
 //! - [`pipeline`]: the [`CertificateAuthority`] that checks its chain and signer at start-up and
@@ -24,6 +25,7 @@ mod error;
 pub mod identity;
 pub mod keys;
 pub mod pipeline;
+pub mod policy;
 pub mod possession;
 pub mod profile;
 pub mod signer;

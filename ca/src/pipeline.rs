@@ -397,6 +397,7 @@ mod tests {
             subject_domain: None,
             spiffe_trust_domain: None,
             issuer_claim: None,
+            policy: Default::default(),
             wildcard: false,
         };
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
@@ -453,6 +454,7 @@ mod tests {
             subject_domain: None,
             spiffe_trust_domain: None,
             issuer_claim: None,
+            policy: Default::default(),
             wildcard: false,
         };
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});

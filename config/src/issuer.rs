@@ -111,6 +111,8 @@ pub struct IssuerConfig {
     /// federated token (Dex: `$.federated_claims.connector_id`); it becomes the certificate's
     /// issuer extensions instead of `iss`.
     pub issuer_claim: Option<String>,
+    /// Claim policy (allow/deny rules) applied after the token verifies.
+    pub policy: crate::Policy,
     /// `url` is a pattern (Fulcio's MetaIssuers): each `*` matches one run of `[-_a-zA-Z0-9]`,
     /// the whole URL anchored. A matching token's issuer gets this configuration.
     pub wildcard: bool,
@@ -174,6 +176,7 @@ pub(crate) struct RawIssuer {
     subject_domain: Option<String>,
     spiffe_trust_domain: Option<String>,
     issuer_claim: Option<String>,
+    policy: Option<crate::policy::RawPolicy>,
 }
 
 impl RawIssuer {
@@ -188,7 +191,11 @@ impl RawIssuer {
             spiffe_trust_domain: self.spiffe_trust_domain,
             issuer_claim: self.issuer_claim,
         };
-        build(fields, &Keys::NATIVE)
+        let mut issuer = build(fields, &Keys::NATIVE)?;
+        if let Some(p) = self.policy {
+            issuer.policy = p.validate()?;
+        }
+        Ok(issuer)
     }
 }
 
@@ -328,6 +335,7 @@ pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError>
         subject_domain: f.subject_domain,
         spiffe_trust_domain: f.spiffe_trust_domain,
         issuer_claim: f.issuer_claim,
+        policy: crate::Policy::default(),
         wildcard,
     })
 }

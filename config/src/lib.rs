@@ -9,6 +9,7 @@ mod duration;
 mod error;
 mod fulcio;
 mod issuer;
+mod policy;
 mod secret;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use crate::duration::parse_duration;
 pub use crate::error::ConfigError;
 pub use crate::issuer::{ALL_KINDS, IssuerConfig, IssuerKind, is_loopback_url, json_path};
+pub use crate::policy::{Condition, Policy, Rule};
 pub use crate::secret::{Secret, SecretRef};
 
 /// Default API listener: Fulcio deployments use port 5555.

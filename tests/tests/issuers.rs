@@ -105,3 +105,84 @@ async fn meta_issuer_wildcards() {
     let conf = ks.get("/api/v2/configuration").await.json();
     assert_eq!(conf["issuers"][0]["wildcardIssuerUrl"], "http://127.0.0.1:*/tenant-*");
 }
+
+/// Claim policy: deny rules first, then allow rules; a refusal is 403 naming the rule, and the
+/// decision is logged with issuer, subject and rule.
+#[tokio::test]
+async fn claim_policy_allow_and_deny() {
+    let gh = TestIssuer::start("/gh").await;
+    let ks = Keyless::start(&format!(
+        r#"ct_log: disabled
+issuers:
+  - url: "{}"
+    type: github-workflow
+    policy:
+      deny:
+        - name: no-self-hosted
+          when: {{runner_environment: self-hosted}}
+      allow:
+        - name: acme-release-tags
+          when:
+            repository_owner: acme
+            ref: "refs/tags/*"
+        - name: acme-main
+          when:
+            repository_owner: {{in: [acme, acme-labs]}}
+            ref: {{equals: refs/heads/main}}
+"#,
+        gh.url
+    ));
+    let key = ClientKey::p256();
+    let send = |claims: serde_json::Value| {
+        let sub = claims["sub"].as_str().unwrap().to_string();
+        let body = json!({"credentials": {"oidcIdentityToken": gh.mint(&claims)}, "publicKeyRequest": key.public_key_request(&sub)});
+        let ks = &ks;
+        async move { ks.sign_v2(&body, None).await }
+    };
+    let with = |pairs: &[(&str, &str)]| {
+        let mut c = gh.github_claims();
+        c["repository_owner"] = json!("acme");
+        for (k, v) in pairs {
+            c[*k] = json!(v);
+        }
+        c
+    };
+    assert_eq!(send(with(&[("ref", "refs/tags/v1.0.0")])).await.status, 200);
+    assert_eq!(
+        send(with(&[("ref", "refs/heads/main"), ("repository_owner", "acme-labs")]))
+            .await
+            .status,
+        200
+    );
+
+    let r = send(with(&[("ref", "refs/heads/feature")])).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.message()
+            .starts_with("The identity is not allowed by this CA's policy"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.message().contains("acme-release-tags") && r.message().contains("acme-main"),
+        "{}",
+        r.body
+    );
+
+    let r = send(with(&[
+        ("ref", "refs/tags/v1.0.0"),
+        ("runner_environment", "self-hosted"),
+    ]))
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.message().contains("denied by rule \"no-self-hosted\""), "{}", r.body);
+
+    let r = send(with(&[("ref", "refs/tags/v1.0.0"), ("repository_owner", "evil")])).await;
+    assert_eq!(r.status, 403);
+    let log = ks.log();
+    assert!(
+        log.contains("refused by policy") && log.contains("no-self-hosted"),
+        "{log}"
+    );
+    assert_eq!(log.matches("certificate issued").count(), 2);
+}

@@ -17,6 +17,7 @@ fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Optio
         subject_domain: sd.map(Into::into),
         spiffe_trust_domain: td.map(Into::into),
         issuer_claim: None,
+        policy: Default::default(),
         wildcard: false,
     };
     VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
