@@ -110,6 +110,7 @@ impl DevIssuer {
             spiffe_trust_domain: None,
             issuer_claim: None,
             policy: Default::default(),
+            options: Default::default(),
             wildcard: false,
         }
     }

@@ -119,6 +119,7 @@ fn fixture() -> Fixture {
         spiffe_trust_domain: None,
         issuer_claim: None,
         policy: Default::default(),
+        options: Default::default(),
         wildcard: false,
     });
 

@@ -398,6 +398,7 @@ mod tests {
             spiffe_trust_domain: None,
             issuer_claim: None,
             policy: Default::default(),
+            options: Default::default(),
             wildcard: false,
         };
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
@@ -455,6 +456,7 @@ mod tests {
             spiffe_trust_domain: None,
             issuer_claim: None,
             policy: Default::default(),
+            options: Default::default(),
             wildcard: false,
         };
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});

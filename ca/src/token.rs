@@ -304,6 +304,12 @@ pub fn verify(
             )));
         }
     };
+    if !issuer.options.algorithms.is_empty() && !issuer.options.algorithms.iter().any(|a| *a == token.alg) {
+        return Err(Error::Token(format!(
+            "signing algorithm {:?} is not allowed for issuer {url} (allowed: {:?})",
+            token.alg, issuer.options.algorithms
+        )));
+    }
     if token.iss != url {
         return Err(Error::Token(format!(
             "token issuer {:?} does not match configured issuer {url}",
@@ -346,6 +352,20 @@ pub fn verify(
     if (now as f64) > exp {
         return Err(Error::Token(format!("token expired at {} (issuer {url})", exp as i64)));
     }
+    if let Some(max) = issuer.options.max_token_age {
+        let iat = numeric(&claims, "iat", url)?.ok_or_else(|| {
+            Error::Token(format!(
+                "token has no \"iat\" claim, required by issuer {url}'s max_token_age"
+            ))
+        })?;
+        if (now as f64) - iat > max.as_secs() as f64 {
+            return Err(Error::Token(format!(
+                "token was issued at {} and is older than max_token_age {}s (issuer {url})",
+                iat as i64,
+                max.as_secs()
+            )));
+        }
+    }
     if let Some(nbf) = numeric(&claims, "nbf", url)?
         && ((now + NBF_LEEWAY_SECS) as f64) < nbf
     {
@@ -355,8 +375,10 @@ pub fn verify(
         )));
     }
     let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => *a == issuer.client_id,
-        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&issuer.client_id)),
+        Some(Value::String(a)) => issuer.accepts_audience(a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| issuer.accepts_audience(a))),
         _ => false,
     };
     if !aud_ok {

@@ -62,7 +62,7 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
             ));
         }
     };
-    for unsupported in ["cacert", "ciprovider"] {
+    for unsupported in ["ciprovider"] {
         if get(e, unsupported).is_some() {
             return Err(ConfigError::rule(path, format!("{unsupported} is not supported yet")));
         }
@@ -77,7 +77,12 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
         spiffe_trust_domain: string(e, "spiffetrustdomain", path)?,
         issuer_claim: string(e, "issuerclaim", path)?,
     };
-    issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(path))
+    let mut issuer = issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(path))?;
+    if let Some(pem) = string(e, "cacert", path)? {
+        issuer::check_pem(&pem).map_err(|err| ConfigError::rule(format!("{path}.CACert"), err))?;
+        issuer.options.ca_cert_pem = Some(pem);
+    }
+    Ok(issuer)
 }
 
 pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {

@@ -113,12 +113,37 @@ pub struct IssuerConfig {
     pub issuer_claim: Option<String>,
     /// Claim policy (allow/deny rules) applied after the token verifies.
     pub policy: crate::Policy,
+    /// Per-issuer verification settings.
+    pub options: IssuerOptions,
     /// `url` is a pattern (Fulcio's MetaIssuers): each `*` matches one run of `[-_a-zA-Z0-9]`,
     /// the whole URL anchored. A matching token's issuer gets this configuration.
     pub wildcard: bool,
 }
 
+/// Per-issuer verification settings beyond Fulcio's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuerOptions {
+    /// Audiences accepted besides `client_id`.
+    pub extra_audiences: Vec<String>,
+    /// JWS algorithms accepted from this issuer (empty: every algorithm the CA accepts).
+    pub algorithms: Vec<String>,
+    /// Tokens whose `iat` is older than this are refused (unset: `iat` is not checked, as Fulcio).
+    pub max_token_age: Option<std::time::Duration>,
+    /// PEM CA bundle trusted (besides the system roots) for this issuer's discovery and JWKS.
+    pub ca_cert_pem: Option<String>,
+}
+
+/// JWS algorithms the CA accepts at all.
+pub const TOKEN_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
 impl IssuerConfig {
+    /// Whether `aud` names this issuer's client.
+    pub fn accepts_audience(&self, aud: &str) -> bool {
+        aud == self.client_id || self.options.extra_audiences.iter().any(|a| a == aud)
+    }
+
     /// Whether this issuer accepts tokens whose `iss` is `iss`.
     pub fn matches(&self, iss: &str) -> bool {
         if !self.wildcard {
@@ -177,10 +202,25 @@ pub(crate) struct RawIssuer {
     spiffe_trust_domain: Option<String>,
     issuer_claim: Option<String>,
     policy: Option<crate::policy::RawPolicy>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    algorithms: Vec<String>,
+    max_token_age: Option<String>,
+    ca_cert: Option<String>,
+}
+
+/// A CA bundle must hold at least one PEM certificate.
+pub(crate) fn check_pem(pem: &str) -> Result<(), String> {
+    if pem.contains("-----BEGIN CERTIFICATE-----") && pem.contains("-----END CERTIFICATE-----") {
+        Ok(())
+    } else {
+        Err("is not a PEM certificate bundle".into())
+    }
 }
 
 impl RawIssuer {
-    pub(crate) fn validate(self) -> Result<IssuerConfig, ConfigError> {
+    pub(crate) fn validate(self, base: &std::path::Path) -> Result<IssuerConfig, ConfigError> {
         let fields = Fields {
             url: self.url,
             kind: self.kind,
@@ -194,6 +234,29 @@ impl RawIssuer {
         let mut issuer = build(fields, &Keys::NATIVE)?;
         if let Some(p) = self.policy {
             issuer.policy = p.validate()?;
+        }
+        if self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::rule("audiences", "must not contain an empty audience"));
+        }
+        issuer.options.extra_audiences = self.audiences;
+        for (i, a) in self.algorithms.iter().enumerate() {
+            if !TOKEN_ALGORITHMS.contains(&a.as_str()) {
+                return Err(ConfigError::rule(
+                    format!("algorithms[{i}]"),
+                    format!("{a:?} is not one of {TOKEN_ALGORITHMS:?}"),
+                ));
+            }
+        }
+        issuer.options.algorithms = self.algorithms;
+        if let Some(age) = self.max_token_age {
+            issuer.options.max_token_age =
+                Some(crate::parse_duration(&age).map_err(|e| ConfigError::rule("max_token_age", e))?);
+        }
+        if let Some(path) = self.ca_cert {
+            let pem = std::fs::read_to_string(base.join(&path))
+                .map_err(|e| ConfigError::rule("ca_cert", format!("cannot read {path}: {e}")))?;
+            check_pem(&pem).map_err(|e| ConfigError::rule("ca_cert", e))?;
+            issuer.options.ca_cert_pem = Some(pem);
         }
         Ok(issuer)
     }
@@ -336,6 +399,7 @@ pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError>
         spiffe_trust_domain: f.spiffe_trust_domain,
         issuer_claim: f.issuer_claim,
         policy: crate::Policy::default(),
+        options: IssuerOptions::default(),
         wildcard,
     })
 }

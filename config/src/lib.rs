@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 pub use crate::duration::parse_duration;
 pub use crate::error::ConfigError;
-pub use crate::issuer::{ALL_KINDS, IssuerConfig, IssuerKind, is_loopback_url, json_path};
+pub use crate::issuer::{
+    ALL_KINDS, IssuerConfig, IssuerKind, IssuerOptions, TOKEN_ALGORITHMS, is_loopback_url, json_path,
+};
 pub use crate::policy::{Condition, Policy, Rule};
 pub use crate::secret::{Secret, SecretRef};
 
@@ -370,7 +372,7 @@ impl RawConfig {
             issuers.extend(fulcio::parse(&text).map_err(|e| e.in_file(&path))?);
         }
         for (i, raw) in self.issuers.into_iter().enumerate() {
-            issuers.push(raw.validate().map_err(|e| e.under(&format!("issuers[{i}]")))?);
+            issuers.push(raw.validate(base).map_err(|e| e.under(&format!("issuers[{i}]")))?);
         }
         for (i, a) in issuers.iter().enumerate() {
             if issuers[..i].iter().any(|b| b.url == a.url) {
@@ -663,6 +665,41 @@ mod tests {
         assert!(e.starts_with("ct_log.url:"), "{e}");
         let e = load("ct_log: {embedded: {lisen: x}}\n").unwrap_err().to_string();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn per_issuer_options() {
+        let dir = std::env::temp_dir().join(format!("keyless-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("bad.pem"), "nope").unwrap();
+        let c = Config::from_yaml(
+            "issuers:\n - {url: https://idp.example, type: email, audiences: [a, b], algorithms: [RS256], max_token_age: 1h, ca_cert: ca.pem}\n",
+            &dir,
+        )
+        .unwrap();
+        let o = &c.issuers[0].options;
+        assert_eq!(o.extra_audiences, ["a", "b"]);
+        assert_eq!(o.max_token_age, Some(Duration::from_secs(3600)));
+        assert!(o.ca_cert_pem.as_deref().unwrap().contains("BEGIN CERTIFICATE"));
+        assert!(c.issuers[0].accepts_audience("sigstore") && c.issuers[0].accepts_audience("b"));
+        let e = Config::from_yaml(
+            "issuers:\n - {url: https://idp.example, type: email, algorithms: [HS256]}\n",
+            &dir,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("issuers[0].algorithms[0]:"), "{e}");
+        let e = Config::from_yaml(
+            "issuers:\n - {url: https://idp.example, type: email, ca_cert: bad.pem}\n",
+            &dir,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("issuers[0].ca_cert:"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum OidcError {
 
 struct IssuerState {
     config: Arc<IssuerConfig>,
+    /// A client that also trusts the issuer's own CA bundle, when one is configured.
+    http: Option<reqwest::Client>,
     keys: Mutex<Option<CachedKeys>>,
     /// When an unknown `kid` last forced a re-fetch.
     last_forced: Mutex<Option<Instant>>,
@@ -69,11 +71,52 @@ pub struct OidcVerifier {
     http: reqwest::Client,
 }
 
+/// The HTTP client for discovery and JWKS: timeouts, same-host redirects only, and optionally an
+/// extra CA bundle (an IdP behind a private CA).
+fn build_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            // Same-host redirects only (GHSA-59jp-pj84-45mr class of SSRF).
+            let same = attempt
+                .previous()
+                .first()
+                .map(|u| u.host_str() == attempt.url().host_str())
+                .unwrap_or(false);
+            if same && attempt.previous().len() < 3 {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        }))
+        .user_agent(concat!("keyless/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA bundle: {e}"))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
 /// How many distinct issuers matched by wildcard patterns are cached at once.
 pub const MAX_META_ISSUERS: usize = 100;
 
 fn new_state(config: IssuerConfig) -> Arc<IssuerState> {
+    let http = config
+        .options
+        .ca_cert_pem
+        .as_ref()
+        .and_then(|pem| match build_client(Some(pem.as_bytes())) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(issuer = %config.url, error = %e, "the issuer's CA bundle is unusable");
+                None
+            }
+        });
     Arc::new(IssuerState {
+        http,
         config: Arc::new(config),
         keys: Mutex::new(None),
         last_forced: Mutex::new(None),
@@ -98,28 +141,10 @@ struct Discovery {
 impl OidcVerifier {
     /// Builds a verifier; nothing is fetched until a token arrives.
     pub fn new(issuers: &[IssuerConfig]) -> Result<OidcVerifier, OidcError> {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Same-host redirects only (GHSA-59jp-pj84-45mr class of SSRF).
-                let same = attempt
-                    .previous()
-                    .first()
-                    .map(|u| u.host_str() == attempt.url().host_str())
-                    .unwrap_or(false);
-                if same && attempt.previous().len() < 3 {
-                    attempt.follow()
-                } else {
-                    attempt.stop()
-                }
-            }))
-            .user_agent(concat!("keyless/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OidcError::IssuerUnavailable {
-                issuer: String::new(),
-                cause: e.to_string(),
-            })?;
+        let http = build_client(None).map_err(|cause| OidcError::IssuerUnavailable {
+            issuer: String::new(),
+            cause,
+        })?;
         let meta = issuers.iter().filter(|c| c.wildcard).cloned().collect();
         let issuers = issuers
             .iter()
@@ -205,7 +230,10 @@ impl OidcVerifier {
         } else if let Some(c) = cached.clone().filter(fresh) {
             return Ok(c.keys);
         }
-        match self.fetch_keys(&state.config.url).await {
+        match self
+            .fetch_keys(&state.config.url, state.http.as_ref().unwrap_or(&self.http))
+            .await
+        {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 *state.keys.lock().expect("poisoned") = Some(CachedKeys {
@@ -228,9 +256,9 @@ impl OidcVerifier {
         }
     }
 
-    async fn fetch_keys(&self, issuer: &str) -> Result<IssuerKeys, String> {
+    async fn fetch_keys(&self, issuer: &str, http: &reqwest::Client) -> Result<IssuerKeys, String> {
         let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let doc: Discovery = serde_json::from_slice(&self.get(&discovery_url).await?)
+        let doc: Discovery = serde_json::from_slice(&get(http, &discovery_url).await?)
             .map_err(|e| format!("discovery document is not valid JSON with issuer and jwks_uri: {e}"))?;
         if doc.issuer != issuer {
             return Err(format!(
@@ -248,7 +276,7 @@ impl OidcVerifier {
                 doc.jwks_uri
             ));
         }
-        let jwks: JwkSet = serde_json::from_slice(&self.get(jwks_url.as_str()).await?)
+        let jwks: JwkSet = serde_json::from_slice(&get(http, jwks_url.as_str()).await?)
             .map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
         let keys = IssuerKeys::from_jwks(&jwks);
         if keys.is_empty() {
@@ -257,29 +285,23 @@ impl OidcVerifier {
         tracing::info!(issuer, keys = keys.len(), "fetched OIDC signing keys");
         Ok(keys)
     }
+}
 
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut resp = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
-        }
-        if resp.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+/// GETs a document under the size limit.
+async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut resp = http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status()));
+    }
+    if resp.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+        return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        body.extend_from_slice(&chunk);
     }
-
-    /// The configured issuers, in configuration order is not kept; sorted by URL for stable output.
-    pub fn issuers(&self) -> Vec<Arc<IssuerConfig>> {
-        let mut v: Vec<_> = self.issuers.values().map(|s| s.config.clone()).collect();
-        v.sort_by(|a, b| a.url.cmp(&b.url));
-        v
-    }
+    Ok(body)
 }

@@ -186,3 +186,39 @@ issuers:
     );
     assert_eq!(log.matches("certificate issued").count(), 2);
 }
+
+/// Per-issuer settings: extra audiences, allowed algorithms, maximum token age.
+#[tokio::test]
+async fn per_issuer_audiences_algorithms_and_token_age() {
+    let idp = TestIssuer::start("/idp").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email, audiences: [fleet-ci], algorithms: [RS256], max_token_age: 5m}}\n",
+        idp.url
+    ));
+    let key = ClientKey::p256();
+    let send = |token: String| {
+        let body = json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request("o@example.com")});
+        let ks = &ks;
+        async move { ks.sign_v2(&body, None).await }
+    };
+    let claims = || idp.email_claims("o@example.com");
+    assert_eq!(send(idp.mint(&claims())).await.status, 200);
+    let mut c = claims();
+    c["aud"] = json!("fleet-ci");
+    assert_eq!(send(idp.mint(&c)).await.status, 200, "an extra audience is accepted");
+    let r = send(keyless_tests::mint_with(&idp.ec, &claims())).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.message().contains("\"ES256\" is not allowed for issuer"),
+        "{}",
+        r.body
+    );
+    let mut c = claims();
+    c["iat"] = json!(keyless_tests::now() - 3600);
+    let r = send(idp.mint(&c)).await;
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("older than max_token_age 300s"), "{}", r.body);
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("iat");
+    assert!(send(idp.mint(&c)).await.message().contains("no \"iat\""));
+}

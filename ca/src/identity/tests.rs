@@ -18,6 +18,7 @@ fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Optio
         spiffe_trust_domain: td.map(Into::into),
         issuer_claim: None,
         policy: Default::default(),
+        options: Default::default(),
         wildcard: false,
     };
     VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
