@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Check configuration files and explain tokens, without issuing anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print the Sigstore trusted root (CA chain and CT log key) for clients and verifiers.
     TrustedRoot {
         /// Configuration file (YAML).
@@ -92,6 +97,26 @@ enum CaCommand {
         /// configuration given here (its token connected for the ceremony).
         #[arg(long)]
         intermediate_from: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate FILE and print every error with its path; optionally probe issuers and explain a
+    /// token (which issuer matches, whether it verifies, the policy decision, the SAN and every
+    /// extension value it would get). Exits non-zero if anything fails.
+    Check {
+        /// Configuration file (YAML).
+        file: PathBuf,
+        /// A token to explain (fetches its issuer's keys to verify it).
+        #[arg(long)]
+        token: Option<String>,
+        /// Also fetch discovery and JWKS of every exact issuer and report which answer.
+        #[arg(long)]
+        online: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -250,6 +275,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("root SHA-256:          {}", report.root_sha256);
             println!("intermediate SHA-256:  {}", report.intermediate_sha256);
+            Ok(())
+        }
+        Command::Config {
+            command:
+                ConfigCommand::Check {
+                    file,
+                    token,
+                    online,
+                    json,
+                },
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let (report, ok) = rt.block_on(crate::check::run(&file, token.as_deref(), online));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::check::render(&report));
+            }
+            if !ok {
+                bail!("check failed");
+            }
             Ok(())
         }
         Command::TrustedRoot {

@@ -1,6 +1,7 @@
 //! The HTTP surface of Keyless CA and its command line.
 //!
-//! - [`cli`]: the `keyless` commands (`serve`, `ca init`, `dev token`);
+//! - [`cli`]: the `keyless` commands (`serve`, `ca init`, `config check`, `trusted-root`, `ctlog serve`, `dev token`);
+//! - [`check`]: `keyless config check`, explaining a configuration and a token without issuing;
 //! - [`server`]: start-up wiring (config → CA → OIDC) and serving with graceful shutdown;
 //! - [`routes`]: Fulcio's REST API (v2 and legacy v1) with protojson-compatible JSON;
 //! - [`error`]: the one mapping from every error to an HTTP status and client message;
@@ -9,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod dev;
 pub mod error;

@@ -182,6 +182,18 @@ impl OidcVerifier {
         Some(state)
     }
 
+    /// Fetches an exact issuer's discovery document and keys now (for `keyless config check
+    /// --online`); returns how many usable keys it publishes.
+    pub async fn probe(&self, url: &str) -> Result<usize, String> {
+        let state = self
+            .issuers
+            .get(url)
+            .ok_or_else(|| format!("{url} is not an exact issuer"))?;
+        self.fetch_keys(url, state.http.as_ref().unwrap_or(&self.http))
+            .await
+            .map(|k| k.len())
+    }
+
     /// Verifies a raw token and returns the core's capability for it.
     pub async fn verify(&self, raw: &str) -> Result<VerifiedToken, OidcError> {
         let unverified = token::parse(raw)?;

@@ -222,3 +222,82 @@ async fn per_issuer_audiences_algorithms_and_token_age() {
     c.as_object_mut().unwrap().remove("iat");
     assert!(send(idp.mint(&c)).await.message().contains("no \"iat\""));
 }
+
+/// `keyless config check`: path-named errors for a broken file; for a good one, probes issuers and
+/// explains a token (SAN, every extension, the policy decision) without issuing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_explains_files_and_tokens() {
+    let gh = TestIssuer::start("/gh").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("good.yaml"),
+        format!(
+            "issuers:\n  - url: \"{}\"\n    type: github-workflow\n    policy: {{deny: [{{name: no-self-hosted, when: {{runner_environment: self-hosted}}}}]}}\n  - {{url: \"http://127.0.0.1:9/down\", type: email}}\n",
+            gh.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("broken.yaml"),
+        "issuers:\n  - {url: https://a.example, type: email}\n  - {url: https://b.example, type: gitlab-ci}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = keyless_tests::run_keyless(args, d, &[]);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = run(&["config", "check", "broken.yaml"]);
+    assert!(!ok);
+    assert!(
+        out.contains(r#"issuers[1].type: unknown issuer type "gitlab-ci""#),
+        "{out}"
+    );
+
+    let token = gh.mint(&gh.github_claims());
+    let (ok, out) = run(&["config", "check", "good.yaml", "--token", &token, "--json"]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &report["token"];
+    assert_eq!(t["would_issue"], true);
+    assert_eq!(t["policy"], "allowed");
+    assert_eq!(
+        t["san"],
+        "https://github.com/octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main"
+    );
+    let exts = t["extensions"].as_array().unwrap();
+    let get = |oid: &str| {
+        exts.iter()
+            .find(|e| e["oid"] == oid)
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        get("1.3.6.1.4.1.57264.1.21").as_deref(),
+        Some("https://github.com/octo-org/octo-repo/actions/runs/42/attempts/1")
+    );
+    assert_eq!(
+        get("1.3.6.1.4.1.57264.1.24").as_deref(),
+        Some("repo:octo-org/octo-repo:ref:refs/heads/main")
+    );
+
+    let mut c = gh.github_claims();
+    c["runner_environment"] = serde_json::json!("self-hosted");
+    let (ok, out) = run(&["config", "check", "good.yaml", "--token", &gh.mint(&c)]);
+    assert!(!ok);
+    assert!(
+        out.contains("no-self-hosted") && out.contains("would issue: no"),
+        "{out}"
+    );
+
+    let mut c = gh.github_claims();
+    c["aud"] = serde_json::json!("other");
+    let (ok, out) = run(&["config", "check", "good.yaml", "--token", &gh.mint(&c)]);
+    assert!(!ok && out.contains("audience"), "{out}");
+
+    let (ok, out) = run(&["config", "check", "good.yaml", "--online"]);
+    assert!(!ok, "one issuer is down");
+    assert!(
+        out.contains("online") && out.contains("DOWN    http://127.0.0.1:9/down"),
+        "{out}"
+    );
+}
