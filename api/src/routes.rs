@@ -25,18 +25,32 @@ use crate::wire;
 /// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
+/// The trusted issuers and their verifier: swapped as a whole on reload, so a request sees one
+/// consistent set from start to end.
+pub struct Issuers {
+    /// Token verification.
+    pub oidc: OidcVerifier,
+    /// Issuers as advertised by `/api/v2/configuration`.
+    pub list: Vec<IssuerConfig>,
+}
+
 /// What the handlers share.
 pub struct AppState {
     /// The issuing CA.
     pub ca: Arc<CertificateAuthority>,
-    /// Token verification.
-    pub oidc: Arc<OidcVerifier>,
-    /// Issuers as advertised by `/api/v2/configuration`.
-    pub issuers: Vec<IssuerConfig>,
+    /// The current issuers (replaced atomically by a configuration reload).
+    pub issuers: std::sync::RwLock<Arc<Issuers>>,
     /// The chain as PEM (newline-terminated), issuing CA first, root last.
     pub chain_pem: Vec<String>,
     /// Where certificates are logged: a log URL, or `disabled`.
     pub ct_log: String,
+}
+
+impl AppState {
+    /// The issuer set in force now.
+    pub fn current_issuers(&self) -> Arc<Issuers> {
+        self.issuers.read().expect("poisoned").clone()
+    }
 }
 
 /// The API router. Extra routes (the development issuer) are merged by the caller.
@@ -109,7 +123,8 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 /// The shared issuance pipeline for both API versions.
 async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result<Vec<String>, ApiError> {
-    let token = state.oidc.verify(raw_token).await?;
+    let issuers = state.current_issuers();
+    let token = issuers.oidc.verify(raw_token).await?;
     let principal = identity::principal(&token)?;
     if let Err(e) = keyless_ca::policy::check(&token) {
         tracing::warn!(issuer = principal.issuer_url(), subject = principal.san().value(), cause = %e, "refused by policy");
@@ -234,8 +249,9 @@ async fn root_cert(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn configuration(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let issuers: Vec<Value> = state
-        .issuers
+    let current = state.current_issuers();
+    let issuers: Vec<Value> = current
+        .list
         .iter()
         .map(|i| {
             let url_key = if i.wildcard { "wildcardIssuerUrl" } else { "issuerUrl" };

@@ -15,7 +15,7 @@ use keyless_oidc::OidcVerifier;
 use tokio::net::TcpListener;
 
 use crate::dev::DevIssuer;
-use crate::routes::{AppState, router};
+use crate::routes::{AppState, Issuers, router};
 
 /// Opens the CA the configuration describes, generating the default file CA on first start.
 /// Returns the CA and its chain as PEM (issuing CA first, root last).
@@ -201,14 +201,17 @@ pub async fn serve(
     if issuers.is_empty() {
         tracing::warn!("no OIDC issuers are configured: every signing request will be refused");
     }
-    let oidc = Arc::new(OidcVerifier::new(&issuers)?);
+    let dev_issuers: Vec<_> = issuers[config.issuers.len()..].to_vec();
+    let oidc = OidcVerifier::new(&issuers)?;
     let state = Arc::new(AppState {
         ca,
-        oidc,
-        issuers,
+        issuers: std::sync::RwLock::new(Arc::new(Issuers { oidc, list: issuers })),
         chain_pem,
         ct_log: ct_description,
     });
+    if let Some(path) = config.source.clone() {
+        tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers));
+    }
     let app = router(state).merge(extra);
     println!("keyless: listening on http://{addr}");
     tracing::info!(%addr, "serving");
@@ -218,6 +221,102 @@ pub async fn serve(
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// SHA-256 (hex) of the configuration file and the issuers file it names: logged with every
+/// reload so operators can tell which configuration is in force.
+fn config_hash(config: &Config) -> String {
+    let mut bytes = Vec::new();
+    for p in config.source.iter().chain(config.issuers_file.iter()) {
+        bytes.extend(std::fs::read(p).unwrap_or_default());
+    }
+    keyless_ca::keys::sha256(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn modified(config: &Config) -> Vec<Option<SystemTime>> {
+    config
+        .source
+        .iter()
+        .chain(config.issuers_file.iter())
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Reloads the issuers on SIGHUP or when the configuration or issuers file changes (polled every
+/// second). A new configuration is validated completely; if valid, the issuer set is swapped
+/// atomically (requests in flight finish with the set they started with); if not, the old one
+/// stays and the error is logged with its path. Settings other than issuers need a restart.
+async fn reload_loop(
+    state: Arc<AppState>,
+    path: std::path::PathBuf,
+    mut current: Config,
+    dev_issuers: Vec<keyless_config::IssuerConfig>,
+) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = modified(&current);
+    tracing::info!(config_hash = %config_hash(&current), "configuration in force");
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        let trigger = tokio::select! {
+            _ = signalled => "SIGHUP",
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let now = modified(&current);
+                if now == seen { continue; }
+                seen = now;
+                "file change"
+            }
+        };
+        let loaded = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || Config::load(&path)
+        })
+        .await;
+        let next = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(trigger, config = %path.display(), error = %e, "configuration reload refused; the previous configuration stays in force");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "configuration reload failed");
+                continue;
+            }
+        };
+        if next.listen != current.listen
+            || next.ca != current.ca
+            || next.ct_log != current.ct_log
+            || next.data_dir != current.data_dir
+        {
+            tracing::warn!(
+                "only issuers are reloaded; listen, data_dir, ca and ct_log changes take effect after a restart"
+            );
+        }
+        let mut list = next.issuers.clone();
+        list.extend(dev_issuers.iter().cloned());
+        match keyless_oidc::OidcVerifier::new(&list) {
+            Ok(oidc) => {
+                *state.issuers.write().expect("poisoned") = Arc::new(Issuers { oidc, list });
+                tracing::info!(trigger, issuers = next.issuers.len(), config_hash = %config_hash(&next), "configuration reloaded");
+                seen = modified(&next);
+                current = next;
+            }
+            Err(e) => tracing::error!(trigger, error = %e, "configuration reload refused"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -50,6 +50,10 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Leaf certificate settings.
     pub certificate: CertificateConfig,
+    /// The file this configuration was loaded from (`None` for `--dev`); watched for reloads.
+    pub source: Option<PathBuf>,
+    /// The Fulcio issuer file it names, if any; watched for reloads too.
+    pub issuers_file: Option<PathBuf>,
     /// Serve the insecure development issuer (`keyless serve --dev`, or `insecure_dev_issuer: true`
     /// for benchmarks); refused unless the API listens on loopback.
     pub insecure_dev_issuer: bool,
@@ -243,7 +247,9 @@ impl Config {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("."));
-        Config::from_yaml(&text, &base)
+        let mut config = Config::from_yaml(&text, &base)?;
+        config.source = Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
+        Ok(config)
     }
 
     /// Parses configuration text; relative paths resolve against `base`.
@@ -272,6 +278,8 @@ impl Config {
             certificate: CertificateConfig {
                 validity: DEFAULT_VALIDITY,
             },
+            source: None,
+            issuers_file: None,
             insecure_dev_issuer: true,
         }
     }
@@ -366,8 +374,10 @@ impl RawConfig {
             }
         }
         let mut issuers = Vec::new();
+        let mut issuers_file = None;
         if let Some(file) = self.issuers_file {
             let path = resolve(base, &file);
+            issuers_file = Some(path.clone());
             let text = read_limited(&path)?;
             issuers.extend(fulcio::parse(&text).map_err(|e| e.in_file(&path))?);
         }
@@ -402,6 +412,8 @@ impl RawConfig {
             ct_log,
             issuers,
             certificate: CertificateConfig { validity },
+            source: None,
+            issuers_file,
             insecure_dev_issuer: self.insecure_dev_issuer,
         })
     }

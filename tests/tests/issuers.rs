@@ -301,3 +301,111 @@ async fn config_check_explains_files_and_tokens() {
         "{out}"
     );
 }
+
+/// Live reload: while clients issue continuously, the issuer set grows from {A} to {A, B} by
+/// editing the file; no request fails because of the switch; a broken file is refused and the
+/// previous configuration keeps serving; SIGHUP also reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reload_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let a = TestIssuer::start("/a").await;
+    let b = TestIssuer::start("/b").await;
+    let only_a = format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", a.url);
+    let ks = Keyless::start(&only_a);
+    let config_path = ks.dir.path().join("keyless.yaml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let bodies: Vec<_> = (0..400)
+        .map(|i| {
+            let email = format!("r{i}@example.com");
+            let key = ClientKey::p256();
+            json!({"credentials": {"oidcIdentityToken": a.mint(&a.email_claims(&email))}, "publicKeyRequest": key.public_key_request(&email)})
+        })
+        .collect();
+    let load = {
+        let (url, stop, ok, failed) = (ks.url.clone(), stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for b in bodies.iter().cycle() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let r = http
+                    .post(format!("{url}/api/v2/signingCert"))
+                    .json(b)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    ok.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst)
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let key = ClientKey::p256();
+    let b_body = json!({"credentials": {"oidcIdentityToken": b.mint(&b.email_claims("b@example.com"))}, "publicKeyRequest": key.public_key_request("b@example.com")});
+    assert_eq!(ks.sign_v2(&b_body, None).await.status, 400, "B is not trusted yet");
+
+    let wait_for = |needle: &'static str, count: usize| {
+        let ks = &ks;
+        async move {
+            let start = Instant::now();
+            while ks.log().matches(needle).count() < count {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "no {needle:?} in the log:\n{}",
+                    ks.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 1. Add issuer B by editing the file.
+    std::fs::write(
+        &config_path,
+        format!("{original}  - {{url: \"{}\", type: email}}\n", b.url),
+    )
+    .unwrap();
+    wait_for("configuration reloaded", 1).await;
+    assert_eq!(
+        ks.sign_v2(&b_body, None).await.status,
+        200,
+        "B is trusted after the reload"
+    );
+    // 2. A broken file is refused; the previous configuration keeps serving.
+    std::fs::write(
+        &config_path,
+        format!("{original}  - {{url: \"{}\", type: gitlab-ci}}\n", b.url),
+    )
+    .unwrap();
+    wait_for("configuration reload refused", 1).await;
+    assert_eq!(
+        ks.sign_v2(&b_body, None).await.status,
+        200,
+        "the old configuration stays in force"
+    );
+    assert!(ks.log().contains("issuers[1].type"), "the error names its path");
+    // 3. Back to A only, applied with SIGHUP.
+    std::fs::write(&config_path, &original).unwrap();
+    ks.signal("HUP");
+    wait_for("configuration reloaded", 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ks.sign_v2(&b_body, None).await.status, 400);
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no request failed because of a reload"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 20);
+    assert!(ks.log().contains("config_hash"));
+}
