@@ -100,19 +100,7 @@ impl DevIssuer {
 
     /// The issuer as the CA trusts it: an email issuer with the default audience.
     pub fn issuer_config(&self) -> IssuerConfig {
-        IssuerConfig {
-            url: self.url.clone(),
-            kind: IssuerKind::Email,
-            client_id: DEFAULT_CLIENT_ID.into(),
-            skip_email_verification: false,
-            challenge_claim: None,
-            subject_domain: None,
-            spiffe_trust_domain: None,
-            issuer_claim: None,
-            policy: Default::default(),
-            options: Default::default(),
-            wildcard: false,
-        }
+        IssuerConfig::new(self.url.clone(), IssuerKind::Email)
     }
 
     /// Discovery and JWKS routes.

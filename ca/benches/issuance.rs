@@ -109,19 +109,7 @@ fn fixture() -> Fixture {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("bench-key".into());
     let raw_token = jsonwebtoken::encode(&header, &claims, &encoding_key).expect("token");
-    let issuer = Arc::new(IssuerConfig {
-        url: ISSUER_URL.into(),
-        kind: IssuerKind::Email,
-        client_id: "sigstore".into(),
-        skip_email_verification: false,
-        challenge_claim: None,
-        subject_domain: None,
-        spiffe_trust_domain: None,
-        issuer_claim: None,
-        policy: Default::default(),
-        options: Default::default(),
-        wildcard: false,
-    });
+    let issuer = Arc::new(IssuerConfig::new(ISSUER_URL, IssuerKind::Email));
 
     // The client: a P-256 key and a DER ECDSA-SHA256 signature over the email.
     let rng = SystemRandom::new();

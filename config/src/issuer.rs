@@ -139,6 +139,23 @@ pub const TOKEN_ALGORITHMS: &[&str] = &[
 ];
 
 impl IssuerConfig {
+    /// An exact issuer of `kind` with every setting at its default (audience `sigstore`).
+    pub fn new(url: impl Into<String>, kind: IssuerKind) -> IssuerConfig {
+        IssuerConfig {
+            url: url.into(),
+            kind,
+            client_id: DEFAULT_CLIENT_ID.to_string(),
+            skip_email_verification: false,
+            challenge_claim: None,
+            subject_domain: None,
+            spiffe_trust_domain: None,
+            issuer_claim: None,
+            policy: crate::Policy::default(),
+            options: IssuerOptions::default(),
+            wildcard: false,
+        }
+    }
+
     /// Whether `aud` names this issuer's client.
     pub fn accepts_audience(&self, aud: &str) -> bool {
         aud == self.client_id || self.options.extra_audiences.iter().any(|a| a == aud)

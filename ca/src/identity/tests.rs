@@ -9,17 +9,9 @@ use crate::token::VerifiedToken;
 
 fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Option<&str>) -> VerifiedToken {
     let issuer = IssuerConfig {
-        url: url.into(),
-        kind,
-        client_id: "sigstore".into(),
-        skip_email_verification: false,
-        challenge_claim: None,
         subject_domain: sd.map(Into::into),
         spiffe_trust_domain: td.map(Into::into),
-        issuer_claim: None,
-        policy: Default::default(),
-        options: Default::default(),
-        wildcard: false,
+        ..IssuerConfig::new(url, kind)
     };
     VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
 }
