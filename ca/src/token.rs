@@ -304,7 +304,7 @@ pub fn verify(
             )));
         }
     };
-    if !issuer.options.algorithms.is_empty() && !issuer.options.algorithms.iter().any(|a| *a == token.alg) {
+    if !issuer.options.algorithms.is_empty() && !issuer.options.algorithms.contains(&token.alg) {
         return Err(Error::Token(format!(
             "signing algorithm {:?} is not allowed for issuer {url} (allowed: {:?})",
             token.alg, issuer.options.algorithms

@@ -171,10 +171,10 @@ impl OidcVerifier {
         if let Some(s) = map.get(iss) {
             return Some(s.clone());
         }
-        if map.len() >= MAX_META_ISSUERS {
-            if let Some(oldest) = order.pop_front() {
-                map.remove(&oldest);
-            }
+        if map.len() >= MAX_META_ISSUERS
+            && let Some(oldest) = order.pop_front()
+        {
+            map.remove(&oldest);
         }
         let state = new_state(pattern.for_issuer(iss));
         map.insert(iss.to_string(), state.clone());

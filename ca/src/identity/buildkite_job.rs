@@ -1,11 +1,10 @@
 //! `buildkite-job` issuers: the pipeline is the identity.
 
 use crate::Error;
-use crate::identity::San;
-use crate::profile::Fact;
+use crate::identity::{Mapping, San};
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let sub = token.string_claim("sub")?;
     let org = token.string_claim("organization_slug")?;
     let pipeline = token.string_claim("pipeline_slug")?;

@@ -3,11 +3,11 @@
 use serde_json::Value;
 
 use crate::Error;
-use crate::identity::San;
+use crate::identity::{Mapping, San};
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let c = |name: &str| token.string_claim(name);
     let sub = c("sub")?;
     let (account_id, pipeline_id, workflow_id) = (c("account_id")?, c("pipeline_id")?, c("workflow_id")?);

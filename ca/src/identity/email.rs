@@ -3,11 +3,11 @@
 use serde_json::Value;
 
 use crate::Error;
-use crate::identity::San;
+use crate::identity::{Mapping, San};
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let issuer = token.issuer();
     let email = token.string_claim("email")?;
     if !looks_like_email(email) {

@@ -2,13 +2,13 @@
 //! become extensions, with the values Fulcio's built-in GitHub mapping produces.
 
 use crate::Error;
-use crate::identity::San;
+use crate::identity::{Mapping, San};
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
 const BASE: &str = "https://github.com";
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let c = |name: &str| token.string_claim(name);
     let sub = c("sub")?;
     let job_workflow_ref = c("job_workflow_ref")?;

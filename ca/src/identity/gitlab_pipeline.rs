@@ -5,11 +5,11 @@
 use serde_json::Value;
 
 use crate::Error;
-use crate::identity::{San, issuer_base};
+use crate::identity::{Mapping, San, issuer_base};
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
     let c = |name: &str| token.string_claim(name);
     let sub = c("sub")?;

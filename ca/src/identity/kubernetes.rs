@@ -4,11 +4,10 @@
 use serde_json::Value;
 
 use crate::Error;
-use crate::identity::San;
-use crate::profile::Fact;
+use crate::identity::{Mapping, San};
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
     let sub = token.string_claim("sub")?;
     let k8s = token.claims().get("kubernetes.io");

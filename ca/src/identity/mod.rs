@@ -24,6 +24,10 @@ use crate::der;
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
+/// What an issuer kind's module derives from a token: the name the proof of possession signs, the
+/// SAN, and the facts for the Sigstore extensions.
+type Mapping = (String, San, Vec<(Fact, String)>);
+
 /// The certificate's one Subject Alternative Name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum San {

@@ -1,11 +1,10 @@
 //! `spiffe` issuers: `sub` is a SPIFFE ID in the configured trust domain.
 
 use crate::Error;
-use crate::identity::San;
-use crate::profile::Fact;
+use crate::identity::{Mapping, San};
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
     let sub = token.string_claim("sub")?;
     let td = token.issuer().spiffe_trust_domain.as_deref().unwrap_or_default();

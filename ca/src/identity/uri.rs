@@ -1,11 +1,10 @@
 //! `uri` issuers: `sub` is a URI under the configured subject domain (same scheme and host).
 
 use crate::Error;
-use crate::identity::San;
-use crate::profile::Fact;
+use crate::identity::{Mapping, San};
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<(String, San, Vec<(Fact, String)>), Error> {
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
     let sub = token.string_claim("sub")?;
     if sub.contains('@') && !sub.contains("://") {
