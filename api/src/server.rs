@@ -184,7 +184,8 @@ pub async fn serve(
     };
     let ca = Arc::new(ca);
     let addr = listener.local_addr()?;
-    let mut issuers = config.issuers.clone();
+    let mut issuers = effective_issuers(&config)?;
+    let configured = issuers.len();
     let mut extra = axum::Router::new();
     if config.insecure_dev_issuer {
         if !addr.ip().is_loopback() {
@@ -201,7 +202,7 @@ pub async fn serve(
     if issuers.is_empty() {
         tracing::warn!("no OIDC issuers are configured: every signing request will be refused");
     }
-    let dev_issuers: Vec<_> = issuers[config.issuers.len()..].to_vec();
+    let dev_issuers: Vec<_> = issuers[configured..].to_vec();
     let oidc = OidcVerifier::new(&issuers)?;
     let state = Arc::new(AppState {
         ca,
@@ -221,6 +222,20 @@ pub async fn serve(
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The issuers a configuration trusts: its own, or — when it names none and is not `--dev` — the
+/// built-in public-good Sigstore issuer set.
+pub fn effective_issuers(config: &Config) -> anyhow::Result<Vec<keyless_config::IssuerConfig>> {
+    if !config.issuers.is_empty() || config.issuers_file.is_some() || config.insecure_dev_issuer {
+        return Ok(config.issuers.clone());
+    }
+    let list = keyless_config::public_good_issuers().context("the built-in public-good issuer set")?;
+    tracing::info!(
+        issuers = list.len(),
+        "no issuers configured: trusting the built-in public-good Sigstore issuer set"
+    );
+    Ok(list)
 }
 
 /// SHA-256 (hex) of the configuration file and the issuers file it names: logged with every
@@ -305,7 +320,13 @@ async fn reload_loop(
                 "only issuers are reloaded; listen, data_dir, ca and ct_log changes take effect after a restart"
             );
         }
-        let mut list = next.issuers.clone();
+        let mut list = match effective_issuers(&next) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "configuration reload refused");
+                continue;
+            }
+        };
         list.extend(dev_issuers.iter().cloned());
         match keyless_oidc::OidcVerifier::new(&list) {
             Ok(oidc) => {

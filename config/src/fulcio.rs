@@ -32,6 +32,111 @@ fn string(m: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String
     }
 }
 
+/// Extension template fields Fulcio knows, folded (`GithubWorkflowTrigger` → `githubworkflowtrigger`).
+pub(crate) const EXTENSION_FIELDS: &[&str] = &[
+    "githubworkflowtrigger",
+    "githubworkflowsha",
+    "githubworkflowname",
+    "githubworkflowrepository",
+    "githubworkflowref",
+    "buildsigneruri",
+    "buildsignerdigest",
+    "runnerenvironment",
+    "sourcerepositoryuri",
+    "sourcerepositorydigest",
+    "sourcerepositoryref",
+    "sourcerepositoryidentifier",
+    "sourcerepositoryowneruri",
+    "sourcerepositoryowneridentifier",
+    "buildconfiguri",
+    "buildconfigdigest",
+    "buildtrigger",
+    "runinvocationuri",
+    "sourcerepositoryvisibilityatsigning",
+    "deploymentenvironment",
+];
+
+/// `CIIssuerMetadata`: every template is parsed now, so a syntax error stops the load.
+fn ci_providers(
+    root: &Map<String, Value>,
+) -> Result<std::collections::BTreeMap<String, std::sync::Arc<crate::CiProvider>>, ConfigError> {
+    use crate::template::Template;
+    let mut out = std::collections::BTreeMap::new();
+    let Some(meta) = get(root, "ciissuermetadata") else {
+        return Ok(out);
+    };
+    let Value::Object(meta) = meta else {
+        return Err(ConfigError::rule(
+            "CIIssuerMetadata",
+            "expected a mapping of provider name to metadata",
+        ));
+    };
+    for (name, m) in meta {
+        let path = format!("CIIssuerMetadata[{name:?}]");
+        let Value::Object(m) = m else {
+            return Err(ConfigError::rule(path, "expected a mapping"));
+        };
+        let mut defaults = std::collections::BTreeMap::new();
+        if let Some(Value::Object(d)) = get(m, "defaulttemplatevalues") {
+            for (k, v) in d {
+                defaults.insert(k.clone(), crate::template::claim_text(v));
+            }
+        }
+        let san_src = string(m, "subjectalternativenametemplate", &path)?
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                ConfigError::rule(
+                    format!("{path}.SubjectAlternativeNameTemplate"),
+                    "is required and must not be empty",
+                )
+            })?;
+        let san = Template::parse(&san_src).map_err(|e| {
+            ConfigError::rule(
+                format!("{path}.SubjectAlternativeNameTemplate"),
+                format!("template: {e}"),
+            )
+        })?;
+        let mut extensions = Vec::new();
+        if let Some(Value::Object(t)) = get(m, "extensiontemplates") {
+            for (field, tpl) in t {
+                let key = fold(field);
+                if key == "issuer" || key == "subject" {
+                    continue; // always the token's iss and sub, as in Fulcio
+                }
+                if !EXTENSION_FIELDS.contains(&key.as_str()) {
+                    return Err(ConfigError::rule(
+                        format!("{path}.ExtensionTemplates.{field}"),
+                        "unknown extension field",
+                    ));
+                }
+                let Value::String(src) = tpl else {
+                    return Err(ConfigError::rule(
+                        format!("{path}.ExtensionTemplates.{field}"),
+                        "expected a string",
+                    ));
+                };
+                if src.trim().is_empty() {
+                    continue;
+                }
+                let t = Template::parse(src).map_err(|e| {
+                    ConfigError::rule(format!("{path}.ExtensionTemplates.{field}"), format!("template: {e}"))
+                })?;
+                extensions.push((key, t));
+            }
+        }
+        out.insert(
+            name.clone(),
+            std::sync::Arc::new(crate::CiProvider {
+                name: name.clone(),
+                defaults,
+                san,
+                extensions,
+            }),
+        );
+    }
+    Ok(out)
+}
+
 fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<IssuerConfig, ConfigError> {
     let Value::Object(e) = entry else {
         return Err(ConfigError::rule(path, "expected a mapping"));
@@ -62,11 +167,6 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
             ));
         }
     };
-    for unsupported in ["ciprovider"] {
-        if get(e, unsupported).is_some() {
-            return Err(ConfigError::rule(path, format!("{unsupported} is not supported yet")));
-        }
-    }
     let fields = issuer::Fields {
         url: issuer_url,
         kind,
@@ -96,6 +196,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
             "expected a mapping with OIDCIssuers and/or MetaIssuers",
         ));
     };
+    let providers = ci_providers(&root)?;
     let mut out = Vec::new();
     for (section, key, wildcard) in [
         ("OIDCIssuers", "oidcissuers", false),
@@ -107,7 +208,36 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
         };
         for (url, entry) in issuers {
             let path = format!("{section}[{url:?}]");
-            out.push(entry_issuer(url, entry, &path, wildcard)?);
+            let mut issuer = entry_issuer(url, entry, &path, wildcard)?;
+            let named = entry
+                .as_object()
+                .and_then(|e| get(e, "ciprovider"))
+                .and_then(Value::as_str);
+            match (issuer.kind, named) {
+                (crate::IssuerKind::CiProvider, Some(name)) => {
+                    let p = providers.get(name).ok_or_else(|| {
+                        ConfigError::rule(
+                            format!("{path}.CIProvider"),
+                            format!("unknown provider {name:?} (not in CIIssuerMetadata)"),
+                        )
+                    })?;
+                    issuer.ci_provider = Some(p.clone());
+                }
+                (crate::IssuerKind::CiProvider, None) => {
+                    return Err(ConfigError::rule(
+                        format!("{path}.CIProvider"),
+                        "is required for ci-provider issuers",
+                    ));
+                }
+                (_, Some(_)) => {
+                    return Err(ConfigError::rule(
+                        format!("{path}.CIProvider"),
+                        "applies only to issuers of type ci-provider",
+                    ));
+                }
+                _ => {}
+            }
+            out.push(issuer);
         }
     }
     Ok(out)

@@ -11,6 +11,7 @@ mod fulcio;
 mod issuer;
 mod policy;
 mod secret;
+pub mod template;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use serde::Deserialize;
 pub use crate::duration::parse_duration;
 pub use crate::error::ConfigError;
 pub use crate::issuer::{
-    ALL_KINDS, IssuerConfig, IssuerKind, IssuerOptions, TOKEN_ALGORITHMS, is_loopback_url, json_path,
+    ALL_KINDS, CiProvider, IssuerConfig, IssuerKind, IssuerOptions, TOKEN_ALGORITHMS, is_loopback_url, json_path,
 };
 pub use crate::policy::{Condition, Policy, Rule};
 pub use crate::secret::{Secret, SecretRef};
@@ -528,6 +529,15 @@ fn ct_log(raw: Option<serde_json::Value>, base: &Path) -> Result<CtLogConfig, Co
     }
 }
 
+/// Keyless CA's copy of the public-good Sigstore issuer set (Fulcio's issuer-file format); the
+/// issuers of `keyless serve` when a configuration names none.
+pub const PUBLIC_GOOD_ISSUERS: &str = include_str!("../fixtures/public-good.yaml");
+
+/// Parses the built-in public-good issuer set.
+pub fn public_good_issuers() -> Result<Vec<IssuerConfig>, ConfigError> {
+    fulcio::parse(PUBLIC_GOOD_ISSUERS)
+}
+
 /// Config and issuer files are small; refuse anything absurd before parsing it.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -712,6 +722,44 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().starts_with("issuers[0].ca_cert:"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_good_fixture_loads_unchanged() {
+        let issuers = public_good_issuers().unwrap();
+        assert_eq!(issuers.len(), 10);
+        assert!(issuers.iter().all(|i| i.client_id == "sigstore"));
+        let gh = issuers
+            .iter()
+            .find(|i| i.url == "https://token.actions.githubusercontent.com")
+            .unwrap();
+        assert_eq!(gh.kind, IssuerKind::CiProvider);
+        assert_eq!(gh.ci_provider.as_ref().unwrap().extensions.len(), 20);
+        let dex = issuers
+            .iter()
+            .find(|i| i.url == "https://oauth2.sigstore.dev/auth")
+            .unwrap();
+        assert_eq!(dex.issuer_claim.as_deref(), Some("$.federated_claims.connector_id"));
+        assert!(
+            issuers
+                .iter()
+                .any(|i| i.wildcard && i.matches("https://oidc.eks.us-east-1.amazonaws.com/id/ABC"))
+        );
+    }
+
+    #[test]
+    fn template_errors_stop_the_load() {
+        let e = fulcio::parse("ci-issuer-metadata:\n  p:\n    subject-alternative-name-template: \"{{ .a \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("CIIssuerMetadata[\"p\"].SubjectAlternativeNameTemplate: template:"),
+            "{e}"
+        );
+        let e = fulcio::parse("oidc-issuers:\n  https://x.example:\n    type: ci-provider\n    ci-provider: nope\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown provider \"nope\""), "{e}");
     }
 
     #[test]

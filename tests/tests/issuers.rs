@@ -409,3 +409,29 @@ async fn live_reload_under_load() {
     assert!(ok.load(Ordering::SeqCst) > 20);
     assert!(ks.log().contains("config_hash"));
 }
+
+/// Without issuers in its configuration, a production server trusts the built-in public-good
+/// issuer set (loaded from Keyless CA's copy of Fulcio's file, templates included).
+#[tokio::test]
+async fn default_issuers_are_the_public_good_set() {
+    let ks = Keyless::start("ct_log: disabled\n");
+    let conf = ks.get("/api/v2/configuration").await.json();
+    let issuers = conf["issuers"].as_array().unwrap();
+    let gh = issuers
+        .iter()
+        .find(|i| i["issuerUrl"] == "https://token.actions.githubusercontent.com")
+        .expect("GitHub Actions");
+    assert_eq!(gh["issuerType"], "ci-provider");
+    assert_eq!(gh["challengeClaim"], "sub");
+    assert!(
+        issuers
+            .iter()
+            .any(|i| i["wildcardIssuerUrl"] == "https://oidc.eks.*.amazonaws.com/id/*")
+    );
+    assert!(
+        issuers
+            .iter()
+            .any(|i| i["issuerUrl"] == "https://accounts.google.com" && i["challengeClaim"] == "email")
+    );
+    assert!(ks.log().contains("built-in public-good Sigstore issuer set"));
+}

@@ -5,6 +5,7 @@
 
 mod buildkite_job;
 mod chainguard_identity;
+mod ci_provider;
 mod codefresh_workflow;
 mod email;
 mod github_workflow;
@@ -114,6 +115,7 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
         IssuerKind::Spiffe => spiffe::map(token)?,
         IssuerKind::Uri => uri::map(token)?,
         IssuerKind::Username => username::map(token)?,
+        IssuerKind::CiProvider => ci_provider::map(token)?,
     };
     // Every kind carries the issuer (1.1, 1.8) and the raw subject (1.24).
     if !facts.iter().any(|(f, _)| *f == Fact::Issuer) {
@@ -149,7 +151,11 @@ fn san_claim(kind: IssuerKind) -> &'static str {
         IssuerKind::BuildkiteJob => "pipeline_slug",
         IssuerKind::CodefreshWorkflow => "pipeline_name",
         IssuerKind::Kubernetes => "kubernetes.io",
-        IssuerKind::ChainguardIdentity | IssuerKind::Spiffe | IssuerKind::Uri | IssuerKind::Username => "sub",
+        IssuerKind::ChainguardIdentity
+        | IssuerKind::Spiffe
+        | IssuerKind::Uri
+        | IssuerKind::Username
+        | IssuerKind::CiProvider => "sub",
     }
 }
 

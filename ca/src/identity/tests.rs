@@ -292,3 +292,78 @@ fn federated_issuer_claim() {
     let e = issuer_claim(&t).unwrap_err().to_string();
     assert!(e.contains("$.federated_claims.missing"), "{e}");
 }
+
+/// The public-good templates produce the same SAN and extension values as the built-in kinds.
+#[test]
+fn ci_provider_templates_match_built_in_kinds() {
+    let issuers = keyless_config::public_good_issuers().unwrap();
+    let by_url = |u: &str| issuers.iter().find(|i| i.url == u).unwrap().clone();
+    let gh_claims = json!({
+        "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+        "job_workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+        "job_workflow_sha": "1111", "sha": "2222", "event_name": "push", "repository": "octo-org/octo-repo",
+        "workflow": "Release", "ref": "refs/heads/main", "runner_environment": "github-hosted", "repository_id": "123456",
+        "repository_owner": "octo-org", "repository_owner_id": "654321", "repository_visibility": "public",
+        "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main", "workflow_sha": "3333",
+        "run_id": "42", "run_attempt": "1",
+    });
+    let url = "https://token.actions.githubusercontent.com";
+    let built_in = principal(&token(url, IssuerKind::GithubWorkflow, gh_claims.clone(), None, None)).unwrap();
+    let templated = principal(&VerifiedToken::unchecked_for_tests(
+        by_url(url),
+        gh_claims.as_object().unwrap().clone(),
+    ))
+    .unwrap();
+    assert_eq!(templated.san(), built_in.san());
+    // Empty values are omitted from certificates, so compare what would be rendered.
+    let rendered = |p: &super::Principal| {
+        let mut v: Vec<_> = p.facts().iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+        v.sort();
+        v
+    };
+    let (mut a, mut b) = (rendered(&built_in), rendered(&templated));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "GitHub: same extension values");
+    let mut with_env = gh_claims.clone();
+    with_env["environment"] = json!("production");
+    let p = principal(&VerifiedToken::unchecked_for_tests(
+        by_url(url),
+        with_env.as_object().unwrap().clone(),
+    ))
+    .unwrap();
+    assert_eq!(
+        fact(&p, Fact::DeploymentEnvironment),
+        Some("production"),
+        "1.23 from templates"
+    );
+
+    let url = "https://gitlab.com";
+    let built_in = principal(&token(url, IssuerKind::GitlabPipeline, gitlab_claims(), None, None)).unwrap();
+    let templated = principal(&VerifiedToken::unchecked_for_tests(
+        by_url(url),
+        gitlab_claims().as_object().unwrap().clone(),
+    ))
+    .unwrap();
+    assert_eq!(templated.san(), built_in.san());
+    // Empty values are omitted from certificates, so compare what would be rendered.
+    let rendered = |p: &super::Principal| {
+        let mut v: Vec<_> = p.facts().iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+        v.sort();
+        v
+    };
+    let (mut a, mut b) = (rendered(&built_in), rendered(&templated));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "GitLab: same extension values");
+
+    let mut missing = gh_claims.clone();
+    missing.as_object_mut().unwrap().remove("run_attempt");
+    let e = principal(&VerifiedToken::unchecked_for_tests(
+        by_url("https://token.actions.githubusercontent.com"),
+        missing.as_object().unwrap().clone(),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("map has no entry for key \"run_attempt\""), "{e}");
+}

@@ -1,0 +1,71 @@
+//! `ci-provider` issuers: any CI system, described as data by Fulcio's `CIIssuerMetadata`
+//! templates (parsed when the configuration loads). The data a template sees is the provider's
+//! defaults overlaid by the token's top-level claims.
+
+use keyless_config::template::{Data, claim_text};
+
+use crate::Error;
+use crate::identity::{Mapping, San};
+use crate::profile::Fact;
+use crate::token::VerifiedToken;
+
+/// Template field (folded name) → the fact it fills.
+fn fact(field: &str) -> Option<Fact> {
+    Some(match field {
+        "githubworkflowtrigger" => Fact::GithubWorkflowTrigger,
+        "githubworkflowsha" => Fact::GithubWorkflowSha,
+        "githubworkflowname" => Fact::GithubWorkflowName,
+        "githubworkflowrepository" => Fact::GithubWorkflowRepository,
+        "githubworkflowref" => Fact::GithubWorkflowRef,
+        "buildsigneruri" => Fact::BuildSignerUri,
+        "buildsignerdigest" => Fact::BuildSignerDigest,
+        "runnerenvironment" => Fact::RunnerEnvironment,
+        "sourcerepositoryuri" => Fact::SourceRepositoryUri,
+        "sourcerepositorydigest" => Fact::SourceRepositoryDigest,
+        "sourcerepositoryref" => Fact::SourceRepositoryRef,
+        "sourcerepositoryidentifier" => Fact::SourceRepositoryIdentifier,
+        "sourcerepositoryowneruri" => Fact::SourceRepositoryOwnerUri,
+        "sourcerepositoryowneridentifier" => Fact::SourceRepositoryOwnerIdentifier,
+        "buildconfiguri" => Fact::BuildConfigUri,
+        "buildconfigdigest" => Fact::BuildConfigDigest,
+        "buildtrigger" => Fact::BuildTrigger,
+        "runinvocationuri" => Fact::RunInvocationUri,
+        "sourcerepositoryvisibilityatsigning" => Fact::SourceRepositoryVisibilityAtSigning,
+        "deploymentenvironment" => Fact::DeploymentEnvironment,
+        _ => return None,
+    })
+}
+
+pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
+    let url = &token.issuer().url;
+    let provider = token
+        .issuer()
+        .ci_provider
+        .as_ref()
+        .ok_or_else(|| Error::claim(url, "sub", "issuer has no ci-provider templates configured"))?;
+    let sub = token.string_claim("sub")?;
+    let mut data: Data = provider.defaults.clone();
+    for (k, v) in token.claims() {
+        data.insert(k.clone(), claim_text(v));
+    }
+    let render = |what: &str, t: &keyless_config::template::Template| {
+        t.render(&data).map_err(|e| {
+            Error::claim(
+                url,
+                what,
+                format!("cannot be rendered by provider {}: {e}", provider.name),
+            )
+        })
+    };
+    let san = render("subject alternative name", &provider.san)?;
+    let mut facts = Vec::new();
+    for (field, template) in &provider.extensions {
+        if let Some(f) = fact(field) {
+            let value = render(field, template)?;
+            if !value.is_empty() {
+                facts.push((f, value));
+            }
+        }
+    }
+    Ok((sub.to_string(), San::Uri(san), facts))
+}
