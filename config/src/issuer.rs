@@ -359,6 +359,19 @@ pub(crate) fn build(f: Fields, keys: &Keys) -> Result<IssuerConfig, ConfigError>
         }
         json_path(path).map_err(|e| ConfigError::rule(keys.issuer_claim, e))?;
     }
+    // The advertised challenge claim must be the one the proof of possession is verified over.
+    if let Some(c) = &f.challenge_claim
+        && c != kind.default_challenge_claim()
+    {
+        return Err(ConfigError::rule(
+            "challenge_claim",
+            format!(
+                "{} issuers verify the proof of possession over {:?}, not {c:?}",
+                kind.as_str(),
+                kind.default_challenge_claim()
+            ),
+        ));
+    }
     let client_id = f.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
     if client_id.is_empty() {
         return Err(ConfigError::rule("client_id", "must not be empty"));
