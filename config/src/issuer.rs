@@ -576,6 +576,12 @@ mod tests {
     #[test]
     fn kind_specific_rules() {
         let ok = |f| build(f, &Keys::NATIVE).map(|_| ()).map_err(|e| e.to_string());
+        let mut f = fields("https://accounts.example.com", "email", None, None);
+        f.challenge_claim = Some("sub".into());
+        assert!(ok(f).unwrap_err().starts_with("challenge_claim:"));
+        let mut f = fields("https://accounts.example.com", "email", None, None);
+        f.challenge_claim = Some("email".into());
+        assert!(ok(f).is_ok());
         assert!(ok(fields("https://spire.example.com", "spiffe", None, Some("example.com"))).is_ok());
         assert!(
             ok(fields("https://spire.example.com", "spiffe", None, None))

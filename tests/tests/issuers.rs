@@ -435,3 +435,149 @@ async fn default_issuers_are_the_public_good_set() {
     );
     assert!(ks.log().contains("built-in public-good Sigstore issuer set"));
 }
+
+/// Golden certificates per issuer kind, through the binary, read back with an independent parser:
+/// the SAN and every Sigstore extension value.
+#[tokio::test]
+async fn golden_certificates_for_every_kind() {
+    let kinds = ["buildkite", "codefresh", "chainguard", "k8s", "spiffe", "uri", "ci"];
+    let mut idps = Vec::new();
+    for k in kinds {
+        idps.push(TestIssuer::start(&format!("/{k}")).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A ci-provider issuer described by templates in a Fulcio issuer file.
+    std::fs::write(
+        dir.path().join("fulcio.yaml"),
+        format!(
+            "oidc-issuers:\n  {u}:\n    issuer-url: {u}\n    client-id: sigstore\n    type: ci-provider\n    ci-provider: acme-ci\nci-issuer-metadata:\n  acme-ci:\n    default-template-values: {{base: \"https://ci.acme.example\"}}\n    subject-alternative-name-template: \"{{{{ .base }}}}/{{{{ .project }}}}/pipelines/{{{{ .pipeline }}}}\"\n    extension-templates:\n      build-trigger: trigger\n      run-invocation-uri: \"{{{{ .base }}}}/runs/{{{{ .run }}}}\"\n      runner-environment: \"{{{{ if eq .hosted \\\"true\\\" }}}}acme-hosted{{{{ else }}}}self-hosted{{{{ end }}}}\"\n",
+            u = idps[6].url
+        ),
+    )
+    .unwrap();
+    let ks = Keyless::start_in(
+        dir,
+        &format!(
+            "ct_log: disabled\nissuers_file: fulcio.yaml\nissuers:\n  - {{url: \"{}\", type: buildkite-job}}\n  - {{url: \"{}\", type: codefresh-workflow}}\n  - {{url: \"{}\", type: chainguard-identity}}\n  - {{url: \"{}\", type: kubernetes}}\n  - {{url: \"{}\", type: spiffe, spiffe_trust_domain: example.org}}\n  - {{url: \"{}\", type: uri, subject_domain: \"http://127.0.0.1\"}}\n",
+            idps[0].url, idps[1].url, idps[2].url, idps[3].url, idps[4].url, idps[5].url
+        ),
+    );
+    let base = |i: usize| {
+        let mut c = idps[i].email_claims("x@example.com");
+        let o = c.as_object_mut().unwrap();
+        o.remove("email");
+        o.remove("email_verified");
+        c
+    };
+    let set = |mut c: serde_json::Value, pairs: serde_json::Value| {
+        for (k, v) in pairs.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let cases: Vec<(usize, serde_json::Value, &str, String, Vec<(u32, String)>)> = vec![
+        (
+            0,
+            set(
+                base(0),
+                json!({"sub": "organization:acme:pipeline:app", "organization_slug": "acme", "pipeline_slug": "app"}),
+            ),
+            "organization:acme:pipeline:app",
+            "uri:https://buildkite.com/acme/app".into(),
+            vec![],
+        ),
+        (
+            1,
+            set(
+                base(1),
+                json!({"sub": "account:a1:pipeline:p1", "account_id": "a1", "account_name": "acme", "pipeline_id": "p1",
+            "pipeline_name": "web/build", "workflow_id": "w1", "scm_repo_url": "https://github.com/acme/web", "scm_ref": "main"}),
+            ),
+            "account:a1:pipeline:p1",
+            "uri:https://g.codefresh.io/acme/web/build:a1/p1".into(),
+            vec![
+                (9, "https://g.codefresh.io/build/w1".into()),
+                (12, "https://github.com/acme/web".into()),
+                (14, "main".into()),
+                (18, "https://g.codefresh.io/api/pipelines/p1".into()),
+                (21, "https://g.codefresh.io/build/w1".into()),
+            ],
+        ),
+        (
+            2,
+            set(
+                base(2),
+                json!({"sub": "cg-123", "email": "dev@acme.example", "email_verified": true}),
+            ),
+            "dev@acme.example",
+            format!("uri:{}/cg-123", idps[2].url),
+            vec![],
+        ),
+        (
+            3,
+            set(
+                base(3),
+                json!({"sub": "system:serviceaccount:prod:builder", "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "builder"}}}),
+            ),
+            "system:serviceaccount:prod:builder",
+            "uri:https://kubernetes.io/namespaces/prod/serviceaccounts/builder".into(),
+            vec![],
+        ),
+        (
+            4,
+            set(base(4), json!({"sub": "spiffe://example.org/ns/prod/sa/web"})),
+            "spiffe://example.org/ns/prod/sa/web",
+            "uri:spiffe://example.org/ns/prod/sa/web".into(),
+            vec![],
+        ),
+        (
+            5,
+            set(base(5), json!({"sub": "http://127.0.0.1/users/42"})),
+            "http://127.0.0.1/users/42",
+            "uri:http://127.0.0.1/users/42".into(),
+            vec![],
+        ),
+        (
+            6,
+            set(
+                base(6),
+                json!({"sub": "project:web", "project": "web", "pipeline": "7", "run": "99", "trigger": "tag", "hosted": true}),
+            ),
+            "project:web",
+            "uri:https://ci.acme.example/web/pipelines/7".into(),
+            vec![
+                (20, "tag".into()),
+                (21, "https://ci.acme.example/runs/99".into()),
+                (11, "acme-hosted".into()),
+            ],
+        ),
+    ];
+    for (i, claims, name, san, exts) in cases {
+        let key = ClientKey::p256();
+        let body = json!({"credentials": {"oidcIdentityToken": idps[i].mint(&claims)}, "publicKeyRequest": key.public_key_request(name)});
+        let chain = ks.sign_v2(&body, None).await.chain();
+        openssl_verify(&chain);
+        let leaf = inspect::parse(&chain[0]);
+        assert_eq!(inspect::san(&leaf).1, san, "{}", kinds[i]);
+        assert_eq!(
+            sigstore(&leaf, 1).as_deref(),
+            Some(idps[i].url.as_str()),
+            "{}",
+            kinds[i]
+        );
+        assert_eq!(
+            sigstore(&leaf, 8).as_deref(),
+            Some(idps[i].url.as_str()),
+            "{}",
+            kinds[i]
+        );
+        assert_eq!(sigstore(&leaf, 24).as_deref(), claims["sub"].as_str(), "{}", kinds[i]);
+        let present: Vec<u32> = (9..=23).filter(|a| sigstore(&leaf, *a).is_some()).collect();
+        let mut expected: Vec<u32> = exts.iter().map(|(a, _)| *a).collect();
+        expected.sort();
+        assert_eq!(present, expected, "{}: exactly the expected extensions", kinds[i]);
+        for (arc, value) in exts {
+            assert_eq!(sigstore(&leaf, arc), Some(value), "{} extension 1.{arc}", kinds[i]);
+        }
+    }
+}
