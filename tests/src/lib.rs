@@ -112,11 +112,46 @@ impl Drop for TestIssuer {
 impl TestIssuer {
     /// Starts an issuer at `http://127.0.0.1:PORT/<path>` publishing an RSA and an EC key.
     pub async fn start(path: &str) -> TestIssuer {
+        TestIssuer::start_with(path, None).await
+    }
+
+    /// Like [`TestIssuer::start`], over HTTPS with a certificate for 127.0.0.1 issued by a private
+    /// CA; returns the issuer and the CA's PEM.
+    pub async fn start_tls(path: &str) -> (TestIssuer, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Private IdP CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        (TestIssuer::start_with(path, Some(acceptor)).await, ca_cert.pem())
+    }
+
+    async fn start_with(path: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> TestIssuer {
         let rsa = IssuerKey::rsa("rsa-1");
         let ec = IssuerKey::ec("ec-1");
         let jwks = Arc::new(RwLock::new(json!({ "keys": [rsa.jwk, ec.jwk] })));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}{path}", listener.local_addr().unwrap());
         let discovery = json!({
             "issuer": url,
             "jwks_uri": format!("{url}/jwks"),
@@ -140,7 +175,18 @@ impl TestIssuer {
                 }),
             );
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            match tls {
+                None => axum::serve(listener, app).await.unwrap(),
+                Some(acceptor) => axum::serve(
+                    TlsListener {
+                        tcp: listener,
+                        acceptor,
+                    },
+                    app,
+                )
+                .await
+                .unwrap(),
+            }
         });
         TestIssuer {
             url,
@@ -191,6 +237,32 @@ impl TestIssuer {
     /// Signs `claims` with the RSA key (RS256, kid `rsa-1`).
     pub fn mint(&self, claims: &Value) -> String {
         mint_with(&self.rsa, claims)
+    }
+}
+
+/// A TLS listener for axum: accepts TCP, completes the handshake, drops failed handshakes.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

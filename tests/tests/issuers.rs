@@ -581,3 +581,31 @@ async fn golden_certificates_for_every_kind() {
         }
     }
 }
+
+/// An IdP behind a private CA: reachable only once its CA bundle is configured for that issuer.
+#[tokio::test]
+async fn issuer_behind_a_private_ca() {
+    let (idp, ca_pem) = keyless_tests::TestIssuer::start_tls("/private").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp-ca.pem"), &ca_pem).unwrap();
+    let ks = Keyless::start_in(
+        dir,
+        &format!(
+            "ct_log: disabled\nissuers:\n  - {{url: \"{u}\", type: email, ca_cert: idp-ca.pem}}\n",
+            u = idp.url
+        ),
+    );
+    let key = ClientKey::p256();
+    let body = json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("p@example.com"))},
+                      "publicKeyRequest": key.public_key_request("p@example.com")});
+    let chain = ks.sign_v2(&body, None).await.chain();
+    assert_eq!(inspect::san(&inspect::parse(&chain[0])).1, "email:p@example.com");
+    assert!(idp.url.starts_with("https://127.0.0.1:"));
+    // The same IdP without its CA bundle cannot be reached (the system roots do not trust it).
+    let without = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let r = without.sign_v2(&body, None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+}
