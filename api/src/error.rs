@@ -130,6 +130,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
+        crate::metrics::rejected(self.class());
         // Log once, graded by fault. Causes of server faults are logged, never returned.
         match &self {
             ApiError::Ca(e) if e.client_detail().is_none() => {

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod dev;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod trust;

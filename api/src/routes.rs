@@ -148,6 +148,7 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
     };
     let sct_time = issued.sct.as_ref().map(|s| s.timestamp);
     tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, ?sct_time, "certificate issued");
+    crate::metrics::issued(kind.as_str(), &issuer);
     let mut chain = vec![issued.pem()];
     chain.extend(state.chain_pem.iter().cloned());
     Ok(chain)

@@ -214,6 +214,17 @@ pub async fn serve(
         tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers));
     }
     let app = router(state).merge(extra);
+    if let Some(m) = config.metrics_listen {
+        let listener = TcpListener::bind(m)
+            .await
+            .with_context(|| format!("metrics_listen: cannot listen on {m}"))?;
+        crate::metrics::handle();
+        println!(
+            "keyless: metrics listening on http://{}/metrics",
+            listener.local_addr()?
+        );
+        tokio::spawn(crate::metrics::serve(listener));
+    }
     println!("keyless: listening on http://{addr}");
     tracing::info!(%addr, "serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
@@ -273,7 +284,9 @@ async fn reload_loop(
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut seen = modified(&current);
-    tracing::info!(config_hash = %config_hash(&current), "configuration in force");
+    let mut hash = config_hash(&current);
+    crate::metrics::config_hash(&hash, "");
+    tracing::info!(config_hash = %hash, "configuration in force");
     loop {
         #[cfg(unix)]
         let signalled = async {
@@ -304,6 +317,7 @@ async fn reload_loop(
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::error!(trigger, config = %path.display(), error = %e, "configuration reload refused; the previous configuration stays in force");
+                crate::metrics::reload("refused", &hash, &hash);
                 continue;
             }
             Err(e) => {
@@ -331,7 +345,10 @@ async fn reload_loop(
         match keyless_oidc::OidcVerifier::new(&list) {
             Ok(oidc) => {
                 *state.issuers.write().expect("poisoned") = Arc::new(Issuers { oidc, list });
-                tracing::info!(trigger, issuers = next.issuers.len(), config_hash = %config_hash(&next), "configuration reloaded");
+                let new_hash = config_hash(&next);
+                tracing::info!(trigger, issuers = next.issuers.len(), config_hash = %new_hash, "configuration reloaded");
+                crate::metrics::reload("ok", &new_hash, &hash);
+                hash = new_hash;
                 seen = modified(&next);
                 current = next;
             }

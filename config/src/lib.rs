@@ -41,6 +41,8 @@ pub const DEFAULT_CLIENT_ID: &str = "sigstore";
 pub struct Config {
     /// HTTP API listener.
     pub listen: SocketAddr,
+    /// Prometheus `/metrics` on its own listener (unset: no metrics listener).
+    pub metrics_listen: Option<SocketAddr>,
     /// Where generated state lives (the generated CA, the development issuer key, later the CT log).
     pub data_dir: PathBuf,
     /// Where the CA key and chain come from.
@@ -195,6 +197,7 @@ pub struct CertificateConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<String>,
     ca: Option<RawCa>,
     ct_log: Option<serde_json::Value>,
@@ -272,6 +275,7 @@ impl Config {
     pub fn dev(data_dir: PathBuf) -> Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
+            metrics_listen: None,
             data_dir,
             ca: CaConfig::Generated,
             ct_log: CtLogConfig::Embedded(EmbeddedCtLog::default()),
@@ -294,6 +298,13 @@ impl RawConfig {
                 .parse()
                 .map_err(|_| ConfigError::rule("listen", format!("{s:?} is not an address such as 127.0.0.1:5555")))?,
         };
+        let metrics_listen = self
+            .metrics_listen
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ConfigError::rule("metrics_listen", format!("{s:?} is not an address")))
+            })
+            .transpose()?;
         let data_dir = resolve(base, self.data_dir.as_deref().unwrap_or("./keyless-data"));
         let ca = match self.ca {
             None => CaConfig::Generated,
@@ -408,6 +419,7 @@ impl RawConfig {
         };
         Ok(Config {
             listen,
+            metrics_listen,
             data_dir,
             ca,
             ct_log,

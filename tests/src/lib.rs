@@ -412,6 +412,8 @@ pub struct Keyless {
     pub hsm: Option<SoftHsm>,
     /// The embedded CT log's base URL, when it runs.
     pub ct_url: Option<String>,
+    /// The Prometheus endpoint, when `metrics_listen` is set.
+    pub metrics_url: Option<String>,
     /// The server's working directory (config, data, logs).
     pub dir: tempfile::TempDir,
     child: Child,
@@ -528,7 +530,7 @@ impl Keyless {
             .stderr(log)
             .spawn()
             .unwrap();
-        let (url, ct_url) = match wait_for_listen(&mut child) {
+        let (url, ct_url, metrics_url) = match wait_for_listen(&mut child) {
             Some(urls) => urls,
             None => {
                 let _ = child.wait();
@@ -544,6 +546,7 @@ impl Keyless {
             url,
             env,
             hsm: None,
+            metrics_url,
             ct_url,
             dir,
             child,
@@ -569,6 +572,12 @@ impl Keyless {
         );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The Prometheus exposition text.
+    pub async fn metrics(&self) -> String {
+        let url = self.metrics_url.as_deref().expect("metrics_listen is set");
+        self.http.get(url).send().await.unwrap().text().await.unwrap()
     }
 
     /// GETs `path` from the embedded CT log.
@@ -598,13 +607,14 @@ impl Keyless {
             .stderr(log)
             .spawn()
             .unwrap();
-        let Some((url, ct_url)) = wait_for_listen(&mut child) else {
+        let Some((url, ct_url, metrics_url)) = wait_for_listen(&mut child) else {
             let _ = child.kill();
             panic!("keyless did not restart:\n{}", self.log());
         };
         self.child = child;
         self.url = url;
         self.ct_url = ct_url;
+        self.metrics_url = metrics_url;
     }
 
     /// Sends a signal (e.g. `USR1`) to the server with `kill`.
@@ -713,17 +723,20 @@ async fn reply(resp: reqwest::Response) -> Reply {
 }
 
 /// Waits for `keyless: listening on URL` (after `keyless: ct log listening on URL`, if any).
-fn wait_for_listen(child: &mut Child) -> Option<(String, Option<String>)> {
+fn wait_for_listen(child: &mut Child) -> Option<(String, Option<String>, Option<String>)> {
     let stdout = child.stdout.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut ct = None;
+        let (mut ct, mut metrics) = (None, None);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.strip_prefix("keyless: ct log listening on ") {
                 ct = Some(url.trim().to_string());
             }
+            if let Some(url) = line.strip_prefix("keyless: metrics listening on ") {
+                metrics = Some(url.trim().to_string());
+            }
             if let Some(url) = line.strip_prefix("keyless: listening on ") {
-                let _ = tx.send((url.trim().to_string(), ct.clone()));
+                let _ = tx.send((url.trim().to_string(), ct.clone(), metrics.clone()));
             }
         }
     });

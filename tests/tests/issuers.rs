@@ -312,7 +312,10 @@ async fn live_reload_under_load() {
     use std::time::{Duration, Instant};
     let a = TestIssuer::start("/a").await;
     let b = TestIssuer::start("/b").await;
-    let only_a = format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", a.url);
+    let only_a = format!(
+        "ct_log: disabled\nmetrics_listen: 127.0.0.1:0\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        a.url
+    );
     let ks = Keyless::start(&only_a);
     let config_path = ks.dir.path().join("keyless.yaml");
     let original = std::fs::read_to_string(&config_path).unwrap();
@@ -408,6 +411,21 @@ async fn live_reload_under_load() {
     );
     assert!(ok.load(Ordering::SeqCst) > 20);
     assert!(ks.log().contains("config_hash"));
+    // The reload outcomes, the configuration in force, issuance and rejections are in /metrics.
+    let m = ks.metrics().await;
+    assert!(m.contains("keyless_config_reloads_total{outcome=\"ok\"} "), "{m}");
+    assert!(m.contains("keyless_config_reloads_total{outcome=\"refused\"} 1"), "{m}");
+    assert!(m.contains("keyless_config_info{hash=\""), "{m}");
+    assert!(
+        m.contains(&format!(
+            "keyless_certificates_issued_total{{issuer_kind=\"email\",issuer=\"{}\"}}",
+            a.url
+        )),
+        "{m}"
+    );
+    assert!(m.contains("keyless_rejections_total{class=\"token\"}"), "{m}");
+    assert!(m.contains("keyless_build_info{version="), "{m}");
+    assert!(!m.contains("@example.com"), "no subjects in labels");
 }
 
 /// Without issuers in its configuration, a production server trusts the built-in public-good
