@@ -261,6 +261,15 @@ impl VerifiedToken {
         &self.claims
     }
 
+    /// An optional string claim; absent (or not a string) reads as empty, which renders nothing.
+    pub fn optional_claim(&self, name: &str) -> String {
+        self.claims
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// A claim that must be a non-empty string.
     pub fn string_claim(&self, name: &str) -> Result<&str, Error> {
         match self.claims.get(name) {

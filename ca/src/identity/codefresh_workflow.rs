@@ -1,7 +1,5 @@
 //! `codefresh-workflow` issuers.
 
-use serde_json::Value;
-
 use crate::Error;
 use crate::identity::{Mapping, San};
 use crate::profile::Fact;
@@ -12,14 +10,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let sub = c("sub")?;
     let (account_id, pipeline_id, workflow_id) = (c("account_id")?, c("pipeline_id")?, c("workflow_id")?);
     let (account_name, pipeline_name) = (c("account_name")?, c("pipeline_name")?);
-    let optional = |name: &str| {
-        token
-            .claims()
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let optional = |name: &str| token.optional_claim(name);
     let platform = match optional("platform_url") {
         p if p.is_empty() => "https://g.codefresh.io".to_string(),
         p => p.trim_end_matches('/').to_string(),

@@ -44,14 +44,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             ));
         }
     };
-    let optional = |name: &str| {
-        token
-            .claims()
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let optional = |name: &str| token.optional_claim(name);
     let base = issuer_base(url);
     let signer = format!("https://{ci_config_ref_uri}");
     let facts = vec![

@@ -293,6 +293,13 @@ fn federated_issuer_claim() {
     assert!(e.contains("$.federated_claims.missing"), "{e}");
 }
 
+/// The facts a certificate would carry (empty values are omitted), in a stable order.
+fn rendered(p: &super::Principal) -> Vec<(Fact, String)> {
+    let mut v: Vec<_> = p.facts().iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+    v.sort();
+    v
+}
+
 /// The public-good templates produce the same SAN and extension values as the built-in kinds.
 #[test]
 fn ci_provider_templates_match_built_in_kinds() {
@@ -315,15 +322,7 @@ fn ci_provider_templates_match_built_in_kinds() {
     ))
     .unwrap();
     assert_eq!(templated.san(), built_in.san());
-    // Empty values are omitted from certificates, so compare what would be rendered.
-    let rendered = |p: &super::Principal| {
-        let mut v: Vec<_> = p.facts().iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
-        v.sort();
-        v
-    };
-    let (mut a, mut b) = (rendered(&built_in), rendered(&templated));
-    a.sort();
-    b.sort();
+    let (a, b) = (rendered(&built_in), rendered(&templated));
     assert_eq!(a, b, "GitHub: same extension values");
     let mut with_env = gh_claims.clone();
     with_env["environment"] = json!("production");
@@ -346,15 +345,7 @@ fn ci_provider_templates_match_built_in_kinds() {
     ))
     .unwrap();
     assert_eq!(templated.san(), built_in.san());
-    // Empty values are omitted from certificates, so compare what would be rendered.
-    let rendered = |p: &super::Principal| {
-        let mut v: Vec<_> = p.facts().iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
-        v.sort();
-        v
-    };
-    let (mut a, mut b) = (rendered(&built_in), rendered(&templated));
-    a.sort();
-    b.sort();
+    let (a, b) = (rendered(&built_in), rendered(&templated));
     assert_eq!(a, b, "GitLab: same extension values");
 
     let mut missing = gh_claims.clone();
