@@ -42,7 +42,7 @@ impl Template {
                 nodes: vec![Node::Value(Expr::Field(src.trim().to_string()))],
             });
         }
-        let mut stack: Vec<(Option<Expr>, Vec<Node>, Option<Vec<Node>>)> = vec![(None, Vec::new(), None)];
+        let mut stack: Vec<Frame> = vec![(None, Vec::new(), None)];
         let mut rest = src;
         let mut offset = 0;
         while !rest.is_empty() {
@@ -116,7 +116,10 @@ impl Template {
     }
 }
 
-fn push(stack: &mut [(Option<Expr>, Vec<Node>, Option<Vec<Node>>)], node: Node) {
+/// One open block while parsing: its condition, its body, and its `else` body once seen.
+type Frame = (Option<Expr>, Vec<Node>, Option<Vec<Node>>);
+
+fn push(stack: &mut [Frame], node: Node) {
     stack.last_mut().expect("root frame").1.push(node);
 }
 

@@ -437,7 +437,7 @@ impl Shared {
             return Err(LogError::Client(format!("a chain holds 1 to {MAX_CHAIN} certificates")));
         }
         let leaf = match x509_parser::parse_x509_certificate(&chain[0]) {
-            Ok((rest, c)) if rest.is_empty() => c,
+            Ok(([], c)) => c,
             _ => return Err(LogError::Client("chain[0] is not a DER certificate".into())),
         };
         match (precert, has_poison(&leaf)) {
@@ -513,7 +513,7 @@ impl Shared {
             .iter()
             .enumerate()
             .map(|(i, d)| match x509_parser::parse_x509_certificate(d) {
-                Ok((rest, c)) if rest.is_empty() => Ok(c),
+                Ok(([], c)) => Ok(c),
                 _ => Err(LogError::Client(format!("chain[{}] is not a DER certificate", i + 1))),
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -59,6 +59,9 @@ struct CachedKeys {
     fetched: Instant,
 }
 
+/// Issuers met through a meta pattern, with their arrival order for eviction.
+type DynamicIssuers = (HashMap<String, Arc<IssuerState>>, std::collections::VecDeque<String>);
+
 /// Verifies tokens against the configured issuers.
 pub struct OidcVerifier {
     /// Exact issuers, by URL.
@@ -67,7 +70,7 @@ pub struct OidcVerifier {
     meta: Vec<IssuerConfig>,
     /// Issuers met through a pattern: their keys are cached like the fixed ones, up to
     /// [`MAX_META_ISSUERS`], oldest evicted first.
-    dynamic: Mutex<(HashMap<String, Arc<IssuerState>>, std::collections::VecDeque<String>)>,
+    dynamic: Mutex<DynamicIssuers>,
     http: reqwest::Client,
 }
 
