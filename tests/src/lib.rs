@@ -694,6 +694,40 @@ impl Keyless {
             .await
     }
 
+    /// Sends `bodies` as v2 signingCert requests from `clients` concurrent clients, each working
+    /// through its share in order with `pause` between requests. Returns at once, so the caller can
+    /// inject faults while the load runs; awaiting the handle gives every reply, in input order.
+    pub fn sign_v2_concurrently(
+        &self,
+        bodies: Vec<Value>,
+        clients: usize,
+        pause: Duration,
+    ) -> tokio::task::JoinHandle<Vec<Reply>> {
+        let per_client = bodies.len().div_ceil(clients.max(1)).max(1);
+        let tasks: Vec<_> = bodies
+            .chunks(per_client)
+            .map(|share| {
+                let (http, url, share) = (self.http.clone(), self.url.clone(), share.to_vec());
+                tokio::spawn(async move {
+                    let mut replies = Vec::new();
+                    for body in share {
+                        let resp = http.post(format!("{url}/api/v2/signingCert")).json(&body).send();
+                        replies.push(reply(resp.await.unwrap()).await);
+                        tokio::time::sleep(pause).await;
+                    }
+                    replies
+                })
+            })
+            .collect();
+        tokio::spawn(async move {
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        })
+    }
+
     /// GETs `path`.
     pub async fn get(&self, path: &str) -> Reply {
         reply(self.http.get(format!("{}{path}", self.url)).send().await.unwrap()).await

@@ -216,35 +216,15 @@ async fn token_fault_under_load_is_503_and_fails_fast() {
 
     std::fs::remove_dir_all(&token).unwrap();
     // Four concurrent clients, 25 requests each, while the token is gone.
-    let bodies: Vec<_> = (1..=100).map(body).collect();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for chunk in bodies.chunks(25) {
-        let (url, chunk) = (ks.url.clone(), chunk.to_vec());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut statuses = Vec::new();
-            for b in chunk {
-                let r = http
-                    .post(format!("{url}/api/v2/signingCert"))
-                    .json(&b)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let v: serde_json::Value = r.json().await.unwrap();
-                if status == 503 {
-                    assert_eq!(v["message"], "signing backend unavailable; try again later");
-                }
-                statuses.push(status);
-            }
-            statuses
-        }));
+    let replies = ks
+        .sign_v2_concurrently((1..=100).map(body).collect(), 4, Duration::ZERO)
+        .await
+        .unwrap();
+    for r in replies.iter().filter(|r| r.status == 503) {
+        assert_eq!(r.message(), "signing backend unavailable; try again later");
     }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.extend(t.await.unwrap());
-    }
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert!(
         statuses.iter().all(|s| *s == 503),
         "only 503 while the token is gone: {statuses:?}"
@@ -288,49 +268,24 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
         let key = ClientKey::p256();
         json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims(&email))}, "publicKeyRequest": key.public_key_request(&email)})
     };
-    let bodies: Vec<_> = (0..120).map(body).collect();
-    let mut tasks = Vec::new();
-    for chunk in bodies.chunks(30) {
-        let (url, chunk) = (ks.url.clone(), chunk.to_vec());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut out = Vec::new();
-            for b in chunk {
-                let r = http
-                    .post(format!("{url}/api/v2/signingCert"))
-                    .json(&b)
-                    .send()
-                    .await
-                    .unwrap();
-                out.push((r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()));
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-            out
-        }));
-    }
+    let load = ks.sign_v2_concurrently((0..120).map(body).collect(), 4, Duration::from_millis(3));
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(60)).await;
         ks.signal("USR1");
     }
-    let mut results = Vec::new();
-    for t in tasks {
-        results.extend(t.await.unwrap());
-    }
-    assert!(results.iter().all(|(s, _)| *s == 200 || *s == 503), "only 200 or 503");
-    let issued: Vec<_> = results.iter().filter(|(s, _)| *s == 200).collect();
+    let replies = load.await.unwrap();
+    assert!(
+        replies.iter().all(|r| r.status == 200 || r.status == 503),
+        "only 200 or 503"
+    );
+    let issued: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
     assert!(
         issued.len() >= 100,
         "issuance went on through the faults: {} of 120",
         issued.len()
     );
-    for (_, v) in issued.iter().step_by(5) {
-        let pems: Vec<String> = v["signedCertificateEmbeddedSct"]["chain"]["certificates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string())
-            .collect();
-        inspect::openssl_verify(&pems);
+    for r in issued.iter().step_by(5) {
+        inspect::openssl_verify(&r.chain());
     }
     let log = ks.log();
     assert!(log.contains("test hook: logging out of the PKCS#11 token"), "{log}");
