@@ -61,6 +61,28 @@ async fn sth_at_least(ks: &Keyless, spki: &[u8], size: u64, within: Duration) ->
     }
 }
 
+/// Asserts that the log proves `new` extends `old` (RFC 6962 consistency proof).
+async fn assert_consistent(ks: &Keyless, old: &Sth, new: &Sth) {
+    let proof = ks
+        .ct_get(&format!(
+            "/ct/v1/get-sth-consistency?first={}&second={}",
+            old.tree_size, new.tree_size
+        ))
+        .await;
+    assert!(
+        verify_consistency(
+            old.tree_size,
+            new.tree_size,
+            &old.root,
+            &new.root,
+            &hashes(&proof["consistency"])
+        ),
+        "tree {} is not proven to extend tree {}",
+        new.tree_size,
+        old.tree_size
+    );
+}
+
 async fn assert_included(ks: &Keyless, leaf_hash: &[u8; 32], sth: &Sth) {
     let q = format!(
         "/ct/v1/get-proof-by-hash?hash={}&tree_size={}",
@@ -141,19 +163,7 @@ async fn embedded_log_sct_inclusion_consistency_and_entries() {
         ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
     }
     let sth2 = sth_at_least(&ks, &spki, 5, Duration::from_secs(2)).await;
-    let proof = ks
-        .ct_get(&format!(
-            "/ct/v1/get-sth-consistency?first={}&second={}",
-            sth1.tree_size, sth2.tree_size
-        ))
-        .await;
-    assert!(verify_consistency(
-        sth1.tree_size,
-        sth2.tree_size,
-        &sth1.root,
-        &sth2.root,
-        &hashes(&proof["consistency"])
-    ));
+    assert_consistent(&ks, &sth1, &sth2).await;
 
     let roots = ks.ct_get("/ct/v1/get-roots").await;
     assert_eq!(roots["certificates"].as_array().unwrap().len(), 1);
@@ -278,19 +288,7 @@ async fn every_returned_certificate_survives_kill9() {
         let (_, h) = ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
         assert_included(&ks, &h, &after).await;
     }
-    let proof = ks
-        .ct_get(&format!(
-            "/ct/v1/get-sth-consistency?first={}&second={}",
-            before.tree_size, after.tree_size
-        ))
-        .await;
-    assert!(verify_consistency(
-        before.tree_size,
-        after.tree_size,
-        &before.root,
-        &after.root,
-        &hashes(&proof["consistency"])
-    ));
+    assert_consistent(&ks, &before, &after).await;
     // And the restarted CA keeps issuing into the same log.
     let chain = issue(&idp, &ks, "after-restart@example.com").await;
     ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);
