@@ -880,38 +880,34 @@ impl SoftHsm {
 
     /// Runs `softhsm2-util` against this token directory.
     pub fn util(&self, args: &[&str]) -> String {
-        let out = Command::new("softhsm2-util")
-            .args(args)
-            .env("SOFTHSM2_CONF", self.conf())
-            .output()
-            .expect("softhsm2-util is installed (scripts/test.sh)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.tool("softhsm2-util", &[], args)
     }
 
     /// Runs `pkcs11-tool` (OpenSC) logged in to this token.
     pub fn pkcs11_tool(&self, args: &[&str]) -> String {
-        let out = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                SOFTHSM_MODULE,
-                "--token-label",
-                &self.label,
-                "--login",
-                "--pin",
-                HSM_PIN,
-            ])
+        let login = [
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            &self.label,
+            "--login",
+            "--pin",
+            HSM_PIN,
+        ];
+        self.tool("pkcs11-tool", &login, args)
+    }
+
+    /// Runs `program` with this token's configuration; panics with its stderr unless it succeeds.
+    fn tool(&self, program: &str, fixed: &[&str], args: &[&str]) -> String {
+        let out = Command::new(program)
+            .args(fixed)
             .args(args)
             .env("SOFTHSM2_CONF", self.conf())
             .output()
-            .expect("pkcs11-tool is installed (opensc, scripts/test.sh)");
+            .unwrap_or_else(|e| panic!("{program} is installed by scripts/test.sh: {e}"));
         assert!(
             out.status.success(),
-            "pkcs11-tool {args:?}: {}",
+            "{program} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
