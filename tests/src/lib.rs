@@ -815,8 +815,9 @@ impl Backend {
 
 /// The SoftHSM2 PKCS#11 module installed by `softhsm2` (scripts/test.sh).
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-/// The user PIN of test tokens.
-pub const HSM_PIN: &str = "4912";
+/// The user PIN of test tokens. Distinctive, so "the PIN is never logged" cannot pass or fail by
+/// a chance match with a serial number or timestamp.
+pub const HSM_PIN: &str = "test-pin-Qz7w";
 
 /// A throwaway SoftHSM2 token in a temporary directory (never the system token directory).
 pub struct SoftHsm {
