@@ -17,6 +17,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# The real Sigstore clients and third-party OIDC issuers the interop tests run, pinned and kept
+# inside the project: two Python venvs under target/venv (sigstore-python apart from
+# oidc-provider-mock, whose dependencies differ) and node_modules from the committed lockfile.
+# Each is reinstalled only when its pin file changes.
+install_venv() { # <venv dir> <requirements file>
+  local venv="$1" req="$2" stamp="$1/.installed-from"
+  local want; want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
+fi
+node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+  if (a < 20 || (a === 20 && b < 19)) { console.error(`Node.js >= 20.19 is needed, found ${process.version}`); process.exit(1); }'
+install_venv target/venv/sigstore tests/clients/python/sigstore-requirements.txt
+install_venv target/venv/oidc-mock tests/clients/python/oidc-mock-requirements.txt
+lock="$(sha256sum tests/clients/package-lock.json | cut -d' ' -f1)"
+if [ "$(cat tests/clients/node_modules/.installed-from 2>/dev/null)" != "$lock" ]; then
+  (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock" > tests/clients/node_modules/.installed-from
+fi
+
 # The black-box tests run this binary as a subprocess.
 cargo build --locked --bin keyless
 

@@ -76,6 +76,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Collapses a run of leading slashes to one before routing: sigstore-js builds
+/// `${baseURL}/api/v2/signingCert`, so a base URL that ends in `/` asks for `//api/...`.
+pub async fn collapse_leading_slashes(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    if uri.path().starts_with("//") {
+        let path = format!("/{}", uri.path().trim_start_matches('/'));
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = path_and_query.parse().ok();
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
 /// Answers 413 at once when `Content-Length` is over the limit, without reading the body.
 async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let declared = req

@@ -227,7 +227,17 @@ pub async fn serve(
     }
     println!("keyless: listening on http://{addr}");
     tracing::info!(%addr, "serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    // Outside the router, so the rewritten path is what gets routed.
+    let app = tower::Layer::layer(
+        &axum::middleware::map_request(crate::routes::collapse_leading_slashes),
+        app,
+    );
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     if let Some(ct) = ct_server {
         ct.shutdown().await;
     }

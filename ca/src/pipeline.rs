@@ -166,7 +166,7 @@ impl CertificateAuthority {
     /// only in that last extension. Every signature is verified before anything is returned.
     pub async fn issue(&self, principal: Principal, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
         if let Some(name) = key.proven_for()
-            && name != principal.name()
+            && !principal.challenges().any(|c| c == name)
         {
             return Err(Error::Possession("the proof was made for a different identity".into()));
         }

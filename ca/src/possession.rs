@@ -71,18 +71,22 @@ pub fn prove(principal: &Principal, request: KeyRequest<'_>) -> Result<ProvenKey
             if proof.is_empty() {
                 return Err(Error::Possession("no proof of possession was sent".into()));
             }
-            if !key.verify(hash, principal.name().as_bytes(), proof) {
+            let Some(signed) = principal
+                .challenges()
+                .find(|name| key.verify(hash, name.as_bytes(), proof))
+            else {
+                let names: Vec<String> = principal.challenges().map(|n| format!("{n:?}")).collect();
                 return Err(Error::Possession(format!(
-                    "proofOfPossession is not a valid {} signature ({}) over {:?}",
+                    "proofOfPossession is not a valid {} signature ({}) over {}",
                     key.key_type().name(),
                     hash_rule(key.key_type()),
-                    principal.name()
+                    names.join(" or ")
                 )));
-            }
+            };
             Ok(ProvenKey {
                 key,
                 hash,
-                proven_for: Some(principal.name().to_string()),
+                proven_for: Some(signed.to_string()),
             })
         }
         KeyRequest::Csr { pem } => prove_csr(pem),

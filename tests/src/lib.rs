@@ -8,6 +8,7 @@
 //! - [`inspect`]: certificate checks with parsers independent of the CA (RustCrypto `x509-cert`
 //!   and the `openssl` command).
 
+pub mod clients;
 pub mod ct;
 pub mod inspect;
 
@@ -210,28 +211,12 @@ impl TestIssuer {
 
     /// Claims of a verified-email token from this issuer, valid for 10 minutes.
     pub fn email_claims(&self, email: &str) -> Value {
-        let t = now();
-        json!({"iss": self.url, "aud": "sigstore", "sub": format!("user-{email}"), "email": email,
-               "email_verified": true, "iat": t, "nbf": t, "exp": t + 600})
+        email_claims(&self.url, email)
     }
 
     /// Claims shaped like a GitHub Actions token from this issuer.
     pub fn github_claims(&self) -> Value {
-        let t = now();
-        json!({
-            "iss": self.url, "aud": "sigstore", "iat": t, "nbf": t, "exp": t + 600,
-            "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
-            "job_workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
-            "job_workflow_sha": "1111111111111111111111111111111111111111",
-            "sha": "2222222222222222222222222222222222222222",
-            "event_name": "push", "repository": "octo-org/octo-repo", "workflow": "Release",
-            "ref": "refs/heads/main", "runner_environment": "github-hosted",
-            "repository_id": "123456", "repository_owner": "octo-org", "repository_owner_id": "654321",
-            "repository_visibility": "public",
-            "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
-            "workflow_sha": "3333333333333333333333333333333333333333",
-            "run_id": "42", "run_attempt": "1",
-        })
+        github_claims(&self.url)
     }
 
     /// Signs `claims` with the RSA key (RS256, kid `rsa-1`).
@@ -264,6 +249,32 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
+}
+
+/// Claims of a verified-email token from `iss`, valid for 10 minutes; `sub` differs from the email.
+pub fn email_claims(iss: &str, email: &str) -> Value {
+    let t = now();
+    json!({"iss": iss, "aud": "sigstore", "sub": format!("user-{email}"), "email": email,
+           "email_verified": true, "iat": t, "nbf": t, "exp": t + 600})
+}
+
+/// Claims shaped like a GitHub Actions token from `iss`, valid for 10 minutes.
+pub fn github_claims(iss: &str) -> Value {
+    let t = now();
+    json!({
+        "iss": iss, "aud": "sigstore", "iat": t, "nbf": t, "exp": t + 600,
+        "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+        "job_workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+        "job_workflow_sha": "1111111111111111111111111111111111111111",
+        "sha": "2222222222222222222222222222222222222222",
+        "event_name": "push", "repository": "octo-org/octo-repo", "workflow": "Release",
+        "ref": "refs/heads/main", "runner_environment": "github-hosted",
+        "repository_id": "123456", "repository_owner": "octo-org", "repository_owner_id": "654321",
+        "repository_visibility": "public",
+        "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+        "workflow_sha": "3333333333333333333333333333333333333333",
+        "run_id": "42", "run_attempt": "1",
+    })
 }
 
 /// Signs `claims` with `key`, putting its kid in the header.
@@ -554,22 +565,30 @@ impl Keyless {
         }
     }
 
-    /// The embedded log's public key (DER SPKI), read from `keyless trusted-root` output.
+    /// The Sigstore trusted root that `keyless trusted-root` prints for this server.
     pub fn trusted_root(&self) -> Value {
+        self.trust_material(&[])
+    }
+
+    /// The `ClientTrustConfig` that `keyless trusted-root --client-config` prints, naming
+    /// `rekor_url` as the (out-of-project) Rekor.
+    pub fn client_trust_config(&self, rekor_url: &str) -> Value {
+        self.trust_material(&["--client-config", "--rekor-url", rekor_url])
+    }
+
+    fn trust_material(&self, extra: &[&str]) -> Value {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let out = run_keyless(
-            &[
-                "trusted-root",
-                "--config",
-                "keyless.yaml",
-                "--ca-url",
-                &self.url,
-                "--ct-url",
-                self.ct_url.as_deref().unwrap_or("http://unused"),
-            ],
-            self.dir.path(),
-            &env,
-        );
+        let mut args = vec![
+            "trusted-root",
+            "--config",
+            "keyless.yaml",
+            "--ca-url",
+            &self.url,
+            "--ct-url",
+            self.ct_url.as_deref().unwrap_or("http://unused"),
+        ];
+        args.extend_from_slice(extra);
+        let out = run_keyless(&args, self.dir.path(), &env);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
@@ -779,23 +798,49 @@ fn wait_for_listen(child: &mut Child) -> Option<(String, Option<String>, Option<
 
 /// Runs `keyless <args>` to completion in `dir` (60 s at most) and returns its output.
 pub fn run_keyless(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
-    let mut child = Command::new(keyless_bin())
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(keyless_bin());
+    cmd.args(args).current_dir(dir).envs(env.iter().copied());
+    run_with_timeout(&mut cmd, Duration::from_secs(60))
+}
+
+/// Runs `cmd` to completion with stdout and stderr captured; kills it and panics after `limit`.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    // Drain the pipes while waiting, so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut buf);
+        buf
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("keyless {args:?} did not finish within 60 s");
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 /// Where the CA key of a test server lives.

@@ -493,7 +493,9 @@ async fn golden_certificates_for_every_kind() {
         }
         c
     };
-    let cases: Vec<(usize, serde_json::Value, &str, String, Vec<(u32, String)>)> = vec![
+    /// (issuer index, claims, SAN type, SAN, expected Sigstore extensions by arc)
+    type Case<'a> = (usize, serde_json::Value, &'a str, String, Vec<(u32, String)>);
+    let cases: Vec<Case> = vec![
         (
             0,
             set(

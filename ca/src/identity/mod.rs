@@ -70,6 +70,10 @@ pub struct Principal {
     issuer_url: String,
     kind: IssuerKind,
     name: String,
+    /// A second string the proof may sign: the token's `sub` for email issuers, because
+    /// sigstore-js 3.x (shipped inside `@sigstore/cli` 0.8) signs `sub` for every issuer it does
+    /// not know by URL. Either proves possession of the key equally well.
+    alternate_name: Option<String>,
     san: San,
     facts: Vec<(Fact, String)>,
 }
@@ -78,6 +82,11 @@ impl Principal {
     /// What the proof of possession signs: the email for email issuers, otherwise `sub`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Every string a proof of possession may sign: [`Principal::name`] first.
+    pub fn challenges(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.alternate_name.as_deref())
     }
 
     /// The SAN the certificate will carry.
@@ -121,9 +130,14 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     if !facts.iter().any(|(f, _)| *f == Fact::Issuer) {
         facts.push((Fact::Issuer, issuer.url.clone()));
     }
-    if let Some(sub) = token.claims().get("sub").and_then(|v| v.as_str()) {
+    let sub = token.claims().get("sub").and_then(|v| v.as_str());
+    if let Some(sub) = sub {
         facts.push((Fact::Subject, sub.to_string()));
     }
+    let alternate_name = match (issuer.kind, sub) {
+        (IssuerKind::Email, Some(sub)) if sub != name => Some(sub.to_string()),
+        _ => None,
+    };
     // rfc822Name and URI SANs are IA5 (ASCII); refuse here with the claim named rather than fail
     // in encoding. (An OtherName username is a UTF8String.)
     let ia5 = !matches!(san, San::OtherName(_));
@@ -138,6 +152,7 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
         issuer_url: issuer.url.clone(),
         kind: issuer.kind,
         name,
+        alternate_name,
         san,
         facts,
     })
