@@ -155,7 +155,6 @@ enum DevCommand {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -165,16 +164,41 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr: JSON lines when asked (`KEYLESS_LOG_FORMAT=json`, or `log.format` in the
+/// configuration of `serve`), otherwise text with colour only on a terminal. `KEYLESS_LOG` is the
+/// level filter (default `info`).
+fn init_logging(configured: keyless_config::LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
+    let format = match std::env::var("KEYLESS_LOG_FORMAT") {
+        Ok(v) => keyless_config::LogFormat::parse(&v).unwrap_or_else(|e| {
+            eprintln!("keyless: KEYLESS_LOG_FORMAT: {e}; using text");
+            keyless_config::LogFormat::Text
+        }),
+        Err(_) => configured,
+    };
     let filter = EnvFilter::try_from_env("KEYLESS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        keyless_config::LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        keyless_config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Servers log in the format their configuration names, so they start logging once it is read.
+    let server = matches!(
+        cli.command,
+        Command::Serve { .. }
+            | Command::Ctlog {
+                command: CtlogCommand::Serve { .. }
+            }
+    );
+    if !server {
+        init_logging(keyless_config::LogFormat::default());
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -203,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(l) = listen {
                 config.listen = l;
             }
+            init_logging(config.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(config.listen)
@@ -319,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: CtlogCommand::Serve { config },
         } => {
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            init_logging(cfg.log_format);
             let keyless_config::CtLogConfig::Embedded(settings) = cfg.ct_log.clone() else {
                 bail!("ct_log: `keyless ctlog serve` runs the embedded log; set ct_log: embedded");
             };

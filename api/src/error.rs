@@ -32,6 +32,19 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A fault that is neither the client's nor a known backend's.
     Internal(String),
+    /// A rate limit refused the request (429).
+    RateLimited {
+        /// Which limit, for whom (the client's own identity and issuer only).
+        detail: String,
+        /// When the bucket has a token again.
+        retry_after: std::time::Duration,
+    },
+    /// The server is at its concurrency limit and sheds the request (503).
+    Overloaded,
+    /// The request took longer than the configured timeout (503).
+    TimedOut(std::time::Duration),
+    /// The request's header block is over the limit (431).
+    HeadersTooLarge(usize),
 }
 
 impl From<keyless_ca::Error> for ApiError {
@@ -52,6 +65,7 @@ impl From<OidcError> for ApiError {
 
 /// gRPC status codes Fulcio's gateway puts in `code`.
 const INVALID_ARGUMENT: u16 = 3;
+const RESOURCE_EXHAUSTED: u16 = 8;
 const NOT_FOUND: u16 = 5;
 const PERMISSION_DENIED: u16 = 7;
 const UNIMPLEMENTED: u16 = 12;
@@ -105,6 +119,41 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, NOT_FOUND, "Not Found".into()),
             ApiError::MethodNotAllowed => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED, "Method Not Allowed".into()),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, "internal error".into()),
+            ApiError::RateLimited { detail, retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                RESOURCE_EXHAUSTED,
+                format!(
+                    "rate limit exceeded: {detail}; retry after {} s",
+                    retry_secs(*retry_after)
+                ),
+            ),
+            ApiError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "the CA is at its concurrency limit; try again shortly".into(),
+            ),
+            ApiError::TimedOut(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!(
+                    "the request did not complete within {} ms; try again",
+                    limit.as_millis()
+                ),
+            ),
+            ApiError::HeadersTooLarge(limit) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                INVALID_ARGUMENT,
+                format!("request headers are larger than {limit} bytes"),
+            ),
+        }
+    }
+
+    /// Seconds for `Retry-After`: on every 429 and 503.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
+            _ if self.parts().0 == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
         }
     }
 
@@ -121,8 +170,15 @@ impl ApiError {
                 Class::CtLog => "ct_log",
             },
             ApiError::IssuerUnavailable { .. } => "issuer_unavailable",
-            ApiError::BadRequest(_) | ApiError::TooLarge | ApiError::NotFound | ApiError::MethodNotAllowed => "request",
+            ApiError::BadRequest(_)
+            | ApiError::TooLarge
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed
+            | ApiError::HeadersTooLarge(_) => "request",
             ApiError::Internal(_) => "server",
+            ApiError::RateLimited { .. } => "rate_limit",
+            ApiError::Overloaded => "overload",
+            ApiError::TimedOut(_) => "timeout",
         }
     }
 }
@@ -140,12 +196,24 @@ impl IntoResponse for ApiError {
                 tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
             }
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            // Shedding is logged in aggregate (metrics), not once per refused request.
+            ApiError::Overloaded => {}
             // Policy refusals are logged where the subject is known (routes::issue).
             ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::Ca(keyless_ca::Error::Policy { .. }) => {}
             _ => tracing::warn!(class = self.class(), %message, "request refused"),
         }
-        (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response()
+        let mut resp = (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response();
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn retry_secs(d: std::time::Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 #[cfg(test)]

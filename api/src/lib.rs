@@ -6,7 +6,10 @@
 //! - [`routes`]: Fulcio's REST API (v2 and legacy v1) with protojson-compatible JSON;
 //! - [`error`]: the one mapping from every error to an HTTP status and client message;
 //! - [`dev`]: the insecure development issuer used by `serve --dev` and `dev token`;
-//! - [`trust`]: the Sigstore trusted root and client trust config for a deployment.
+//! - [`trust`]: the Sigstore trusted root and client trust config for a deployment;
+//! - [`protect`]: request ids, load shedding, timeouts, header limits, CORS, rate limits;
+//! - [`instrument`]: metrics around the signer and the CT log;
+//! - [`tls`]: native TLS with certificate reloading.
 
 #![forbid(unsafe_code)]
 
@@ -14,8 +17,11 @@ pub mod check;
 pub mod cli;
 pub mod dev;
 pub mod error;
+pub mod instrument;
 pub mod metrics;
+pub mod protect;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod trust;
 mod wire;

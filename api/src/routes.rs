@@ -1,11 +1,11 @@
 //! Fulcio's REST API.
 //!
 //! Request flow for `signingCert` (both versions): size limit → JSON → token (body or
-//! `Authorization: Bearer`) → [`keyless_oidc::OidcVerifier::verify`] → identity mapping →
-//! proof of possession → [`keyless_ca::CertificateAuthority::issue`] → PEM chain.
+//! `Authorization: Bearer`) → [`keyless_oidc::OidcVerifier::verify`] → identity mapping → policy →
+//! rate limits → proof of possession → [`keyless_ca::CertificateAuthority::issue`] → PEM chain.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::Router;
@@ -15,11 +15,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keyless_ca::{CertificateAuthority, KeyRequest, identity, possession};
-use keyless_config::IssuerConfig;
-use keyless_oidc::OidcVerifier;
+use keyless_config::{IssuerConfig, RateLimits};
+use keyless_oidc::{IssuerHealth, OidcVerifier};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::protect::RateLimiter;
 use crate::wire;
 
 /// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
@@ -32,6 +33,18 @@ pub struct Issuers {
     pub oidc: OidcVerifier,
     /// Issuers as advertised by `/api/v2/configuration`.
     pub list: Vec<IssuerConfig>,
+    /// Rate limits for issuers without their own.
+    pub rate_limits: RateLimits,
+}
+
+/// How readiness reaches the CT log.
+pub enum CtProbe {
+    /// `ct_log: disabled`.
+    Disabled,
+    /// In this process: ready while it runs.
+    Embedded,
+    /// A remote RFC 6962 log: `get-sth` must answer.
+    Remote(keyless_ctlog::RemoteLog),
 }
 
 /// What the handlers share.
@@ -44,6 +57,12 @@ pub struct AppState {
     pub chain_pem: Vec<String>,
     /// Where certificates are logged: a log URL, or `disabled`.
     pub ct_log: String,
+    /// How `/readyz` checks the CT log.
+    pub ct_probe: CtProbe,
+    /// Per-identity and per-issuer token buckets.
+    pub limiter: RateLimiter,
+    /// The last readiness answer, reused for a second so probes cannot hammer the HSM.
+    pub readiness: Mutex<Option<(Instant, StatusCode, Value)>>,
 }
 
 impl AppState {
@@ -68,6 +87,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/configuration", get(configuration).fallback(method_not_allowed))
         .route("/api/v1/rootCert", get(root_cert).fallback(method_not_allowed))
         .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route_layer(axum::middleware::from_fn(crate::protect::observe))
         .fallback(not_found)
         // The limit is enforced on the declared length up front and while reading a body of
         // unknown length, always before any parsing.
@@ -116,8 +137,83 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// Liveness: the process serves requests.
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"status": "SERVING", "ctLog": state.ct_log}))
+}
+
+/// Readiness: the signer signs and verifies a probe, the CT log answers, and issuers are
+/// configured. Per-issuer discovery health is reported but never fails readiness: one IdP being
+/// down must not take the CA out of rotation for everyone else.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if let Some((at, status, body)) = state.readiness.lock().expect("poisoned").clone()
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return (status, Json(body)).into_response();
+    }
+    let ca = state.ca.clone();
+    let signer = match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || ca.check_signer()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(e)) => Err(format!("signer check failed: {e}")),
+        Err(_) => Err("signer did not answer within 5 s".to_string()),
+    };
+    let ct = match &state.ct_probe {
+        CtProbe::Disabled => Ok("disabled"),
+        CtProbe::Embedded => Ok("ok"),
+        CtProbe::Remote(log) => match tokio::time::timeout(Duration::from_secs(3), log.probe()).await {
+            Ok(Ok(_)) => Ok("ok"),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("{} did not answer get-sth within 3 s", state.ct_log)),
+        },
+    };
+    let issuers = state.current_issuers();
+    let config: Result<(), String> = if issuers.list.is_empty() {
+        Err("no issuers are configured".into())
+    } else {
+        Ok(())
+    };
+    let per_issuer: serde_json::Map<String, Value> = issuers
+        .oidc
+        .health()
+        .into_iter()
+        .map(|(url, h)| {
+            let text = match h {
+                IssuerHealth::Ok => "ok".to_string(),
+                IssuerHealth::NotFetched => "keys not fetched yet".to_string(),
+                IssuerHealth::Stale(c) => format!("using cached keys; last fetch failed: {c}"),
+                IssuerHealth::Failing(c) => format!("unavailable: {c}"),
+            };
+            (url, Value::String(text))
+        })
+        .collect();
+    let ready = signer.is_ok() && ct.is_ok() && config.is_ok();
+    if !ready {
+        tracing::warn!(signer = ?signer.as_ref().err(), ct_log = ?ct.as_ref().err(), config = ?config.as_ref().err(), "not ready");
+    }
+    let text = |r: Result<&str, &String>| match r {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unavailable: {e}"),
+    };
+    let body = json!({
+        "ready": ready,
+        "signer": text(signer.as_ref().map(|()| "ok")),
+        "ctLog": text(ct.as_ref().copied()),
+        "config": text(config.as_ref().map(|()| "ok")),
+        "issuers": per_issuer,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    *state.readiness.lock().expect("poisoned") = Some((Instant::now(), status, body.clone()));
+    (status, Json(body)).into_response()
 }
 
 /// Reads the body under the size limit (a rejection here means it was too large or unreadable).
@@ -135,6 +231,10 @@ fn body_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(str::to_string)
@@ -149,6 +249,10 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
         tracing::warn!(issuer = principal.issuer_url(), subject = principal.san().value(), cause = %e, "refused by policy");
         return Err(e.into());
     }
+    let limits = issuers.rate_limits.with(&token.issuer().options.rate_limits);
+    state
+        .limiter
+        .check(principal.issuer_url(), principal.san().value(), limits, Instant::now())?;
     let proven = possession::prove(&principal, key)?;
     let (issuer, kind, san) = (
         principal.issuer_url().to_string(),
@@ -165,8 +269,11 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
     } else {
         state.ca.issue(principal, proven, SystemTime::now()).await?
     };
-    let sct_time = issued.sct.as_ref().map(|s| s.timestamp);
-    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, ?sct_time, "certificate issued");
+    let (sct_log_id, sct_timestamp) = match &issued.sct {
+        Some(sct) => (hex(&sct.log_id), sct.timestamp),
+        None => ("none (CT disabled)".to_string(), 0),
+    };
+    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, sct_log_id, sct_timestamp, "certificate issued");
     crate::metrics::issued(kind.as_str(), &issuer);
     let mut chain = vec![issued.pem()];
     chain.extend(state.chain_pem.iter().cloned());

@@ -15,7 +15,8 @@ use keyless_oidc::OidcVerifier;
 use tokio::net::TcpListener;
 
 use crate::dev::DevIssuer;
-use crate::routes::{AppState, Issuers, router};
+use crate::instrument::MeteredLog;
+use crate::routes::{AppState, CtProbe, Issuers, router};
 
 /// Opens the CA the configuration describes, generating the default file CA on first start.
 /// Returns the CA and its chain as PEM (issuing CA first, root last).
@@ -41,6 +42,7 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
         }
         _ => keyless_hsm::load_file_ca(&file).with_context(|| "loading the CA key".to_string())?,
     };
+    let signer: Arc<dyn keyless_ca::Signer> = Arc::new(crate::instrument::MeteredSigner(signer));
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
         .with_context(|| format!("checking the CA key against {}", file.chain.display()))?;
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
@@ -157,6 +159,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (mut ca, chain_pem) = open_ca(&config)?;
     let mut ct_server = None;
+    let mut ct_probe = CtProbe::Disabled;
     let ct_description = match &config.ct_log {
         CtLogConfig::Disabled => {
             tracing::warn!(
@@ -168,7 +171,9 @@ pub async fn serve(
             let root = ca.chain_der().last().cloned().into_iter().collect::<Vec<_>>();
             let server = start_embedded_log(&config, settings, &root).await?;
             let spki = server.log.public_key_spki().to_vec();
-            ca = ca.with_ct_log(Arc::new(server.log.clone()), &spki)?;
+            ca = ca.with_ct_log(Arc::new(MeteredLog(Arc::new(server.log.clone()))), &spki)?;
+            crate::instrument::watch_embedded_log(server.log.clone());
+            ct_probe = CtProbe::Embedded;
             let url = server.url.clone();
             ct_server = Some(server);
             url
@@ -177,7 +182,10 @@ pub async fn serve(
             let spki = read_public_key(&remote.public_key)?;
             let log = RemoteLog::new(&remote.url, remote.timeout, remote.attempts)
                 .map_err(|e| anyhow::anyhow!("ct_log.url: {e}"))?;
-            ca = ca.with_ct_log(Arc::new(log), &spki).context("ct_log.public_key")?;
+            ct_probe = CtProbe::Remote(log.clone());
+            ca = ca
+                .with_ct_log(Arc::new(MeteredLog(Arc::new(log))), &spki)
+                .context("ct_log.public_key")?;
             tracing::info!(url = %remote.url, "submitting precertificates to a remote CT log");
             remote.url.clone()
         }
@@ -206,14 +214,26 @@ pub async fn serve(
     let oidc = OidcVerifier::new(&issuers)?;
     let state = Arc::new(AppState {
         ca,
-        issuers: std::sync::RwLock::new(Arc::new(Issuers { oidc, list: issuers })),
+        issuers: std::sync::RwLock::new(Arc::new(Issuers {
+            oidc,
+            list: issuers,
+            rate_limits: config.rate_limits,
+        })),
         chain_pem,
         ct_log: ct_description,
+        ct_probe,
+        limiter: Default::default(),
+        readiness: Default::default(),
     });
     if let Some(path) = config.source.clone() {
         tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers));
     }
-    let app = router(state).merge(extra);
+    let guard = crate::protect::Guard::new(config.limits.clone());
+    let app = router(state)
+        .merge(extra)
+        .layer(crate::protect::cors())
+        .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard))
+        .layer(axum::middleware::from_fn(crate::protect::request_id));
     if let Some(m) = config.metrics_listen {
         let listener = TcpListener::bind(m)
             .await
@@ -225,20 +245,59 @@ pub async fn serve(
         );
         tokio::spawn(crate::metrics::serve(listener));
     }
-    println!("keyless: listening on http://{addr}");
-    tracing::info!(%addr, "serving");
     // Outside the router, so the rewritten path is what gets routed.
     let app = tower::Layer::layer(
         &axum::middleware::map_request(crate::routes::collapse_leading_slashes),
         app,
     );
-    axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+    // Graceful shutdown: stop accepting at once, give requests in flight `shutdown_grace`.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        let _ = stopping_tx.send(());
+    };
+    let grace = config.limits.shutdown_grace;
+    let deadline = async move {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let finished = match &config.tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            println!("keyless: listening on https://{addr}");
+            tracing::info!(%addr, tls = true, "serving");
+            let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+            tokio::select! { r = serve => { r?; true }, () = deadline => false }
+        }
+        None => {
+            println!("keyless: listening on http://{addr}");
+            tracing::info!(%addr, "serving");
+            let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+            tokio::select! { r = serve => { r?; true }, () = deadline => false }
+        }
+    };
+    if finished {
+        tracing::info!("requests in flight finished");
+    } else {
+        tracing::warn!(?grace, "shutdown grace elapsed; dropping the requests still in flight");
+    }
     if let Some(ct) = ct_server {
+        let log = ct.log.clone();
+        let flushed = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if flushed {
+            tracing::info!(
+                tree_size = ct.log.sth().tree_size,
+                "CT log flushed: the last tree head covers every entry"
+            );
+        } else {
+            tracing::warn!("CT log flush timed out; its entries are durable and go into the next tree head");
+        }
         ct.shutdown().await;
     }
     tracing::info!("shut down");
@@ -354,7 +413,11 @@ async fn reload_loop(
         list.extend(dev_issuers.iter().cloned());
         match keyless_oidc::OidcVerifier::new(&list) {
             Ok(oidc) => {
-                *state.issuers.write().expect("poisoned") = Arc::new(Issuers { oidc, list });
+                *state.issuers.write().expect("poisoned") = Arc::new(Issuers {
+                    oidc,
+                    list,
+                    rate_limits: next.rate_limits,
+                });
                 let new_hash = config_hash(&next);
                 tracing::info!(trigger, issuers = next.issuers.len(), config_hash = %new_hash, "configuration reloaded");
                 crate::metrics::reload("ok", &new_hash, &hash);

@@ -104,14 +104,7 @@ impl CertificateAuthority {
             _ => None,
         });
         let verifier = cert::self_verifier(signer.as_ref())?;
-        // Self-test: the signer must produce signatures its own public key accepts.
-        let probe = b"keyless self-test";
-        let sig = signer
-            .sign(probe)
-            .map_err(|e| Error::Setup(format!("signer self-test failed: {e}")))?;
-        verifier
-            .verify_sig(probe, &sig)
-            .map_err(|_| Error::Setup("signer self-test produced a signature that does not verify".into()))?;
+        self_test(signer.as_ref(), &verifier).map_err(Error::Setup)?;
         Ok(CertificateAuthority {
             issuer_name: certs[0].subject().as_raw().to_vec(),
             issuer_key_hash: crate::keys::sha256(certs[0].public_key().raw),
@@ -122,6 +115,11 @@ impl CertificateAuthority {
             validity,
             ct: None,
         })
+    }
+
+    /// Signs and verifies a probe message now: the readiness check (blocks on an HSM).
+    pub fn check_signer(&self) -> Result<(), String> {
+        self_test(self.signer.as_ref(), &self.verifier)
     }
 
     /// Logs every certificate to `log` first; its SCTs must verify with `log_public_key_spki`
@@ -282,6 +280,17 @@ pub fn parse_pem_chain(chain_pem: &str) -> Result<Vec<Vec<u8>>, Error> {
 
 /// The start-up chain check: each certificate is a CA signed by the next, the last is
 /// self-signed, all are valid now, and the issuing CA allows code signing.
+/// The signer must produce signatures its own public key accepts.
+fn self_test(signer: &dyn Signer, verifier: &ParsedPublicKey) -> Result<(), String> {
+    let probe = b"keyless self-test";
+    let sig = signer
+        .sign(probe)
+        .map_err(|e| format!("signer self-test failed: {e}"))?;
+    verifier
+        .verify_sig(probe, &sig)
+        .map_err(|_| "signer self-test produced a signature that does not verify".to_string())
+}
+
 fn check_chain(certs: &[X509Certificate<'_>], now: SystemTime) -> Result<(), Error> {
     let now = now
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -146,6 +146,8 @@ pub struct IssuerOptions {
     pub max_token_age: Option<std::time::Duration>,
     /// PEM CA bundle trusted (besides the system roots) for this issuer's discovery and JWKS.
     pub ca_cert_pem: Option<String>,
+    /// This issuer's own rate limits, over the global `rate_limits`.
+    pub rate_limits: crate::RateLimitOverrides,
 }
 
 /// JWS algorithms the CA accepts at all.
@@ -241,6 +243,7 @@ pub(crate) struct RawIssuer {
     algorithms: Vec<String>,
     max_token_age: Option<String>,
     ca_cert: Option<String>,
+    rate_limits: Option<crate::ops::RawRateLimits>,
 }
 
 /// A CA bundle must hold at least one PEM certificate.
@@ -290,6 +293,9 @@ impl RawIssuer {
                 .map_err(|e| ConfigError::rule("ca_cert", format!("cannot read {path}: {e}")))?;
             check_pem(&pem).map_err(|e| ConfigError::rule("ca_cert", e))?;
             issuer.options.ca_cert_pem = Some(pem);
+        }
+        if let Some(r) = self.rate_limits {
+            issuer.options.rate_limits = r.validate("rate_limits")?;
         }
         Ok(issuer)
     }

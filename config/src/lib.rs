@@ -9,6 +9,7 @@ mod duration;
 mod error;
 mod fulcio;
 mod issuer;
+mod ops;
 mod policy;
 mod secret;
 pub mod template;
@@ -24,6 +25,7 @@ pub use crate::error::ConfigError;
 pub use crate::issuer::{
     ALL_KINDS, CiProvider, IssuerConfig, IssuerKind, IssuerOptions, TOKEN_ALGORITHMS, is_loopback_url, json_path,
 };
+pub use crate::ops::{Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig};
 pub use crate::policy::{Condition, Policy, Rule};
 pub use crate::secret::{Secret, SecretRef};
 
@@ -60,6 +62,14 @@ pub struct Config {
     /// Serve the insecure development issuer (`keyless serve --dev`, or `insecure_dev_issuer: true`
     /// for benchmarks); refused unless the API listens on loopback.
     pub insecure_dev_issuer: bool,
+    /// Native TLS for the API (unset: plain HTTP, e.g. behind an ingress).
+    pub tls: Option<TlsConfig>,
+    /// Log line format (`KEYLESS_LOG_FORMAT` overrides it).
+    pub log_format: LogFormat,
+    /// Request, concurrency and shutdown limits.
+    pub limits: Limits,
+    /// Rate limits for issuers that set none of their own.
+    pub rate_limits: RateLimits,
 }
 
 /// Where the CA signing key lives.
@@ -208,6 +218,10 @@ struct RawConfig {
     /// Serve the INSECURE development issuer (loopback listeners only), e.g. for benchmarks.
     #[serde(default)]
     insecure_dev_issuer: bool,
+    tls: Option<ops::RawTls>,
+    log: Option<ops::RawLog>,
+    limits: Option<ops::RawLimits>,
+    rate_limits: Option<ops::RawRateLimits>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +300,10 @@ impl Config {
             source: None,
             issuers_file: None,
             insecure_dev_issuer: true,
+            tls: None,
+            log_format: LogFormat::default(),
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -428,6 +446,17 @@ impl RawConfig {
             source: None,
             issuers_file,
             insecure_dev_issuer: self.insecure_dev_issuer,
+            tls: self.tls.map(|t| t.validate(base)),
+            log_format: self.log.map(ops::RawLog::validate).transpose()?.unwrap_or_default(),
+            limits: self
+                .limits
+                .map(ops::RawLimits::validate)
+                .transpose()?
+                .unwrap_or_default(),
+            rate_limits: match self.rate_limits {
+                None => RateLimits::default(),
+                Some(r) => RateLimits::default().with(&r.validate("rate_limits")?),
+            },
         })
     }
 }

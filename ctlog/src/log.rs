@@ -290,6 +290,29 @@ impl EmbeddedLog {
         self.shared.state.read().expect("poisoned").sth.clone()
     }
 
+    /// Entries durably committed (the published STH may trail by up to the MMD).
+    pub fn size(&self) -> u64 {
+        self.shared.state.read().expect("poisoned").tree.size()
+    }
+
+    /// Waits (blocking, at most `timeout`) until the published STH covers every committed entry,
+    /// so a shutdown leaves a tree head that includes everything the log promised.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let st = self.shared.state.read().expect("poisoned");
+                if st.sth.tree_size >= st.tree.size() {
+                    return true;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The trusted roots (DER).
     pub fn roots(&self) -> Vec<Vec<u8>> {
         self.shared.roots.iter().map(|r| r.der.clone()).collect()

@@ -35,6 +35,24 @@ impl RemoteLog {
         })
     }
 
+    /// `GET get-sth` once: the log answers with a tree head (its tree size), for readiness.
+    pub async fn probe(&self) -> Result<u64, String> {
+        let url = format!("{}/ct/v1/get-sth", self.url);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        let sth: serde_json::Value = resp.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        sth["tree_size"]
+            .as_u64()
+            .ok_or_else(|| format!("GET {url}: no tree_size in the answer"))
+    }
+
     async fn attempt(&self, body: &AddChainRequest) -> Result<AddChainResponse, (bool, String)> {
         let url = format!("{}/ct/v1/add-pre-chain", self.url);
         let resp = self

@@ -42,8 +42,25 @@ pub enum OidcError {
     },
 }
 
+/// What the CA knows of an issuer's discovery document and keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerHealth {
+    /// Keys fetched, last fetch succeeded.
+    Ok,
+    /// No token from this issuer yet: keys are fetched on first use.
+    NotFetched,
+    /// The last fetch failed; older keys are still in use.
+    Stale(String),
+    /// The last fetch failed and there are no keys: its tokens are refused with 503.
+    Failing(String),
+}
+
 struct IssuerState {
     config: Arc<IssuerConfig>,
+    /// The configured URL (the pattern, for an issuer met through one): the metrics label.
+    label: String,
+    /// Why the last discovery/JWKS fetch failed (`None` after a success).
+    last_error: Mutex<Option<String>>,
     /// A client that also trusts the issuer's own CA bundle, when one is configured.
     http: Option<reqwest::Client>,
     keys: Mutex<Option<CachedKeys>>,
@@ -106,7 +123,7 @@ fn build_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> 
 /// How many distinct issuers matched by wildcard patterns are cached at once.
 pub const MAX_META_ISSUERS: usize = 100;
 
-fn new_state(config: IssuerConfig) -> Arc<IssuerState> {
+fn new_state(config: IssuerConfig, label: String) -> Arc<IssuerState> {
     let http = config
         .options
         .ca_cert_pem
@@ -121,6 +138,8 @@ fn new_state(config: IssuerConfig) -> Arc<IssuerState> {
     Arc::new(IssuerState {
         http,
         config: Arc::new(config),
+        label,
+        last_error: Mutex::new(None),
         keys: Mutex::new(None),
         last_forced: Mutex::new(None),
         fetch: tokio::sync::Mutex::new(()),
@@ -152,7 +171,7 @@ impl OidcVerifier {
         let issuers = issuers
             .iter()
             .filter(|c| !c.wildcard)
-            .map(|c| (c.url.clone(), new_state(c.clone())))
+            .map(|c| (c.url.clone(), new_state(c.clone(), c.url.clone())))
             .collect();
         Ok(OidcVerifier {
             issuers,
@@ -179,7 +198,7 @@ impl OidcVerifier {
         {
             map.remove(&oldest);
         }
-        let state = new_state(pattern.for_issuer(iss));
+        let state = new_state(pattern.for_issuer(iss), pattern.url.clone());
         map.insert(iss.to_string(), state.clone());
         order.push_back(iss.to_string());
         Some(state)
@@ -195,6 +214,26 @@ impl OidcVerifier {
         self.fetch_keys(url, state.http.as_ref().unwrap_or(&self.http))
             .await
             .map(|k| k.len())
+    }
+
+    /// Discovery/JWKS health of each exact issuer, from the last fetch (none is made here).
+    pub fn health(&self) -> Vec<(String, IssuerHealth)> {
+        let mut out: Vec<(String, IssuerHealth)> = self
+            .issuers
+            .iter()
+            .map(|(url, state)| {
+                let has_keys = state.keys.lock().expect("poisoned").is_some();
+                let health = match (state.last_error.lock().expect("poisoned").clone(), has_keys) {
+                    (Some(cause), true) => IssuerHealth::Stale(cause),
+                    (Some(cause), false) => IssuerHealth::Failing(cause),
+                    (None, true) => IssuerHealth::Ok,
+                    (None, false) => IssuerHealth::NotFetched,
+                };
+                (url.clone(), health)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Verifies a raw token and returns the core's capability for it.
@@ -245,10 +284,14 @@ impl OidcVerifier {
         } else if let Some(c) = cached.clone().filter(fresh) {
             return Ok(c.keys);
         }
-        match self
+        let fetched = self
             .fetch_keys(&state.config.url, state.http.as_ref().unwrap_or(&self.http))
-            .await
-        {
+            .await;
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!("keyless_jwks_fetches_total", "issuer" => state.label.clone(), "outcome" => outcome)
+            .increment(1);
+        *state.last_error.lock().expect("poisoned") = fetched.as_ref().err().cloned();
+        match fetched {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 *state.keys.lock().expect("poisoned") = Some(CachedKeys {

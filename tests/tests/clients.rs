@@ -352,3 +352,72 @@ async fn clients_refuse_foreign_trust_and_show_the_cas_errors() {
     let sth = s.ks.ct_get("/ct/v1/get-sth").await;
     assert_eq!(sth["tree_size"], 2, "{sth}");
 }
+
+/// The response details the clients above depend on, checked directly: 200 JSON for v2 even when
+/// the client asks for a PEM chain (sigstore-python does), a chain through the root that the
+/// trusted root also lists in full, and JSON error bodies with `message` (sigstore-js shows it).
+#[tokio::test]
+async fn response_shape_the_clients_depend_on() {
+    let s = setup();
+    let token = s.email.mint(&email_claims(&s.email.url, "frank@example.com")).await;
+    let http = reqwest::Client::new();
+    let send = |body: Value| {
+        http.post(format!("{}/api/v2/signingCert", s.ks.url))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Accept", "application/pem-certificate-chain")
+            .json(&body)
+            .send()
+    };
+    let csr = keyless_tests::p256_csr();
+    let resp = send(json!({"certificateSigningRequest": STANDARD.encode(csr)}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = resp.json().await.unwrap();
+    let chain: Vec<&str> = body["signedCertificateEmbeddedSct"]["chain"]["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let root: Value = serde_json::from_str(&std::fs::read_to_string(&s.trusted_root).unwrap()).unwrap();
+    let listed: Vec<Vec<u8>> = root["certificateAuthorities"][0]["certChain"]["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| STANDARD.decode(c["rawBytes"].as_str().unwrap()).unwrap())
+        .collect();
+    let returned: Vec<Vec<u8>> = chain[1..]
+        .iter()
+        .map(|pem| der::Encode::to_der(&inspect::parse(pem)).unwrap())
+        .collect();
+    assert_eq!(
+        returned, listed,
+        "the response's CA chain is the trusted root's, through the root"
+    );
+    let last = inspect::parse(chain.last().unwrap());
+    assert_eq!(
+        last.tbs_certificate().issuer(),
+        last.tbs_certificate().subject(),
+        "the chain ends at the root"
+    );
+
+    let resp = send(json!({"certificateSigningRequest": "bm90IGEgQ1NS"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("certificate signing request"), "{body}");
+}

@@ -1,0 +1,258 @@
+//! Request protection and tracing around the API: request ids, load shedding, timeouts, header
+//! limits, CORS, latency metrics, and the per-identity / per-issuer rate limiter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keyless_config::{Bucket, Limits, RateLimits};
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use crate::error::ApiError;
+
+/// The request id header: taken from the client when sane, otherwise generated; always echoed.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Limits shared by the middleware.
+#[derive(Debug)]
+pub struct Guard {
+    limits: Limits,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Guard {
+    /// Guards for `limits`.
+    pub fn new(limits: Limits) -> Arc<Guard> {
+        Arc::new(Guard {
+            in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            limits,
+        })
+    }
+}
+
+/// A client-chosen id is kept if it is short printable ASCII (it goes into logs and a header).
+fn usable_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_string())
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Outermost layer: every log line of a request carries its id, and the response echoes it.
+pub async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(usable_id)
+        .unwrap_or_else(new_id);
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method());
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+/// Header-size limit, load shedding and the request timeout, in that order. A request over the
+/// concurrency limit is refused at once (503 + `Retry-After`) instead of queueing, so overload
+/// costs the server almost nothing and clients get a fast answer.
+pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.as_bytes().len() + 4)
+        .sum();
+    if header_bytes > guard.limits.max_header_bytes {
+        return ApiError::HeadersTooLarge(guard.limits.max_header_bytes).into_response();
+    }
+    // Health checks are never shed: an overloaded CA is alive, and readiness answers for itself.
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let _permit = if probe {
+        None
+    } else {
+        match guard.in_flight.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => return ApiError::Overloaded.into_response(),
+        }
+    };
+    let limit = guard.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::TimedOut(limit).into_response(),
+    }
+}
+
+/// Request latency by route (the route pattern, never the raw URL).
+pub async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    metrics::histogram!("keyless_http_request_duration_seconds", "route" => route).record(start.elapsed());
+    resp
+}
+
+/// CORS as Fulcio answers it: any origin, GET/POST/HEAD, and no `Authorization` in a preflight,
+/// so browser clients put the token in the JSON body.
+pub fn cors() -> tower_http::cors::CorsLayer {
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::HEAD])
+        .allow_headers([
+            header::ORIGIN,
+            header::ACCEPT,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-requested-with"),
+        ])
+}
+
+/// How many buckets the limiter keeps before it drops the ones that are full again.
+const MAX_BUCKETS: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct BucketState {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Token buckets per certificate identity and per issuer. Memory is bounded: buckets that have
+/// refilled completely carry no information and are dropped when the map grows large.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<String, BucketState>>,
+}
+
+impl RateLimiter {
+    /// Takes a token for `identity` (SAN) and for `issuer` under `limits`, or says which limit
+    /// refused and when to retry. The issuer's bucket is only charged when the identity passes,
+    /// so one runaway identity cannot drain its issuer's allowance.
+    pub fn check(&self, issuer: &str, identity: &str, limits: RateLimits, now: Instant) -> Result<(), ApiError> {
+        let mut map = self.buckets.lock().expect("poisoned");
+        if map.len() > MAX_BUCKETS {
+            prune(&mut map, now, limits);
+        }
+        if let Some(b) = limits.per_identity
+            && let Err(wait) = take(&mut map, format!("id\u{0}{issuer}\u{0}{identity}"), b, now)
+        {
+            return Err(ApiError::RateLimited {
+                detail: format!(
+                    "identity {identity:?} from issuer {issuer} may request {} certificates per {} s (bursts of {})",
+                    b.rate,
+                    b.per.as_secs(),
+                    b.burst
+                ),
+                retry_after: wait,
+            });
+        }
+        if let Some(b) = limits.per_issuer
+            && let Err(wait) = take(&mut map, format!("iss\u{0}{issuer}"), b, now)
+        {
+            return Err(ApiError::RateLimited {
+                detail: format!(
+                    "issuer {issuer} may be used for {} certificates per {} s (bursts of {})",
+                    b.rate,
+                    b.per.as_secs(),
+                    b.burst
+                ),
+                retry_after: wait,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn refill_rate(b: Bucket) -> f64 {
+    b.rate as f64 / b.per.as_secs_f64()
+}
+
+fn take(map: &mut HashMap<String, BucketState>, key: String, b: Bucket, now: Instant) -> Result<(), Duration> {
+    let state = map.entry(key).or_insert(BucketState {
+        tokens: b.burst as f64,
+        updated: now,
+    });
+    let rate = refill_rate(b);
+    let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
+    state.tokens = (state.tokens + elapsed * rate).min(b.burst as f64);
+    state.updated = now;
+    if state.tokens >= 1.0 {
+        state.tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(Duration::from_secs_f64((1.0 - state.tokens) / rate))
+    }
+}
+
+/// Drops buckets idle long enough to be full again under the slowest refill in use.
+fn prune(map: &mut HashMap<String, BucketState>, now: Instant, limits: RateLimits) {
+    let slowest = [limits.per_identity, limits.per_issuer]
+        .into_iter()
+        .flatten()
+        .map(|b| b.burst as f64 / refill_rate(b))
+        .fold(60.0, f64::max);
+    map.retain(|_, s| now.saturating_duration_since(s.updated).as_secs_f64() < slowest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rate: u32, burst: u32) -> RateLimits {
+        RateLimits {
+            per_identity: Some(Bucket {
+                rate,
+                per: Duration::from_secs(60),
+                burst,
+            }),
+            per_issuer: Some(Bucket {
+                rate: 100,
+                per: Duration::from_secs(60),
+                burst: 4,
+            }),
+        }
+    }
+
+    #[test]
+    fn identities_have_their_own_buckets_and_refill() {
+        let rl = RateLimiter::default();
+        let t0 = Instant::now();
+        let l = limits(60, 2);
+        assert!(rl.check("iss", "alice", l, t0).is_ok());
+        assert!(rl.check("iss", "alice", l, t0).is_ok());
+        let Err(ApiError::RateLimited { retry_after, detail }) = rl.check("iss", "alice", l, t0) else {
+            panic!("third request in the same instant must be limited");
+        };
+        assert!(detail.contains("alice") && detail.contains("iss"), "{detail}");
+        assert!(retry_after > Duration::from_millis(900) && retry_after <= Duration::from_secs(1));
+        // Another identity of the same issuer is unaffected ...
+        assert!(rl.check("iss", "bob", l, t0).is_ok());
+        // ... and one second later alice has one token again (60/min).
+        assert!(rl.check("iss", "alice", l, t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn issuer_bucket_caps_all_identities_together() {
+        let rl = RateLimiter::default();
+        let t0 = Instant::now();
+        let l = limits(60, 10);
+        for who in ["a", "b", "c", "d"] {
+            assert!(rl.check("iss", who, l, t0).is_ok());
+        }
+        let Err(ApiError::RateLimited { detail, .. }) = rl.check("iss", "e", l, t0) else {
+            panic!("the issuer's burst of 4 is spent");
+        };
+        assert!(detail.starts_with("issuer iss"), "{detail}");
+        assert!(rl.check("other", "e", l, t0).is_ok(), "other issuers are unaffected");
+    }
+}

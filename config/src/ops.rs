@@ -1,0 +1,276 @@
+//! Operational settings: native TLS, log format, request limits and rate limits.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{ConfigError, parse_duration, resolve};
+
+/// Native TLS for the API listener. The files are re-read when they change on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not `text` or `json`")),
+        }
+    }
+}
+
+/// Limits that protect the server from overload and oversized requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests handled at once; more are shed at once with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// A request that takes longer is answered 503 and its work dropped.
+    pub request_timeout: Duration,
+    /// Total size of a request's header block; larger gets 431.
+    pub max_header_bytes: usize,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_requests: 1024,
+            request_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A token bucket: `rate` requests per `per` on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Requests refilled per `per`.
+    pub rate: u32,
+    /// Refill period.
+    pub per: Duration,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+impl Bucket {
+    /// Parses `N/s`, `N/min` or `N/h` with a burst.
+    fn parse(rate: &str, burst: Option<u32>) -> Result<Bucket, String> {
+        let (n, unit) = rate
+            .split_once('/')
+            .ok_or_else(|| format!("{rate:?} is not a rate such as 300/min"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{rate:?}: {n:?} is not a whole number"))?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => return Err(format!("{rate:?}: unit {other:?} is not s, min or h")),
+        };
+        if n == 0 {
+            return Err(format!("{rate:?}: a rate must be above zero"));
+        }
+        let burst = burst.unwrap_or(n);
+        if burst == 0 {
+            return Err("burst must be above zero".into());
+        }
+        Ok(Bucket { rate: n, per, burst })
+    }
+}
+
+/// Rate limits applied after the token verifies: per certificate identity (issuer + SAN), so a
+/// CI fleet behind one address is not throttled as one client, and per issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per identity (issuer URL + SAN); `None`: unlimited.
+    pub per_identity: Option<Bucket>,
+    /// Per issuer; `None`: unlimited.
+    pub per_issuer: Option<Bucket>,
+}
+
+impl Default for RateLimits {
+    /// 300 certificates a minute per identity (bursts of 100): far above what one workflow
+    /// needs, low enough to stop a runaway loop. No per-issuer limit.
+    fn default() -> Self {
+        RateLimits {
+            per_identity: Some(Bucket {
+                rate: 300,
+                per: Duration::from_secs(60),
+                burst: 100,
+            }),
+            per_issuer: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    cert: String,
+    key: String,
+}
+
+impl RawTls {
+    pub(crate) fn validate(self, base: &Path) -> TlsConfig {
+        TlsConfig {
+            cert: resolve(base, &self.cert),
+            key: resolve(base, &self.key),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    format: Option<String>,
+}
+
+impl RawLog {
+    pub(crate) fn validate(self) -> Result<LogFormat, ConfigError> {
+        self.format
+            .map(|f| LogFormat::parse(&f).map_err(|e| ConfigError::rule("log.format", e)))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    max_concurrent_requests: Option<usize>,
+    request_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    shutdown_grace: Option<String>,
+}
+
+impl RawLimits {
+    pub(crate) fn validate(self) -> Result<Limits, ConfigError> {
+        let mut limits = Limits::default();
+        if let Some(n) = self.max_concurrent_requests {
+            if n == 0 {
+                return Err(ConfigError::rule(
+                    "limits.max_concurrent_requests",
+                    "must be above zero",
+                ));
+            }
+            limits.max_concurrent_requests = n;
+        }
+        if let Some(n) = self.max_header_bytes {
+            if n < 1024 {
+                return Err(ConfigError::rule("limits.max_header_bytes", "must be at least 1024"));
+            }
+            limits.max_header_bytes = n;
+        }
+        let duration = |path: &str, v: Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).map_err(|e| ConfigError::rule(path, e)),
+        };
+        limits.request_timeout = duration("limits.request_timeout", self.request_timeout, limits.request_timeout)?;
+        if limits.request_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::rule("limits.request_timeout", "must be at least 100ms"));
+        }
+        limits.shutdown_grace = duration("limits.shutdown_grace", self.shutdown_grace, limits.shutdown_grace)?;
+        Ok(limits)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimits {
+    per_identity: Option<RawBucket>,
+    per_issuer: Option<RawBucket>,
+}
+
+/// A bucket, or `off`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawBucket {
+    Off(String),
+    On { rate: String, burst: Option<u32> },
+}
+
+impl RawBucket {
+    fn validate(self, path: &str) -> Result<Option<Bucket>, ConfigError> {
+        match self {
+            RawBucket::Off(s) if s == "off" => Ok(None),
+            RawBucket::Off(s) => Err(ConfigError::rule(
+                path,
+                format!("expected `off` or {{rate, burst}}, found {s:?}"),
+            )),
+            RawBucket::On { rate, burst } => Bucket::parse(&rate, burst)
+                .map(Some)
+                .map_err(|e| ConfigError::rule(path, e)),
+        }
+    }
+}
+
+/// Rate-limit settings as written: each one absent (inherit), `off`, or a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitOverrides {
+    /// `Some(None)`: `off`.
+    pub per_identity: Option<Option<Bucket>>,
+    /// `Some(None)`: `off`.
+    pub per_issuer: Option<Option<Bucket>>,
+}
+
+impl RateLimits {
+    /// These limits with `overrides` applied (an issuer's own over the global ones).
+    pub fn with(self, overrides: &RateLimitOverrides) -> RateLimits {
+        RateLimits {
+            per_identity: overrides.per_identity.unwrap_or(self.per_identity),
+            per_issuer: overrides.per_issuer.unwrap_or(self.per_issuer),
+        }
+    }
+}
+
+impl RawRateLimits {
+    pub(crate) fn validate(self, prefix: &str) -> Result<RateLimitOverrides, ConfigError> {
+        Ok(RateLimitOverrides {
+            per_identity: self
+                .per_identity
+                .map(|b| b.validate(&format!("{prefix}.per_identity")))
+                .transpose()?,
+            per_issuer: self
+                .per_issuer
+                .map(|b| b.validate(&format!("{prefix}.per_issuer")))
+                .transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_parse_and_refuse_nonsense() {
+        let b = Bucket::parse("300/min", Some(100)).unwrap();
+        assert_eq!((b.rate, b.per, b.burst), (300, Duration::from_secs(60), 100));
+        assert_eq!(Bucket::parse("5/s", None).unwrap().burst, 5);
+        assert!(Bucket::parse("0/s", None).is_err());
+        assert!(Bucket::parse("10", None).unwrap_err().contains("300/min"));
+        assert!(Bucket::parse("10/day", None).unwrap_err().contains("unit"));
+        assert!(Bucket::parse("10/s", Some(0)).is_err());
+    }
+}
