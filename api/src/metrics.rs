@@ -9,7 +9,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        // Real Prometheus histograms (not summaries), so alerts can aggregate across replicas.
         let handle = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .expect("bucket list is not empty")
             .install_recorder()
             .expect("the metrics recorder is installed once");
         metrics::gauge!("keyless_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);

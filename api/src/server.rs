@@ -157,6 +157,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if config.metrics_listen.is_some() {
+        // Before anything is measured, so start-up (the signer self-test) counts too.
+        crate::metrics::handle();
+    }
     let (mut ca, chain_pem) = open_ca(&config)?;
     let mut ct_server = None;
     let mut ct_probe = CtProbe::Disabled;

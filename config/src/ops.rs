@@ -202,10 +202,11 @@ pub(crate) struct RawRateLimits {
     per_issuer: Option<RawBucket>,
 }
 
-/// A bucket, or `off`.
+/// A bucket, or `off` (which YAML 1.1 readers also see as `false`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawBucket {
+    Flag(bool),
     Off(String),
     On { rate: String, burst: Option<u32> },
 }
@@ -213,7 +214,9 @@ enum RawBucket {
 impl RawBucket {
     fn validate(self, path: &str) -> Result<Option<Bucket>, ConfigError> {
         match self {
+            RawBucket::Flag(false) => Ok(None),
             RawBucket::Off(s) if s == "off" => Ok(None),
+            RawBucket::Flag(true) => Err(ConfigError::rule(path, "expected `off` or {rate, burst}, found true")),
             RawBucket::Off(s) => Err(ConfigError::rule(
                 path,
                 format!("expected `off` or {{rate, burst}}, found {s:?}"),

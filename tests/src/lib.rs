@@ -119,31 +119,19 @@ impl TestIssuer {
     /// Like [`TestIssuer::start`], over HTTPS with a certificate for 127.0.0.1 issued by a private
     /// CA; returns the issuer and the CA's PEM.
     pub async fn start_tls(path: &str) -> (TestIssuer, String) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Private IdP CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let pair = TestTls::new("Private IdP CA");
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                vec![pair.cert_der.clone().into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pair.key_der.clone().into()),
             )
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-        (TestIssuer::start_with(path, Some(acceptor)).await, ca_cert.pem())
+        (TestIssuer::start_with(path, Some(acceptor)).await, pair.ca_pem)
     }
 
     async fn start_with(path: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> TestIssuer {
@@ -248,6 +236,44 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
+    }
+}
+
+/// A private CA and a server certificate for 127.0.0.1 it issued.
+pub struct TestTls {
+    /// The CA certificate (what clients trust).
+    pub ca_pem: String,
+    /// The server certificate.
+    pub cert_pem: String,
+    /// The server certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The server key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// The server key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+}
+
+impl TestTls {
+    /// A fresh CA named `ca_name` and a server certificate for 127.0.0.1.
+    pub fn new(ca_name: &str) -> TestTls {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        TestTls {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        }
     }
 }
 
@@ -613,6 +639,30 @@ impl Keyless {
     /// configuration (new ports, same data).
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
+        self.respawn();
+    }
+
+    /// Sends SIGTERM, waits (30 s at most) for the graceful shutdown to finish, and starts the
+    /// server again like [`Keyless::restart_after_kill9`]. Returns the exit status of the old one.
+    pub fn restart_after_sigterm(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "keyless did not exit within 30 s of SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.respawn();
+        status
+    }
+
+    fn respawn(&mut self) {
         let log = std::fs::File::options()
             .append(true)
             .open(self.dir.path().join("keyless.log"))
@@ -634,6 +684,11 @@ impl Keyless {
         self.url = url;
         self.ct_url = ct_url;
         self.metrics_url = metrics_url;
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal (e.g. `USR1`) to the server with `kill`.

@@ -419,5 +419,11 @@ async fn response_shape_the_clients_depend_on() {
             .starts_with("application/json")
     );
     let body: Value = resp.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("certificate signing request"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate signing request"),
+        "{body}"
+    );
 }
