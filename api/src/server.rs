@@ -229,9 +229,12 @@ pub async fn serve(
         limiter: Default::default(),
         readiness: Default::default(),
     });
-    if let Some(path) = config.source.clone() {
-        tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers));
-    }
+    let reload = config
+        .source
+        .clone()
+        .map(|path| tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers)));
+    // Held so the CA (and its HSM sessions) can be released deliberately at shutdown.
+    let held = Arc::downgrade(&state);
     let guard = crate::protect::Guard::new(config.limits.clone());
     let app = router(state)
         .merge(extra)
@@ -288,6 +291,17 @@ pub async fn serve(
         tracing::info!("requests in flight finished");
     } else {
         tracing::warn!(?grace, "shutdown grace elapsed; dropping the requests still in flight");
+    }
+    // The router is gone; stop the reloader and release the CA: dropping the signer closes its
+    // PKCS#11 sessions (and the login with them) before the process exits.
+    if let Some(task) = reload {
+        task.abort();
+        let _ = task.await;
+    }
+    if held.upgrade().is_none() {
+        tracing::info!("CA signer released (an HSM's sessions are closed)");
+    } else {
+        tracing::warn!("CA signer still in use by requests past the grace period; released at exit");
     }
     if let Some(ct) = ct_server {
         let log = ct.log.clone();

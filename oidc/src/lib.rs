@@ -288,7 +288,13 @@ impl OidcVerifier {
             .fetch_keys(&state.config.url, state.http.as_ref().unwrap_or(&self.http))
             .await;
         let outcome = if fetched.is_ok() { "ok" } else { "error" };
-        metrics::counter!("keyless_jwks_fetches_total", "issuer" => state.label.clone(), "outcome" => outcome)
+        // Why keys were fetched: never before, cache expired, or a refresh forced by an unknown kid.
+        let reason = match (unknown_kid, &cached) {
+            (true, _) => "unknown_kid",
+            (false, Some(_)) => "expired",
+            (false, None) => "first",
+        };
+        metrics::counter!("keyless_jwks_fetches_total", "issuer" => state.label.clone(), "reason" => reason, "outcome" => outcome)
             .increment(1);
         *state.last_error.lock().expect("poisoned") = fetched.as_ref().err().cloned();
         match fetched {

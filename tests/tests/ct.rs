@@ -248,6 +248,7 @@ async fn sigterm_under_load_finishes_in_flight_and_loses_nothing() {
     for line in [
         "shutting down: no new connections",
         "requests in flight finished",
+        "CA signer released",
         "CT log flushed",
         "shut down",
     ] {

@@ -296,6 +296,13 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
     // After the faults, a fresh request still succeeds.
     let last = ks.sign_v2(&body(999), None).await;
     assert_eq!(last.status, 200, "{}", last.body);
+    // SIGTERM releases the token's sessions before exit; a new process opens it again.
+    let mut ks = ks;
+    let status = ks.restart_after_sigterm();
+    assert!(status.success(), "{status}");
+    assert!(ks.log().contains("CA signer released"), "{}", ks.log());
+    let again = ks.sign_v2(&body(1000), None).await;
+    assert_eq!(again.status, 200, "{}", again.body);
 }
 
 /// An offline root: the root key lives in its own token (`--root-only`), and the issuing key in

@@ -138,7 +138,7 @@ async fn metrics_count_exactly_the_mix_of_requests() {
         assert_eq!(
             sample(
                 &m,
-                &format!("keyless_jwks_fetches_total{{issuer=\"{url}\",outcome=\"ok\"}}")
+                &format!("keyless_jwks_fetches_total{{issuer=\"{url}\",reason=\"first\",outcome=\"ok\"}}")
             ),
             1.0
         );
