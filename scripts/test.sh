@@ -48,6 +48,9 @@ fi
 
 # The black-box tests run this binary as a subprocess.
 cargo build --locked --bin keyless
+# The container image's build step (deploy/docker/Dockerfile), run here too so every CI run proves
+# the release build the image ships works from a fresh clone.
+cargo build --release --locked --bin keyless
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -589,6 +589,11 @@ fn systemd_unit_is_hardened() {
 fn dockerfile_builds_like_ci() {
     let dockerfile = read("deploy/docker/Dockerfile");
     assert!(dockerfile.contains("\nRUN cargo build --release --locked --bin keyless\n"));
+    // CI (the README's test command) runs the same build step.
+    assert!(
+        read("scripts/test.sh").contains("\ncargo build --release --locked --bin keyless\n"),
+        "scripts/test.sh must run the Dockerfile's build command"
+    );
     for needle in [
         "FROM rust:1-bookworm AS builder",
         "FROM debian:bookworm-slim",
