@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use: openssl (independent certificate checks), certspotter (an
 # independent CT monitor run against the embedded log), softhsm2 (the PKCS#11 token the CA key
-# lives in; tests make throwaway tokens through SOFTHSM2_CONF) and opensc (pkcs11-tool).
+# lives in; tests make throwaway tokens through SOFTHSM2_CONF), opensc (pkcs11-tool) and chromium
+# (the audit review page is tested in a real browser, driven by playwright-core).
 missing=()
-for pkg in openssl certspotter softhsm2 opensc; do
+for pkg in openssl certspotter softhsm2 opensc chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

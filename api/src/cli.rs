@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: CtlogCommand,
     },
+    /// Compliance: verify the issuance record, follow CT logs, cross-check, query, watch, and
+    /// serve the review page.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit_cli::AuditCommand,
+    },
     /// Development helpers (insecure by design).
     Dev {
         #[command(subcommand)]
@@ -155,6 +161,14 @@ enum DevCommand {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Audit { command } = cli.command {
+        init_logging(keyless_config::LogFormat::default());
+        // 0 clean, 1 findings, 2 the check itself failed: cron and CI can tell them apart.
+        return crate::audit_cli::run(command).unwrap_or_else(|e| {
+            eprintln!("keyless: error: {e:#}");
+            ExitCode::from(2)
+        });
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -364,6 +378,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        // Handled in `main` for its exit codes; kept here so the match stays exhaustive.
+        Command::Audit { command } => crate::audit_cli::run(command).map(|_| ()),
         Command::Dev {
             command:
                 DevCommand::Token {

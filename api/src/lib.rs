@@ -9,10 +9,12 @@
 //! - [`trust`]: the Sigstore trusted root and client trust config for a deployment;
 //! - [`protect`]: request ids, load shedding, timeouts, header limits, CORS, rate limits;
 //! - [`instrument`]: metrics around the signer and the CT log;
-//! - [`tls`]: native TLS with certificate reloading.
+//! - [`tls`]: native TLS with certificate reloading;
+//! - [`audit_cli`] and [`review`]: `keyless audit …` and its read-only review page.
 
 #![forbid(unsafe_code)]
 
+pub mod audit_cli;
 pub mod check;
 pub mod cli;
 pub mod dev;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod instrument;
 pub mod metrics;
 pub mod protect;
+pub mod review;
 pub mod routes;
 pub mod server;
 pub mod tls;

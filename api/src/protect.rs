@@ -47,13 +47,18 @@ fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The request's id, for handlers (the audit record keeps it).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// Outermost layer: every log line of a request carries its id, and the response echoes it.
-pub async fn request_id(req: Request, next: Next) -> Response {
+pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(usable_id)
         .unwrap_or_else(new_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method());
     let mut resp = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

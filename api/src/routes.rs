@@ -20,8 +20,9 @@ use keyless_oidc::{IssuerHealth, OidcVerifier};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::protect::RateLimiter;
+use crate::protect::{RateLimiter, RequestId};
 use crate::wire;
+use keyless_audit::record::{Decision, Record, Rejection};
 
 /// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The last readiness answer, reused for a second so probes cannot hammer the HSM.
     pub readiness: Mutex<Option<(Instant, StatusCode, Value)>>,
+    /// The issuance record (`None` when `audit.enabled` is false).
+    pub audit: Option<keyless_audit::store::AuditLog>,
 }
 
 impl AppState {
@@ -240,11 +243,76 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     v.strip_prefix("Bearer ").map(str::to_string)
 }
 
-/// The shared issuance pipeline for both API versions.
-async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result<Vec<String>, ApiError> {
+/// What the audit record learns about a request on its way through the pipeline. Only digests
+/// and decisions: never the token, the proof or the key itself.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    issuer: Option<String>,
+    subject: Option<String>,
+    claims_sha256: Option<String>,
+    key_sha256: Option<String>,
+}
+
+impl Seen {
+    /// Notes what can be read from the request before anything is verified.
+    fn observe(&mut self, raw_token: &str, key: &KeyRequest<'_>) {
+        if let Ok(t) = keyless_ca::token::parse(raw_token) {
+            self.issuer = Some(t.issuer().to_string());
+            self.subject = t.subject().map(str::to_string);
+            self.claims_sha256 = Some(hex(&t.claims_sha256()));
+        }
+        if let KeyRequest::Signature { public_key, .. } = key
+            && let Ok(k) = keyless_ca::keys::PublicKey::from_pem_or_der(public_key)
+        {
+            self.key_sha256 = Some(hex(&keyless_ca::keys::sha256(k.spki_der())));
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A refusal goes into the issuance record (without waiting: nothing was promised).
+fn record_refusal(state: &AppState, request_id: &str, seen: Seen, err: &ApiError) {
+    let Some(audit) = &state.audit else { return };
+    // Load shedding and timeouts are not decisions about an identity; they never reach here.
+    let (_, _, message) = err.parts();
+    audit.append(Record {
+        seq: 0,
+        time_ms: now_ms(),
+        request_id: request_id.to_string(),
+        issuer: seen.issuer,
+        subject: seen.subject,
+        claims_sha256: seen.claims_sha256,
+        key_sha256: seen.key_sha256,
+        decision: Decision::Rejected,
+        rule: err.class().to_string(),
+        certificate: None,
+        rejection: Some(Rejection {
+            class: err.class().to_string(),
+            message,
+        }),
+    });
+}
+
+/// The shared issuance pipeline for both API versions. An issued certificate is recorded here;
+/// refusals are recorded by the handlers, which also see the refusals before this point.
+async fn issue(
+    state: &AppState,
+    request_id: &str,
+    raw_token: &str,
+    key: KeyRequest<'_>,
+    seen: &mut Seen,
+) -> Result<Vec<String>, ApiError> {
+    seen.observe(raw_token, &key);
     let issuers = state.current_issuers();
     let token = issuers.oidc.verify(raw_token).await?;
     let principal = identity::principal(&token)?;
+    seen.subject = Some(principal.san().value().to_string());
     if let Err(e) = keyless_ca::policy::check(&token) {
         tracing::warn!(issuer = principal.issuer_url(), subject = principal.san().value(), cause = %e, "refused by policy");
         return Err(e.into());
@@ -254,10 +322,15 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
         .limiter
         .check(principal.issuer_url(), principal.san().value(), limits, Instant::now())?;
     let proven = possession::prove(&principal, key)?;
+    seen.key_sha256 = Some(hex(&keyless_ca::keys::sha256(proven.public_key().spki_der())));
     let (issuer, kind, san) = (
         principal.issuer_url().to_string(),
         principal.kind(),
         principal.san().value().to_string(),
+    );
+    let rule = format!(
+        "{} identity of issuer {issuer}; claim policy and rate limits passed",
+        kind.as_str()
     );
     let issued = if state.ca.signer_blocks() {
         // An HSM round trip must not stall the async workers: issue on a blocking thread.
@@ -269,20 +342,76 @@ async fn issue(state: &AppState, raw_token: &str, key: KeyRequest<'_>) -> Result
     } else {
         state.ca.issue(principal, proven, SystemTime::now()).await?
     };
+    if let Some(audit) = &state.audit {
+        // The record is durable before the certificate leaves: an issuance the record does not
+        // hold is never released (fail closed).
+        let facts = keyless_audit::record::certificate_facts(
+            &issued.der,
+            issued.sct.as_ref().map(|s| (&s.log_id, s.timestamp)),
+            issued.leaf_index,
+        )
+        .map_err(|e| ApiError::Internal(format!("audit record: {e}")))?;
+        let record = Record {
+            seq: 0,
+            time_ms: now_ms(),
+            request_id: request_id.to_string(),
+            issuer: Some(issuer.clone()),
+            subject: Some(san.clone()),
+            claims_sha256: seen.claims_sha256.clone(),
+            key_sha256: seen.key_sha256.clone(),
+            decision: Decision::Issued,
+            rule,
+            certificate: Some(facts),
+            rejection: None,
+        };
+        audit
+            .append_durable(record)
+            .await
+            .map_err(|e| ApiError::Internal(format!("audit record: {e}")))?;
+    }
     let (sct_log_id, sct_timestamp) = match &issued.sct {
         Some(sct) => (hex(&sct.log_id), sct.timestamp),
         None => ("none (CT disabled)".to_string(), 0),
     };
-    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, sct_log_id, sct_timestamp, "certificate issued");
+    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, sct_log_id, sct_timestamp, leaf_index = ?issued.leaf_index, "certificate issued");
     crate::metrics::issued(kind.as_str(), &issuer);
     let mut chain = vec![issued.pem()];
     chain.extend(state.chain_pem.iter().cloned());
     Ok(chain)
 }
 
+/// Runs a signing handler and records its refusal, whatever stage refused.
+async fn recorded<T>(
+    state: &AppState,
+    request_id: Option<axum::Extension<RequestId>>,
+    handler: impl AsyncFnOnce(&str, &mut Seen) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let id = request_id.map(|r| r.0.0).unwrap_or_default();
+    let mut seen = Seen::default();
+    let result = handler(&id, &mut seen).await;
+    if let Err(e) = &result {
+        record_refusal(state, &id, seen, e);
+    }
+    result
+}
+
 async fn signing_cert_v2(
     State(state): State<Arc<AppState>>,
+    request_id: Option<axum::Extension<RequestId>>,
     headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    recorded(&state, request_id, async |id, seen| {
+        signing_cert_v2_checked(&state, id, seen, &headers, body).await
+    })
+    .await
+}
+
+async fn signing_cert_v2_checked(
+    state: &AppState,
+    request_id: &str,
+    seen: &mut Seen,
+    headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: wire::CreateSigningCertificateRequest = body_json(body)?;
@@ -290,7 +419,7 @@ async fn signing_cert_v2(
         .credentials
         .and_then(|c| c.oidc_identity_token)
         .filter(|t| !t.is_empty())
-        .or_else(|| bearer(&headers))
+        .or_else(|| bearer(headers))
         .unwrap_or_default();
     let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
     let chain = match (req.public_key_request, csr) {
@@ -299,19 +428,21 @@ async fn signing_cert_v2(
                 "send either publicKeyRequest or certificateSigningRequest, not both".into(),
             ));
         }
-        (None, Some(csr)) => issue(&state, &token, KeyRequest::Csr { pem: &csr.0 }).await?,
+        (None, Some(csr)) => issue(state, request_id, &token, KeyRequest::Csr { pem: &csr.0 }, seen).await?,
         (pkr, None) => {
             let pkr = pkr.unwrap_or_default();
             let content = pkr.public_key.and_then(|k| k.content).unwrap_or_default();
             let proof = pkr.proof_of_possession.unwrap_or_default();
             // Check the token first so its errors come first, as in Fulcio.
             issue(
-                &state,
+                state,
+                request_id,
                 &token,
                 KeyRequest::Signature {
                     public_key: content.as_bytes(),
                     proof: &proof.0,
                 },
+                seen,
             )
             .await?
         }
@@ -324,7 +455,21 @@ async fn signing_cert_v2(
 
 async fn signing_cert_v1(
     State(state): State<Arc<AppState>>,
+    request_id: Option<axum::Extension<RequestId>>,
     headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    recorded(&state, request_id, async |id, seen| {
+        signing_cert_v1_checked(&state, id, seen, &headers, body).await
+    })
+    .await
+}
+
+async fn signing_cert_v1_checked(
+    state: &AppState,
+    request_id: &str,
+    seen: &mut Seen,
+    headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: wire::LegacyRequest = body_json(body)?;
@@ -334,19 +479,21 @@ async fn signing_cert_v1(
         // Fulcio answers this before looking at the token.
         return Err(keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into());
     }
-    let token = bearer(&headers).unwrap_or_default();
+    let token = bearer(headers).unwrap_or_default();
     let chain = match csr {
-        Some(csr) => issue(&state, &token, KeyRequest::Csr { pem: &csr.0 }).await?,
+        Some(csr) => issue(state, request_id, &token, KeyRequest::Csr { pem: &csr.0 }, seen).await?,
         None => {
             let proof = req.signed_email_address.unwrap_or_default();
             let key = key.unwrap_or_default();
             issue(
-                &state,
+                state,
+                request_id,
                 &token,
                 KeyRequest::Signature {
                     public_key: &key.0,
                     proof: &proof.0,
                 },
+                seen,
             )
             .await?
         }

@@ -228,6 +228,7 @@ pub async fn serve(
         ct_probe,
         limiter: Default::default(),
         readiness: Default::default(),
+        audit: open_audit(&config)?,
     });
     let reload = config
         .source
@@ -298,7 +299,12 @@ pub async fn serve(
         task.abort();
         let _ = task.await;
     }
-    if held.upgrade().is_none() {
+    // Connection tasks drop their share of the state a moment after the last response.
+    let release_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while held.strong_count() > 0 && tokio::time::Instant::now() < release_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if held.strong_count() == 0 {
         tracing::info!("CA signer released (an HSM's sessions are closed)");
     } else {
         tracing::warn!("CA signer still in use by requests past the grace period; released at exit");
@@ -320,6 +326,22 @@ pub async fn serve(
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Opens the issuance record in the data directory (refusing to start if it fails verification).
+fn open_audit(config: &Config) -> anyhow::Result<Option<keyless_audit::store::AuditLog>> {
+    if !config.audit.enabled {
+        tracing::warn!("the issuance record is disabled (audit.enabled: false): decisions are not recorded");
+        return Ok(None);
+    }
+    let export = config.audit.export.as_ref().map(|e| match e {
+        keyless_config::AuditExport::Stdout => keyless_audit::store::Export::Stdout,
+        keyless_config::AuditExport::File(p) => keyless_audit::store::Export::File(p.clone()),
+    });
+    let dir = keyless_audit::store::audit_dir(&config.data_dir);
+    let log = keyless_audit::store::AuditLog::open(&dir, export).context("opening the issuance record")?;
+    tracing::info!(dir = %dir.display(), "recording every decision in the issuance record");
+    Ok(Some(log))
 }
 
 /// The issuers a configuration trusts: its own, or — when it names none and is not `--dev` — the

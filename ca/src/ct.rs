@@ -143,7 +143,16 @@ pub fn oid_der(arcs: &[u64]) -> Vec<u8> {
 }
 
 /// A future returned by [`CtLog`] methods (no runtime dependency in the core).
-pub type CtFuture<'a> = Pin<Box<dyn Future<Output = Result<Sct, CtError>> + Send + 'a>>;
+pub type CtFuture<'a> = Pin<Box<dyn Future<Output = Result<Logged, CtError>> + Send + 'a>>;
+
+/// What a log answered to `add-pre-chain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The SCT (still to be verified by the CA).
+    pub sct: Sct,
+    /// The entry's position, when the log says (the embedded log does; RFC 6962 logs do not).
+    pub leaf_index: Option<u64>,
+}
 
 /// A Certificate Transparency log the CA submits precertificates to: the embedded log or a
 /// remote RFC 6962 log. Implementations bound their own time and retries.

@@ -35,6 +35,8 @@ pub struct Issued {
     pub not_after: OffsetDateTime,
     /// The embedded SCT (`None` when CT is disabled).
     pub sct: Option<Sct>,
+    /// The precertificate's position in the CT log, when the log said.
+    pub leaf_index: Option<u64>,
 }
 
 impl Issued {
@@ -189,6 +191,7 @@ impl CertificateAuthority {
             }
             .encode()
         };
+        let mut leaf_index = None;
         let sct = match &self.ct {
             None => None,
             Some(ct) => {
@@ -210,7 +213,9 @@ impl CertificateAuthority {
                     log: ct.log.name().to_string(),
                     cause,
                 };
-                let sct = ct.log.add_pre_chain(&chain).await.map_err(|e| ct_err(e.0))?;
+                let logged = ct.log.add_pre_chain(&chain).await.map_err(|e| ct_err(e.0))?;
+                let sct = logged.sct;
+                leaf_index = logged.leaf_index;
                 if sct.log_id != ct.log_id {
                     return Err(ct_err("SCT is from a different log than the one configured".into()));
                 }
@@ -231,6 +236,7 @@ impl CertificateAuthority {
             not_before,
             not_after,
             sct,
+            leaf_index,
         })
     }
 
@@ -514,13 +520,16 @@ mod tests {
                 if self.mode == "bad-signature" {
                     signature[10] ^= 1;
                 }
-                Ok(Sct {
-                    log_id: crate::keys::sha256(&self.spki()),
-                    timestamp: 1_700_000_000_000,
-                    extensions: Vec::new(),
-                    hash_algorithm: ct::HASH_SHA256,
-                    signature_algorithm: ct::SIG_ECDSA,
-                    signature,
+                Ok(ct::Logged {
+                    sct: Sct {
+                        log_id: crate::keys::sha256(&self.spki()),
+                        timestamp: 1_700_000_000_000,
+                        extensions: Vec::new(),
+                        hash_algorithm: ct::HASH_SHA256,
+                        signature_algorithm: ct::SIG_ECDSA,
+                        signature,
+                    },
+                    leaf_index: None,
                 })
             })
         }

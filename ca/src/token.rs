@@ -114,6 +114,17 @@ impl UnverifiedToken {
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
+
+    /// The claimed `sub` (unverified), for the audit record of a refusal.
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+
+    /// SHA-256 of the decoded payload: what the audit record keeps instead of the token.
+    pub fn claims_sha256(&self) -> [u8; 32] {
+        let payload = self.raw.split('.').nth(1).unwrap_or_default();
+        crate::keys::sha256(&URL_SAFE_NO_PAD.decode(payload).unwrap_or_default())
+    }
 }
 
 /// An issuer's verification keys, prepared once per JWKS fetch.

@@ -25,7 +25,7 @@ pub use crate::error::ConfigError;
 pub use crate::issuer::{
     ALL_KINDS, CiProvider, IssuerConfig, IssuerKind, IssuerOptions, TOKEN_ALGORITHMS, is_loopback_url, json_path,
 };
-pub use crate::ops::{Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig};
+pub use crate::ops::{AuditConfig, AuditExport, Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig};
 pub use crate::policy::{Condition, Policy, Rule};
 pub use crate::secret::{Secret, SecretRef};
 
@@ -70,6 +70,8 @@ pub struct Config {
     pub limits: Limits,
     /// Rate limits for issuers that set none of their own.
     pub rate_limits: RateLimits,
+    /// The issuance record.
+    pub audit: AuditConfig,
 }
 
 /// Where the CA signing key lives.
@@ -222,6 +224,7 @@ struct RawConfig {
     log: Option<ops::RawLog>,
     limits: Option<ops::RawLimits>,
     rate_limits: Option<ops::RawRateLimits>,
+    audit: Option<ops::RawAudit>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +307,7 @@ impl Config {
             log_format: LogFormat::default(),
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -457,6 +461,7 @@ impl RawConfig {
                 None => RateLimits::default(),
                 Some(r) => RateLimits::default().with(&r.validate("rate_limits")?),
             },
+            audit: self.audit.map(|a| a.validate(base)).unwrap_or_default(),
         })
     }
 }

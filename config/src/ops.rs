@@ -124,6 +124,52 @@ impl Default for RateLimits {
     }
 }
 
+/// The issuance record (`<data_dir>/audit/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Record every decision (default). Off only for throwaway benchmarks.
+    pub enabled: bool,
+    /// Also write each committed record as a JSON line: `-` for stdout, or a file path.
+    pub export: Option<AuditExport>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            export: None,
+        }
+    }
+}
+
+/// Where the JSON-lines export goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditExport {
+    /// Standard output.
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    enabled: Option<bool>,
+    export: Option<String>,
+}
+
+impl RawAudit {
+    pub(crate) fn validate(self, base: &Path) -> AuditConfig {
+        AuditConfig {
+            enabled: self.enabled.unwrap_or(true),
+            export: self.export.map(|e| match e.as_str() {
+                "-" => AuditExport::Stdout,
+                path => AuditExport::File(resolve(base, path)),
+            }),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {

@@ -131,12 +131,12 @@ fn decode_chain(body: &Bytes) -> Result<Vec<Vec<u8>>, HttpError> {
 
 async fn add_chain(State(log): State<EmbeddedLog>, body: Bytes) -> Result<Json<AddChainResponse>, HttpError> {
     let chain = decode_chain(&body)?;
-    Ok(Json(AddChainResponse::from_sct(&log.submit(&chain, false).await?)))
+    Ok(Json(AddChainResponse::from_sct(&log.submit(&chain, false).await?.0)))
 }
 
 async fn add_pre_chain(State(log): State<EmbeddedLog>, body: Bytes) -> Result<Json<AddChainResponse>, HttpError> {
     let chain = decode_chain(&body)?;
-    Ok(Json(AddChainResponse::from_sct(&log.submit(&chain, true).await?)))
+    Ok(Json(AddChainResponse::from_sct(&log.submit(&chain, true).await?.0)))
 }
 
 async fn get_sth(State(log): State<EmbeddedLog>) -> Json<serde_json::Value> {

@@ -18,9 +18,9 @@ mod log;
 pub mod merkle;
 mod remote;
 mod store;
-mod tls;
+pub mod tls;
 
-pub use crate::log::{EmbeddedLog, LogOptions, SignedTreeHead, log_public_key};
+pub use crate::log::{EmbeddedLog, LogOptions, SignedTreeHead, load_or_create_key, log_public_key};
 pub use crate::remote::RemoteLog;
 
 /// A log failure. `Client` errors are the submitter's fault (bad chain); the rest are the log's.

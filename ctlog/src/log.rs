@@ -112,7 +112,9 @@ fn now_ms() -> u64 {
 }
 
 /// The log's signing key: P-256, made on first start and kept beside the database.
-fn load_or_create_key(path: &Path) -> Result<SoftwareSigner, LogError> {
+/// Loads a P-256 PKCS#8 PEM key, creating it (mode 0600, never overwritten) on first use: the
+/// log's key, and the audit record's checkpoint key.
+pub fn load_or_create_key(path: &Path) -> Result<SoftwareSigner, LogError> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     let setup = |m: String| LogError::Setup(format!("{}: {m}", path.display()));
@@ -322,8 +324,9 @@ impl EmbeddedLog {
         &self.shared
     }
 
-    /// Validates and durably logs a chain; returns the SCT only after the entry is committed.
-    pub async fn submit(&self, chain: &[Vec<u8>], precert: bool) -> Result<Sct, LogError> {
+    /// Validates and durably logs a chain; returns the SCT (and the entry's position) only after
+    /// the entry is committed.
+    pub async fn submit(&self, chain: &[Vec<u8>], precert: bool) -> Result<(Sct, u64), LogError> {
         let v = self.shared.validate(chain, precert)?;
         let timestamp = now_ms();
         let (leaf_input, extra_prefix, signed) = match &v.precert {
@@ -353,7 +356,7 @@ impl EmbeddedLog {
                 reply,
             })
             .map_err(|_| LogError::Unavailable("the log writer has stopped".into()))?;
-        match tokio::time::timeout(self.shared.opts.commit_timeout, wait).await {
+        let index = match tokio::time::timeout(self.shared.opts.commit_timeout, wait).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) => return Err(LogError::Unavailable("the log writer dropped the submission".into())),
             Err(_) => {
@@ -363,14 +366,15 @@ impl EmbeddedLog {
             }
         };
         let signature = self.shared.sign(signed).await?;
-        Ok(Sct {
+        let sct = Sct {
             log_id: self.shared.log_id,
             timestamp,
             extensions: Vec::new(),
             hash_algorithm: ct::HASH_SHA256,
             signature_algorithm: ct::SIG_ECDSA,
             signature,
-        })
+        };
+        Ok((sct, index))
     }
 }
 
@@ -384,7 +388,13 @@ impl CtLog for EmbeddedLog {
     }
 
     fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> CtFuture<'a> {
-        Box::pin(async move { self.submit(chain, true).await.map_err(|e| ct::CtError(e.to_string())) })
+        Box::pin(async move {
+            let (sct, index) = self.submit(chain, true).await.map_err(|e| ct::CtError(e.to_string()))?;
+            Ok(ct::Logged {
+                sct,
+                leaf_index: Some(index),
+            })
+        })
     }
 }
 

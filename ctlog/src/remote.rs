@@ -98,7 +98,12 @@ impl CtLog for RemoteLog {
                     tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
                 }
                 match self.attempt(&body).await {
-                    Ok(resp) => return resp.to_sct().map_err(CtError),
+                    Ok(resp) => {
+                        return resp
+                            .to_sct()
+                            .map_err(CtError)
+                            .map(|sct| keyless_ca::ct::Logged { sct, leaf_index: None });
+                    }
                     Err((retry, cause)) => {
                         tracing::warn!(log = %self.url, attempt, %cause, "CT submission failed");
                         last = cause;

@@ -45,7 +45,7 @@ pub(crate) fn cert_list(certs: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// `TreeHeadSignature` input.
-pub(crate) fn tree_head_signed_data(timestamp: u64, tree_size: u64, root: &[u8; 32]) -> Vec<u8> {
+pub fn tree_head_signed_data(timestamp: u64, tree_size: u64, root: &[u8; 32]) -> Vec<u8> {
     let mut out = vec![0, 1];
     out.extend_from_slice(&timestamp.to_be_bytes());
     out.extend_from_slice(&tree_size.to_be_bytes());

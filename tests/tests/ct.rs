@@ -316,6 +316,24 @@ async fn survives_restart(restart: impl FnOnce(&mut Keyless)) -> Keyless {
         assert_included(&ks, &h, &after).await;
     }
     assert_consistent(&ks, &before, &after).await;
+    // The issuance record was durable before each certificate left: all of them are recorded.
+    let out = keyless_tests::run_keyless(
+        &["audit", "query", "--format", "json", "--config", "keyless.yaml"],
+        ks.dir.path(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recorded: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let recorded: std::collections::HashSet<Vec<u8>> = recorded
+        .iter()
+        .map(|r| STANDARD.decode(r["certificate"]["der"].as_str().unwrap()).unwrap())
+        .collect();
+    for chain in &returned {
+        assert!(
+            recorded.contains(&der(&chain[0])),
+            "a returned certificate is missing from the record"
+        );
+    }
     // And the restarted CA keeps issuing into the same log.
     let chain = issue(&idp, &ks, "after-restart@example.com").await;
     ct::verify_embedded_sct(&der(&chain[0]), &der(&chain[1]), &spki);

@@ -1,0 +1,523 @@
+//! What was seen in CT logs: `<audit_dir>/index.sqlite` (WAL).
+//!
+//! Per log: its last verified signed tree head, every leaf hash (so the root of the next tree head
+//! can be recomputed from the entries themselves rather than taken on the log's word), and the
+//! entries that chain to this CA, decoded. Everything a sync adds lands in one transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use keyless_ctlog::merkle::Hash;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::AuditError;
+use crate::record::Extension;
+
+/// The index database file.
+pub fn index_path(audit_dir: &Path) -> PathBuf {
+    audit_dir.join("index.sqlite")
+}
+
+/// The last verified tree head of a log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerifiedSth {
+    /// Hex SHA-256 of the log's DER public key (the RFC 6962 log id).
+    pub log_id: String,
+    /// The log's base URL (without `/ct/v1`), as last synced.
+    pub url: String,
+    /// Entries in the tree.
+    pub tree_size: u64,
+    /// Merkle root, hex.
+    pub root: String,
+    /// The tree head's timestamp, ms since the epoch.
+    pub timestamp: u64,
+    /// When a sync verified it, ms since the epoch.
+    pub verified_at: u64,
+}
+
+/// A log entry that chains to this CA.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexedCert {
+    /// Hex log id.
+    pub log_id: String,
+    /// Position in the log.
+    pub leaf_index: u64,
+    /// `precert` or `x509`.
+    pub entry_type: String,
+    /// The entry's timestamp (ms), from the leaf.
+    pub timestamp: u64,
+    /// Serial, as [`crate::record::serial_hex`].
+    pub serial: String,
+    /// SAN, as [`crate::record::san_text`].
+    pub san: String,
+    /// The OIDC issuer: extension 1.8, else 1.1, else empty.
+    pub issuer: String,
+    /// Hex SHA-256 of the TBS without the CT poison and SCT-list extensions (see
+    /// [`crate::sync::tbs_sha256_of_certificate`]): a precertificate entry and the final
+    /// certificate issued from it have the same value.
+    pub tbs_sha256: String,
+    /// Every extension, decoded (the SAN's value is the SAN text, as in the record).
+    pub extensions: Vec<Extension>,
+    /// Validity start, seconds since the epoch.
+    pub not_before: i64,
+}
+
+impl IndexedCert {
+    /// The summary the query table, watchlists and the review page use.
+    pub fn summary(&self) -> crate::CertSummary {
+        crate::CertSummary {
+            serial: self.serial.clone(),
+            san: self.san.clone(),
+            issuer: self.issuer.clone(),
+            time_ms: self.not_before.max(0) as u64 * 1000,
+            leaf_index: Some(self.leaf_index),
+        }
+    }
+}
+
+/// The CT index. Cheap to share by reference; one connection behind a mutex.
+pub struct LogIndex {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for LogIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogIndex")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Storage(e.to_string())
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode=WAL;
+    PRAGMA synchronous=FULL;
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS logs (
+        log_id TEXT PRIMARY KEY, url TEXT NOT NULL, tree_size INTEGER NOT NULL, root TEXT NOT NULL,
+        timestamp INTEGER NOT NULL, signature BLOB NOT NULL, verified_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS leaves (
+        log_id TEXT NOT NULL, leaf_index INTEGER NOT NULL, hash BLOB NOT NULL,
+        PRIMARY KEY (log_id, leaf_index)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS certificates (
+        log_id TEXT NOT NULL, leaf_index INTEGER NOT NULL, entry_type TEXT NOT NULL,
+        timestamp INTEGER NOT NULL, serial TEXT NOT NULL, san TEXT NOT NULL, issuer TEXT NOT NULL,
+        tbs_sha256 TEXT NOT NULL, extensions TEXT NOT NULL, not_before INTEGER NOT NULL,
+        PRIMARY KEY (log_id, leaf_index));
+    CREATE INDEX IF NOT EXISTS certificates_serial ON certificates (serial);
+    CREATE INDEX IF NOT EXISTS certificates_tbs ON certificates (tbs_sha256);
+";
+
+const CERT_COLUMNS: &str =
+    "log_id, leaf_index, entry_type, timestamp, serial, san, issuer, tbs_sha256, extensions, not_before";
+
+fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(IndexedCert, String)> {
+    Ok((
+        IndexedCert {
+            log_id: r.get(0)?,
+            leaf_index: r.get::<_, i64>(1)? as u64,
+            entry_type: r.get(2)?,
+            timestamp: r.get::<_, i64>(3)? as u64,
+            serial: r.get(4)?,
+            san: r.get(5)?,
+            issuer: r.get(6)?,
+            tbs_sha256: r.get(7)?,
+            extensions: Vec::new(),
+            not_before: r.get(9)?,
+        },
+        r.get(8)?,
+    ))
+}
+
+fn sth_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VerifiedSth> {
+    Ok(VerifiedSth {
+        log_id: r.get(0)?,
+        url: r.get(1)?,
+        tree_size: r.get::<_, i64>(2)? as u64,
+        root: r.get(3)?,
+        timestamp: r.get::<_, i64>(4)? as u64,
+        verified_at: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+const STH_COLUMNS: &str = "log_id, url, tree_size, root, timestamp, verified_at";
+
+/// A serial as the index stores it: lower-case hex, no `0x`, colons or leading zeros.
+fn normalize_serial(serial: &str) -> String {
+    let s = serial.trim().to_ascii_lowercase().replace(':', "");
+    let s = s.strip_prefix("0x").unwrap_or(&s);
+    let t = s.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.to_string() }
+}
+
+fn check_ca(conn: &Connection, ca_key_sha256: &str, path: &Path) -> Result<(), AuditError> {
+    let bound: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'ca_key_sha256'", [], |r| r.get(0))
+        .optional()
+        .map_err(storage)?;
+    match bound {
+        Some(b) if b != ca_key_sha256 => Err(AuditError::Setup(format!(
+            "the CT index in {} was built for the issuing CA key {b}, not {ca_key_sha256}: use another audit directory for another CA",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What a sync commits in one transaction.
+pub(crate) struct Commit<'a> {
+    /// Hex SHA-256 of the issuing CA's SPKI the entries were matched against.
+    pub(crate) ca_key_sha256: &'a str,
+    /// The tree head the sync started from (must still be the stored one).
+    pub(crate) previous: Option<&'a VerifiedSth>,
+    /// The newly verified tree head.
+    pub(crate) sth: &'a VerifiedSth,
+    /// Its signature (TLS `DigitallySigned`).
+    pub(crate) signature: &'a [u8],
+    /// Leaf hashes from `previous.tree_size` on.
+    pub(crate) leaves: &'a [Hash],
+    /// The new entries that chain to this CA.
+    pub(crate) certificates: &'a [IndexedCert],
+}
+
+impl LogIndex {
+    /// Opens the index in `audit_dir`, creating the directory and the database on first use.
+    pub fn open(audit_dir: &Path) -> Result<LogIndex, AuditError> {
+        std::fs::create_dir_all(audit_dir).map_err(|e| AuditError::Setup(format!("{}: {e}", audit_dir.display())))?;
+        let path = index_path(audit_dir);
+        let conn = Connection::open(&path).map_err(storage)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(storage)?;
+        conn.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(LogIndex {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_certs(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<IndexedCert>, AuditError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(storage)?;
+        let rows = stmt.query_map(args, cert_row).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut cert, extensions) = row.map_err(storage)?;
+            cert.extensions = serde_json::from_str(&extensions).map_err(|e| {
+                storage(format!(
+                    "stored extensions of entry {} are not JSON: {e}",
+                    cert.leaf_index
+                ))
+            })?;
+            out.push(cert);
+        }
+        Ok(out)
+    }
+
+    /// Every indexed entry (all chain to this CA), ordered by log id and leaf index.
+    pub fn certificates(&self) -> Result<Vec<IndexedCert>, AuditError> {
+        self.read_certs(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates ORDER BY log_id, leaf_index"),
+            &[],
+        )
+    }
+
+    /// The entries with this serial (hex; case, `0x`, colons and leading zeros do not matter).
+    pub fn find_serial(&self, serial: &str) -> Result<Vec<IndexedCert>, AuditError> {
+        let serial = normalize_serial(serial);
+        self.read_certs(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1 ORDER BY log_id, leaf_index"),
+            &[&serial],
+        )
+    }
+
+    /// The entries whose [`IndexedCert::tbs_sha256`] is `tbs_sha256`.
+    pub fn find_tbs(&self, tbs_sha256: &str) -> Result<Vec<IndexedCert>, AuditError> {
+        self.read_certs(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE tbs_sha256 = ?1 ORDER BY log_id, leaf_index"),
+            &[&tbs_sha256],
+        )
+    }
+
+    /// The last verified tree head of a log, if it was ever synced.
+    pub fn verified_sth(&self, log_id_hex: &str) -> Result<Option<VerifiedSth>, AuditError> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!("SELECT {STH_COLUMNS} FROM logs WHERE log_id = ?1"),
+            [log_id_hex.to_ascii_lowercase()],
+            sth_row,
+        )
+        .optional()
+        .map_err(storage)
+    }
+
+    /// Every log synced, with its last verified tree head, by URL.
+    pub fn logs(&self) -> Result<Vec<VerifiedSth>, AuditError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {STH_COLUMNS} FROM logs ORDER BY url, log_id"))
+            .map_err(storage)?;
+        let rows = stmt.query_map([], sth_row).map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(storage)
+    }
+
+    /// Every stored leaf hash of a log, in order.
+    pub(crate) fn leaf_hashes(&self, log_id: &str) -> Result<Vec<Hash>, AuditError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT leaf_index, hash FROM leaves WHERE log_id = ?1 ORDER BY leaf_index")
+            .map_err(storage)?;
+        let mut rows = stmt.query([log_id]).map_err(storage)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            let index: i64 = row.get(0).map_err(storage)?;
+            let hash: Vec<u8> = row.get(1).map_err(storage)?;
+            if index != out.len() as i64 {
+                return Err(storage(format!(
+                    "the index lacks leaf {} of log {log_id}: it was damaged",
+                    out.len()
+                )));
+            }
+            out.push(
+                hash.try_into()
+                    .map_err(|_| storage(format!("leaf {index} of log {log_id} is not a 32-byte hash")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The index belongs to one issuing CA (hex SHA-256 of its SPKI), bound by the first commit;
+    /// a different CA is refused, so "chains to this CA" keeps one meaning.
+    pub(crate) fn check_ca(&self, ca_key_sha256: &str) -> Result<(), AuditError> {
+        check_ca(&self.conn(), ca_key_sha256, &self.path)
+    }
+
+    /// Stores what a sync verified, all or nothing. Fails (storing nothing) if another sync of
+    /// the same log committed in the meantime.
+    pub(crate) fn commit(&self, c: Commit<'_>) -> Result<(), AuditError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(storage)?;
+        check_ca(&tx, c.ca_key_sha256, &self.path)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('ca_key_sha256', ?1)",
+            [c.ca_key_sha256],
+        )
+        .map_err(storage)?;
+        let log_id = c.sth.log_id.as_str();
+        let current: Option<(i64, String)> = tx
+            .query_row("SELECT tree_size, root FROM logs WHERE log_id = ?1", [log_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(storage)?;
+        let expected = c.previous.map(|p| (p.tree_size as i64, p.root.clone()));
+        if current != expected {
+            return Err(AuditError::Storage(format!(
+                "another sync of log {log_id} finished first; run the sync again"
+            )));
+        }
+        let first = c.previous.map_or(0, |p| p.tree_size);
+        let stored: i64 = tx
+            .query_row("SELECT COUNT(*) FROM leaves WHERE log_id = ?1", [log_id], |r| r.get(0))
+            .map_err(storage)?;
+        if stored as u64 != first {
+            return Err(storage(format!(
+                "the index holds {stored} leaves of log {log_id} but its tree head covers {first}: it was damaged"
+            )));
+        }
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO leaves (log_id, leaf_index, hash) VALUES (?1, ?2, ?3)")
+                .map_err(storage)?;
+            for (i, h) in c.leaves.iter().enumerate() {
+                insert
+                    .execute(params![log_id, (first + i as u64) as i64, h.as_slice()])
+                    .map_err(storage)?;
+            }
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO certificates ({CERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))
+                .map_err(storage)?;
+            for cert in c.certificates {
+                let extensions = serde_json::to_string(&cert.extensions).map_err(storage)?;
+                insert
+                    .execute(params![
+                        cert.log_id,
+                        cert.leaf_index as i64,
+                        cert.entry_type,
+                        cert.timestamp as i64,
+                        cert.serial,
+                        cert.san,
+                        cert.issuer,
+                        cert.tbs_sha256,
+                        extensions,
+                        cert.not_before,
+                    ])
+                    .map_err(storage)?;
+            }
+        }
+        let s = c.sth;
+        tx.execute(
+            "INSERT INTO logs (log_id, url, tree_size, root, timestamp, signature, verified_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (log_id) DO UPDATE SET url = ?2, tree_size = ?3, root = ?4, timestamp = ?5,
+                 signature = ?6, verified_at = ?7",
+            params![
+                s.log_id,
+                s.url,
+                s.tree_size as i64,
+                s.root,
+                s.timestamp as i64,
+                c.signature,
+                s.verified_at as i64
+            ],
+        )
+        .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(log: &str, index: u64, serial: &str) -> IndexedCert {
+        IndexedCert {
+            log_id: log.into(),
+            leaf_index: index,
+            entry_type: "precert".into(),
+            timestamp: 1_700_000_000_000 + index,
+            serial: serial.into(),
+            san: format!("email:u{index}@example.com"),
+            issuer: "https://issuer.example".into(),
+            tbs_sha256: format!("{index:064x}"),
+            extensions: vec![Extension {
+                oid: "1.3.6.1.4.1.57264.1.8".into(),
+                name: "Issuer (V2)".into(),
+                value: "https://issuer.example".into(),
+                critical: false,
+            }],
+            not_before: 1_700_000_000,
+        }
+    }
+
+    fn sth(log: &str, size: u64, root: &str) -> VerifiedSth {
+        VerifiedSth {
+            log_id: log.into(),
+            url: format!("http://{log}.example"),
+            tree_size: size,
+            root: root.into(),
+            timestamp: 1_700_000_000_000 + size,
+            verified_at: 1_700_000_000_500,
+        }
+    }
+
+    #[test]
+    fn commits_reads_back_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = LogIndex::open(dir.path()).unwrap();
+            assert!(index.logs().unwrap().is_empty());
+            assert!(index.certificates().unwrap().is_empty());
+            assert_eq!(index.verified_sth("aa").unwrap(), None);
+            let first = sth("bb", 3, "r3");
+            index
+                .commit(Commit {
+                    ca_key_sha256: "ca",
+                    previous: None,
+                    sth: &first,
+                    signature: b"sig",
+                    leaves: &[[1; 32], [2; 32], [3; 32]],
+                    certificates: &[cert("bb", 2, "a"), cert("bb", 0, "1f")],
+                })
+                .unwrap();
+            let other = sth("aa", 1, "r1");
+            index
+                .commit(Commit {
+                    ca_key_sha256: "ca",
+                    previous: None,
+                    sth: &other,
+                    signature: b"sig",
+                    leaves: &[[9; 32]],
+                    certificates: &[cert("aa", 0, "a")],
+                })
+                .unwrap();
+            // A sync that started from a stale view of the log is refused, storing nothing.
+            let stale = index
+                .commit(Commit {
+                    ca_key_sha256: "ca",
+                    previous: None,
+                    sth: &sth("bb", 4, "r4"),
+                    signature: b"sig",
+                    leaves: &[[4; 32]],
+                    certificates: &[cert("bb", 3, "33")],
+                })
+                .unwrap_err();
+            assert!(stale.to_string().contains("another sync"), "{stale}");
+            let next = sth("bb", 4, "r4");
+            index
+                .commit(Commit {
+                    ca_key_sha256: "ca",
+                    previous: Some(&first),
+                    sth: &next,
+                    signature: b"sig",
+                    leaves: &[[4; 32]],
+                    certificates: &[],
+                })
+                .unwrap();
+        }
+        let index = LogIndex::open(dir.path()).unwrap();
+        let mode: String = index.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let certs = index.certificates().unwrap();
+        let order: Vec<(&str, u64)> = certs.iter().map(|c| (c.log_id.as_str(), c.leaf_index)).collect();
+        assert_eq!(order, [("aa", 0), ("bb", 0), ("bb", 2)]);
+        assert_eq!(certs[2], cert("bb", 2, "a"));
+        assert_eq!(index.verified_sth("bb").unwrap(), Some(sth("bb", 4, "r4")));
+        assert_eq!(index.verified_sth("BB").unwrap(), Some(sth("bb", 4, "r4")));
+        let logs: Vec<String> = index.logs().unwrap().into_iter().map(|s| s.log_id).collect();
+        assert_eq!(logs, ["aa", "bb"]);
+        assert_eq!(index.leaf_hashes("bb").unwrap(), [[1; 32], [2; 32], [3; 32], [4; 32]]);
+        assert_eq!(index.find_serial("0x0A").unwrap().len(), 2);
+        assert_eq!(index.find_serial("1F").unwrap()[0].leaf_index, 0);
+        assert_eq!(index.find_serial("00:1f").unwrap().len(), 1);
+        assert!(index.find_serial("2").unwrap().is_empty());
+        assert_eq!(index.find_tbs(&format!("{:064x}", 2)).unwrap().len(), 1);
+        let summary = certs[2].summary();
+        assert_eq!(summary.leaf_index, Some(2));
+        assert_eq!(summary.time_ms, 1_700_000_000_000);
+        assert_eq!(summary.issuer, "https://issuer.example");
+    }
+
+    #[test]
+    fn the_index_belongs_to_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        index.check_ca("aa").unwrap();
+        index.check_ca("bb").unwrap();
+        let first = sth("l1", 0, "r");
+        let commit = |ca, sth| Commit {
+            ca_key_sha256: ca,
+            previous: None,
+            sth,
+            signature: b"",
+            leaves: &[],
+            certificates: &[],
+        };
+        index.commit(commit("aa", &first)).unwrap();
+        index.check_ca("aa").unwrap();
+        let err = index.check_ca("bb").unwrap_err();
+        assert!(err.to_string().contains("another audit directory"), "{err}");
+        let err = index.commit(commit("bb", &sth("l2", 0, "r"))).unwrap_err();
+        assert!(err.to_string().contains("another audit directory"), "{err}");
+        assert_eq!(index.logs().unwrap().len(), 1);
+    }
+}

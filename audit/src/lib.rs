@@ -1,0 +1,114 @@
+//! Compliance for Keyless CA: what did the CA issue, to whom, under which rule, and can we prove
+//! nothing else was issued?
+//!
+//! - [`record`] and [`store`]: the append-only, hash-chained issuance record, checkpointed with
+//!   the audit key (never the CA key), written with the CT log's durability discipline;
+//! - [`verify`]: the chain and checkpoint check behind `keyless audit verify`;
+//! - [`index`] and [`sync`]: following any RFC 6962 log, verifying each tree head and its
+//!   consistency with the last one, and indexing the certificates this CA issued;
+//! - [`crosscheck`]: record versus log, both ways;
+//! - [`query`] and [`watch`]: finding certificates, and reporting those outside a watchlist;
+//! - [`state`]: the outcome of the last `verify` and `cross-check`, for the review page.
+
+#![forbid(unsafe_code)]
+
+pub mod crosscheck;
+pub mod index;
+pub mod query;
+pub mod record;
+pub mod state;
+pub mod store;
+pub mod sync;
+pub mod verify;
+pub mod watch;
+
+/// Everything the audit functions fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// Files, keys or arguments are unusable.
+    #[error("{0}")]
+    Setup(String),
+    /// SQLite failed.
+    #[error("audit storage: {0}")]
+    Storage(String),
+    /// A CT log misbehaved: bad signature, inconsistent tree heads, bad entries.
+    #[error("CT log: {0}")]
+    Log(String),
+    /// The log could not be reached.
+    #[error("CT log unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// A certificate as the watchlist, the query table and the review page see it, whether it came
+/// from the issuance record or from a CT log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertSummary {
+    /// Serial number (hex, no leading zeros).
+    pub serial: String,
+    /// `email:…`, `uri:…`, `othername:…`.
+    pub san: String,
+    /// The OIDC issuer from extension 1.8 (or 1.1).
+    pub issuer: String,
+    /// When it was issued (notBefore), ms since the epoch.
+    pub time_ms: u64,
+    /// Position in the CT log, when known.
+    pub leaf_index: Option<u64>,
+}
+
+impl CertSummary {
+    /// The summary of an `issued` record (`None` for a rejection).
+    pub fn of_record(r: &record::Record) -> Option<CertSummary> {
+        let c = r.certificate.as_ref()?;
+        Some(CertSummary {
+            serial: c.serial.clone(),
+            san: c.san.clone(),
+            issuer: r
+                .extension("1.3.6.1.4.1.57264.1.8")
+                .or(r.extension("1.3.6.1.4.1.57264.1.1"))
+                .or(r.issuer.as_deref())
+                .unwrap_or_default()
+                .to_string(),
+            time_ms: c.not_before.max(0) as u64 * 1000,
+            leaf_index: c.leaf_index,
+        })
+    }
+}
+
+/// `*` matches any run of characters, `?` one character; everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
+
+/// A SAN matches an identity pattern on its value (`alice@…`) or its typed form (`email:alice@…`).
+pub fn san_matches(pattern: &str, san: &str) -> bool {
+    let value = san.split_once(':').map(|(_, v)| v).unwrap_or(san);
+    glob(pattern, value) || glob(pattern, san)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*@example.com", "alice@example.com"));
+        assert!(!glob("*@example.com", "alice@example.org"));
+        assert!(glob(
+            "https://github.com/acme/*",
+            "https://github.com/acme/app/.github/workflows/r.yml@refs/heads/main"
+        ));
+        assert!(glob("a?c", "abc") && !glob("a?c", "ac"));
+        assert!(san_matches("alice@*", "email:alice@example.com"));
+        assert!(san_matches("email:*", "email:alice@example.com"));
+    }
+}

@@ -1,0 +1,263 @@
+//! One issuance decision as a record, and the hash chain that links records.
+//!
+//! A record is stored as the exact JSON text that was hashed, so verification needs no canonical
+//! re-encoding: `hash = SHA-256("keyless-audit-v1\n" ‖ prev_hash ‖ json)`. The first record's
+//! `prev_hash` is 32 zero bytes.
+
+use serde::{Deserialize, Serialize};
+use x509_parser::prelude::*;
+
+/// The domain separator of the record hash.
+const RECORD_DOMAIN: &[u8] = b"keyless-audit-v1\n";
+
+/// What the CA decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// A certificate was issued and returned.
+    Issued,
+    /// The request was refused.
+    Rejected,
+}
+
+/// A decoded Sigstore (or other) extension of an issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    /// Dotted OID.
+    pub oid: String,
+    /// Its name in Fulcio's OID documentation (or the X.509 name).
+    pub name: String,
+    /// The decoded value.
+    pub value: String,
+    /// Marked critical.
+    pub critical: bool,
+}
+
+/// The certificate part of an `issued` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateFacts {
+    /// Serial number, lower-case hex without leading zeros.
+    pub serial: String,
+    /// SHA-256 of the DER certificate, hex.
+    pub sha256: String,
+    /// The SAN as `email:…`, `uri:…` or `othername:…`.
+    pub san: String,
+    /// Every Sigstore extension, decoded and named, in certificate order.
+    pub extensions: Vec<Extension>,
+    /// Validity start, seconds since the epoch.
+    pub not_before: i64,
+    /// Validity end, seconds since the epoch.
+    pub not_after: i64,
+    /// The SCT's log id (hex), when the certificate was logged.
+    pub sct_log_id: Option<String>,
+    /// The SCT's timestamp (ms), when the certificate was logged.
+    pub sct_timestamp: Option<u64>,
+    /// Position in the CT log, when the log said (the embedded log does).
+    pub leaf_index: Option<u64>,
+    /// The certificate itself, base64 DER.
+    pub der: String,
+}
+
+/// The rejection part of a `rejected` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Reason class (`token`, `policy`, `key`, `pop`, `request`, `rate_limit`, ...).
+    pub class: String,
+    /// The message the client got.
+    pub message: String,
+}
+
+/// One decision. Never holds a token, a proof or a key: only digests and what was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the record, from 0.
+    pub seq: u64,
+    /// When, milliseconds since the epoch.
+    pub time_ms: u64,
+    /// The request id (from `X-Request-Id` or generated).
+    pub request_id: String,
+    /// The token's issuer, when it could be read.
+    pub issuer: Option<String>,
+    /// The certificate identity (SAN value) when the token verified, else the token's `sub`.
+    pub subject: Option<String>,
+    /// SHA-256 of the token's claims (its decoded payload), hex; never the token itself.
+    pub claims_sha256: Option<String>,
+    /// SHA-256 of the client's public key (DER SubjectPublicKeyInfo), hex.
+    pub key_sha256: Option<String>,
+    /// What was decided.
+    pub decision: Decision,
+    /// The rule that decided: the issuer kind's mapping for issued certificates, the refusing
+    /// check otherwise.
+    pub rule: String,
+    /// Set for `issued`.
+    pub certificate: Option<CertificateFacts>,
+    /// Set for `rejected`.
+    pub rejection: Option<Rejection>,
+}
+
+/// The chain hash of a record given its predecessor's.
+pub fn chain_hash(prev: &[u8; 32], json: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(RECORD_DOMAIN.len() + 32 + json.len());
+    input.extend_from_slice(RECORD_DOMAIN);
+    input.extend_from_slice(prev);
+    input.extend_from_slice(json);
+    keyless_ca::keys::sha256(&input)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lower-case hex of a big-endian number, without leading zeros (how serials are shown).
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let s = hex(bytes);
+    let t = s.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.to_string() }
+}
+
+/// The name of a Sigstore extension by its last arc, from the certificate profile table.
+fn sigstore_name(arc: u64) -> Option<&'static str> {
+    keyless_ca::profile::SIGSTORE_EXTENSIONS
+        .iter()
+        .find(|r| r.arc == arc)
+        .map(|r| r.name)
+}
+
+const SIGSTORE_PREFIX: &str = "1.3.6.1.4.1.57264.1.";
+
+/// Decodes an extension value: Sigstore 1.1–1.6 are raw UTF-8, the rest DER UTF8Strings.
+fn sigstore_value(arc: u64, value: &[u8]) -> String {
+    if arc <= 6 {
+        return String::from_utf8_lossy(value).into_owned();
+    }
+    match x509_parser::der_parser::parse_der(value) {
+        Ok((_, obj)) => match obj.as_str() {
+            Ok(s) => s.to_string(),
+            Err(_) => format!("(undecodable: {})", hex(value)),
+        },
+        Err(_) => format!("(undecodable: {})", hex(value)),
+    }
+}
+
+/// The SAN of a certificate as `email:…`, `uri:…`, `othername:…` (first name only).
+pub fn san_text(cert: &X509Certificate<'_>) -> String {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return String::new();
+    };
+    match san.value.general_names.first() {
+        Some(GeneralName::RFC822Name(e)) => format!("email:{e}"),
+        Some(GeneralName::URI(u)) => format!("uri:{u}"),
+        Some(GeneralName::OtherName(oid, value)) => {
+            let text = x509_parser::der_parser::parse_der(value)
+                .ok()
+                .and_then(|(_, o)| {
+                    // The [0] EXPLICIT wrapper, then the UTF8String.
+                    let inner = o.as_slice().ok()?;
+                    let (_, s) = x509_parser::der_parser::parse_der(inner).ok()?;
+                    s.as_str().ok().map(str::to_string)
+                })
+                .unwrap_or_else(|| hex(value));
+            format!("othername:{oid}:{text}")
+        }
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+/// Every extension of a certificate, decoded and named: Sigstore ones by the profile table,
+/// the standard ones by x509-parser.
+pub fn decode_extensions(cert: &X509Certificate<'_>) -> Vec<Extension> {
+    cert.extensions()
+        .iter()
+        .map(|e| {
+            let oid = e.oid.to_id_string();
+            let (name, value) = if let Some(arc) = oid.strip_prefix(SIGSTORE_PREFIX).and_then(|a| a.parse().ok()) {
+                (
+                    sigstore_name(arc)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("Sigstore {oid}")),
+                    sigstore_value(arc, e.value),
+                )
+            } else {
+                standard_extension(e)
+            };
+            Extension {
+                oid,
+                name,
+                value,
+                critical: e.critical,
+            }
+        })
+        .collect()
+}
+
+fn standard_extension(e: &X509Extension<'_>) -> (String, String) {
+    match e.parsed_extension() {
+        ParsedExtension::KeyUsage(ku) => ("Key Usage".into(), ku.to_string()),
+        ParsedExtension::ExtendedKeyUsage(eku) => {
+            let mut uses = Vec::new();
+            if eku.code_signing {
+                uses.push("codeSigning".to_string());
+            }
+            uses.extend(eku.other.iter().map(|o| o.to_id_string()));
+            ("Extended Key Usage".into(), uses.join(", "))
+        }
+        ParsedExtension::SubjectKeyIdentifier(k) => ("Subject Key Identifier".into(), hex(k.0)),
+        ParsedExtension::AuthorityKeyIdentifier(a) => (
+            "Authority Key Identifier".into(),
+            a.key_identifier.as_ref().map(|k| hex(k.0)).unwrap_or_default(),
+        ),
+        ParsedExtension::SubjectAlternativeName(_) => ("Subject Alternative Name".into(), String::new()),
+        ParsedExtension::BasicConstraints(b) => ("Basic Constraints".into(), format!("CA:{}", b.ca)),
+        ParsedExtension::SCT(scts) => (
+            "Signed Certificate Timestamps".into(),
+            scts.iter()
+                .map(|s| format!("log {} at {} ms", hex(s.id.key_id), s.timestamp))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        _ => (e.oid.to_id_string(), hex(e.value)),
+    }
+}
+
+/// The facts an `issued` record keeps about a DER certificate.
+pub fn certificate_facts(
+    der: &[u8],
+    sct: Option<(&[u8; 32], u64)>,
+    leaf_index: Option<u64>,
+) -> Result<CertificateFacts, String> {
+    use base64::Engine as _;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("certificate does not parse: {e}"))?;
+    let mut extensions = decode_extensions(&cert);
+    let san = san_text(&cert);
+    for e in &mut extensions {
+        if e.oid == "2.5.29.17" {
+            e.value = san.clone();
+        }
+    }
+    Ok(CertificateFacts {
+        serial: serial_hex(cert.raw_serial()),
+        sha256: hex(&keyless_ca::keys::sha256(der)),
+        san,
+        extensions,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        sct_log_id: sct.map(|(id, _)| hex(id)),
+        sct_timestamp: sct.map(|(_, t)| t),
+        leaf_index,
+        der: base64::engine::general_purpose::STANDARD.encode(der),
+    })
+}
+
+impl Record {
+    /// The value of an extension by dotted OID.
+    pub fn extension(&self, oid: &str) -> Option<&str> {
+        self.certificate
+            .as_ref()?
+            .extensions
+            .iter()
+            .find(|e| e.oid == oid)
+            .map(|e| e.value.as_str())
+    }
+}

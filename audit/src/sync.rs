@@ -1,0 +1,1347 @@
+//! Following an RFC 6962 log (the embedded one or any remote one) into the [`LogIndex`].
+//!
+//! One sync: fetch the signed tree head and verify its signature with the log key; prove it
+//! extends the last verified one (a smaller tree is a rollback, a different root for the same size
+//! or a failed consistency proof is a fork, and nothing is stored); fetch the new entries; hash
+//! them into the tree kept from every earlier sync and require the root the tree head signed;
+//! only then commit, in one transaction, the leaf hashes, the entries that chain to this CA, and
+//! the new verified tree head.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyless_ca::ct;
+use keyless_ca::der::{self, Tlv, read_all, read_tlv};
+use keyless_ca::keys::{Hash as Digest, PublicKey, sha256, signature_oid_hash};
+use keyless_ctlog::merkle::{self, Hash, Tree};
+use x509_parser::prelude::*;
+
+use crate::AuditError;
+use crate::index::{Commit, IndexedCert, LogIndex, VerifiedSth};
+use crate::record::{decode_extensions, hex, san_text, serial_hex};
+
+/// What one sync did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncReport {
+    /// Hex log id.
+    pub log_id: String,
+    /// Tree size verified before this sync (0 on the first).
+    pub previous_size: u64,
+    /// Tree size verified now.
+    pub tree_size: u64,
+    /// Entries fetched and hashed.
+    pub new_entries: u64,
+    /// New entries that chain to this CA.
+    pub new_certificates: u64,
+    /// The verified root, hex.
+    pub root: String,
+}
+
+/// Entries asked for per `get-entries` call (logs may return fewer).
+const BATCH: u64 = 256;
+/// Per-request timeout.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `get-entries` response accepted.
+const MAX_ENTRIES_BYTES: usize = 16 << 20;
+/// Largest `get-sth` / `get-sth-consistency` response accepted.
+const MAX_SMALL_BYTES: usize = 1 << 20;
+/// Without a terminal, one progress line per this many entries.
+const PROGRESS_EVERY: u64 = 10_000;
+/// Precertificate Signing Certificate EKU (RFC 6962 §3.1).
+const PRECERT_SIGNING_EKU: &str = "1.3.6.1.4.1.11129.2.4.4";
+
+// ---------------------------------------------------------------------------------------------
+// The TBS hash shared by records and log entries.
+
+/// `tbs` re-encoded without the CT poison and SCT-list extensions (an extensions field left empty
+/// is dropped), or `None` if it is not a DER TBSCertificate.
+fn strip_ct_extensions(tbs: &[u8]) -> Option<Vec<u8>> {
+    let (outer, rest) = read_tlv(tbs)?;
+    if outer.tag != der::SEQUENCE || !rest.is_empty() {
+        return None;
+    }
+    let poison = ct::oid_der(ct::POISON_OID);
+    let sct_list = ct::oid_der(ct::SCT_LIST_OID);
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for field in read_all(outer.content)? {
+        if field.tag != 0xa3 {
+            parts.push(field.raw.to_vec());
+            continue;
+        }
+        let (list, rest) = read_tlv(field.content)?;
+        if list.tag != der::SEQUENCE || !rest.is_empty() {
+            return None;
+        }
+        let mut kept: Vec<&[u8]> = Vec::new();
+        for ext in read_all(list.content)? {
+            let (id, _) = read_tlv(ext.content)?;
+            if id.raw != poison.as_slice() && id.raw != sct_list.as_slice() {
+                kept.push(ext.raw);
+            }
+        }
+        if !kept.is_empty() {
+            parts.push(der::context(3, true, &der::seq(&kept)));
+        }
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Some(der::seq(&refs))
+}
+
+/// Hex SHA-256 of a TBS without its CT extensions.
+pub(crate) fn tbs_sha256(tbs: &[u8]) -> Result<String, AuditError> {
+    let stripped =
+        strip_ct_extensions(tbs).ok_or_else(|| AuditError::Log("a TBSCertificate is not valid DER".into()))?;
+    Ok(hex(&sha256(&stripped)))
+}
+
+/// The TBS of a DER certificate.
+fn tbs_of(cert: &[u8]) -> Option<Tlv<'_>> {
+    let (outer, _) = read_tlv(cert)?;
+    if outer.tag != der::SEQUENCE {
+        return None;
+    }
+    Some(read_tlv(outer.content)?.0)
+}
+
+/// Hex SHA-256 of a certificate's TBS with the CT poison and SCT-list extensions removed and the
+/// rest re-encoded in order: a final certificate (which carries the SCT list) and the
+/// precertificate entry a log holds for it (neither poison nor SCT list) give the same value.
+pub fn tbs_sha256_of_certificate(der: &[u8]) -> Result<String, AuditError> {
+    let tbs = tbs_of(der).ok_or_else(|| AuditError::Setup("the certificate is not DER".into()))?;
+    tbs_sha256(tbs.raw).map_err(|_| AuditError::Setup("the certificate's TBS is not valid DER".into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 6962 structures.
+
+/// A TLS reader over a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn uint(&mut self, n: usize) -> Result<u64, String> {
+        Ok(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
+    }
+    fn vec(&mut self, len_bytes: usize) -> Result<&'a [u8], String> {
+        let n = self.uint(len_bytes)? as usize;
+        self.take(n)
+    }
+    fn end(&self) -> Result<(), String> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} trailing bytes", self.0.len()))
+        }
+    }
+}
+
+/// A `MerkleTreeLeaf`'s entry.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LeafEntry<'a> {
+    /// `x509_entry`: the certificate.
+    X509(&'a [u8]),
+    /// `precert_entry`: the issuer's key hash and the TBS without the poison.
+    Precert {
+        /// SHA-256 of the issuing CA's SPKI.
+        issuer_key_hash: [u8; 32],
+        /// The TBSCertificate as the log holds it.
+        tbs: &'a [u8],
+    },
+}
+
+/// A parsed v1 `MerkleTreeLeaf` (timestamped entry).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Leaf<'a> {
+    /// ms since the epoch.
+    pub(crate) timestamp: u64,
+    /// The entry.
+    pub(crate) entry: LeafEntry<'a>,
+}
+
+/// Parses a `MerkleTreeLeaf` (RFC 6962 §3.4).
+pub(crate) fn parse_leaf(input: &[u8]) -> Result<Leaf<'_>, String> {
+    let mut r = Reader(input);
+    let version = r.uint(1)?;
+    let leaf_type = r.uint(1)?;
+    if version != 0 || leaf_type != 0 {
+        return Err(format!("unsupported leaf version {version} / type {leaf_type}"));
+    }
+    let timestamp = r.uint(8)?;
+    let entry = match r.uint(2)? {
+        0 => LeafEntry::X509(r.vec(3)?),
+        1 => {
+            let issuer_key_hash: [u8; 32] = r.take(32)?.try_into().map_err(|_| "truncated")?;
+            LeafEntry::Precert {
+                issuer_key_hash,
+                tbs: r.vec(3)?,
+            }
+        }
+        other => return Err(format!("unknown entry type {other}")),
+    };
+    r.vec(2)?; // CtExtensions
+    r.end()?;
+    Ok(Leaf { timestamp, entry })
+}
+
+/// `extra_data` of a precertificate entry: the precertificate and the chain after it.
+fn parse_precert_extra(extra: &[u8]) -> Result<(&[u8], Vec<&[u8]>), String> {
+    let mut r = Reader(extra);
+    let precert = r.vec(3)?;
+    let mut list = Reader(r.vec(3)?);
+    r.end()?;
+    let mut chain = Vec::new();
+    while !list.0.is_empty() {
+        chain.push(list.vec(3)?);
+    }
+    Ok((precert, chain))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which entries are this CA's.
+
+/// The issuing CA, as entries are matched against it.
+struct IssuingCa {
+    key: PublicKey,
+    key_hash: [u8; 32],
+    subject: Vec<u8>,
+}
+
+impl IssuingCa {
+    fn from_chain(chain: &[Vec<u8>]) -> Result<IssuingCa, AuditError> {
+        let first = chain
+            .first()
+            .ok_or_else(|| AuditError::Setup("the CA chain is empty".into()))?;
+        let (_, ca) = X509Certificate::from_der(first)
+            .map_err(|e| AuditError::Setup(format!("the issuing CA certificate does not parse: {e}")))?;
+        let spki = ca.public_key().raw;
+        Ok(IssuingCa {
+            key: PublicKey::from_spki_der(spki)
+                .map_err(|e| AuditError::Setup(format!("the issuing CA key is not usable: {e}")))?,
+            key_hash: sha256(spki),
+            subject: ca.subject().as_raw().to_vec(),
+        })
+    }
+
+    /// The certificate's signature verifies with `key`.
+    fn signed(key: &PublicKey, cert: &X509Certificate<'_>) -> bool {
+        signature_oid_hash(&cert.signature_algorithm.algorithm.to_id_string())
+            .is_some_and(|h| key.verify(h, cert.tbs_certificate.as_ref(), &cert.signature_value.data))
+    }
+
+    /// Whether an entry chains to this CA: precertificates by issuer key hash, with the
+    /// precertificate in `extra_data` matching the leaf and signed by the CA key (directly or
+    /// through a precertificate signing certificate it issued); X.509 entries by issuer name and
+    /// signature.
+    fn describe(&self, log_id: &str, index: u64, leaf: &Leaf<'_>, extra: &[u8]) -> Result<Option<IndexedCert>, String> {
+        match &leaf.entry {
+            LeafEntry::X509(cert_der) => {
+                let Ok((_, cert)) = X509Certificate::from_der(cert_der) else {
+                    return Ok(None);
+                };
+                if cert.issuer().as_raw() != self.subject.as_slice() || !Self::signed(&self.key, &cert) {
+                    return Ok(None);
+                }
+                describe(&cert, log_id, index, "x509", leaf.timestamp).map(Some)
+            }
+            LeafEntry::Precert { issuer_key_hash, tbs } => {
+                if *issuer_key_hash != self.key_hash {
+                    return Ok(None);
+                }
+                self.check_precert(tbs, extra)?;
+                let wrapped = wrap_tbs(tbs).ok_or("the precertificate TBS is not DER")?;
+                let (_, cert) = X509Certificate::from_der(&wrapped)
+                    .map_err(|e| format!("the precertificate TBS does not parse: {e}"))?;
+                describe(&cert, log_id, index, "precert", leaf.timestamp).map(Some)
+            }
+        }
+    }
+
+    /// The precertificate in `extra_data` is this leaf's, and the CA key signed it.
+    fn check_precert(&self, leaf_tbs: &[u8], extra: &[u8]) -> Result<(), String> {
+        let (precert_der, chain) = parse_precert_extra(extra).map_err(|e| format!("extra_data is malformed: {e}"))?;
+        let (_, precert) = X509Certificate::from_der(precert_der)
+            .map_err(|e| format!("the precertificate in extra_data does not parse: {e}"))?;
+        if strip_ct_extensions(precert.tbs_certificate.as_ref()) != strip_ct_extensions(leaf_tbs) {
+            return Err("the precertificate in extra_data is not the one in the leaf".into());
+        }
+        if Self::signed(&self.key, &precert) {
+            return Ok(());
+        }
+        // RFC 6962 §3.1: a Precertificate Signing Certificate issued by the CA may sign it.
+        let signer = chain
+            .first()
+            .and_then(|d| X509Certificate::from_der(d).ok())
+            .map(|(_, c)| c);
+        if let Some(signer) = signer {
+            let is_precert_signer = matches!(signer.extended_key_usage(),
+                Ok(Some(e)) if e.value.other.iter().any(|o| o.to_id_string() == PRECERT_SIGNING_EKU));
+            let key = PublicKey::from_spki_der(signer.public_key().raw);
+            if is_precert_signer
+                && signer.issuer().as_raw() == self.subject.as_slice()
+                && Self::signed(&self.key, &signer)
+                && key.is_ok_and(|k| Self::signed(&k, &precert))
+            {
+                return Ok(());
+            }
+        }
+        Err("the precertificate names this CA's key but is not signed by it".into())
+    }
+}
+
+/// A TBS wrapped as a certificate with an empty signature, so x509-parser can decode it.
+fn wrap_tbs(tbs: &[u8]) -> Option<Vec<u8>> {
+    let (outer, _) = read_tlv(tbs)?;
+    let fields = read_all(outer.content)?;
+    let alg = if fields.first()?.tag == 0xa0 {
+        fields.get(2)?
+    } else {
+        fields.get(1)?
+    };
+    Some(der::seq(&[tbs, alg.raw, &[der::BIT_STRING, 1, 0]]))
+}
+
+/// The index row of a (pre)certificate.
+fn describe(
+    cert: &X509Certificate<'_>,
+    log_id: &str,
+    index: u64,
+    entry_type: &str,
+    timestamp: u64,
+) -> Result<IndexedCert, String> {
+    let san = san_text(cert);
+    let mut extensions = decode_extensions(cert);
+    for e in &mut extensions {
+        if e.oid == "2.5.29.17" {
+            e.value = san.clone();
+        }
+    }
+    let ext = |oid: &str| extensions.iter().find(|e| e.oid == oid).map(|e| e.value.clone());
+    let issuer = ext("1.3.6.1.4.1.57264.1.8")
+        .or_else(|| ext("1.3.6.1.4.1.57264.1.1"))
+        .unwrap_or_default();
+    Ok(IndexedCert {
+        log_id: log_id.to_string(),
+        leaf_index: index,
+        entry_type: entry_type.to_string(),
+        timestamp,
+        serial: serial_hex(cert.raw_serial()),
+        san,
+        issuer,
+        tbs_sha256: tbs_sha256(cert.tbs_certificate.as_ref()).map_err(|e| e.to_string())?,
+        extensions,
+        not_before: cert.validity().not_before.timestamp(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP.
+
+#[derive(serde::Deserialize)]
+struct SthJson {
+    tree_size: u64,
+    timestamp: u64,
+    sha256_root_hash: String,
+    tree_head_signature: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ConsistencyJson {
+    consistency: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct EntriesJson {
+    entries: Vec<EntryJson>,
+}
+
+#[derive(serde::Deserialize)]
+struct EntryJson {
+    leaf_input: String,
+    extra_data: String,
+}
+
+/// A verified signed tree head.
+struct Sth {
+    tree_size: u64,
+    timestamp: u64,
+    root: Hash,
+    signature: Vec<u8>,
+}
+
+struct LogClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl LogClient {
+    fn new(url: &str) -> Result<LogClient, AuditError> {
+        let base = url.trim_end_matches('/').to_string();
+        let base = base.strip_suffix("/ct/v1").unwrap_or(&base).to_string();
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .user_agent(concat!("keyless-audit/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AuditError::Setup(format!("HTTP client: {e}")))?;
+        Ok(LogClient { http, base })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, cap: usize) -> Result<T, AuditError> {
+        let url = format!("{}/ct/v1/{path}", self.base);
+        let mut resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| AuditError::Unreachable(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        if resp.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(AuditError::Log(format!(
+                "GET {url}: the response is larger than {cap} bytes"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| AuditError::Unreachable(format!("GET {url}: {e}")))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(AuditError::Log(format!(
+                    "GET {url}: the response is larger than {cap} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            let msg = format!("GET {url}: {status}: {}", text.trim());
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                AuditError::Unreachable(msg)
+            } else {
+                AuditError::Log(msg)
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| AuditError::Log(format!("GET {url}: not the RFC 6962 answer: {e}")))
+    }
+
+    async fn sth(&self, key: &PublicKey) -> Result<Sth, AuditError> {
+        let j: SthJson = self.get("get-sth", MAX_SMALL_BYTES).await?;
+        let root: Hash = STANDARD
+            .decode(&j.sha256_root_hash)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| AuditError::Log("get-sth: sha256_root_hash is not a base64 32-byte hash".into()))?;
+        let signature = STANDARD
+            .decode(&j.tree_head_signature)
+            .map_err(|_| AuditError::Log("get-sth: tree_head_signature is not base64".into()))?;
+        let (hash_alg, sig_alg, sig) = ct::Sct::parse_digitally_signed(&signature)
+            .ok_or_else(|| AuditError::Log("get-sth: tree_head_signature is not a TLS DigitallySigned".into()))?;
+        if (hash_alg, sig_alg) != (ct::HASH_SHA256, ct::SIG_ECDSA) {
+            return Err(AuditError::Log(format!(
+                "get-sth: the tree head is signed with hash {hash_alg} / signature {sig_alg}, not SHA-256 / ECDSA"
+            )));
+        }
+        let data = keyless_ctlog::tls::tree_head_signed_data(j.timestamp, j.tree_size, &root);
+        if !key.verify(Digest::Sha256, &data, &sig) {
+            return Err(AuditError::Log(format!(
+                "the tree head of size {} from {} does not verify with the log key",
+                j.tree_size, self.base
+            )));
+        }
+        Ok(Sth {
+            tree_size: j.tree_size,
+            timestamp: j.timestamp,
+            root,
+            signature,
+        })
+    }
+
+    async fn consistency(&self, first: u64, second: u64) -> Result<Vec<Hash>, AuditError> {
+        let j: ConsistencyJson = self
+            .get(
+                &format!("get-sth-consistency?first={first}&second={second}"),
+                MAX_SMALL_BYTES,
+            )
+            .await?;
+        j.consistency
+            .iter()
+            .map(|h| STANDARD.decode(h).ok().and_then(|h| h.try_into().ok()))
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or_else(|| AuditError::Log("get-sth-consistency: a proof node is not a base64 32-byte hash".into()))
+    }
+
+    async fn entries(&self, start: u64, end: u64) -> Result<Vec<EntryJson>, AuditError> {
+        let j: EntriesJson = self
+            .get(&format!("get-entries?start={start}&end={end}"), MAX_ENTRIES_BYTES)
+            .await?;
+        Ok(j.entries)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress.
+
+struct Progress {
+    enabled: bool,
+    tty: bool,
+    last: u64,
+}
+
+impl Progress {
+    fn new(enabled: bool, start: u64) -> Progress {
+        use std::io::IsTerminal as _;
+        Progress {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            last: start,
+        }
+    }
+
+    fn line(done: u64, total: u64) -> String {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        format!("synced {done}/{total} entries ({pct}%)")
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        if self.tty {
+            eprint!("\r{}", Self::line(done, total));
+        } else if done / PROGRESS_EVERY > self.last / PROGRESS_EVERY {
+            eprintln!("{}", Self::line(done, total));
+        }
+        self.last = done;
+    }
+
+    fn finish(&self, started: u64, total: u64) {
+        if self.enabled && self.tty && total > started {
+            eprintln!();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync.
+
+fn unhex32(s: &str) -> Option<Hash> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Follows the log at `log_url` (its base URL, without `/ct/v1`) whose DER public key is
+/// `log_key_spki`, indexing the entries that chain to the issuing CA `ca_chain_der[0]` (issuing CA
+/// first, root last). Nothing is stored unless the new tree head verifies, extends the last
+/// verified one, and is the root of the entries the log served.
+pub async fn sync(
+    index: &LogIndex,
+    log_url: &str,
+    log_key_spki: &[u8],
+    ca_chain_der: &[Vec<u8>],
+    progress: bool,
+) -> Result<SyncReport, AuditError> {
+    let ca = IssuingCa::from_chain(ca_chain_der)?;
+    let key = PublicKey::from_spki_der(log_key_spki)
+        .map_err(|e| AuditError::Setup(format!("the log's public key is not usable: {e}")))?;
+    let log_id = hex(&sha256(log_key_spki));
+    let ca_key_sha256 = hex(&ca.key_hash);
+    index.check_ca(&ca_key_sha256)?;
+    let client = LogClient::new(log_url)?;
+    let sth = client.sth(&key).await?;
+    let previous = index.verified_sth(&log_id)?;
+
+    // The new tree head must extend the last verified one.
+    let mut previous_root = merkle::empty_root();
+    if let Some(prev) = &previous {
+        previous_root = unhex32(&prev.root)
+            .ok_or_else(|| AuditError::Storage(format!("the stored root of log {log_id} is not a hash")))?;
+        if sth.tree_size < prev.tree_size {
+            return Err(AuditError::Log(format!(
+                "log {} presents a smaller tree ({} entries) than it did before ({} entries, verified at {} ms): rollback",
+                client.base, sth.tree_size, prev.tree_size, prev.verified_at
+            )));
+        }
+        if sth.tree_size == prev.tree_size && sth.root != previous_root {
+            return Err(AuditError::Log(format!(
+                "log {} presents two different roots for the tree of {} entries ({} before, {} now): the log forked",
+                client.base,
+                sth.tree_size,
+                prev.root,
+                hex(&sth.root)
+            )));
+        }
+        if sth.tree_size > prev.tree_size && prev.tree_size > 0 {
+            let proof = client.consistency(prev.tree_size, sth.tree_size).await?;
+            if !merkle::verify_consistency(prev.tree_size, sth.tree_size, &previous_root, &sth.root, &proof) {
+                return Err(AuditError::Log(format!(
+                    "inconsistent tree heads: log {} does not prove that its tree of {} entries (root {}) extends the tree of {} entries (root {}) verified at {} ms: the log forked or rewrote its history",
+                    client.base,
+                    sth.tree_size,
+                    hex(&sth.root),
+                    prev.tree_size,
+                    prev.root,
+                    prev.verified_at
+                )));
+            }
+        }
+    }
+
+    // The tree as verified so far, from the index's own leaf hashes.
+    let first = previous.as_ref().map_or(0, |p| p.tree_size);
+    let mut tree = Tree::default();
+    for h in index.leaf_hashes(&log_id)? {
+        tree.push(h);
+    }
+    if tree.size() != first || tree.root(first) != Some(previous_root) {
+        return Err(AuditError::Storage(format!(
+            "the index's leaves of log {log_id} do not match its last verified tree head: the index was damaged"
+        )));
+    }
+
+    let mut leaves = Vec::new();
+    let mut certificates = Vec::new();
+    let mut next = first;
+    let mut meter = Progress::new(progress, first);
+    while next < sth.tree_size {
+        let end = (next + BATCH - 1).min(sth.tree_size - 1);
+        let entries = client.entries(next, end).await?;
+        if entries.is_empty() {
+            return Err(AuditError::Log(format!(
+                "log {} returned no entries from {next}, although its tree head has {}",
+                client.base, sth.tree_size
+            )));
+        }
+        for e in entries.iter().take((end - next + 1) as usize) {
+            let bad = |what: &str| AuditError::Log(format!("entry {next}: {what} is not base64"));
+            let leaf_input = STANDARD.decode(&e.leaf_input).map_err(|_| bad("leaf_input"))?;
+            let extra = STANDARD.decode(&e.extra_data).map_err(|_| bad("extra_data"))?;
+            let h = merkle::leaf_hash(&leaf_input);
+            tree.push(h);
+            leaves.push(h);
+            match parse_leaf(&leaf_input) {
+                Err(why) => tracing::warn!(log = %client.base, entry = next, %why, "unparseable CT log entry"),
+                Ok(leaf) => match ca.describe(&log_id, next, &leaf, &extra) {
+                    Ok(Some(cert)) => certificates.push(cert),
+                    Ok(None) => {}
+                    Err(why) => tracing::warn!(
+                        log = %client.base, entry = next, %why,
+                        "CT log entry names this CA but does not verify; not indexed"
+                    ),
+                },
+            }
+            next += 1;
+        }
+        meter.update(next, sth.tree_size);
+    }
+    meter.finish(first, sth.tree_size);
+
+    let root = tree.root(sth.tree_size).unwrap_or_else(merkle::empty_root);
+    if root != sth.root {
+        return Err(AuditError::Log(format!(
+            "the entries log {} served hash to root {}, but its signed tree head of {} entries says {}",
+            client.base,
+            hex(&root),
+            sth.tree_size,
+            hex(&sth.root)
+        )));
+    }
+
+    let report = SyncReport {
+        log_id: log_id.clone(),
+        previous_size: first,
+        tree_size: sth.tree_size,
+        new_entries: leaves.len() as u64,
+        new_certificates: certificates.len() as u64,
+        root: hex(&root),
+    };
+    // An older tree head of an unchanged tree adds nothing; keep the newer one already stored.
+    if let Some(prev) = &previous
+        && prev.tree_size == sth.tree_size
+        && sth.timestamp < prev.timestamp
+    {
+        return Ok(report);
+    }
+    let verified = VerifiedSth {
+        log_id,
+        url: client.base.clone(),
+        tree_size: sth.tree_size,
+        root: hex(&root),
+        timestamp: sth.timestamp,
+        verified_at: crate::store::now_ms(),
+    };
+    index.commit(Commit {
+        ca_key_sha256: &ca_key_sha256,
+        previous: previous.as_ref(),
+        sth: &verified,
+        signature: &sth.signature,
+        leaves: &leaves,
+        certificates: &certificates,
+    })?;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Test fixtures shared by the crate's unit tests: a CA built with the CA crate's ceremony, leaves
+/// shaped like the pipeline's, and an RFC 6962 log served over loopback HTTP.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use keyless_ca::ceremony::{self, CaNames};
+    use keyless_ca::der;
+    use keyless_ca::keys::sha256;
+    use keyless_ca::{SignatureAlgorithm, Signer, SoftwareSigner, ct, profile};
+    use keyless_ctlog::merkle::{self, Tree};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A root and an issuing CA.
+    pub(crate) struct TestCa {
+        pub(crate) root_der: Vec<u8>,
+        pub(crate) issuing_der: Vec<u8>,
+        pub(crate) issuing: SoftwareSigner,
+        subject: Vec<u8>,
+    }
+
+    /// One leaf in its three forms.
+    pub(crate) struct TestLeaf {
+        /// The TBS as the log holds it (no poison, no SCT list).
+        pub(crate) log_tbs: Vec<u8>,
+        /// The precertificate (poison).
+        pub(crate) precert: Vec<u8>,
+        /// The final certificate (SCT list).
+        pub(crate) final_cert: Vec<u8>,
+        /// Serial, hex.
+        pub(crate) serial: String,
+    }
+
+    const ECDSA_SHA256: &[u64] = &[1, 2, 840, 10045, 4, 3, 2];
+
+    impl TestCa {
+        pub(crate) fn new(name: &str) -> TestCa {
+            let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+            let issuing = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
+            let names = CaNames {
+                organization: name.into(),
+                ..CaNames::default()
+            };
+            let year = Duration::from_secs(365 * 86400);
+            let now = SystemTime::now();
+            let root_der = ceremony::root_certificate(&root, &names, year, now).unwrap();
+            let issuing_der =
+                ceremony::intermediate_certificate(&root, &root_der, issuing.public_key_spki(), &names, year, now)
+                    .unwrap();
+            let (_, c) = x509_parser::parse_x509_certificate(&issuing_der).unwrap();
+            let subject = c.subject().as_raw().to_vec();
+            TestCa {
+                root_der,
+                issuing_der,
+                issuing,
+                subject,
+            }
+        }
+
+        /// The chain `sync` takes: issuing CA, root.
+        pub(crate) fn chain(&self) -> Vec<Vec<u8>> {
+            vec![self.issuing_der.clone(), self.root_der.clone()]
+        }
+
+        pub(crate) fn key_hash(&self) -> [u8; 32] {
+            sha256(self.issuing.public_key_spki())
+        }
+
+        /// A certificate over `tbs` signed by `key`.
+        pub(crate) fn sign_with(key: &SoftwareSigner, tbs: &[u8]) -> Vec<u8> {
+            let sig = key.sign(tbs).unwrap();
+            der::seq(&[tbs, &der::seq(&[&der::oid(ECDSA_SHA256)]), &der::bit_string(&sig)])
+        }
+
+        /// A leaf shaped like the pipeline's: KU, EKU, SAN (critical), Sigstore 1.1 and 1.8, then
+        /// the poison (precertificate) or an SCT list (final certificate).
+        pub(crate) fn leaf(&self, email: &str, issuer_url: &str) -> TestLeaf {
+            let mut serial = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut serial).unwrap();
+            serial[0] = 0x01; // positive, no leading zero byte
+            let client = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
+            let nb = time::OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap();
+            let validity = der::seq(&[&der::time(nb), &der::time(nb + time::Duration::minutes(10))]);
+            let san = der::seq(&[&der::wrap(0x81, &[email.as_bytes()])]);
+            let sigstore = |arc: u64| {
+                let mut oid = profile::SIGSTORE_ARC.to_vec();
+                oid.push(arc);
+                oid
+            };
+            let base = vec![
+                profile::extension(&[2, 5, 29, 15], true, &[3, 2, 7, 0x80]),
+                profile::extension(
+                    &[2, 5, 29, 37],
+                    false,
+                    &der::seq(&[&der::oid(&[1, 3, 6, 1, 5, 5, 7, 3, 3])]),
+                ),
+                profile::extension(&[2, 5, 29, 17], true, &san),
+                profile::extension(&sigstore(1), false, issuer_url.as_bytes()),
+                profile::extension(&sigstore(8), false, &der::utf8_string(issuer_url)),
+            ];
+            let tbs = |extra: Option<Vec<u8>>| {
+                let mut exts = base.clone();
+                exts.extend(extra);
+                let refs: Vec<&[u8]> = exts.iter().map(Vec::as_slice).collect();
+                der::seq(&[
+                    &der::context(0, true, &der::small_integer(2)),
+                    &der::unsigned_integer(&serial),
+                    &der::seq(&[&der::oid(ECDSA_SHA256)]),
+                    &self.subject,
+                    &validity,
+                    &[0x30, 0],
+                    client.public_key_spki(),
+                    &der::context(3, true, &der::seq(&refs)),
+                ])
+            };
+            let sct = ct::Sct {
+                log_id: [7; 32],
+                timestamp: 1_750_000_000_123,
+                extensions: Vec::new(),
+                hash_algorithm: ct::HASH_SHA256,
+                signature_algorithm: ct::SIG_ECDSA,
+                signature: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+            };
+            let poison = profile::extension(ct::POISON_OID, true, &[der::NULL, 0]);
+            let sct_list = profile::extension(ct::SCT_LIST_OID, false, &ct::sct_list(&[sct]));
+            TestLeaf {
+                log_tbs: tbs(None),
+                precert: Self::sign_with(&self.issuing, &tbs(Some(poison))),
+                final_cert: Self::sign_with(&self.issuing, &tbs(Some(sct_list))),
+                serial: crate::record::serial_hex(&serial),
+            }
+        }
+
+        /// The log entry of a precertificate this CA signed.
+        pub(crate) fn precert_entry(&self, leaf: &TestLeaf, timestamp: u64) -> (Vec<u8>, Vec<u8>) {
+            precert_entry(timestamp, &self.key_hash(), &leaf.log_tbs, &leaf.precert, &self.chain())
+        }
+    }
+
+    fn u24(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(b);
+    }
+
+    fn cert_list(chain: &[Vec<u8>]) -> Vec<u8> {
+        let mut inner = Vec::new();
+        for c in chain {
+            u24(&mut inner, c);
+        }
+        let mut out = Vec::new();
+        u24(&mut out, &inner);
+        out
+    }
+
+    /// `(leaf_input, extra_data)` of a precertificate entry.
+    pub(crate) fn precert_entry(
+        timestamp: u64,
+        issuer_key_hash: &[u8; 32],
+        tbs: &[u8],
+        precert: &[u8],
+        chain: &[Vec<u8>],
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut leaf = vec![0, 0];
+        leaf.extend_from_slice(&timestamp.to_be_bytes());
+        leaf.extend_from_slice(&[0, 1]);
+        leaf.extend_from_slice(issuer_key_hash);
+        u24(&mut leaf, tbs);
+        leaf.extend_from_slice(&[0, 0]);
+        let mut extra = Vec::new();
+        u24(&mut extra, precert);
+        extra.extend(cert_list(chain));
+        (leaf, extra)
+    }
+
+    /// `(leaf_input, extra_data)` of an X.509 entry.
+    pub(crate) fn x509_entry(timestamp: u64, cert: &[u8], chain: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
+        let mut leaf = vec![0, 0];
+        leaf.extend_from_slice(&timestamp.to_be_bytes());
+        leaf.extend_from_slice(&[0, 0]);
+        u24(&mut leaf, cert);
+        leaf.extend_from_slice(&[0, 0]);
+        (leaf, cert_list(chain))
+    }
+
+    /// What the fake log serves.
+    pub(crate) struct LogState {
+        pub(crate) key: Arc<SoftwareSigner>,
+        pub(crate) entries: Vec<(Vec<u8>, Vec<u8>)>,
+        /// The size of the published tree head.
+        pub(crate) published: u64,
+        pub(crate) sth_timestamp: u64,
+        /// At most this many entries per `get-entries`.
+        pub(crate) max_per_get: u64,
+        /// Serve this entry with one byte flipped (the tree head covers the original).
+        pub(crate) corrupt: Option<u64>,
+    }
+
+    impl LogState {
+        /// Publishes a tree head covering every entry.
+        pub(crate) fn publish(&mut self) {
+            self.published = self.entries.len() as u64;
+            self.sth_timestamp += 1000;
+        }
+
+        fn tree(&self) -> Tree {
+            let mut t = Tree::default();
+            for (leaf, _) in &self.entries {
+                t.push(merkle::leaf_hash(leaf));
+            }
+            t
+        }
+    }
+
+    /// An RFC 6962 log over loopback HTTP.
+    pub(crate) struct FakeLog {
+        pub(crate) url: String,
+        pub(crate) state: Arc<Mutex<LogState>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for FakeLog {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn query(q: &str, name: &str) -> u64 {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn respond(state: &LogState, target: &str) -> (u16, serde_json::Value) {
+        use serde_json::json;
+        let (path, q) = target.split_once('?').unwrap_or((target, ""));
+        let tree = state.tree();
+        let b64 = |h: &[u8]| STANDARD.encode(h);
+        match path {
+            "/ct/v1/get-sth" => {
+                let root = tree.root(state.published).unwrap();
+                let data = keyless_ctlog::tls::tree_head_signed_data(state.sth_timestamp, state.published, &root);
+                let sig = state.key.sign(&data).unwrap();
+                let mut ds = vec![4, 3];
+                ds.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+                ds.extend_from_slice(&sig);
+                (
+                    200,
+                    json!({"tree_size": state.published, "timestamp": state.sth_timestamp,
+                           "sha256_root_hash": b64(&root), "tree_head_signature": b64(&ds)}),
+                )
+            }
+            "/ct/v1/get-sth-consistency" => {
+                let (first, second) = (query(q, "first"), query(q, "second"));
+                if second > state.published {
+                    return (400, json!({"error": "second too large"}));
+                }
+                let proof = tree.consistency_proof(first, second).unwrap();
+                (
+                    200,
+                    json!({"consistency": proof.iter().map(|h| b64(h)).collect::<Vec<_>>()}),
+                )
+            }
+            "/ct/v1/get-entries" => {
+                let (start, end) = (query(q, "start"), query(q, "end"));
+                if start > end || start >= state.published {
+                    return (400, json!({"error": "bad range"}));
+                }
+                let end = end.min(state.published - 1).min(start + state.max_per_get - 1);
+                let entries: Vec<_> = (start..=end)
+                    .map(|i| {
+                        let (mut leaf, extra) = state.entries[i as usize].clone();
+                        if state.corrupt == Some(i) {
+                            let n = leaf.len() - 3;
+                            leaf[n] ^= 1;
+                        }
+                        json!({"leaf_input": b64(&leaf), "extra_data": b64(&extra)})
+                    })
+                    .collect();
+                (200, json!({ "entries": entries }))
+            }
+            _ => (404, json!({"error": "not found"})),
+        }
+    }
+
+    impl FakeLog {
+        /// Starts an empty log signing with `key`.
+        pub(crate) async fn start(key: Arc<SoftwareSigner>) -> FakeLog {
+            let state = Arc::new(Mutex::new(LogState {
+                key,
+                entries: Vec::new(),
+                published: 0,
+                sth_timestamp: 1_750_000_000_000,
+                max_per_get: 1000,
+                corrupt: None,
+            }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let shared = state.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((mut sock, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let state = shared.clone();
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let text = String::from_utf8_lossy(&buf);
+                        let target = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let (status, body) = respond(&state.lock().unwrap(), &target);
+                        let body = body.to_string();
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let _ = sock.write_all(body.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                    });
+                }
+            });
+            FakeLog { url, state, task }
+        }
+
+        /// The log's DER public key.
+        pub(crate) fn spki(&self) -> Vec<u8> {
+            self.state.lock().unwrap().key.public_key_spki().to_vec()
+        }
+
+        /// Appends entries and publishes a tree head covering them.
+        pub(crate) fn add(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+            let mut s = self.state.lock().unwrap();
+            s.entries.extend(entries);
+            s.publish();
+        }
+    }
+
+    /// A fresh P-256 log key.
+    pub(crate) fn log_key() -> Arc<SoftwareSigner> {
+        Arc::new(SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+    use keyless_ca::Signer as _;
+
+    const ISSUER: &str = "https://issuer.example";
+
+    #[test]
+    fn final_certificate_and_logged_precertificate_hash_alike() {
+        let ca = TestCa::new("Audit Test CA");
+        let leaf = ca.leaf("alice@example.com", ISSUER);
+        let from_final = tbs_sha256_of_certificate(&leaf.final_cert).unwrap();
+        assert_eq!(tbs_sha256_of_certificate(&leaf.precert).unwrap(), from_final);
+        assert_eq!(tbs_sha256(&leaf.log_tbs).unwrap(), from_final);
+        // The log's TBS is the embedded log's own rebuild: the precertificate TBS minus the poison.
+        let rebuilt =
+            der::tbs_without_extension(tbs_of(&leaf.precert).unwrap().raw, &ct::oid_der(ct::POISON_OID)).unwrap();
+        assert_eq!(rebuilt, leaf.log_tbs);
+        assert_eq!(tbs_sha256(&rebuilt).unwrap(), from_final);
+        // Without CT extensions nothing changes: the hash is the plain TBS hash.
+        assert_eq!(from_final, hex(&sha256(&leaf.log_tbs)));
+        // Another leaf, another hash; a CA certificate hashes its TBS as is.
+        let other = ca.leaf("alice@example.com", ISSUER);
+        assert_ne!(tbs_sha256_of_certificate(&other.final_cert).unwrap(), from_final);
+        assert_eq!(
+            tbs_sha256_of_certificate(&ca.issuing_der).unwrap(),
+            hex(&sha256(tbs_of(&ca.issuing_der).unwrap().raw))
+        );
+        assert!(tbs_sha256_of_certificate(b"\x30\x03\x02\x01").is_err());
+        assert!(tbs_sha256_of_certificate(b"not DER").is_err());
+    }
+
+    #[test]
+    fn a_tbs_with_only_ct_extensions_loses_its_extensions_field() {
+        let tbs = der::seq(&[
+            &der::small_integer(5),
+            &der::context(
+                3,
+                true,
+                &der::seq(&[&keyless_ca::profile::extension(ct::POISON_OID, true, &[5, 0])]),
+            ),
+        ]);
+        assert_eq!(strip_ct_extensions(&tbs).unwrap(), der::seq(&[&der::small_integer(5)]));
+        let empty = der::seq(&[&der::small_integer(5), &der::context(3, true, &der::seq(&[]))]);
+        assert_eq!(strip_ct_extensions(&empty), strip_ct_extensions(&tbs));
+    }
+
+    #[test]
+    fn parses_merkle_tree_leaves() {
+        let ca = TestCa::new("Audit Test CA");
+        let leaf = ca.leaf("bob@example.com", ISSUER);
+        let (input, extra) = ca.precert_entry(&leaf, 42);
+        assert_eq!(
+            parse_leaf(&input).unwrap(),
+            Leaf {
+                timestamp: 42,
+                entry: LeafEntry::Precert {
+                    issuer_key_hash: ca.key_hash(),
+                    tbs: &leaf.log_tbs
+                }
+            }
+        );
+        let (precert, chain) = parse_precert_extra(&extra).unwrap();
+        assert_eq!(precert, leaf.precert.as_slice());
+        assert_eq!(chain, [ca.issuing_der.as_slice(), ca.root_der.as_slice()]);
+        let (input, _) = x509_entry(7, &leaf.final_cert, &ca.chain());
+        assert_eq!(
+            parse_leaf(&input).unwrap(),
+            Leaf {
+                timestamp: 7,
+                entry: LeafEntry::X509(&leaf.final_cert)
+            }
+        );
+        let mut trailing = input.clone();
+        trailing.push(0);
+        assert!(parse_leaf(&trailing).unwrap_err().contains("trailing"));
+        assert!(parse_leaf(&input[..input.len() - 5]).is_err());
+        let mut v2 = input.clone();
+        v2[0] = 1;
+        assert!(parse_leaf(&v2).is_err());
+        let mut kind = input.clone();
+        kind[11] = 2;
+        assert!(parse_leaf(&kind).unwrap_err().contains("entry type"));
+    }
+
+    #[tokio::test]
+    async fn sync_indexes_this_cas_entries_and_follows_the_log() {
+        let ca = TestCa::new("Audit Test CA");
+        let stranger = TestCa::new("Another CA");
+        let log = FakeLog::start(log_key()).await;
+        log.state.lock().unwrap().max_per_get = 3; // fewer than asked: sync continues from there
+        let ours_pre = ca.leaf("alice@example.com", ISSUER);
+        let ours_x509 = ca.leaf("bob@example.com", "https://other-idp.example");
+        let theirs = stranger.leaf("carol@example.com", ISSUER);
+        // Same issuer name and key hash claims as ours, but signed by another key.
+        let impostor_key = keyless_ca::SoftwareSigner::generate(keyless_ca::SignatureAlgorithm::EcdsaP256Sha256)
+            .unwrap()
+            .0;
+        let forged = ca.leaf("mallory@example.com", ISSUER);
+        let forged_final = TestCa::sign_with(&impostor_key, tbs_of(&forged.final_cert).unwrap().raw);
+        let forged_pre = TestCa::sign_with(&impostor_key, tbs_of(&forged.precert).unwrap().raw);
+        log.add(vec![
+            ca.precert_entry(&ours_pre, 1000),
+            stranger.precert_entry(&theirs, 1001),
+            x509_entry(1002, &theirs.final_cert, &stranger.chain()),
+            x509_entry(1003, &ours_x509.final_cert, &ca.chain()),
+            x509_entry(1004, &forged_final, &ca.chain()),
+            precert_entry(1005, &ca.key_hash(), &forged.log_tbs, &forged_pre, &ca.chain()),
+            (b"garbage".to_vec(), Vec::new()),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let report = sync(&index, &format!("{}/", log.url), &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        assert_eq!(report.log_id, log_id);
+        assert_eq!((report.previous_size, report.tree_size, report.new_entries), (0, 7, 7));
+        assert_eq!(report.new_certificates, 2);
+        let certs = index.certificates().unwrap();
+        assert_eq!(certs.len(), 2);
+        let (a, b) = (&certs[0], &certs[1]);
+        assert_eq!((a.leaf_index, a.entry_type.as_str(), a.timestamp), (0, "precert", 1000));
+        assert_eq!((b.leaf_index, b.entry_type.as_str(), b.timestamp), (3, "x509", 1003));
+        assert_eq!(a.serial, ours_pre.serial);
+        assert_eq!(b.serial, ours_x509.serial);
+        assert_eq!(a.san, "email:alice@example.com");
+        assert_eq!(b.san, "email:bob@example.com");
+        assert_eq!(a.issuer, ISSUER);
+        assert_eq!(b.issuer, "https://other-idp.example");
+        assert_eq!(a.not_before, 1_750_000_000);
+        assert_eq!(a.tbs_sha256, tbs_sha256_of_certificate(&ours_pre.final_cert).unwrap());
+        assert_eq!(b.tbs_sha256, tbs_sha256_of_certificate(&ours_x509.final_cert).unwrap());
+        let oids: Vec<&str> = a.extensions.iter().map(|e| e.oid.as_str()).collect();
+        assert_eq!(
+            oids,
+            [
+                "2.5.29.15",
+                "2.5.29.37",
+                "2.5.29.17",
+                "1.3.6.1.4.1.57264.1.1",
+                "1.3.6.1.4.1.57264.1.8"
+            ]
+        );
+        assert_eq!(a.extensions[2].value, "email:alice@example.com");
+        assert!(b.extensions.iter().any(|e| e.oid == "1.3.6.1.4.1.11129.2.4.2"));
+        let sth = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!(
+            (sth.tree_size, sth.url.as_str(), sth.root.as_str()),
+            (7, log.url.as_str(), report.root.as_str())
+        );
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 7);
+
+        // Nothing new: the same tree head verifies again and nothing is added.
+        let again = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!((again.previous_size, again.tree_size, again.new_entries), (7, 7, 0));
+
+        // The log grows: the consistency proof verifies and only the new entries are fetched.
+        let more: Vec<_> = (0..5).map(|i| ca.leaf(&format!("u{i}@example.com"), ISSUER)).collect();
+        log.add(
+            more.iter()
+                .enumerate()
+                .map(|(i, l)| ca.precert_entry(l, 2000 + i as u64))
+                .collect(),
+        );
+        let grown = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!(
+            (
+                grown.previous_size,
+                grown.tree_size,
+                grown.new_entries,
+                grown.new_certificates
+            ),
+            (7, 12, 5, 5)
+        );
+        let certs = index.certificates().unwrap();
+        assert_eq!(certs.len(), 7);
+        assert_eq!(index.find_serial(&more[4].serial).unwrap()[0].leaf_index, 11);
+        assert_eq!(index.logs().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn forks_rollbacks_and_lies_store_nothing() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = FakeLog::start(log_key()).await;
+        let leaves: Vec<_> = (0..6).map(|i| ca.leaf(&format!("u{i}@example.com"), ISSUER)).collect();
+        log.add(leaves[..3].iter().map(|l| ca.precert_entry(l, 1)).collect());
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let spki = log.spki();
+        let log_id = hex(&sha256(&spki));
+        sync(&index, &log.url, &spki, &ca.chain(), false).await.unwrap();
+        let good = index.verified_sth(&log_id).unwrap().unwrap();
+        let unchanged = |index: &LogIndex| {
+            assert_eq!(index.verified_sth(&log_id).unwrap().unwrap(), good);
+            assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 3);
+            assert_eq!(index.certificates().unwrap().len(), 3);
+        };
+
+        // A signature by another key.
+        let other = FakeLog::start(log_key()).await;
+        other.add(leaves.iter().map(|l| ca.precert_entry(l, 1)).collect());
+        let err = sync(&index, &other.url, &spki, &ca.chain(), false).await.unwrap_err();
+        assert!(err.to_string().contains("does not verify with the log key"), "{err}");
+
+        // History rewritten: entry 2 replaced, tree grown. Same key, so the tree head verifies.
+        {
+            let mut s = log.state.lock().unwrap();
+            s.entries.truncate(2);
+            s.entries.extend(leaves[3..].iter().map(|l| ca.precert_entry(l, 1)));
+            s.publish();
+        }
+        let err = sync(&index, &log.url, &spki, &ca.chain(), false).await.unwrap_err();
+        assert!(matches!(err, AuditError::Log(_)));
+        assert!(err.to_string().contains("inconsistent tree heads"), "{err}");
+        assert!(err.to_string().contains("forked"), "{err}");
+        unchanged(&index);
+
+        // Same size, another root.
+        {
+            let mut s = log.state.lock().unwrap();
+            s.entries.truncate(3);
+            s.publish();
+        }
+        let err = sync(&index, &log.url, &spki, &ca.chain(), false).await.unwrap_err();
+        assert!(err.to_string().contains("forked"), "{err}");
+        unchanged(&index);
+
+        // A smaller tree.
+        {
+            let mut s = log.state.lock().unwrap();
+            s.entries.truncate(2);
+            s.publish();
+        }
+        let err = sync(&index, &log.url, &spki, &ca.chain(), false).await.unwrap_err();
+        assert!(err.to_string().contains("smaller tree"), "{err}");
+        assert!(err.to_string().contains("rollback"), "{err}");
+        unchanged(&index);
+
+        // Honest history again, grown, but one served entry differs from what the tree head signed.
+        {
+            let mut s = log.state.lock().unwrap();
+            s.entries = leaves.iter().map(|l| ca.precert_entry(l, 1)).collect();
+            s.publish();
+        }
+        log.state.lock().unwrap().corrupt = Some(4);
+        let err = sync(&index, &log.url, &spki, &ca.chain(), false).await.unwrap_err();
+        assert!(err.to_string().contains("hash to root"), "{err}");
+        unchanged(&index);
+
+        // Served faithfully, it syncs.
+        log.state.lock().unwrap().corrupt = None;
+        let report = sync(&index, &log.url, &spki, &ca.chain(), false).await.unwrap();
+        assert_eq!(
+            (report.previous_size, report.new_entries, report.new_certificates),
+            (3, 3, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_logs_and_other_cas() {
+        let ca = TestCa::new("Audit Test CA");
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let key = log_key();
+        // Nothing listens on port 9 of loopback.
+        let err = sync(&index, "http://127.0.0.1:9", key.public_key_spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Unreachable(_)), "{err}");
+        let log = FakeLog::start(key).await;
+        log.add(vec![]);
+        sync(&index, &log.url, &log.spki(), &ca.chain(), true).await.unwrap();
+        let err = sync(&index, &log.url, &log.spki(), &TestCa::new("Other").chain(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Setup(_)), "{err}");
+    }
+
+    #[test]
+    fn sync_is_a_send_future() {
+        fn send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let fut = sync(&index, "http://127.0.0.1:9", &[], &[], false);
+        send(&fut);
+    }
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(Progress::line(256, 1024), "synced 256/1024 entries (25%)");
+        assert_eq!(Progress::line(0, 0), "synced 0/0 entries (100%)");
+    }
+}
