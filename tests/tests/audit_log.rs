@@ -113,9 +113,8 @@ async fn leaf_index(ks: &Keyless, leaf_hash: &[u8; 32], size: u64) -> u64 {
         .unwrap()
 }
 
-/// An `issued` record for a certificate, as the service writes it.
-// TODO(audit record): the tests build the record from certificates issued through the API with
-// `certificate_facts`; switch to the service's own issuance record once the server writes it.
+/// An `issued` record for a certificate, as the service would write it (for records the service
+/// cannot produce: certificates of another CA or claimed by another log).
 fn record(seq: u64, leaf: &[u8], sct: Option<([u8; 32], u64)>) -> Record {
     let sct_ref = sct.as_ref().map(|(id, t)| (id, *t));
     Record {
@@ -233,12 +232,13 @@ async fn sync_follows_the_embedded_log_and_indexes_exactly_what_was_issued() {
     assert_eq!(certs[..3].iter().map(|c| c.leaf_index).collect::<Vec<_>>(), [0, 1, 2]);
     assert_eq!(index.verified_sth(&report.log_id).unwrap().unwrap().tree_size, 5);
 
-    // The record (here: built from what the API returned) and the log agree.
-    let records: Vec<Record> = issued
-        .iter()
-        .enumerate()
-        .map(|(i, c)| record(i as u64, &c[0], Some((log_id(&spki), sct_of(c, &spki).0))))
-        .collect();
+    // The service's own issuance record and the log agree, down to each leaf index.
+    let records = keyless_audit::store::read_records(&ks.dir.path().join("data/audit")).unwrap();
+    assert_eq!(records.len(), 5);
+    for r in &records {
+        let c = r.certificate.as_ref().unwrap();
+        assert_eq!(Some(index.find_serial(&c.serial).unwrap()[0].leaf_index), c.leaf_index);
+    }
     let cc = cross_check(&records, &index).unwrap();
     assert!(cc.ok(), "{:?}", cc.lines());
     assert_eq!((cc.records_checked, cc.log_certificates_checked), (5, 5));
@@ -373,7 +373,8 @@ async fn a_certificate_signed_with_the_ca_key_outside_the_service_is_unrecorded(
     let report = sync(&index, ct_url(&ks), &spki, &chain, false).await.unwrap();
     assert_eq!((report.tree_size, report.new_certificates), (2, 2));
 
-    let records = vec![record(0, &legit[0], Some((log_id(&spki), sct_of(&legit, &spki).0)))];
+    let records = keyless_audit::store::read_records(&ks.dir.path().join("data/audit")).unwrap();
+    assert_eq!(records.len(), 1, "the service recorded only what it issued");
     let cc = cross_check(&records, &index).unwrap();
     assert!(!cc.ok());
     assert_eq!((cc.records_checked, cc.log_certificates_checked), (1, 2));
@@ -394,6 +395,24 @@ async fn a_certificate_signed_with_the_ca_key_outside_the_service_is_unrecorded(
         "{lines:?}"
     );
     assert!(lines[0].contains("not in the issuance record"), "{lines:?}");
+
+    // The same finding through the command line, loudly, with exit status 1 for cron and CI.
+    std::fs::write(ks.dir.path().join("log.pem"), keyless_tests::pem("PUBLIC KEY", &spki)).unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["audit"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", "keyless.yaml"]);
+        keyless_tests::run_keyless(&all, ks.dir.path(), &[])
+    };
+    let synced = cli(&["sync", "--log", ct_url(&ks), "--log-key", "log.pem", "--quiet"]);
+    assert!(synced.status.success(), "{}", String::from_utf8_lossy(&synced.stderr));
+    let checked = cli(&["cross-check"]);
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("5eed1234abcd") && out.contains("not in the issuance record"),
+        "{out}"
+    );
 
     // Recorded, it is no longer a finding.
     let mut with_rogue = records.clone();
