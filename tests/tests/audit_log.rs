@@ -375,6 +375,7 @@ async fn a_certificate_signed_with_the_ca_key_outside_the_service_is_unrecorded(
 
     let records = keyless_audit::store::read_records(&ks.dir.path().join("data/audit")).unwrap();
     assert_eq!(records.len(), 1, "the service recorded only what it issued");
+    assert_eq!(records[0].certificate.as_ref().unwrap().serial, serial_of(&legit[0]));
     let cc = cross_check(&records, &index).unwrap();
     assert!(!cc.ok());
     assert_eq!((cc.records_checked, cc.log_certificates_checked), (1, 2));
