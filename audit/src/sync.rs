@@ -548,6 +548,10 @@ fn unhex32(s: &str) -> Option<Hash> {
 /// `log_key_spki`, indexing the entries that chain to the issuing CA `ca_chain_der[0]` (issuing CA
 /// first, root last). Nothing is stored unless the new tree head verifies, extends the last
 /// verified one, and is the root of the entries the log served.
+/// Follows the log at `log_url` (base URL, without `/ct/v1`) from the last tree head verified in
+/// `index` to its current one, indexing the certificates `ca_chain_der` (issuing CA first) issued.
+/// Nothing is stored unless the new tree head verifies, extends the old one, and matches the
+/// entries the log served.
 pub async fn sync(
     index: &LogIndex,
     log_url: &str,
