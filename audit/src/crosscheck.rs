@@ -144,7 +144,7 @@ pub fn cross_check(records: &[Record], index: &LogIndex) -> Result<CrossCheckRep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Decision, Rejection, certificate_facts, hex};
+    use crate::record::{Decision, certificate_facts, hex};
     use crate::sync::sync;
     use crate::sync::testkit::*;
 
@@ -163,25 +163,6 @@ mod tests {
             rule: "email".into(),
             certificate: Some(certificate_facts(der, sct, None).unwrap()),
             rejection: None,
-        }
-    }
-
-    fn rejected(seq: u64) -> Record {
-        Record {
-            seq,
-            time_ms: 1_750_000_000_000,
-            request_id: format!("req-{seq}"),
-            issuer: None,
-            subject: None,
-            claims_sha256: None,
-            key_sha256: None,
-            decision: Decision::Rejected,
-            rule: "token".into(),
-            certificate: None,
-            rejection: Some(Rejection {
-                class: "token".into(),
-                message: "no".into(),
-            }),
         }
     }
 
@@ -206,7 +187,7 @@ mod tests {
         let elsewhere = [9u8; 32];
         let records = vec![
             issued(0, &l[0].final_cert, Some((&log_id, old))),
-            rejected(1),
+            crate::record::test_refusal(1),
             issued(2, &l[1].final_cert, Some((&log_id, old))),
             issued(3, &l[2].final_cert, Some((&log_id, old))), // never logged
             issued(4, &l[5].final_cert, Some((&log_id, recent))), // not yet due

@@ -261,3 +261,24 @@ impl Record {
             .map(|e| e.value.as_str())
     }
 }
+
+/// A refusal record for tests.
+#[cfg(test)]
+pub(crate) fn test_refusal(seq: u64) -> Record {
+    Record {
+        seq,
+        time_ms: 1_700_000_000_000 + seq,
+        request_id: format!("req-{seq}"),
+        issuer: Some("https://issuer.example".into()),
+        subject: Some(format!("user{seq}@example.com")),
+        claims_sha256: Some("00".repeat(32)),
+        key_sha256: None,
+        decision: Decision::Rejected,
+        rule: "token".into(),
+        certificate: None,
+        rejection: Some(Rejection {
+            class: "token".into(),
+            message: format!("refusal {seq}"),
+        }),
+    }
+}

@@ -150,27 +150,7 @@ pub(crate) fn verify_db(conn: &Connection, audit_key_spki: &[u8]) -> Result<Veri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Decision, Record, Rejection};
     use crate::store::{AuditLog, public_key_path};
-
-    fn record(i: u64) -> Record {
-        Record {
-            seq: 0,
-            time_ms: 1_700_000_000_000 + i,
-            request_id: format!("req-{i}"),
-            issuer: Some("https://issuer.example".into()),
-            subject: Some(format!("user{i}@example.com")),
-            claims_sha256: Some("00".repeat(32)),
-            key_sha256: None,
-            decision: Decision::Rejected,
-            rule: "token".into(),
-            certificate: None,
-            rejection: Some(Rejection {
-                class: "token".into(),
-                message: format!("refusal {i}"),
-            }),
-        }
-    }
 
     fn spki(dir: &Path) -> Vec<u8> {
         let pem = std::fs::read_to_string(public_key_path(dir)).unwrap();
@@ -188,7 +168,7 @@ mod tests {
         rt.block_on(async {
             for batch in [0..2u64, 2..3, 3..5] {
                 for i in batch {
-                    assert_eq!(log.append_durable(record(i)).await.unwrap(), i);
+                    assert_eq!(log.append_durable(crate::record::test_refusal(i)).await.unwrap(), i);
                 }
             }
         });
@@ -252,7 +232,7 @@ mod tests {
         let prev: Vec<u8> = conn
             .query_row("SELECT hash FROM records WHERE seq = 4", [], |r| r.get(0))
             .unwrap();
-        let mut rec = record(5);
+        let mut rec = crate::record::test_refusal(5);
         rec.seq = 5;
         let json = serde_json::to_string(&rec).unwrap();
         let hash = chain_hash(&prev.clone().try_into().unwrap(), json.as_bytes());

@@ -300,3 +300,21 @@ pub fn hashes(v: &Value) -> Vec<[u8; 32]> {
         .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
         .collect()
 }
+
+/// Polls the embedded log's `get-sth` until the tree holds at least `size` entries; returns the
+/// verified STH. Panics after `within`.
+pub async fn sth_at_least(ks: &crate::Keyless, spki: &[u8], size: u64, within: std::time::Duration) -> Sth {
+    let start = std::time::Instant::now();
+    loop {
+        let sth = verify_sth(&ks.ct_get("/ct/v1/get-sth").await, spki);
+        if sth.tree_size >= size {
+            return sth;
+        }
+        assert!(
+            start.elapsed() < within,
+            "STH did not reach {size} entries within {within:?} (at {})",
+            sth.tree_size
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

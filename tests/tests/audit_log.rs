@@ -5,7 +5,7 @@
 //! cross-check, and so is an issued record whose certificate the log does not hold.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -14,7 +14,7 @@ use keyless_audit::crosscheck::cross_check;
 use keyless_audit::index::LogIndex;
 use keyless_audit::record::{Decision, Record, certificate_facts};
 use keyless_audit::sync::{sync, tbs_sha256_of_certificate};
-use keyless_tests::ct::{self, Sth, verify_sth};
+use keyless_tests::ct::{self, sth_at_least};
 use keyless_tests::{ClientKey, Keyless, TestIssuer, inspect, openssl};
 use serde_json::json;
 
@@ -68,23 +68,6 @@ async fn issue(idp: &TestIssuer, ks: &Keyless, email: &str) -> Vec<Vec<u8>> {
     let token = idp.mint(&idp.email_claims(email));
     let body = json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request(email)});
     ks.sign_v2(&body, None).await.chain().iter().map(|p| der(p)).collect()
-}
-
-/// Polls `get-sth` until the tree holds at least `size` entries.
-async fn sth_at_least(ks: &Keyless, spki: &[u8], size: u64) -> Sth {
-    let start = Instant::now();
-    loop {
-        let sth = verify_sth(&ks.ct_get("/ct/v1/get-sth").await, spki);
-        if sth.tree_size >= size {
-            return sth;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the STH did not reach {size} entries (at {})",
-            sth.tree_size
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Serial as hex without leading zeros, read with `x509-cert` (not the audit crate's parser).
@@ -149,7 +132,7 @@ async fn sync_follows_the_embedded_log_and_indexes_exactly_what_was_issued() {
     for i in 0..3 {
         issued.push(issue(&idp, &ks, &format!("first{i}@example.com")).await);
     }
-    let sth = sth_at_least(&ks, &spki, 3).await;
+    let sth = sth_at_least(&ks, &spki, 3, Duration::from_secs(20)).await;
     assert_eq!(sth.tree_size, 3);
     let report = sync(&index, ct_url(&ks), &spki, &chain, false).await.unwrap();
     assert_eq!(report.log_id, hex(&log_id(&spki)));
@@ -209,7 +192,7 @@ async fn sync_follows_the_embedded_log_and_indexes_exactly_what_was_issued() {
     for i in 0..2 {
         issued.push(issue(&idp, &ks, &format!("second{i}@example.com")).await);
     }
-    let sth = sth_at_least(&ks, &spki, 5).await;
+    let sth = sth_at_least(&ks, &spki, 5, Duration::from_secs(20)).await;
     let report = sync(&index, ct_url(&ks), &spki, &chain, false).await.unwrap();
     assert_eq!(
         (
@@ -266,8 +249,8 @@ async fn a_log_that_forks_is_caught_and_the_index_stays_at_the_last_good_tree_he
     for i in 0..3 {
         issue(&idp, &b, &format!("b{i}@example.com")).await;
     }
-    sth_at_least(&a, &spki, 2).await;
-    sth_at_least(&b, &spki, 3).await;
+    sth_at_least(&a, &spki, 2, Duration::from_secs(20)).await;
+    sth_at_least(&b, &spki, 3, Duration::from_secs(20)).await;
 
     let audit = tempfile::tempdir().unwrap();
     let index = LogIndex::open(audit.path()).unwrap();
@@ -367,7 +350,7 @@ async fn a_certificate_signed_with_the_ca_key_outside_the_service_is_unrecorded(
     );
     let rogue_sct: serde_json::Value = resp.json().await.unwrap();
 
-    sth_at_least(&ks, &spki, 2).await;
+    sth_at_least(&ks, &spki, 2, Duration::from_secs(20)).await;
     let audit = tempfile::tempdir().unwrap();
     let index = LogIndex::open(audit.path()).unwrap();
     let report = sync(&index, ct_url(&ks), &spki, &chain, false).await.unwrap();
@@ -434,7 +417,7 @@ async fn a_recorded_certificate_the_log_does_not_hold_is_missing() {
         issue(&idp, &b, "b1@example.com").await,
     ]
     .into();
-    let sth_a = sth_at_least(&a, &spki_a, 1).await;
+    let sth_a = sth_at_least(&a, &spki_a, 1, Duration::from_secs(20)).await;
 
     let audit = tempfile::tempdir().unwrap();
     let index = LogIndex::open(audit.path()).unwrap();

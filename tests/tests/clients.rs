@@ -353,6 +353,11 @@ async fn clients_refuse_foreign_trust_and_show_the_cas_errors() {
     assert_eq!(sth["tree_size"], 2, "{sth}");
 }
 
+fn assert_json(resp: &reqwest::Response) {
+    let ct = resp.headers()["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("application/json"), "{ct}");
+}
+
 /// The response details the clients above depend on, checked directly: 200 JSON for v2 even when
 /// the client asks for a PEM chain (sigstore-python does), a chain through the root that the
 /// trusted root also lists in full, and JSON error bodies with `message` (sigstore-js shows it).
@@ -373,12 +378,7 @@ async fn response_shape_the_clients_depend_on() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert_json(&resp);
     let body: Value = resp.json().await.unwrap();
     let chain: Vec<&str> = body["signedCertificateEmbeddedSct"]["chain"]["certificates"]
         .as_array()
@@ -412,12 +412,7 @@ async fn response_shape_the_clients_depend_on() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert_json(&resp);
     let body: Value = resp.json().await.unwrap();
     assert!(
         body["message"]

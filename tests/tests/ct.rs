@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyless_tests::ct::{self, Sth, hashes, verify_consistency, verify_inclusion, verify_sth};
+use keyless_tests::ct::{self, Sth, hashes, sth_at_least, verify_consistency, verify_inclusion};
 use keyless_tests::inspect::{self, assert_leaf_profile, openssl_verify};
 use keyless_tests::{ClientKey, Keyless, TestIssuer};
 use serde_json::{Value, json};
@@ -42,23 +42,6 @@ fn log_spki(ks: &Keyless) -> Vec<u8> {
         STANDARD.encode(ct::sha256(&spki))
     );
     spki
-}
-
-/// Polls `get-sth` until the tree holds at least `size` entries; returns the verified STH.
-async fn sth_at_least(ks: &Keyless, spki: &[u8], size: u64, within: Duration) -> Sth {
-    let start = Instant::now();
-    loop {
-        let sth = verify_sth(&ks.ct_get("/ct/v1/get-sth").await, spki);
-        if sth.tree_size >= size {
-            return sth;
-        }
-        assert!(
-            start.elapsed() < within,
-            "STH did not reach {size} entries within {within:?} (at {})",
-            sth.tree_size
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Asserts that the log proves `new` extends `old` (RFC 6962 consistency proof).
