@@ -159,7 +159,8 @@ pub struct Logged {
 pub trait CtLog: Send + Sync {
     /// Where the log is, for messages (a URL, or `embedded`).
     fn name(&self) -> &str;
-    /// `add-pre-chain`: `chain` is [precertificate, issuing CA, …, root], DER.
+    /// `add-pre-chain`: `chain` is [precertificate, issuing CA, …, root], DER. The CA verifies
+    /// every SCT it gets back with the configured log key before it uses it.
     fn add_pre_chain<'a>(&'a self, chain: &'a [Vec<u8>]) -> CtFuture<'a>;
     /// True if this log is known to verify the precertificate's signature before accepting it (the
     /// embedded log does); otherwise the CA verifies it itself before sending it anywhere.
