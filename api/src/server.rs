@@ -236,6 +236,7 @@ pub async fn serve(
         .map(|path| tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers)));
     // Held so the CA (and its HSM sessions) can be released deliberately at shutdown.
     let held = Arc::downgrade(&state);
+    let audit_stopped = state.audit.as_ref().map(keyless_audit::store::AuditLog::stopped);
     let guard = crate::protect::Guard::new(config.limits.clone());
     let app = router(state)
         .merge(extra)
@@ -308,6 +309,17 @@ pub async fn serve(
         tracing::info!("CA signer released (an HSM's sessions are closed)");
     } else {
         tracing::warn!("CA signer still in use by requests past the grace period; released at exit");
+    }
+    // With the state gone, the issuance record's writer commits what is queued and stops.
+    if let Some(stopped) = audit_stopped {
+        let done = tokio::task::spawn_blocking(move || stopped.wait(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if done {
+            tracing::info!("issuance record closed: every queued decision is committed");
+        } else {
+            tracing::warn!("the issuance record's writer did not finish in time");
+        }
     }
     if let Some(ct) = ct_server {
         let log = ct.log.clone();

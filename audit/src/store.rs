@@ -72,10 +72,34 @@ struct Pending {
     done: Option<tokio::sync::oneshot::Sender<Result<u64, AuditError>>>,
 }
 
-/// The writer side of the record. Cheap to clone; the writer thread ends with the last clone.
+/// The writer side of the record. Cheap to clone; the writer thread ends with the last clone,
+/// after committing everything still queued.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
+    stopped: Stopped,
+}
+
+/// Signals that the writer thread has committed its queue and stopped.
+#[derive(Clone, Default)]
+pub struct Stopped(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Stopped {
+    fn set(&self) {
+        let (flag, cv) = &*self.0;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// Blocks until the writer has stopped (true) or `timeout` passed (false).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (flag, cv) = &*self.0;
+        let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = cv
+            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -116,6 +140,8 @@ impl AuditLog {
             ) as Box<dyn std::io::Write + Send>),
         };
         let head = last_hash(&conn)?;
+        let stopped = Stopped::default();
+        let on_exit = stopped.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
@@ -125,10 +151,17 @@ impl AuditLog {
                     head,
                     export,
                 }
-                .run(rx)
+                .run(rx);
+                on_exit.set();
             })
             .map_err(|e| AuditError::Setup(format!("cannot start the audit writer: {e}")))?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, stopped })
+    }
+
+    /// A handle that tells when the writer has drained its queue and stopped (after the last
+    /// clone of this log is dropped), so a shutdown loses no queued refusal.
+    pub fn stopped(&self) -> Stopped {
+        self.stopped.clone()
     }
 
     /// Appends `record` and waits until it is durably committed; returns its position.

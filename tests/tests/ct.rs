@@ -232,6 +232,7 @@ async fn sigterm_under_load_finishes_in_flight_and_loses_nothing() {
         "shutting down: no new connections",
         "requests in flight finished",
         "CA signer released",
+        "issuance record closed",
         "CT log flushed",
         "shut down",
     ] {
