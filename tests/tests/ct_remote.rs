@@ -209,7 +209,7 @@ async fn unreachable_remote_log_is_503() {
     let ks = Keyless::start_in(
         dir,
         &format!(
-            "ct_log: {{url: \"http://127.0.0.1:9/log\", public_key: log.pem, timeout: 1s, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            "metrics_listen: 127.0.0.1:0\nct_log: {{url: \"http://127.0.0.1:9/log\", public_key: log.pem, timeout: 1s, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
             idp.url
         ),
     );
@@ -223,4 +223,13 @@ async fn unreachable_remote_log_is_503() {
         r.body
     );
     assert!(ks.healthy().await);
+    // The failed submission is counted and timed; the refusal is counted as a CT fault.
+    let metrics = ks.metrics().await;
+    for line in [
+        "keyless_ct_submission_errors_total 1",
+        "keyless_ct_submission_duration_seconds_count 1",
+        "keyless_rejections_total{class=\"ct_log\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
+    }
 }

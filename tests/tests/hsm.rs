@@ -198,7 +198,7 @@ async fn token_fault_under_load_is_503_and_fails_fast() {
     let ks = Keyless::start_with_backend(
         Backend::softhsm(),
         &format!(
-            "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            "metrics_listen: 127.0.0.1:0\nct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
             idp.url
         ),
     );
@@ -243,6 +243,21 @@ async fn token_fault_under_load_is_503_and_fails_fast() {
     assert!(log.contains("recovery failed"), "the cause is logged for operators");
     assert!(!log.contains(keyless_tests::HSM_PIN), "the PIN is never logged");
     assert!(ks.healthy().await);
+    // The signer's failures are counted, and readiness says the signer is down.
+    let metrics = ks.metrics().await;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keyless_signer_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no keyless_signer_errors_total in:\n{metrics}"));
+    assert!(errors >= 1.0, "{errors}");
+    let ready = ks.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.json()["signer"].as_str().unwrap().starts_with("unavailable"),
+        "{}",
+        ready.body
+    );
 }
 
 /// Fault injection: the CA's sessions lose their login from the side (a test hook logs the process
