@@ -148,31 +148,24 @@ impl RateLimiter {
         if map.len() > MAX_BUCKETS {
             prune(&mut map, now, limits);
         }
+        let limited = |b: Bucket, who: String, wait: Duration| ApiError::RateLimited {
+            detail: format!(
+                "{who} may request {} certificates per {} s (bursts of {})",
+                b.rate,
+                b.per.as_secs(),
+                b.burst
+            ),
+            retry_after: wait,
+        };
         if let Some(b) = limits.per_identity
             && let Err(wait) = take(&mut map, format!("id\u{0}{issuer}\u{0}{identity}"), b, now)
         {
-            return Err(ApiError::RateLimited {
-                detail: format!(
-                    "identity {identity:?} from issuer {issuer} may request {} certificates per {} s (bursts of {})",
-                    b.rate,
-                    b.per.as_secs(),
-                    b.burst
-                ),
-                retry_after: wait,
-            });
+            return Err(limited(b, format!("identity {identity:?} from issuer {issuer}"), wait));
         }
         if let Some(b) = limits.per_issuer
             && let Err(wait) = take(&mut map, format!("iss\u{0}{issuer}"), b, now)
         {
-            return Err(ApiError::RateLimited {
-                detail: format!(
-                    "issuer {issuer} may be used for {} certificates per {} s (bursts of {})",
-                    b.rate,
-                    b.per.as_secs(),
-                    b.burst
-                ),
-                retry_after: wait,
-            });
+            return Err(limited(b, format!("issuer {issuer}"), wait));
         }
         Ok(())
     }

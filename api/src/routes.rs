@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::protect::{RateLimiter, RequestId};
 use crate::wire;
-use keyless_audit::record::{Decision, Record, Rejection};
+use keyless_audit::record::{Decision, Record, Rejection, hex};
 
 /// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -234,38 +234,52 @@ fn body_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(str::to_string)
 }
 
-/// What the audit record learns about a request on its way through the pipeline. Only digests
-/// and decisions: never the token, the proof or the key itself.
-#[derive(Debug, Default)]
+/// What the audit record learns about a request on its way through the pipeline. It holds the
+/// raw token and key only to derive digests from them, and only when a record needs them, so the
+/// issuance path parses nothing twice; it has no `Debug` so the token cannot reach a log.
+#[derive(Default)]
 pub(crate) struct Seen {
-    issuer: Option<String>,
+    raw_token: String,
+    public_key: Vec<u8>,
+    /// The certificate identity, once the token verified.
     subject: Option<String>,
-    claims_sha256: Option<String>,
+    /// The proven key's digest, once possession is proven.
     key_sha256: Option<String>,
 }
 
 impl Seen {
-    /// Notes what can be read from the request before anything is verified.
+    /// Keeps the request's token and key for the record.
     fn observe(&mut self, raw_token: &str, key: &KeyRequest<'_>) {
-        if let Ok(t) = keyless_ca::token::parse(raw_token) {
-            self.issuer = Some(t.issuer().to_string());
-            self.subject = t.subject().map(str::to_string);
-            self.claims_sha256 = Some(hex(&t.claims_sha256()));
+        self.raw_token = raw_token.to_string();
+        if let KeyRequest::Signature { public_key, .. } = key {
+            self.public_key = public_key.to_vec();
         }
-        if let KeyRequest::Signature { public_key, .. } = key
-            && let Ok(k) = keyless_ca::keys::PublicKey::from_pem_or_der(public_key)
-        {
-            self.key_sha256 = Some(hex(&keyless_ca::keys::sha256(k.spki_der())));
-        }
+    }
+
+    fn claims_sha256(&self) -> Option<String> {
+        keyless_ca::token::claims_sha256(&self.raw_token).map(|d| hex(&d))
+    }
+
+    /// What a refusal record says: the claimed issuer and subject (or the verified identity), and
+    /// digests of the claims and of the key, parsed here, off the issuance path.
+    fn refusal_facts(self) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
+        let claims = self.claims_sha256();
+        let token = keyless_ca::token::parse(&self.raw_token).ok();
+        let issuer = token.as_ref().map(|t| t.issuer().to_string());
+        let subject = self
+            .subject
+            .or_else(|| token.as_ref().and_then(|t| t.subject().map(str::to_string)));
+        let key = self.key_sha256.or_else(|| {
+            keyless_ca::keys::PublicKey::from_pem_or_der(&self.public_key)
+                .ok()
+                .map(|k| hex(&keyless_ca::keys::sha256(k.spki_der())))
+        });
+        (issuer, subject, claims, key)
     }
 }
 
@@ -281,14 +295,15 @@ fn record_refusal(state: &AppState, request_id: &str, seen: Seen, err: &ApiError
     let Some(audit) = &state.audit else { return };
     // Load shedding and timeouts are not decisions about an identity; they never reach here.
     let (_, _, message) = err.parts();
+    let (issuer, subject, claims_sha256, key_sha256) = seen.refusal_facts();
     audit.append(Record {
         seq: 0,
         time_ms: now_ms(),
         request_id: request_id.to_string(),
-        issuer: seen.issuer,
-        subject: seen.subject,
-        claims_sha256: seen.claims_sha256,
-        key_sha256: seen.key_sha256,
+        issuer,
+        subject,
+        claims_sha256,
+        key_sha256,
         decision: Decision::Rejected,
         rule: err.class().to_string(),
         certificate: None,
@@ -357,7 +372,7 @@ async fn issue(
             request_id: request_id.to_string(),
             issuer: Some(issuer.clone()),
             subject: Some(san.clone()),
-            claims_sha256: seen.claims_sha256.clone(),
+            claims_sha256: seen.claims_sha256(),
             key_sha256: seen.key_sha256.clone(),
             decision: Decision::Issued,
             rule,

@@ -247,7 +247,6 @@ pub async fn serve(
         let listener = TcpListener::bind(m)
             .await
             .with_context(|| format!("metrics_listen: cannot listen on {m}"))?;
-        crate::metrics::handle();
         println!(
             "keyless: metrics listening on http://{}/metrics",
             listener.local_addr()?

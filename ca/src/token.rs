@@ -119,12 +119,16 @@ impl UnverifiedToken {
     pub fn subject(&self) -> Option<&str> {
         self.claims.get("sub").and_then(Value::as_str)
     }
+}
 
-    /// SHA-256 of the decoded payload: what the audit record keeps instead of the token.
-    pub fn claims_sha256(&self) -> [u8; 32] {
-        let payload = self.raw.split('.').nth(1).unwrap_or_default();
-        crate::keys::sha256(&URL_SAFE_NO_PAD.decode(payload).unwrap_or_default())
-    }
+/// SHA-256 of a compact JWS's decoded payload, without parsing it: what the audit record keeps
+/// instead of the token. `None` unless the token has the shape of a JWS.
+pub fn claims_sha256(raw: &str) -> Option<[u8; 32]> {
+    let mut parts = raw.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    Some(crate::keys::sha256(&URL_SAFE_NO_PAD.decode(payload).ok()?))
 }
 
 /// An issuer's verification keys, prepared once per JWKS fetch.

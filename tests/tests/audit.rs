@@ -205,6 +205,16 @@ async fn queries_match_what_was_issued_and_refusals_hold_no_token() {
     assert_eq!(refused[0]["issuer"], email.url);
     assert_eq!(refused[1]["rejection"]["class"], "pop");
     assert_eq!(refused[1]["subject"], "bob@example.com");
+    // Each refusal keeps the digest of its token's claims and, when the key parsed, of the key.
+    let payload_digest = |token: &str| {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap();
+        sha256_hex(&payload)
+    };
+    assert_eq!(refused[0]["claims_sha256"], payload_digest(&wrong_aud));
+    assert_eq!(refused[1]["claims_sha256"], payload_digest(&bad_pop));
+    assert_eq!(refused[1]["key_sha256"].as_str().map(str::len), Some(64));
     let (_, csv, _) = audit(&ks, &["query", "--rejected", "--format", "csv"]);
     assert_eq!(csv.lines().count(), 5, "{csv}");
     let (_, table, _) = audit(&ks, &["query"]);
