@@ -148,6 +148,10 @@ pub struct IssuerOptions {
     pub ca_cert_pem: Option<String>,
     /// This issuer's own rate limits, over the global `rate_limits`.
     pub rate_limits: crate::RateLimitOverrides,
+    /// Email issuers only: also accept a proof of possession signed over the token's `sub`
+    /// (what `@sigstore/cli` 0.8 sends for issuers it does not know). Off by default: a proof
+    /// over `sub` is replayable across every email that one subject may hold.
+    pub allow_sub_challenge: bool,
 }
 
 /// JWS algorithms the CA accepts at all.
@@ -244,6 +248,8 @@ pub(crate) struct RawIssuer {
     max_token_age: Option<String>,
     ca_cert: Option<String>,
     rate_limits: Option<crate::ops::RawRateLimits>,
+    #[serde(default)]
+    allow_sub_challenge: bool,
 }
 
 /// A CA bundle must hold at least one PEM certificate.
@@ -297,6 +303,13 @@ impl RawIssuer {
         if let Some(r) = self.rate_limits {
             issuer.options.rate_limits = r.validate("rate_limits")?;
         }
+        if self.allow_sub_challenge && issuer.kind != IssuerKind::Email {
+            return Err(ConfigError::rule(
+                "allow_sub_challenge",
+                format!("applies to email issuers only, not {}", issuer.kind.as_str()),
+            ));
+        }
+        issuer.options.allow_sub_challenge = self.allow_sub_challenge;
         Ok(issuer)
     }
 }

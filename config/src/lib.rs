@@ -72,6 +72,9 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The issuance record.
     pub audit: AuditConfig,
+    /// `health.token`: callers of `/readyz` that present it as a bearer token see each
+    /// component's reason; everyone else sees only ready / not ready per component.
+    pub health_token: Option<SecretRef>,
 }
 
 /// Where the CA signing key lives.
@@ -169,6 +172,9 @@ pub struct EmbeddedCtLog {
     /// Keep the log's signing key in the CA's PKCS#11 token under this label (needs `ca.pkcs11`;
     /// `keyless ca init` creates it). Unset: a P-256 key file in `data_dir/ctlog`.
     pub pkcs11_key_label: Option<String>,
+    /// Quotas for `add-chain`/`add-pre-chain` over HTTP (outside submitters). The CA's own
+    /// submissions never count against them and never wait behind them.
+    pub submissions: SubmissionLimits,
 }
 
 impl Default for EmbeddedCtLog {
@@ -178,6 +184,38 @@ impl Default for EmbeddedCtLog {
             prefix: "keyless".into(),
             mmd: Duration::from_secs(1),
             pkcs11_key_label: None,
+            submissions: SubmissionLimits::default(),
+        }
+    }
+}
+
+/// `ct_log.embedded.submissions`: what outside submitters may add to the embedded log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmissionLimits {
+    /// Per source address (`None`: unlimited).
+    pub per_address: Option<Bucket>,
+    /// All outside submitters together (`None`: unlimited).
+    pub total: Option<Bucket>,
+    /// Outside submissions waiting for the writer at once; more are answered 503.
+    pub queue: usize,
+}
+
+impl Default for SubmissionLimits {
+    /// 10/s per address (bursts of 20) and 100/s in all (bursts of 200): far more than monitors
+    /// resubmitting certificates need, far less than the log's write capacity.
+    fn default() -> Self {
+        SubmissionLimits {
+            per_address: Some(Bucket {
+                rate: 10,
+                per: Duration::from_secs(1),
+                burst: 20,
+            }),
+            total: Some(Bucket {
+                rate: 100,
+                per: Duration::from_secs(1),
+                burst: 200,
+            }),
+            queue: 256,
         }
     }
 }
@@ -225,6 +263,13 @@ struct RawConfig {
     limits: Option<ops::RawLimits>,
     rate_limits: Option<ops::RawRateLimits>,
     audit: Option<ops::RawAudit>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +353,7 @@ impl Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             audit: AuditConfig::default(),
+            health_token: None,
         }
     }
 }
@@ -461,7 +507,12 @@ impl RawConfig {
                 None => RateLimits::default(),
                 Some(r) => RateLimits::default().with(&r.validate("rate_limits")?),
             },
-            audit: self.audit.map(|a| a.validate(base)).unwrap_or_default(),
+            audit: self.audit.map(|a| a.validate(base)).transpose()?.unwrap_or_default(),
+            health_token: self
+                .health
+                .and_then(|h| h.token)
+                .map(|t| SecretRef::parse(&t).map_err(|e| ConfigError::rule("health.token", e)))
+                .transpose()?,
         })
     }
 }
@@ -483,6 +534,34 @@ struct RawEmbedded {
     prefix: Option<String>,
     mmd: Option<String>,
     pkcs11_key_label: Option<String>,
+    submissions: Option<RawSubmissions>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSubmissions {
+    per_address: Option<ops::RawBucket>,
+    total: Option<ops::RawBucket>,
+    queue: Option<usize>,
+}
+
+impl RawSubmissions {
+    fn validate(self) -> Result<SubmissionLimits, ConfigError> {
+        let mut out = SubmissionLimits::default();
+        if let Some(b) = self.per_address {
+            out.per_address = b.validate("ct_log.embedded.submissions.per_address")?;
+        }
+        if let Some(b) = self.total {
+            out.total = b.validate("ct_log.embedded.submissions.total")?;
+        }
+        if let Some(q) = self.queue {
+            if q == 0 {
+                return Err(ConfigError::rule("ct_log.embedded.submissions.queue", "must be above zero"));
+            }
+            out.queue = q;
+        }
+        Ok(out)
+    }
 }
 
 /// `ct_log:` is `embedded` (default), `disabled`, `{embedded: {...}}` or `{url, public_key}`.
@@ -536,6 +615,9 @@ fn ct_log(raw: Option<serde_json::Value>, base: &Path) -> Result<CtLogConfig, Co
                 }
             }
             out.pkcs11_key_label = e.pkcs11_key_label;
+            if let Some(s) = e.submissions {
+                out.submissions = s.validate()?;
+            }
             Ok(CtLogConfig::Embedded(out))
         }
         (None, Some(url)) => {

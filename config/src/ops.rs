@@ -37,17 +37,34 @@ impl LogFormat {
     }
 }
 
-/// Limits that protect the server from overload and oversized requests.
+/// Limits that protect the server from overload, slow clients and oversized requests. The API
+/// listener and the embedded CT log's listener each apply their own copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Requests handled at once; more are shed at once with 503 and `Retry-After`.
+    /// Requests handled at once (after their body has arrived); more are shed at once with 503
+    /// and `Retry-After`.
     pub max_concurrent_requests: usize,
-    /// A request that takes longer is answered 503 and its work dropped.
+    /// A request that takes longer (once its body has arrived) is answered 503.
     pub request_timeout: Duration,
     /// Total size of a request's header block; larger gets 431.
     pub max_header_bytes: usize,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Open connections at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Open connections from one source address (`None`: no per-address limit, e.g. behind a
+    /// load balancer whose address every connection shares).
+    pub max_connections_per_address: Option<usize>,
+    /// A connection must deliver a request's whole header block within this.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    pub idle_timeout: Duration,
+    /// A request body must arrive completely within this ...
+    pub body_timeout: Duration,
+    /// ... and, after its first second, at no less than this many bytes per second on average.
+    pub min_body_rate: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
 }
 
 impl Default for Limits {
@@ -57,6 +74,13 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(20),
+            max_connections: 4096,
+            max_connections_per_address: Some(512),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 1024,
+            max_h2_streams: 64,
         }
     }
 }
@@ -131,6 +155,15 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// Also write each committed record as a JSON line: `-` for stdout, or a file path.
     pub export: Option<AuditExport>,
+    /// The checkpoint signing key (default `<data_dir>/audit/audit-key.pem`). Keep it away from
+    /// the database, so whoever can rewrite the record cannot also re-sign it.
+    pub key: Option<PathBuf>,
+    /// After every commit, the latest signed checkpoint is written here (atomically, as JSON):
+    /// an anchor outside the record for `keyless audit verify --against`.
+    pub checkpoint_export: Option<PathBuf>,
+    /// Refusal records waiting for the writer; beyond this they are dropped and counted, so
+    /// refusals can never slow or fail an issuance.
+    pub refusal_queue: usize,
 }
 
 impl Default for AuditConfig {
@@ -138,6 +171,9 @@ impl Default for AuditConfig {
         AuditConfig {
             enabled: true,
             export: None,
+            key: None,
+            checkpoint_export: None,
+            refusal_queue: 10_000,
         }
     }
 }
@@ -156,17 +192,27 @@ pub enum AuditExport {
 pub(crate) struct RawAudit {
     enabled: Option<bool>,
     export: Option<String>,
+    key: Option<String>,
+    checkpoint_export: Option<String>,
+    refusal_queue: Option<usize>,
 }
 
 impl RawAudit {
-    pub(crate) fn validate(self, base: &Path) -> AuditConfig {
-        AuditConfig {
+    pub(crate) fn validate(self, base: &Path) -> Result<AuditConfig, ConfigError> {
+        let refusal_queue = self.refusal_queue.unwrap_or(AuditConfig::default().refusal_queue);
+        if refusal_queue == 0 {
+            return Err(ConfigError::rule("audit.refusal_queue", "must be above zero"));
+        }
+        Ok(AuditConfig {
             enabled: self.enabled.unwrap_or(true),
             export: self.export.map(|e| match e.as_str() {
                 "-" => AuditExport::Stdout,
                 path => AuditExport::File(resolve(base, path)),
             }),
-        }
+            key: self.key.map(|k| resolve(base, &k)),
+            checkpoint_export: self.checkpoint_export.map(|c| resolve(base, &c)),
+            refusal_queue,
+        })
     }
 }
 
@@ -208,6 +254,13 @@ pub(crate) struct RawLimits {
     request_timeout: Option<String>,
     max_header_bytes: Option<usize>,
     shutdown_grace: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<serde_json::Value>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    body_timeout: Option<String>,
+    min_body_rate: Option<u64>,
+    max_h2_streams: Option<u32>,
 }
 
 impl RawLimits {
@@ -237,6 +290,48 @@ impl RawLimits {
             return Err(ConfigError::rule("limits.request_timeout", "must be at least 100ms"));
         }
         limits.shutdown_grace = duration("limits.shutdown_grace", self.shutdown_grace, limits.shutdown_grace)?;
+        if let Some(n) = self.max_connections {
+            if n < 16 {
+                return Err(ConfigError::rule("limits.max_connections", "must be at least 16"));
+            }
+            limits.max_connections = n;
+        }
+        match self.max_connections_per_address {
+            None => {}
+            Some(serde_json::Value::String(s)) if s == "off" => limits.max_connections_per_address = None,
+            Some(serde_json::Value::Bool(false)) => limits.max_connections_per_address = None,
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {
+                limits.max_connections_per_address = n.as_u64().map(|n| n as usize);
+            }
+            Some(other) => {
+                return Err(ConfigError::rule(
+                    "limits.max_connections_per_address",
+                    format!("expected a number above zero or `off`, found {other}"),
+                ));
+            }
+        }
+        limits.header_read_timeout =
+            duration("limits.header_read_timeout", self.header_read_timeout, limits.header_read_timeout)?;
+        limits.idle_timeout = duration("limits.idle_timeout", self.idle_timeout, limits.idle_timeout)?;
+        limits.body_timeout = duration("limits.body_timeout", self.body_timeout, limits.body_timeout)?;
+        for (path, d) in [
+            ("limits.header_read_timeout", limits.header_read_timeout),
+            ("limits.idle_timeout", limits.idle_timeout),
+            ("limits.body_timeout", limits.body_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(ConfigError::rule(path, "must be at least 100ms"));
+            }
+        }
+        if let Some(r) = self.min_body_rate {
+            limits.min_body_rate = r;
+        }
+        if let Some(n) = self.max_h2_streams {
+            if n == 0 {
+                return Err(ConfigError::rule("limits.max_h2_streams", "must be above zero"));
+            }
+            limits.max_h2_streams = n;
+        }
         Ok(limits)
     }
 }
@@ -251,14 +346,14 @@ pub(crate) struct RawRateLimits {
 /// A bucket, or `off` (which YAML 1.1 readers also see as `false`).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawBucket {
+pub(crate) enum RawBucket {
     Flag(bool),
     Off(String),
     On { rate: String, burst: Option<u32> },
 }
 
 impl RawBucket {
-    fn validate(self, path: &str) -> Result<Option<Bucket>, ConfigError> {
+    pub(crate) fn validate(self, path: &str) -> Result<Option<Bucket>, ConfigError> {
         match self {
             RawBucket::Flag(false) => Ok(None),
             RawBucket::Off(s) if s == "off" => Ok(None),
