@@ -24,8 +24,15 @@ pub enum ApiError {
     },
     /// The request body or headers are malformed.
     BadRequest(String),
-    /// The body is over the size limit.
-    TooLarge,
+    /// The body is over the size limit (bytes).
+    TooLarge(usize),
+    /// The body did not arrive within the deadline or at the minimum rate (408).
+    SlowBody {
+        /// The whole body's deadline.
+        timeout: std::time::Duration,
+        /// Bytes per second required after the first second.
+        min_rate: u64,
+    },
     /// No such route.
     NotFound,
     /// Known route, wrong method.
@@ -73,8 +80,19 @@ const INTERNAL: u16 = 13;
 const UNAVAILABLE: u16 = 14;
 
 impl ApiError {
-    /// Status, gRPC code and the client-facing message.
+    /// Status, gRPC code and the client-facing message. A client mistake's message quotes what
+    /// the client sent; it is bounded and stripped of anything shaped like a credential here,
+    /// once, for the response, the log and the issuance record alike.
     pub fn parts(&self) -> (StatusCode, u16, String) {
+        let (status, code, message) = self.raw_parts();
+        if status.is_client_error() {
+            (status, code, crate::redact::message(&message))
+        } else {
+            (status, code, message)
+        }
+    }
+
+    fn raw_parts(&self) -> (StatusCode, u16, String) {
         match self {
             ApiError::Ca(keyless_ca::Error::CtLog { log, .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -90,6 +108,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
                 "signing backend unavailable; try again later".into(),
+            ),
+            ApiError::Ca(keyless_ca::Error::CaValidity(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "the CA certificate cannot cover a new certificate's validity; the operator must rotate the CA".into(),
             ),
             ApiError::Ca(e) => match e.client_detail() {
                 Some(detail) => (
@@ -111,10 +134,18 @@ impl ApiError {
                 ),
             ),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m.clone()),
-            ApiError::TooLarge => (
+            ApiError::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 INVALID_ARGUMENT,
-                format!("request body is larger than {} bytes", crate::routes::MAX_BODY_BYTES),
+                format!("request body is larger than {limit} bytes"),
+            ),
+            ApiError::SlowBody { timeout, min_rate } => (
+                StatusCode::REQUEST_TIMEOUT,
+                INVALID_ARGUMENT,
+                format!(
+                    "the request body did not arrive in time (within {} ms, at least {min_rate} bytes/s)",
+                    timeout.as_millis()
+                ),
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, NOT_FOUND, "Not Found".into()),
             ApiError::MethodNotAllowed => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED, "Method Not Allowed".into()),
@@ -171,7 +202,8 @@ impl ApiError {
             },
             ApiError::IssuerUnavailable { .. } => "issuer_unavailable",
             ApiError::BadRequest(_)
-            | ApiError::TooLarge
+            | ApiError::TooLarge(_)
+            | ApiError::SlowBody { .. }
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::HeadersTooLarge(_) => "request",

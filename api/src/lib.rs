@@ -17,11 +17,13 @@
 pub mod audit_cli;
 pub mod check;
 pub mod cli;
+pub mod conn;
 pub mod dev;
 pub mod error;
 pub mod instrument;
 pub mod metrics;
 pub mod protect;
+pub mod redact;
 pub mod review;
 pub mod routes;
 pub mod server;

@@ -18,19 +18,25 @@ use crate::error::ApiError;
 /// The request id header: taken from the client when sane, otherwise generated; always echoed.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Limits shared by the middleware.
+/// Limits shared by the middleware of one listener.
 #[derive(Debug)]
 pub struct Guard {
     limits: Limits,
     in_flight: Arc<Semaphore>,
+    max_body_bytes: usize,
+    /// Paths never shed (health probes).
+    exempt: &'static [&'static str],
 }
 
 impl Guard {
-    /// Guards for `limits`.
-    pub fn new(limits: Limits) -> Arc<Guard> {
+    /// Guards for `limits`; bodies over `max_body_bytes` are refused while they arrive. Requests
+    /// for `exempt` paths never wait for (or take) a concurrency slot.
+    pub fn new(limits: Limits, max_body_bytes: usize, exempt: &'static [&'static str]) -> Arc<Guard> {
         Arc::new(Guard {
             in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             limits,
+            max_body_bytes,
+            exempt,
         })
     }
 }
@@ -67,7 +73,9 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// Header-size limit, load shedding and the request timeout, in that order. A request over the
+/// Header-size limit, the whole body, load shedding and the request timeout, in that order. The
+/// body is read before a request may take a concurrency slot, so a client trickling its body
+/// holds a connection (which [`crate::conn`] bounds), never the CA's capacity. A request over the
 /// concurrency limit is refused at once (503 + `Retry-After`) instead of queueing, so overload
 /// costs the server almost nothing and clients get a fast answer.
 pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
@@ -79,8 +87,18 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
     if header_bytes > guard.limits.max_header_bytes {
         return ApiError::HeadersTooLarge(guard.limits.max_header_bytes).into_response();
     }
+    let req = match read_body(req, &guard).await {
+        Ok(req) => req,
+        Err(e) => {
+            let mut resp = e.into_response();
+            // The connection's remaining bytes are unknown: do not reuse it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
     // Health checks are never shed: an overloaded CA is alive, and readiness answers for itself.
-    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let probe = guard.exempt.contains(&req.uri().path());
     let _permit = if probe {
         None
     } else {
@@ -94,6 +112,52 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
         Ok(resp) => resp,
         Err(_) => ApiError::TimedOut(limit).into_response(),
     }
+}
+
+/// Reads the whole body under the size limit, within `body_timeout`, and (after the first second)
+/// at no less than `min_body_rate` bytes per second on average.
+async fn read_body(req: Request, guard: &Guard) -> Result<Request, ApiError> {
+    use http_body_util::BodyExt as _;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > guard.max_body_bytes as u64) {
+        return Err(ApiError::TooLarge(guard.max_body_bytes));
+    }
+    let (parts, mut body) = req.into_parts();
+    let start = tokio::time::Instant::now();
+    let hard = start + guard.limits.body_timeout;
+    let rate = guard.limits.min_body_rate;
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(64 * 1024) as usize);
+    loop {
+        // By the time `received / rate` seconds past the first one have gone, more must have come.
+        let need_by = if rate == 0 {
+            hard
+        } else {
+            start + Duration::from_secs(1) + Duration::from_secs_f64(buf.len() as f64 / rate as f64)
+        };
+        let frame = match tokio::time::timeout_at(hard.min(need_by), body.frame()).await {
+            Err(_) => {
+                metrics::counter!("keyless_slow_bodies_total").increment(1);
+                return Err(ApiError::SlowBody {
+                    timeout: guard.limits.body_timeout,
+                    min_rate: rate,
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::BadRequest(format!("cannot read the request body: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > guard.max_body_bytes {
+                return Err(ApiError::TooLarge(guard.max_body_bytes));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(buf)))
 }
 
 /// Request latency by route (the route pattern, never the raw URL).

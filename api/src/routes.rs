@@ -127,7 +127,7 @@ async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middl
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return ApiError::TooLarge.into_response();
+        return ApiError::TooLarge(MAX_BODY_BYTES).into_response();
     }
     next.run(req).await
 }
@@ -225,7 +225,7 @@ fn body_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge
+            ApiError::TooLarge(MAX_BODY_BYTES)
         } else {
             ApiError::BadRequest(format!("cannot read the request body: {e}"))
         }

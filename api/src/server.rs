@@ -106,15 +106,28 @@ pub async fn start_embedded_log(
     let key = log_key(config, settings)?;
     let log = tokio::task::block_in_place(|| EmbeddedLog::open(&dir, roots, opts, key))
         .with_context(|| format!("opening the embedded CT log in {}", dir.display()))?;
-    let app = axum::Router::new().nest(
-        &format!("/{}", settings.prefix),
-        keyless_ctlog::http::router(log.clone()),
+    let guard = crate::protect::Guard::new(
+        config.limits.clone(),
+        keyless_ctlog::http::MAX_SUBMISSION_BYTES,
+        &[],
     );
+    let app = axum::Router::new()
+        .nest(
+            &format!("/{}", settings.prefix),
+            keyless_ctlog::http::router(log.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard));
     let stop = Arc::new(tokio::sync::Notify::new());
     let s = stop.clone();
+    let server = crate::conn::Server {
+        name: "ctlog",
+        limits: config.limits.clone(),
+        tls: None,
+    };
+    let grace = config.limits.shutdown_grace;
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { s.notified().await })
+        if let Err(e) = server
+            .serve(listener, app, async move { s.notified().await }, grace)
             .await
         {
             tracing::error!(error = %e, "CT log listener failed");
@@ -237,7 +250,11 @@ pub async fn serve(
     // Held so the CA (and its HSM sessions) can be released deliberately at shutdown.
     let held = Arc::downgrade(&state);
     let audit_stopped = state.audit.as_ref().map(keyless_audit::store::AuditLog::stopped);
-    let guard = crate::protect::Guard::new(config.limits.clone());
+    let guard = crate::protect::Guard::new(
+        config.limits.clone(),
+        crate::routes::MAX_BODY_BYTES,
+        &["/healthz", "/readyz"],
+    );
     let app = router(state)
         .merge(extra)
         .layer(crate::protect::cors())
@@ -254,40 +271,31 @@ pub async fn serve(
         tokio::spawn(crate::metrics::serve(listener));
     }
     // Outside the router, so the rewritten path is what gets routed.
-    let app = tower::Layer::layer(
+    let app = axum::Router::new().fallback_service(tower::Layer::layer(
         &axum::middleware::map_request(crate::routes::collapse_leading_slashes),
         app,
-    );
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    // Graceful shutdown: stop accepting at once, give requests in flight `shutdown_grace`.
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let graceful = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; finishing requests in flight");
-        let _ = stopping_tx.send(());
+    ));
+    let tls = config.tls.as_ref().map(crate::tls::Acceptor::new).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("keyless: listening on {scheme}://{addr}");
+    tracing::info!(%addr, tls = tls.is_some(), "serving");
+    let server = crate::conn::Server {
+        name: "api",
+        limits: config.limits.clone(),
+        tls,
     };
     let grace = config.limits.shutdown_grace;
-    let deadline = async move {
-        match stopping_rx.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    let finished = match &config.tls {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?;
-            println!("keyless: listening on https://{addr}");
-            tracing::info!(%addr, tls = true, "serving");
-            let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
-            tokio::select! { r = serve => { r?; true }, () = deadline => false }
-        }
-        None => {
-            println!("keyless: listening on http://{addr}");
-            tracing::info!(%addr, "serving");
-            let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
-            tokio::select! { r = serve => { r?; true }, () = deadline => false }
-        }
-    };
+    let finished = server
+        .serve(
+            listener,
+            app,
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing requests in flight");
+            },
+            grace,
+        )
+        .await?;
     if finished {
         tracing::info!("requests in flight finished");
     } else {

@@ -13,7 +13,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -54,16 +53,16 @@ fn modified(paths: &[&PathBuf]) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-/// A listener that hands axum finished TLS connections. Handshakes run in their own tasks, so a
-/// slow or broken client never holds up the others; failed handshakes are dropped quietly.
-pub struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
-    addr: std::net::SocketAddr,
+/// A TLS acceptor serving whatever certificate was loaded last. Handshakes run inside each
+/// connection's own task (see [`crate::conn`]), under the connection limits and header deadline,
+/// so a slow or broken client never holds up the others.
+pub struct Acceptor {
+    inner: TlsAcceptor,
 }
 
-impl TlsListener {
+impl Acceptor {
     /// Loads the pair (start-up fails if it is unusable) and starts watching the files.
-    pub fn new(tcp: TcpListener, config: &TlsConfig) -> anyhow::Result<TlsListener> {
+    pub fn new(config: &TlsConfig) -> anyhow::Result<Acceptor> {
         let resolver = Arc::new(Reloading {
             current: RwLock::new(load(config)?),
         });
@@ -75,33 +74,17 @@ impl TlsListener {
             .with_cert_resolver(resolver.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio::spawn(watch(config.clone(), resolver));
-        let acceptor = TlsAcceptor::from(Arc::new(server));
-        let addr = tcp.local_addr()?;
-        let (tx, ready) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                let (conn, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { ready, addr })
+        Ok(Acceptor {
+            inner: TlsAcceptor::from(Arc::new(server)),
+        })
+    }
+
+    /// Runs the server side of the handshake on `io`.
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.inner.accept(io).await
     }
 }
 
@@ -125,22 +108,5 @@ async fn watch(config: TlsConfig, resolver: Arc<Reloading>) {
                 "TLS certificate reload refused; the previous certificate stays in use"
             ),
         }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The acceptor task never ends while the listener lives.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
     }
 }

@@ -61,6 +61,10 @@ pub enum Error {
     /// The CA's key or chain is unusable. Server fault, found at start-up.
     #[error("CA setup: {0}")]
     Setup(String),
+    /// The CA chain cannot cover a new leaf's validity (expired, expiring, not yet valid).
+    /// Server fault: the operator must rotate the CA.
+    #[error("CA validity: {0}")]
+    CaValidity(String),
 }
 
 /// Coarse reason classes, for metrics, audit records and the HTTP mapping.
@@ -95,7 +99,7 @@ impl Error {
             Error::CsrParse(_) => "The certificate signing request could not be parsed",
             Error::Possession(_) => "The signature supplied in the request could not be verified",
             Error::AlgorithmNotPermitted(_) => "signing algorithm not permitted",
-            Error::Signer(_) | Error::Setup(_) => "error communicating with CA backend",
+            Error::Signer(_) | Error::Setup(_) | Error::CaValidity(_) => "error communicating with CA backend",
             Error::CtLog { .. } => "Error entering certificate in CTL",
         }
     }
@@ -108,7 +112,7 @@ impl Error {
             Error::Policy { .. } => Class::Policy,
             Error::Possession(_) | Error::AlgorithmNotPermitted(_) => Class::Possession,
             Error::CsrParse(_) => Class::Request,
-            Error::Signer(_) | Error::Setup(_) => Class::Server,
+            Error::Signer(_) | Error::Setup(_) | Error::CaValidity(_) => Class::Server,
             Error::CtLog { .. } => Class::CtLog,
         }
     }
@@ -126,7 +130,7 @@ impl Error {
             Error::UnknownKeyId { issuer, kid } => Some(format!("issuer {issuer} has no signing key with kid {kid:?}")),
             Error::Policy { issuer, detail } => Some(format!("issuer {issuer}: {detail}")),
             Error::Claim { issuer, claim, problem } => Some(format!("issuer {issuer}: claim {claim:?} {problem}")),
-            Error::Signer(_) | Error::Setup(_) | Error::CtLog { .. } => None,
+            Error::Signer(_) | Error::Setup(_) | Error::CaValidity(_) | Error::CtLog { .. } => None,
         }
     }
 

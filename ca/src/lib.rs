@@ -33,7 +33,7 @@ pub mod token;
 
 pub use crate::error::{Class, Error};
 pub use crate::identity::{Principal, San};
-pub use crate::pipeline::{CertificateAuthority, Issued};
+pub use crate::pipeline::{CertificateAuthority, Issued, Prepared};
 pub use crate::possession::{KeyRequest, ProvenKey};
 pub use crate::signer::{SignError, SignatureAlgorithm, Signer, SoftwareSigner};
 pub use crate::token::{IssuerKeys, UnverifiedToken, VerifiedToken};

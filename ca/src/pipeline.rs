@@ -54,6 +54,42 @@ pub fn pem_encode(der: &[u8]) -> String {
     )
 }
 
+/// A leaf whose every field is fixed but which nobody has signed yet.
+#[derive(Debug)]
+pub struct Prepared {
+    serial: [u8; 20],
+    serial_hex: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    spki: Vec<u8>,
+    extensions: Vec<Vec<u8>>,
+    /// The TBS without CT extensions: what the log will hold and the final certificate's TBS
+    /// minus its SCT list.
+    tbs: Vec<u8>,
+}
+
+impl Prepared {
+    /// Serial number, lower-case hex without leading zeros.
+    pub fn serial_hex(&self) -> &str {
+        &self.serial_hex
+    }
+
+    /// The DER TBSCertificate without CT extensions.
+    pub fn tbs_der(&self) -> &[u8] {
+        &self.tbs
+    }
+
+    /// Start of validity.
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+
+    /// End of validity.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+}
+
 /// An issuing CA: its signer, its verified chain and the leaf profile settings.
 pub struct CertificateAuthority {
     signer: Arc<dyn Signer>,
@@ -64,6 +100,8 @@ pub struct CertificateAuthority {
     /// SHA-256 of the issuing CA's SPKI: the `issuer_key_hash` of precertificate entries.
     issuer_key_hash: [u8; 32],
     validity: Duration,
+    /// The latest notBefore and earliest notAfter of the chain (seconds): every leaf must fit.
+    chain_valid: (i64, i64),
     ct: Option<CtBinding>,
 }
 
@@ -101,6 +139,10 @@ impl CertificateAuthority {
             ));
         }
         check_chain(&certs, now)?;
+        let chain_valid = certs.iter().fold((i64::MIN, i64::MAX), |(from, to), c| {
+            let v = c.validity();
+            (from.max(v.not_before.timestamp()), to.min(v.not_after.timestamp()))
+        });
         let issuer_key_id = certs[0].extensions().iter().find_map(|e| match e.parsed_extension() {
             ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
             _ => None,
@@ -115,6 +157,7 @@ impl CertificateAuthority {
             issuer_key_id,
             chain_der,
             validity,
+            chain_valid,
             ct: None,
         })
     }
@@ -161,10 +204,37 @@ impl CertificateAuthority {
         self.validity
     }
 
-    /// Issues a leaf for `principal` and `key`: with a CT log, a precertificate is signed and
-    /// logged first, the SCT is verified, and the final certificate embeds it; the two TBS differ
-    /// only in that last extension. Every signature is verified before anything is returned.
+    /// Whether a leaf issued at `now` fits in the chain's validity (readiness reports it).
+    pub fn check_validity(&self, now: SystemTime) -> Result<(), String> {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let end = secs.saturating_add(self.validity.as_secs() as i64);
+        if secs < self.chain_valid.0 {
+            Err("the CA chain is not valid yet".into())
+        } else if end > self.chain_valid.1 {
+            Err("the CA chain expires before a new certificate would".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Issues a leaf for `principal` and `key`: [`CertificateAuthority::prepare`] then
+    /// [`CertificateAuthority::complete`], for callers with nothing to record in between.
     pub async fn issue(&self, principal: Principal, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
+        let prepared = self.prepare(&principal, &key, now)?;
+        self.complete(prepared).await
+    }
+
+    /// Fixes everything about a leaf without signing anything: serial, validity and the TBS.
+    /// Nothing has left the CA yet, so a caller can durably record its intent (serial and TBS
+    /// hash) before [`CertificateAuthority::complete`] sends a precertificate to a CT log.
+    ///
+    /// Refuses (server fault) a leaf the CA chain cannot cover: a certificate that outlives its
+    /// issuer fails verification in strict clients, so the CA stops issuing rather than
+    /// shortening leaves silently.
+    pub fn prepare(&self, principal: &Principal, key: &ProvenKey, now: SystemTime) -> Result<Prepared, Error> {
         if let Some(name) = key.proven_for()
             && !principal.challenges().any(|c| c == name)
         {
@@ -174,10 +244,53 @@ impl CertificateAuthority {
         let secs = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_err(|_| Error::Signer("clock before 1970".into()))?
-            .as_secs();
-        let not_before = OffsetDateTime::from_unix_timestamp(secs as i64).map_err(|e| Error::Signer(e.to_string()))?;
+            .as_secs() as i64;
+        let not_before = OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Signer(e.to_string()))?;
         let not_after = not_before + self.validity;
-        let mut extensions = self.leaf_extensions(&principal, &key);
+        if secs < self.chain_valid.0 || not_after.unix_timestamp() > self.chain_valid.1 {
+            return Err(Error::CaValidity(format!(
+                "a leaf valid from {not_before} to {not_after} is outside the CA chain's common validity ({} to {})",
+                OffsetDateTime::from_unix_timestamp(self.chain_valid.0).map_or_else(|_| "?".into(), |t| t.to_string()),
+                OffsetDateTime::from_unix_timestamp(self.chain_valid.1).map_or_else(|_| "?".into(), |t| t.to_string()),
+            )));
+        }
+        let extensions = self.leaf_extensions(principal, key);
+        let tbs = Tbs {
+            serial: &serial,
+            algorithm: self.signer.algorithm(),
+            issuer: &self.issuer_name,
+            not_before,
+            not_after,
+            subject: &[0x30, 0x00],
+            spki: key.public_key().spki_der(),
+            extensions: &extensions,
+        }
+        .encode();
+        Ok(Prepared {
+            serial_hex: hex(&serial),
+            serial,
+            not_before,
+            not_after,
+            spki: key.public_key().spki_der().to_vec(),
+            extensions,
+            tbs,
+        })
+    }
+
+    /// Signs what [`CertificateAuthority::prepare`] fixed: with a CT log, a precertificate is
+    /// signed and logged first, the SCT is verified, and the final certificate embeds it; the two
+    /// TBS differ only in that last extension. Every signature is verified before anything is
+    /// returned.
+    pub async fn complete(&self, prepared: Prepared) -> Result<Issued, Error> {
+        let Prepared {
+            serial,
+            serial_hex,
+            not_before,
+            not_after,
+            spki,
+            mut extensions,
+            tbs: log_tbs,
+        } = prepared;
         let tbs = |extensions: &[Vec<u8>]| {
             Tbs {
                 serial: &serial,
@@ -186,7 +299,7 @@ impl CertificateAuthority {
                 not_before,
                 not_after,
                 subject: &[0x30, 0x00],
-                spki: key.public_key().spki_der(),
+                spki: &spki,
                 extensions,
             }
             .encode()
@@ -195,7 +308,6 @@ impl CertificateAuthority {
         let sct = match &self.ct {
             None => None,
             Some(ct) => {
-                let log_tbs = tbs(&extensions);
                 extensions.push(profile::extension(ct::POISON_OID, true, &[crate::der::NULL, 0]));
                 // A precertificate signature is verified before it leaves the CA, unless the log
                 // itself verifies it against the issuing CA before accepting it (the embedded log
@@ -229,10 +341,14 @@ impl CertificateAuthority {
                 Some(sct)
             }
         };
-        let der = cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?;
+        let der = if sct.is_some() {
+            cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?
+        } else {
+            cert::sign(self.signer.as_ref(), &self.verifier, &log_tbs)?
+        };
         Ok(Issued {
             der,
-            serial_hex: hex(&serial),
+            serial_hex,
             not_before,
             not_after,
             sct,

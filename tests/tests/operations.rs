@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyless_tests::{Backend, ClientKey, HSM_PIN, Keyless, TestIssuer, TestTls, openssl};
+use keyless_tests::{
+    Backend, ClientKey, HSM_PIN, HangingServer, Keyless, TestIssuer, TestTls, openssl, throwaway_log_key,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -197,29 +199,42 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Opens a request that sends its headers and half its body, then stalls: it holds one of the
-/// server's request slots until the request timeout.
-async fn stalled_request(addr: &str) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"POST /api/v2/signingCert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"credentials\":",
-    )
-    .await
-    .unwrap();
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_fast_with_bounded_memory() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
-        "ct_log: disabled\nlimits: {{max_concurrent_requests: 4, request_timeout: 3s}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-        idp.url
-    ));
-    let addr = ks.url.trim_start_matches("http://").to_string();
+    // A CT log that never answers: issuance requests hold their slots until the request timeout.
+    let log = HangingServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    throwaway_log_key(&dir.path().join("log.pem"));
+    let ks = Keyless::start_in(
+        dir,
+        &format!(
+            "ct_log: {{url: \"{}/log\", public_key: log.pem, timeout: 20s, attempts: 1}}\n\
+             limits: {{max_concurrent_requests: 4, request_timeout: 3s}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+            log.url, idp.url
+        ),
+    );
+    let stalled_body = sign_body(
+        &idp.mint(&idp.email_claims("stalled@example.com")),
+        &ClientKey::p256(),
+        "stalled@example.com",
+    );
     let mut stalled = Vec::new();
     for _ in 0..4 {
-        stalled.push(stalled_request(&addr).await);
+        let (url, body) = (ks.url.clone(), stalled_body.clone());
+        stalled.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/api/v2/signingCert"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log.accepted.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        assert!(Instant::now() < deadline, "the four issuances reach the CT log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss_kib(ks.pid());
@@ -275,17 +290,19 @@ async fn overload_is_shed_fast_with_bounded_memory() {
     assert_eq!(ks.get("/healthz").await.status, 200);
 
     // The stalled requests hit the request timeout and are answered 503.
-    let mut reply = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), stalled[0].read(&mut reply))
+    let reply = tokio::time::timeout(Duration::from_secs(10), stalled.remove(0))
         .await
         .expect("the stalled request is answered when it times out")
         .unwrap();
-    let reply = String::from_utf8_lossy(&reply[..n]);
-    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
-    assert!(reply.contains("did not complete within 3000 ms"), "{reply}");
-    drop(stalled);
-    // Capacity is back.
-    assert_eq!(ks.sign_v2(&body, None).await.status, 200);
+    assert_eq!(reply.status(), 503);
+    let text = reply.text().await.unwrap();
+    assert!(text.contains("did not complete within 3000 ms"), "{text}");
+    for s in stalled {
+        assert_eq!(s.await.unwrap().status(), 503);
+    }
+    // Capacity is back: a request is decided again (refused for its token, not shed).
+    let r = ks.sign_v2(&sign_body("not-a-token", &ClientKey::p256(), "x@example.com"), None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
     let m = ks.log();
     assert!(!m.contains("panicked"), "{m}");
 }
