@@ -304,7 +304,12 @@ fn build_client(extra_ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwes
     b.build().map_err(|e| e.to_string())
 }
 
-fn new_state(config: IssuerConfig, label: String, shared: &reqwest::Client, opts: &VerifierOptions) -> Arc<IssuerState> {
+fn new_state(
+    config: IssuerConfig,
+    label: String,
+    shared: &reqwest::Client,
+    opts: &VerifierOptions,
+) -> Arc<IssuerState> {
     let http = match config.options.ca_cert_pem.as_ref() {
         None => shared.clone(),
         Some(pem) => match build_client(Some(pem.as_bytes()), opts.fetch_timeout) {
@@ -462,10 +467,7 @@ impl OidcVerifier {
         };
         let evict = if d.map.len() >= self.opts.max_meta_issuers {
             // Oldest first among issuers without keys (failing or never fetched).
-            let victim = d
-                .order
-                .iter()
-                .position(|k| d.map.get(k).is_none_or(|s| !s.has_keys()));
+            let victim = d.order.iter().position(|k| d.map.get(k).is_none_or(|s| !s.has_keys()));
             match victim {
                 Some(i) => Some(i),
                 None => {
@@ -730,7 +732,11 @@ async fn fetch_keys_unbounded(issuer: &str, http: &reqwest::Client) -> Result<Is
 
 /// GETs a document under the size limit.
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut resp = http.get(url).send().await.map_err(|e| format!("GET {url}: {}", with_sources(&e)))?;
+    let mut resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", with_sources(&e)))?;
     if resp.status().is_redirection() {
         // The redirect policy stopped here (another host, or https to http).
         return Err(format!("GET {url}: redirect refused (HTTP {})", resp.status()));
@@ -742,7 +748,11 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
         return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {}", with_sources(&e)))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("GET {url}: {}", with_sources(&e)))?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
@@ -785,12 +795,22 @@ mod tests {
         let loop_http = [u("http://127.0.0.1:1/a")];
         assert!(redirect_allowed(&loop_http, &u("http://127.0.0.1:2/b")));
         assert!(redirect_allowed(&loop_http, &u("https://127.0.0.1:2/b")));
-        assert!(!redirect_allowed(&loop_http, &u("http://localhost:1/b")), "another host");
+        assert!(
+            !redirect_allowed(&loop_http, &u("http://localhost:1/b")),
+            "another host"
+        );
         // Once a hop was https, http is refused even if an earlier hop was http.
         let mixed = [u("http://127.0.0.1/a"), u("https://127.0.0.1/b")];
         assert!(!redirect_allowed(&mixed, &u("http://127.0.0.1/c")));
-        assert!(!redirect_allowed(&[u("http://idp.example/a")], &u("http://idp.example/b")), "plain http off loopback");
-        let three = [u("https://idp.example/1"), u("https://idp.example/2"), u("https://idp.example/3")];
+        assert!(
+            !redirect_allowed(&[u("http://idp.example/a")], &u("http://idp.example/b")),
+            "plain http off loopback"
+        );
+        let three = [
+            u("https://idp.example/1"),
+            u("https://idp.example/2"),
+            u("https://idp.example/3"),
+        ];
         assert!(!redirect_allowed(&three, &u("https://idp.example/4")), "too many hops");
         assert!(!redirect_allowed(&https, &u("ftp://idp.example/b")));
     }

@@ -77,7 +77,10 @@ async fn a_hanging_issuer_costs_one_fetch_and_then_is_refused_at_once() {
     let over = causes.iter().filter(|c| c.contains("already waiting")).count();
     assert_eq!(over, 32, "{causes:?}");
     assert_eq!(
-        causes.iter().filter(|c| c.contains("did not arrive within 300 ms")).count(),
+        causes
+            .iter()
+            .filter(|c| c.contains("did not arrive within 300 ms"))
+            .count(),
         8,
         "the waiters get the fetch's own outcome: {causes:?}"
     );
@@ -273,8 +276,11 @@ async fn junk_meta_issuers_on_a_hanging_server_are_budgeted() {
     let hanging = Idp::start(&key).await;
     hanging.set_mode(Mode::Hang);
     let v = Arc::new(
-        OidcVerifier::with_options(&[pattern(&idp.issuer("/id/*")), pattern(&hanging.issuer("/id/*"))], opts())
-            .unwrap(),
+        OidcVerifier::with_options(
+            &[pattern(&idp.issuer("/id/*")), pattern(&hanging.issuer("/id/*"))],
+            opts(),
+        )
+        .unwrap(),
     );
     let good = idp.issuer("/id/good");
     v.verify(&key.token(&good)).await.unwrap();

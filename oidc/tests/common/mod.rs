@@ -95,7 +95,9 @@ impl Idp {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Test IdP CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test IdP CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, &ca_key);
         let leaf_key = rcgen::KeyPair::generate().unwrap();
@@ -133,7 +135,15 @@ impl Idp {
         let server = tokio::spawn(async move {
             match tls {
                 None => axum::serve(listener, app).await.unwrap(),
-                Some(acceptor) => axum::serve(TlsListener { tcp: listener, acceptor }, app).await.unwrap(),
+                Some(acceptor) => axum::serve(
+                    TlsListener {
+                        tcp: listener,
+                        acceptor,
+                    },
+                    app,
+                )
+                .await
+                .unwrap(),
             }
         });
         Idp { base, shared, server }
@@ -218,7 +228,9 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
             if let Ok(tls) = self.acceptor.accept(tcp).await {
                 return (tls, addr);
             }
