@@ -732,8 +732,15 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(!gke.matches(&hostile));
         assert!(gke.matches("https://a-b-c-d-e.example.com/x"));
-        assert!(!gke.matches("https://a-b-c-d.example.com/x"), "each * takes at least one byte");
-        assert!(started.elapsed() < std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+        assert!(
+            !gke.matches("https://a-b-c-d.example.com/x"),
+            "each * takes at least one byte"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             build(
                 fields("https://spire.*.example.com", "spiffe", None, Some("example.com")),
