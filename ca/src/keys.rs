@@ -159,6 +159,7 @@ impl PublicKey {
                 if key_bits.len() != 32 {
                     return Err(Error::KeyParse("Ed25519 key must be 32 bytes".into()));
                 }
+                ed25519_policy(&key_bits)?;
                 parsed = ParsedPublicKey::new(&sig::ED25519, &key_bits).ok();
                 KeyType::Ed25519
             }
@@ -267,6 +268,63 @@ fn rsa_spki_from_pkcs1(pkcs1: &[u8]) -> Vec<u8> {
     der::seq(&[&alg, &der::bit_string(pkcs1)])
 }
 
+/// The y-coordinates (little-endian, sign bit of x cleared) of Ed25519's points of order 1, 2, 4
+/// and 8, plus the non-canonical encodings y = p and y = p + 1 of the same points. A small-order
+/// public key makes signatures that verify for many messages under some verifiers (and signatures
+/// by nobody in particular), so a key must not be one. libsodium refuses the same list.
+const ED25519_SMALL_ORDER_Y: [[u8; 32]; 7] = {
+    let zero = [0u8; 32];
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    let p_minus_1 = le_p_plus(-1);
+    let p = le_p_plus(0);
+    let p_plus_1 = le_p_plus(1);
+    [
+        zero,
+        one,
+        // order 8
+        [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf,
+            0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+        ],
+        // order 8 (the negated y)
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20,
+            0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+        ],
+        p_minus_1,
+        p,
+        p_plus_1,
+    ]
+};
+
+/// p + k for p = 2^255 - 19 and k in -1..=1, little-endian.
+const fn le_p_plus(k: i8) -> [u8; 32] {
+    let mut out = [0xffu8; 32];
+    out[31] = 0x7f;
+    out[0] = (0xed_i16 + k as i16) as u8;
+    out
+}
+
+/// Refuses Ed25519 keys that are small-order points (in any encoding) or whose y is not reduced
+/// modulo p. Real key generators never produce either.
+fn ed25519_policy(key: &[u8]) -> Result<(), Error> {
+    let mut y = [0u8; 32];
+    y.copy_from_slice(key);
+    y[31] &= 0x7f;
+    if ED25519_SMALL_ORDER_Y.contains(&y) {
+        return Err(Error::InsecureKey("Ed25519 public key is a small-order point".into()));
+    }
+    // y >= p: compare little-endian from the most significant byte.
+    let p = le_p_plus(0);
+    if y.iter().rev().cmp(p.iter().rev()) != std::cmp::Ordering::Less {
+        return Err(Error::InsecureKey(
+            "Ed25519 public key is not canonically encoded (y >= p)".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn rsa_policy(modulus: &[u8], exponent: &[u8]) -> Result<KeyType, Error> {
     let n: &[u8] = &modulus[modulus.iter().take_while(|b| **b == 0).count()..];
     let bits = n.first().map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
@@ -354,6 +412,65 @@ mod tests {
         assert!(!roca_fingerprint(&(x + 2).to_be_bytes()));
         // A typical odd number fails the test for some prime.
         assert!(!roca_fingerprint(&[0xc3, 0x51, 0x9f, 0x27, 0x11, 0x05]));
+    }
+
+    /// The eight points of the Ed25519 torsion subgroup (orders 1, 8, 4, 8, 2, 8, 4, 8), as
+    /// curve25519-dalek lists them, and their non-canonical twins.
+    #[test]
+    fn ed25519_small_order_keys_are_refused() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let spki = |key: &[u8]| {
+            let alg = crate::der::seq(&[&crate::der::oid(&[1, 3, 101, 112])]);
+            crate::der::seq(&[&alg, &crate::der::bit_string(key)])
+        };
+        let torsion = [
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+            "0000000000000000000000000000000000000000000000000000000000000080",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        ];
+        let non_canonical = [
+            "0100000000000000000000000000000000000000000000000000000000000080", // identity, x = -0
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", // order 2, x = -0
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p (= 0)
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p + 1 (= 1)
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        ];
+        for k in torsion.iter().chain(&non_canonical) {
+            let err = PublicKey::from_spki_der(&spki(&hex(k))).unwrap_err();
+            assert!(
+                matches!(&err, Error::InsecureKey(m) if m.contains("small-order")),
+                "{k}: {err}"
+            );
+            assert_eq!(
+                err.fulcio_message(),
+                "The public key supplied in the request is insecure"
+            );
+        }
+        // y = p + 2 is on no small subgroup but is not reduced either.
+        let err = PublicKey::from_spki_der(&spki(&hex(
+            "efffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        )))
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InsecureKey(m) if m.contains("canonical")),
+            "{err}"
+        );
+        // A real key passes, and its signatures verify.
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+        use aws_lc_rs::signature::KeyPair as _;
+        let key = PublicKey::from_spki_der(&spki(pair.public_key().as_ref())).unwrap();
+        assert!(key.verify(Hash::None, b"sub", pair.sign(b"sub").as_ref()));
     }
 
     #[test]

@@ -21,6 +21,13 @@ use crate::Error;
 
 /// Tokens larger than this are refused before any decoding. Real ID tokens are 1–3 KiB.
 pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
+/// The longest claim value an identity mapping reads. Real claims (refs, paths, ids, emails) are
+/// well under 1 KiB; the cap bounds the work and certificate size one token can cause, and a claim
+/// over it is refused with its name rather than silently cut.
+pub const MAX_CLAIM_BYTES: usize = 4096;
+/// The longest value written into a certificate (a SAN or an extension), which may be composed of
+/// several claims or rendered from a template.
+pub const MAX_VALUE_BYTES: usize = 8192;
 /// Clock-skew allowance for `nbf` (as Fulcio); `exp` has none.
 pub const NBF_LEEWAY_SECS: i64 = 300;
 
@@ -277,18 +284,15 @@ impl VerifiedToken {
     }
 
     /// An optional string claim; absent (or not a string) reads as empty, which renders nothing.
-    pub fn optional_claim(&self, name: &str) -> String {
-        self.claims
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+    pub fn optional_claim(&self, name: &str) -> Result<String, Error> {
+        let v = self.claims.get(name).and_then(Value::as_str).unwrap_or_default();
+        self.bounded(name, v).map(str::to_string)
     }
 
     /// A claim that must be a non-empty string.
     pub fn string_claim(&self, name: &str) -> Result<&str, Error> {
         match self.claims.get(name) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(Value::String(s)) if !s.is_empty() => self.bounded(name, s),
             Some(Value::String(_)) => Err(Error::claim(&self.issuer.url, name, "is empty")),
             Some(other) => Err(Error::claim(
                 &self.issuer.url,
@@ -297,6 +301,18 @@ impl VerifiedToken {
             )),
             None => Err(Error::claim(&self.issuer.url, name, "is missing")),
         }
+    }
+
+    /// `value` (of the claim `name`) if it is at most [`MAX_CLAIM_BYTES`] long.
+    pub fn bounded<'a>(&self, name: &str, value: &'a str) -> Result<&'a str, Error> {
+        if value.len() > MAX_CLAIM_BYTES {
+            return Err(Error::claim(
+                &self.issuer.url,
+                name,
+                format!("is {} bytes long, over the limit of {MAX_CLAIM_BYTES}", value.len()),
+            ));
+        }
+        Ok(value)
     }
 }
 

@@ -203,18 +203,39 @@ impl IssuerConfig {
 
 /// Anchored match where `*` is one or more of `[-_a-zA-Z0-9]` (never `.`, `/`, `:` or `?`), so a
 /// pattern cannot match a URL that merely contains an allowed issuer (GHSA-59jp-pj84-45mr).
+///
+/// `iss` comes from a token nobody has verified yet, so this simulates the pattern as an automaton
+/// (the set of pattern positions reachable after each byte) instead of backtracking: at most
+/// O(len(pattern)·len(iss)) steps, no recursion.
 fn wildcard_match(pattern: &[u8], s: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => {
-            let run = s
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_')
-                .count();
-            (1..=run).any(|n| wildcard_match(rest, &s[n..]))
+    let in_run = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let m = pattern.len();
+    // live[j]: pattern[..j] matches the bytes read so far.
+    let mut live = vec![false; m + 1];
+    let mut next = vec![false; m + 1];
+    live[0] = true;
+    for &c in s {
+        next.iter_mut().for_each(|n| *n = false);
+        let mut any = false;
+        for j in (0..=m).filter(|&j| live[j]) {
+            // A `*` that has matched at least one byte may take more.
+            if j > 0 && pattern[j - 1] == b'*' && in_run(c) {
+                next[j] = true;
+                any = true;
+            }
+            if let Some(&t) = pattern.get(j)
+                && (if t == b'*' { in_run(c) } else { t == c })
+            {
+                next[j + 1] = true;
+                any = true;
+            }
         }
-        Some((c, rest)) => s.first() == Some(c) && wildcard_match(rest, &s[1..]),
+        if !any {
+            return false;
+        }
+        std::mem::swap(&mut live, &mut next);
     }
+    live[m]
 }
 
 impl IssuerConfig {
@@ -700,6 +721,25 @@ mod tests {
         assert_eq!(
             eks.for_issuer("https://oidc.eks.x.amazonaws.com/id/y").url,
             "https://oidc.eks.x.amazonaws.com/id/y"
+        );
+        // An unverified `iss` built to make a backtracking matcher take exponential time.
+        let gke = build(
+            fields("https://*-*-*-*-*.example.com/*", "kubernetes", None, None),
+            &Keys::NATIVE,
+        )
+        .unwrap();
+        let hostile = format!("https://{}.example.org/x", "a-".repeat(3000));
+        let started = std::time::Instant::now();
+        assert!(!gke.matches(&hostile));
+        assert!(gke.matches("https://a-b-c-d-e.example.com/x"));
+        assert!(
+            !gke.matches("https://a-b-c-d.example.com/x"),
+            "each * takes at least one byte"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
         );
         assert!(
             build(

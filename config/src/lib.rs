@@ -849,6 +849,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("issuers[0].ca_cert:"), "{e}");
+        assert!(!o.allow_sub_challenge, "a proof over sub is opt-in");
+        let c = Config::from_yaml(
+            "issuers:\n - {url: https://idp.example, type: email, allow_sub_challenge: true}\n",
+            &dir,
+        )
+        .unwrap();
+        assert!(c.issuers[0].options.allow_sub_challenge);
+        let e = Config::from_yaml(
+            "issuers:\n - {url: https://idp.example, type: github-workflow, allow_sub_challenge: true}\n",
+            &dir,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("issuers[0].allow_sub_challenge:"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -31,7 +31,7 @@ pub struct Rule {
 pub enum Condition {
     /// Exactly this value.
     Equals(String),
-    /// A glob: `*` any run of characters, `?` one character.
+    /// A glob: `*` any run of bytes (possibly none), `?` exactly one byte.
     Glob(String),
     /// One of these values.
     In(Vec<String>),
@@ -140,13 +140,37 @@ impl Condition {
     }
 }
 
+/// Anchored glob over bytes: `*` any run (possibly empty), `?` exactly one byte.
+///
+/// Claim values are attacker-chosen and this runs on the async workers, so it must not backtrack
+/// exponentially. On a mismatch it resumes after the most recent `*`, which takes one more byte;
+/// earlier stars never need revisiting (the latest star can absorb anything they could), so the
+/// worst case is O(len(p)·len(s)) steps with no recursion.
 fn glob(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|n| glob(rest, &s[n..])),
-        Some((b'?', rest)) => !s.is_empty() && glob(rest, &s[1..]),
-        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+    let (mut pi, mut si) = (0, 0);
+    // (pattern index just after the latest `*`, subject index where that star's run ends)
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi + 1, si));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((after, end)) => {
+                    star = Some((after, end + 1));
+                    pi = after;
+                    si = end + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -160,5 +184,58 @@ mod tests {
         assert!(Condition::Glob("v?.*".into()).holds(Some("v1.0")));
         assert!(Condition::In(vec!["a".into(), "b".into()]).holds(Some("b")));
         assert!(!Condition::Equals("acme".into()).holds(None));
+        assert!(Condition::Glob("*".into()).holds(Some("")));
+        assert!(!Condition::Glob("?".into()).holds(Some("")));
+        assert!(Condition::Glob("a*b*c".into()).holds(Some("aXbYbZc")));
+        assert!(!Condition::Glob("a*b*c".into()).holds(Some("aXbYbZ")));
+    }
+
+    /// The old recursive matcher, kept as the reference the linear one must agree with.
+    fn reference(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|n| reference(rest, &s[n..])),
+            Some((b'?', rest)) => !s.is_empty() && reference(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && reference(rest, &s[1..]),
+        }
+    }
+
+    /// Every pattern over {a, *, ?} up to 5 bytes against every subject over {a, b} up to 6 bytes.
+    #[test]
+    fn same_semantics_as_the_recursive_matcher() {
+        fn all(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+            let mut out = vec![Vec::new()];
+            let mut last = vec![Vec::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w| alphabet.iter().map(move |c| [w.as_slice(), &[*c]].concat()))
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let (patterns, subjects) = (all(b"a*?", 5), all(b"ab", 6));
+        for p in &patterns {
+            for s in &subjects {
+                assert_eq!(glob(p, s), reference(p, s), "{:?} vs {:?}", p, s);
+            }
+        }
+    }
+
+    /// A four-star glob against a 1,500-byte claim that almost matches: the recursive matcher took
+    /// minutes here; this must take milliseconds.
+    #[test]
+    fn hostile_claim_is_matched_in_linear_time() {
+        let claim = format!("refs/{}", "-".repeat(1500));
+        let started = std::time::Instant::now();
+        assert!(!Condition::Glob("refs/*-*-*-*x".into()).holds(Some(&claim)));
+        assert!(!Condition::Glob("*a*a*a*a*b".into()).holds(Some(&"a".repeat(1500))));
+        assert!(Condition::Glob("refs/*-*-*-*".into()).holds(Some(&claim)));
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -248,23 +248,46 @@ fn render_nodes(nodes: &[Node], data: &Data, out: &mut String) -> Result<(), Str
 /// fraction, other numbers in shortest form, booleans as `true`/`false`, objects and arrays in
 /// Go's `%v` form.
 pub fn claim_text(v: &Value) -> String {
+    let mut out = String::new();
+    write_claim(v, &mut out);
+    out
+}
+
+/// Writes into one buffer, so nested claims cost time linear in their size (building and joining
+/// a string per level would copy deep values once per level). Depth is bounded by serde_json's
+/// recursion limit when the token was parsed.
+fn write_claim(v: &Value, out: &mut String) {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "<nil>".into(),
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.push_str("<nil>"),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e17 => format!("{}", f as i64),
-            Some(f) => format!("{f}"),
-            None => n.to_string(),
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e17 => out.push_str(&(f as i64).to_string()),
+            Some(f) => out.push_str(&f.to_string()),
+            None => out.push_str(&n.to_string()),
         },
-        Value::Array(a) => format!("[{}]", a.iter().map(claim_text).collect::<Vec<_>>().join(" ")),
-        Value::Object(o) => format!(
-            "map[{}]",
-            o.iter()
-                .map(|(k, v)| format!("{k}:{}", claim_text(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                write_claim(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(o) => {
+            out.push_str("map[");
+            for (i, (k, item)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(k);
+                out.push(':');
+                write_claim(item, out);
+            }
+            out.push(']');
+        }
     }
 }
 
@@ -324,5 +347,9 @@ mod tests {
         assert!(Template::parse("{{ .a.b }}").is_err());
         assert_eq!(claim_text(&json!({"k": "v"})), "map[k:v]");
         assert_eq!(claim_text(&json!(["a", "b"])), "[a b]");
+        assert_eq!(
+            claim_text(&json!({"a": [1, true, null, {"b": 1.5}], "c": "d"})),
+            "map[a:[1 true <nil> map[b:1.5]] c:d]"
+        );
     }
 }

@@ -36,8 +36,9 @@ struct Setup {
 fn setup() -> Setup {
     let email = MockServerIssuer::start();
     let github = MockServerIssuer::start();
+    // `allow_sub_challenge`: `@sigstore/cli` 0.8 signs `sub` for issuers it does not know.
     let ks = Keyless::start(&format!(
-        "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 300ms}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
+        "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 300ms}}}}\nissuers:\n  - {{url: \"{}\", type: email, allow_sub_challenge: true}}\n  - {{url: \"{}\", type: github-workflow}}\n",
         email.url, github.url
     ));
     // Nothing listens on port 9: the Rekor step is out of this project's scope.

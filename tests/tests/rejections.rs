@@ -181,13 +181,13 @@ async fn key_and_possession_rejections() {
     // Proof over somebody else's name.
     let key = ClientKey::p256();
     let r = ks.sign_v2(&body(&token, &key, "mallory@example.com"), None).await;
-    refused(&r, 400, POP, "over \"keys@example.com\" or \"user-keys@example.com\"");
+    refused(&r, 400, POP, "over \"keys@example.com\"");
+    assert!(!r.message().contains("user-keys"), "{}", r.message());
 
-    // A proof over the token's `sub` also proves possession (sigstore-js 3.x signs `sub` for
-    // issuers it does not know); the certificate still names the email.
+    // A proof over the token's `sub` does not count unless the issuer sets `allow_sub_challenge`
+    // (tests/tests/clients.rs covers the opt-in with `@sigstore/cli`).
     let r = ks.sign_v2(&body(&token, &key, "user-keys@example.com"), None).await;
-    let leaf = keyless_tests::inspect::parse(&r.chain()[0]);
-    assert_eq!(keyless_tests::inspect::san(&leaf).1, format!("email:{email}"));
+    refused(&r, 400, POP, "over \"keys@example.com\"");
 
     // Keys made by openssl: P-521 signed over SHA-256 (must be SHA-512), then RSA-1024.
     let dir = tempfile::tempdir().unwrap();
@@ -296,8 +296,8 @@ async fn key_and_possession_rejections() {
     assert!(ks.healthy().await);
     assert_eq!(
         ks.log().matches("certificate issued").count(),
-        2,
-        "only the proof over `sub` and the valid P-521 request issued"
+        1,
+        "only the valid P-521 request issued"
     );
 }
 

@@ -8,9 +8,10 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let sub = token.string_claim("sub")?;
     let org = token.string_claim("organization_slug")?;
     let pipeline = token.string_claim("pipeline_slug")?;
-    Ok((
-        sub.to_string(),
-        San::Uri(format!("https://buildkite.com/{org}/{pipeline}")),
-        Vec::new(),
-    ))
+    let san = San::uri(
+        &token.issuer().url,
+        "organization_slug/pipeline_slug",
+        format!("https://buildkite.com/{org}/{pipeline}"),
+    )?;
+    Ok((sub.to_string(), san, Vec::new()))
 }

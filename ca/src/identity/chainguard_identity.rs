@@ -1,4 +1,5 @@
-//! `chainguard-identity` issuers: the name is the verified email when there is one, else `sub`.
+//! `chainguard-identity` issuers: Fulcio's name is the verified email when there is one, else
+//! `sub` (what cosign signs); the SAN is `{iss}/{sub}`.
 
 use serde_json::Value;
 
@@ -23,10 +24,10 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
                     "is not true although an email is present",
                 ));
             }
-            email.to_string()
+            token.bounded("email", email)?.to_string()
         }
         _ => sub.to_string(),
     };
     let san = format!("{}/{}", url.trim_end_matches('/'), sub.trim_start_matches('/'));
-    Ok((name, San::Uri(san), Vec::new()))
+    Ok((name, San::uri(url, "sub", san)?, Vec::new()))
 }

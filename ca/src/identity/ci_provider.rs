@@ -7,7 +7,7 @@ use keyless_config::template::{Data, claim_text};
 use crate::Error;
 use crate::identity::{Mapping, San};
 use crate::profile::Fact;
-use crate::token::VerifiedToken;
+use crate::token::{MAX_VALUE_BYTES, VerifiedToken};
 
 /// Template field (folded name) → the fact it fills.
 fn fact(field: &str) -> Option<Fact> {
@@ -45,19 +45,38 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
         .ok_or_else(|| Error::claim(url, "sub", "issuer has no ci-provider templates configured"))?;
     let sub = token.string_claim("sub")?;
     let mut data: Data = provider.defaults.clone();
+    // Every claim is converted (linear in the token, which is capped); what the templates make of
+    // them is bounded below.
     for (k, v) in token.claims() {
         data.insert(k.clone(), claim_text(v));
     }
     let render = |what: &str, t: &keyless_config::template::Template| {
-        t.render(&data).map_err(|e| {
+        let text = t.render(&data).map_err(|e| {
             Error::claim(
                 url,
                 what,
                 format!("cannot be rendered by provider {}: {e}", provider.name),
             )
-        })
+        })?;
+        // Templates may repeat a claim; the output, not only each claim, is bounded.
+        if text.len() > MAX_VALUE_BYTES {
+            return Err(Error::claim(
+                url,
+                what,
+                format!(
+                    "renders {} bytes with provider {}, over the limit of {MAX_VALUE_BYTES}",
+                    text.len(),
+                    provider.name
+                ),
+            ));
+        }
+        Ok(text)
     };
-    let san = render("subject alternative name", &provider.san)?;
+    let san = San::uri(
+        url,
+        "subject alternative name",
+        render("subject alternative name", &provider.san)?,
+    )?;
     let mut facts = Vec::new();
     for (field, template) in &provider.extensions {
         if let Some(f) = fact(field) {
@@ -67,5 +86,5 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             }
         }
     }
-    Ok((sub.to_string(), San::Uri(san), facts))
+    Ok((sub.to_string(), san, facts))
 }

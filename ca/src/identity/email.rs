@@ -49,7 +49,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             };
         }
         let text = match value {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::String(s)) if !s.is_empty() => token.bounded(path, s)?.to_string(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Bool(b)) => b.to_string(),
             _ => return Err(Error::claim(&issuer.url, path, "is missing or empty (issuer claim)")),

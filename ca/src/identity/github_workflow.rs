@@ -29,6 +29,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let run_attempt = c("run_attempt")?;
 
     let signer_uri = join(job_workflow_ref);
+    let san = San::uri(&token.issuer().url, "job_workflow_ref", signer_uri.clone())?;
     let facts = vec![
         (Fact::GithubWorkflowTrigger, event_name.to_string()),
         (Fact::GithubWorkflowSha, sha.to_string()),
@@ -56,7 +57,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             repository_visibility.to_string(),
         ),
     ];
-    Ok((sub.to_string(), San::Uri(signer_uri), facts))
+    Ok((sub.to_string(), san, facts))
 }
 
 /// `https://github.com/` + path, without doubling the slash.

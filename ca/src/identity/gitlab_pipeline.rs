@@ -49,7 +49,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let signer = format!("https://{ci_config_ref_uri}");
     let facts = vec![
         (Fact::BuildSignerUri, signer.clone()),
-        (Fact::BuildSignerDigest, optional("ci_config_sha")),
+        (Fact::BuildSignerDigest, optional("ci_config_sha")?),
         (Fact::RunnerEnvironment, runner_environment.to_string()),
         (Fact::SourceRepositoryUri, format!("{base}/{project_path}")),
         (Fact::SourceRepositoryDigest, sha.to_string()),
@@ -58,14 +58,14 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
         (Fact::SourceRepositoryOwnerUri, format!("{base}/{namespace_path}")),
         (Fact::SourceRepositoryOwnerIdentifier, namespace_id.to_string()),
         (Fact::BuildConfigUri, signer.clone()),
-        (Fact::BuildConfigDigest, optional("ci_config_sha")),
+        (Fact::BuildConfigDigest, optional("ci_config_sha")?),
         (Fact::BuildTrigger, c("pipeline_source")?.to_string()),
         (Fact::RunInvocationUri, format!("{base}/{project_path}/-/jobs/{job_id}")),
         (
             Fact::SourceRepositoryVisibilityAtSigning,
-            optional("project_visibility"),
+            optional("project_visibility")?,
         ),
-        (Fact::DeploymentEnvironment, optional("environment")),
+        (Fact::DeploymentEnvironment, optional("environment")?),
     ];
-    Ok((sub.to_string(), San::Uri(signer), facts))
+    Ok((sub.to_string(), San::uri(url, "ci_config_ref_uri", signer)?, facts))
 }

@@ -30,6 +30,8 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             "is missing or empty",
         ));
     }
+    token.bounded("kubernetes.io.namespace", ns)?;
+    token.bounded("kubernetes.io.serviceaccount.name", sa)?;
     let san = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/{sa}");
-    Ok((sub.to_string(), San::Uri(san), Vec::new()))
+    Ok((sub.to_string(), San::uri(url, "kubernetes.io", san)?, Vec::new()))
 }

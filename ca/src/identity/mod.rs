@@ -11,6 +11,7 @@ mod email;
 mod github_workflow;
 mod gitlab_pipeline;
 mod kubernetes;
+mod san;
 mod spiffe;
 mod uri;
 mod username;
@@ -19,49 +20,17 @@ mod username;
 mod tests;
 
 use keyless_config::IssuerKind;
+use serde_json::Value;
 
 use crate::Error;
-use crate::der;
 use crate::profile::Fact;
-use crate::token::VerifiedToken;
+use crate::token::{MAX_VALUE_BYTES, VerifiedToken};
 
-/// What an issuer kind's module derives from a token: the name the proof of possession signs, the
-/// SAN, and the facts for the Sigstore extensions.
+pub use san::{San, UriSan};
+
+/// What an issuer kind's module derives from a token: Fulcio's principal name (what Fulcio
+/// verifies the proof of possession over), the SAN, and the facts for the Sigstore extensions.
 type Mapping = (String, San, Vec<(Fact, String)>);
-
-/// The certificate's one Subject Alternative Name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum San {
-    /// rfc822Name.
-    Email(String),
-    /// uniformResourceIdentifier.
-    Uri(String),
-    /// otherName of type 1.3.6.1.4.1.57264.1.7 (a `user!domain` username), UTF8String.
-    OtherName(String),
-}
-
-impl San {
-    /// DER GeneralName.
-    pub(crate) fn general_name(&self) -> Vec<u8> {
-        match self {
-            San::Email(e) => der::wrap(0x81, &[e.as_bytes()]),
-            San::Uri(u) => der::wrap(0x86, &[u.as_bytes()]),
-            San::OtherName(v) => {
-                let mut arcs = crate::profile::SIGSTORE_ARC.to_vec();
-                arcs.push(crate::profile::OTHERNAME_USERNAME_ARC);
-                let value = der::context(0, true, &der::utf8_string(v));
-                der::context(0, true, &[der::oid(&arcs), value].concat())
-            }
-        }
-    }
-
-    /// The value, whatever its type.
-    pub fn value(&self) -> &str {
-        match self {
-            San::Email(v) | San::Uri(v) | San::OtherName(v) => v,
-        }
-    }
-}
 
 /// Who a certificate is for: derived only from a [`VerifiedToken`], so holding one proves the
 /// token was verified.
@@ -69,24 +38,30 @@ impl San {
 pub struct Principal {
     issuer_url: String,
     kind: IssuerKind,
+    /// The value of the claim `/api/v2/configuration` advertises as the challenge.
     name: String,
-    /// A second string the proof may sign: the token's `sub` for email issuers, because
-    /// sigstore-js 3.x (shipped inside `@sigstore/cli` 0.8) signs `sub` for every issuer it does
-    /// not know by URL. Either proves possession of the key equally well.
-    alternate_name: Option<String>,
+    /// Other strings a proof may sign, see [`Principal::challenges`].
+    other_challenges: Vec<String>,
     san: San,
     facts: Vec<(Fact, String)>,
+    rate_key: String,
 }
 
 impl Principal {
-    /// What the proof of possession signs: the email for email issuers, otherwise `sub`.
+    /// What the proof of possession signs: the value of the issuer's advertised challenge claim
+    /// (`IssuerConfig::challenge_claim`), the email for email issuers and `sub` for the others.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Every string a proof of possession may sign: [`Principal::name`] first.
+    /// Every string a proof of possession may sign, [`Principal::name`] first. The others:
+    /// - chainguard-identity with a verified email: the email, because that is Fulcio's principal
+    ///   name for these tokens and what cosign signs;
+    /// - email issuers with `allow_sub_challenge`: the token's `sub`, which `@sigstore/cli` 0.8
+    ///   signs for issuers it does not know. Off by default: a proof over `sub` replays across
+    ///   every email that subject may hold.
     pub fn challenges(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.name.as_str()).chain(self.alternate_name.as_deref())
+        std::iter::once(self.name.as_str()).chain(self.other_challenges.iter().map(String::as_str))
     }
 
     /// The SAN the certificate will carry.
@@ -108,12 +83,22 @@ impl Principal {
     pub fn kind(&self) -> IssuerKind {
         self.kind
     }
+
+    /// The key to rate-limit on: the identity that owns the token, namespaced by issuer URL. Not
+    /// the SAN, which many owners can share (every repository calling one reusable GitHub
+    /// workflow has that workflow's SAN): github-workflow → `repository_id` (else `repository`),
+    /// gitlab-pipeline → `project_id` (else `project_path`), buildkite-job → organization and
+    /// pipeline slugs, codefresh-workflow → account and pipeline ids, email → the email, every
+    /// other kind (ci-provider included) → `sub`.
+    pub fn rate_key(&self) -> &str {
+        &self.rate_key
+    }
 }
 
 /// Maps a verified token to its principal according to its issuer's kind.
 pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     let issuer = token.issuer();
-    let (name, san, mut facts) = match issuer.kind {
+    let (fulcio_name, san, mut facts) = match issuer.kind {
         IssuerKind::Email => email::map(token)?,
         IssuerKind::GithubWorkflow => github_workflow::map(token)?,
         IssuerKind::GitlabPipeline => gitlab_pipeline::map(token)?,
@@ -130,17 +115,40 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     if !facts.iter().any(|(f, _)| *f == Fact::Issuer) {
         facts.push((Fact::Issuer, issuer.url.clone()));
     }
-    let sub = token.claims().get("sub").and_then(|v| v.as_str());
+    let sub = match token.claims().get("sub") {
+        Some(Value::String(s)) => Some(token.bounded("sub", s)?),
+        _ => None,
+    };
     if let Some(sub) = sub {
         facts.push((Fact::Subject, sub.to_string()));
     }
-    let alternate_name = match (issuer.kind, sub) {
-        (IssuerKind::Email, Some(sub)) if sub != name => Some(sub.to_string()),
-        _ => None,
-    };
-    // rfc822Name and URI SANs are IA5 (ASCII); refuse here with the claim named rather than fail
-    // in encoding. (An OtherName username is a UTF8String.)
-    let ia5 = !matches!(san, San::OtherName(_));
+    if let Some((fact, v)) = facts.iter().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
+        return Err(Error::claim(
+            &issuer.url,
+            &format!("{fact:?}"),
+            format!(
+                "renders an extension value of {} bytes, over the limit of {MAX_VALUE_BYTES}",
+                v.len()
+            ),
+        ));
+    }
+    // The server verifies the proof over the advertised claim (the kind's default: configuration
+    // refuses any other `challenge_claim`), so a client that follows /api/v2/configuration works.
+    let name = token.string_claim(issuer.kind.default_challenge_claim())?.to_string();
+    let mut other_challenges = Vec::new();
+    if fulcio_name != name {
+        other_challenges.push(fulcio_name);
+    }
+    if issuer.kind == IssuerKind::Email
+        && issuer.options.allow_sub_challenge
+        && let Some(sub) = sub
+        && sub != name
+    {
+        other_challenges.push(sub.to_string());
+    }
+    // rfc822Name SANs are IA5 (ASCII); refuse here with the claim named rather than fail in
+    // encoding. (URI SANs passed `San::uri`; an OtherName username is a UTF8String.)
+    let ia5 = matches!(san, San::Email(_));
     if san.value().chars().any(|c| c.is_control()) || (ia5 && !san.value().is_ascii()) {
         return Err(Error::claim(
             &issuer.url,
@@ -148,14 +156,57 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
             "must be ASCII to fit a certificate SAN",
         ));
     }
+    let rate_key = rate_key(token, &name, sub)?;
     Ok(Principal {
         issuer_url: issuer.url.clone(),
         kind: issuer.kind,
         name,
-        alternate_name,
+        other_challenges,
         san,
         facts,
+        rate_key,
     })
+}
+
+/// See [`Principal::rate_key`]. Values are written with `{:?}`, so one owner's key can never be
+/// spelled by another's claims.
+fn rate_key(token: &VerifiedToken, name: &str, sub: Option<&str>) -> Result<String, Error> {
+    let issuer = token.issuer();
+    let text = |claim: &str| match token.claims().get(claim) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let first_of = |claims: &[&str]| {
+        claims
+            .iter()
+            .find_map(|c| text(c).map(|v| format!("{c}={v:?}")))
+            .ok_or_else(|| Error::claim(&issuer.url, claims[0], "is missing (it keys the rate limit)"))
+    };
+    let all_of = |claims: &[&str]| {
+        claims
+            .iter()
+            .map(|c| first_of(&[c]))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join(" "))
+    };
+    let owner = match issuer.kind {
+        IssuerKind::GithubWorkflow => first_of(&["repository_id", "repository"])?,
+        IssuerKind::GitlabPipeline => first_of(&["project_id", "project_path"])?,
+        IssuerKind::BuildkiteJob => all_of(&["organization_slug", "pipeline_slug"])?,
+        IssuerKind::CodefreshWorkflow => all_of(&["account_id", "pipeline_id"])?,
+        IssuerKind::Email => format!("email={name:?}"),
+        IssuerKind::ChainguardIdentity
+        | IssuerKind::Kubernetes
+        | IssuerKind::Spiffe
+        | IssuerKind::Uri
+        | IssuerKind::Username
+        | IssuerKind::CiProvider => match sub {
+            Some(sub) => format!("sub={sub:?}"),
+            None => return Err(Error::claim(&issuer.url, "sub", "is missing (it keys the rate limit)")),
+        },
+    };
+    Ok(format!("{} {owner}", issuer.url))
 }
 
 fn san_claim(kind: IssuerKind) -> &'static str {

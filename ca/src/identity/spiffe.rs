@@ -28,5 +28,5 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             format!("trust domain {domain:?} is not the configured {td:?}"),
         ));
     }
-    Ok((sub.to_string(), San::Uri(sub.to_string()), Vec::new()))
+    Ok((sub.to_string(), San::uri(url, "sub", sub)?, Vec::new()))
 }

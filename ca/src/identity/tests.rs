@@ -4,8 +4,10 @@ use keyless_config::{IssuerConfig, IssuerKind};
 use serde_json::{Value, json};
 
 use super::{San, principal};
+use crate::possession::{KeyRequest, prove};
 use crate::profile::Fact;
-use crate::token::VerifiedToken;
+use crate::signer::{SignatureAlgorithm, Signer, SoftwareSigner};
+use crate::token::{MAX_CLAIM_BYTES, VerifiedToken};
 
 fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Option<&str>) -> VerifiedToken {
     let issuer = IssuerConfig {
@@ -45,9 +47,10 @@ fn gitlab_self_managed_uses_its_own_host() {
         None,
     ))
     .unwrap();
+    assert!(matches!(p.san(), San::Uri(_)));
     assert_eq!(
-        p.san(),
-        &San::Uri("https://gitlab.example.com/cpanato/testing-cosign//.gitlab-ci.yml@refs/heads/main".into())
+        p.san().value(),
+        "https://gitlab.example.com/cpanato/testing-cosign//.gitlab-ci.yml@refs/heads/main"
     );
     assert_eq!(p.name(), "project_path:cpanato/testing-cosign:ref_type:branch:ref:main");
     assert_eq!(
@@ -135,7 +138,13 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     .unwrap();
     assert_eq!(
         (p.name(), p.san().value()),
-        ("dev@example.com", "https://issuer.enforce.dev/abc123")
+        ("abc123", "https://issuer.enforce.dev/abc123"),
+        "the advertised challenge claim is sub"
+    );
+    assert_eq!(
+        p.challenges().collect::<Vec<_>>(),
+        ["abc123", "dev@example.com"],
+        "Fulcio's name (what cosign signs) is accepted too"
     );
     let cg = json!({"sub": "abc123", "email": "dev@example.com"});
     assert!(
@@ -357,4 +366,388 @@ fn ci_provider_templates_match_built_in_kinds() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("map has no entry for key \"run_attempt\""), "{e}");
+}
+
+fn github_claims(repository: &str, repository_id: &str) -> Value {
+    json!({
+        "sub": format!("repo:{repository}:ref:refs/heads/main"),
+        "job_workflow_ref": "octo-org/shared/.github/workflows/release.yml@refs/heads/main",
+        "job_workflow_sha": "1111", "sha": "2222", "event_name": "push", "repository": repository,
+        "workflow": "Release", "ref": "refs/heads/main", "runner_environment": "github-hosted",
+        "repository_id": repository_id, "repository_owner": "octo-org", "repository_owner_id": "654321",
+        "repository_visibility": "public", "workflow_ref": format!("{repository}/.github/workflows/ci.yml@refs/heads/main"),
+        "workflow_sha": "3333", "run_id": "42", "run_attempt": "1",
+    })
+}
+
+/// One issuer and one realistic claim set per kind.
+fn example(kind: IssuerKind) -> VerifiedToken {
+    let t = |url: &str, claims: Value| token(url, kind, claims, None, None);
+    match kind {
+        IssuerKind::Email => t(
+            "https://accounts.example.com",
+            json!({"sub": "1234", "email": "dev@example.com", "email_verified": true}),
+        ),
+        IssuerKind::GithubWorkflow => t(
+            "https://token.actions.githubusercontent.com",
+            github_claims("octo-org/app", "101"),
+        ),
+        IssuerKind::GitlabPipeline => t("https://gitlab.com", gitlab_claims()),
+        IssuerKind::BuildkiteJob => t(
+            "https://agent.buildkite.com",
+            json!({"sub": "organization:acme:pipeline:app:ref:refs/heads/main", "organization_slug": "acme", "pipeline_slug": "app"}),
+        ),
+        IssuerKind::CodefreshWorkflow => t(
+            "https://oidc.codefresh.io",
+            json!({"sub": "account:a1:pipeline:p1", "account_id": "a1", "account_name": "acct", "pipeline_id": "p1",
+                   "pipeline_name": "proj/build", "workflow_id": "w1"}),
+        ),
+        IssuerKind::ChainguardIdentity => t(
+            "https://issuer.enforce.dev",
+            json!({"sub": "abc123", "email": "dev@example.com", "email_verified": true}),
+        ),
+        IssuerKind::Kubernetes => t(
+            "https://kubernetes.default.svc",
+            json!({"sub": "system:serviceaccount:default:builder", "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "builder"}}}),
+        ),
+        IssuerKind::Spiffe => token(
+            "https://spire.example.com",
+            kind,
+            json!({"sub": "spiffe://example.com/ns/prod/sa/web"}),
+            None,
+            Some("example.com"),
+        ),
+        IssuerKind::Uri => token(
+            "https://accounts.example.com",
+            kind,
+            json!({"sub": "https://example.com/users/1"}),
+            Some("https://example.com"),
+            None,
+        ),
+        IssuerKind::Username => token(
+            "https://accounts.example.com",
+            kind,
+            json!({"sub": "alice"}),
+            Some("example.com"),
+            None,
+        ),
+        IssuerKind::CiProvider => {
+            let issuers = keyless_config::public_good_issuers().unwrap();
+            let gh = issuers
+                .iter()
+                .find(|i| i.url == "https://token.actions.githubusercontent.com")
+                .unwrap();
+            assert_eq!(gh.kind, IssuerKind::CiProvider);
+            VerifiedToken::unchecked_for_tests(
+                gh.clone(),
+                github_claims("octo-org/app", "101").as_object().unwrap().clone(),
+            )
+        }
+    }
+}
+
+/// For every kind, the claim `/api/v2/configuration` advertises is the claim whose value the
+/// proof must sign: a real signature over that value proves possession, and a signature over any
+/// other claim of the token does not (save Fulcio's email name for chainguard-identity).
+#[test]
+fn the_advertised_challenge_claim_is_what_the_proof_signs() {
+    for &kind in keyless_config::ALL_KINDS {
+        let token = example(kind);
+        let p = principal(&token).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let advertised = token.issuer().challenge_claim();
+        let value = token.claims()[advertised].as_str().unwrap();
+        assert_eq!(p.name(), value, "{kind:?}");
+        let (key, _) = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap();
+        let proof_over = |msg: &str| {
+            let sig = key.sign(msg.as_bytes()).unwrap();
+            prove(
+                &p,
+                KeyRequest::Signature {
+                    public_key: key.public_key_spki(),
+                    proof: &sig,
+                },
+            )
+        };
+        assert!(proof_over(value).is_ok(), "{kind:?}: proof over {advertised}");
+        for (claim, other) in token.claims() {
+            let Some(other) = other.as_str() else { continue };
+            let fulcio_name = kind == IssuerKind::ChainguardIdentity && claim == "email";
+            if other != value && !fulcio_name {
+                assert!(
+                    proof_over(other).is_err(),
+                    "{kind:?}: a proof over {claim} must not count"
+                );
+            }
+        }
+        let expected = if kind == IssuerKind::ChainguardIdentity { 2 } else { 1 };
+        assert_eq!(p.challenges().count(), expected, "{kind:?}");
+    }
+}
+
+/// A proof over `sub` counts for an email issuer only when the issuer opts in.
+#[test]
+fn sub_challenge_is_opt_in_for_email_issuers() {
+    let claims = json!({"sub": "1234", "email": "dev@example.com", "email_verified": true});
+    let off = principal(&token(
+        "https://accounts.example.com",
+        IssuerKind::Email,
+        claims.clone(),
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(off.challenges().collect::<Vec<_>>(), ["dev@example.com"]);
+    let mut issuer = IssuerConfig::new("https://accounts.example.com", IssuerKind::Email);
+    issuer.options.allow_sub_challenge = true;
+    let on = principal(&VerifiedToken::unchecked_for_tests(
+        issuer,
+        claims.as_object().unwrap().clone(),
+    ))
+    .unwrap();
+    assert_eq!(on.challenges().collect::<Vec<_>>(), ["dev@example.com", "1234"]);
+    assert_eq!(
+        on.san().value(),
+        "dev@example.com",
+        "the certificate still names the email"
+    );
+}
+
+/// The rate limit is keyed on who owns the token, per issuer, not on the SAN.
+#[test]
+fn rate_keys_name_the_owner() {
+    let gh = "https://token.actions.githubusercontent.com";
+    let a = principal(&token(
+        gh,
+        IssuerKind::GithubWorkflow,
+        github_claims("octo-org/a", "101"),
+        None,
+        None,
+    ))
+    .unwrap();
+    let b = principal(&token(
+        gh,
+        IssuerKind::GithubWorkflow,
+        github_claims("octo-org/b", "202"),
+        None,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(a.san(), b.san(), "one reusable workflow: one SAN");
+    assert_eq!(a.rate_key(), format!("{gh} repository_id=\"101\""));
+    assert_ne!(a.rate_key(), b.rate_key(), "two repositories: two buckets");
+    let expected = [
+        (
+            IssuerKind::Email,
+            "https://accounts.example.com email=\"dev@example.com\"",
+        ),
+        (
+            IssuerKind::GithubWorkflow,
+            "https://token.actions.githubusercontent.com repository_id=\"101\"",
+        ),
+        (IssuerKind::GitlabPipeline, "https://gitlab.com project_id=\"42831435\""),
+        (
+            IssuerKind::BuildkiteJob,
+            "https://agent.buildkite.com organization_slug=\"acme\" pipeline_slug=\"app\"",
+        ),
+        (
+            IssuerKind::CodefreshWorkflow,
+            "https://oidc.codefresh.io account_id=\"a1\" pipeline_id=\"p1\"",
+        ),
+        (
+            IssuerKind::ChainguardIdentity,
+            "https://issuer.enforce.dev sub=\"abc123\"",
+        ),
+        (
+            IssuerKind::Kubernetes,
+            "https://kubernetes.default.svc sub=\"system:serviceaccount:default:builder\"",
+        ),
+        (
+            IssuerKind::Spiffe,
+            "https://spire.example.com sub=\"spiffe://example.com/ns/prod/sa/web\"",
+        ),
+        (
+            IssuerKind::Uri,
+            "https://accounts.example.com sub=\"https://example.com/users/1\"",
+        ),
+        (IssuerKind::Username, "https://accounts.example.com sub=\"alice\""),
+        (
+            IssuerKind::CiProvider,
+            "https://token.actions.githubusercontent.com sub=\"repo:octo-org/app:ref:refs/heads/main\"",
+        ),
+    ];
+    assert_eq!(expected.len(), keyless_config::ALL_KINDS.len());
+    for (kind, key) in expected {
+        assert_eq!(principal(&example(kind)).unwrap().rate_key(), key, "{kind:?}");
+    }
+    // Quoting keeps one owner's claims from spelling another's key.
+    let bk = |org: &str, pipeline: &str| {
+        let c = json!({"sub": "x", "organization_slug": org, "pipeline_slug": pipeline});
+        super::rate_key(
+            &token("https://agent.buildkite.com", IssuerKind::BuildkiteJob, c, None, None),
+            "x",
+            Some("x"),
+        )
+        .unwrap()
+    };
+    assert_ne!(bk("a\" pipeline_slug=\"b", "c"), bk("a", "b\" pipeline_slug=\"c"));
+}
+
+/// Every URI SAN passes `San::uri`: built-in kinds, `uri` and `ci-provider` alike refuse what Go
+/// refuses and what parsers read differently, naming the claim.
+#[test]
+fn uri_sans_from_claims_are_parsed() {
+    let refused = |t: VerifiedToken, claim: &str, rule: &str| {
+        let e = principal(&t).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("claim {claim:?}")) && e.contains(rule),
+            "{e} should name {claim} and {rule:?}"
+        );
+    };
+    let u = |sub: &str| {
+        token(
+            "https://accounts.example.com",
+            IssuerKind::Uri,
+            json!({"sub": sub}),
+            Some("https://example.com"),
+            None,
+        )
+    };
+    // The review's case: one parser reads `evil.example`, the other `example.com`.
+    refused(u("https://evil.example\\@example.com/x"), "sub", "backslash");
+    refused(u("https://evil.example@example.com/x"), "sub", "userinfo");
+    refused(u("https://example.com:8443@evil.example/x"), "sub", "userinfo");
+    refused(
+        u("https://example.com.evil.example/x"),
+        "sub",
+        "not under the subject domain",
+    );
+    refused(u("https:example.com/x"), "sub", "differently");
+    refused(u("urn:example.com:x"), "sub", "not a URI with a host");
+    assert_eq!(
+        principal(&u("https://Example.COM:8443/users/1")).unwrap().san().value(),
+        "https://Example.COM:8443/users/1",
+        "scheme and host compared as parsed; the SAN kept verbatim"
+    );
+
+    let gh = |field: &str, value: &str| {
+        let mut c = github_claims("octo-org/app", "101");
+        c[field] = json!(value);
+        token(
+            "https://token.actions.githubusercontent.com",
+            IssuerKind::GithubWorkflow,
+            c,
+            None,
+            None,
+        )
+    };
+    refused(
+        gh("job_workflow_ref", "o/r/.github/workflows/x.yml@refs/heads/%zz"),
+        "job_workflow_ref",
+        "percent-escape",
+    );
+    refused(
+        gh("job_workflow_ref", "o/r/x.yml@refs/heads/a b"),
+        "job_workflow_ref",
+        "space",
+    );
+    let mut c = gitlab_claims();
+    c["ci_config_ref_uri"] = json!("evil.example\\@gitlab.com/g/p//.gitlab-ci.yml@refs/heads/main");
+    refused(
+        token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None),
+        "ci_config_ref_uri",
+        "backslash",
+    );
+    let k8s = json!({"sub": "x", "kubernetes.io": {"namespace": "de\u{1}fault", "serviceaccount": {"name": "b"}}});
+    refused(
+        token("https://k8s.example.com", IssuerKind::Kubernetes, k8s, None, None),
+        "kubernetes.io",
+        "control byte 0x01",
+    );
+    let cg = json!({"sub": "abc%4"});
+    refused(
+        token(
+            "https://issuer.enforce.dev",
+            IssuerKind::ChainguardIdentity,
+            cg,
+            None,
+            None,
+        ),
+        "sub",
+        "percent-escape",
+    );
+    let cf = json!({"sub": "s", "account_id": "a", "account_name": "n", "pipeline_id": "p", "pipeline_name": "q",
+                    "workflow_id": "w", "platform_url": "https://g.codefresh.io:port"});
+    refused(
+        token(
+            "https://oidc.codefresh.io",
+            IssuerKind::CodefreshWorkflow,
+            cf,
+            None,
+            None,
+        ),
+        "platform_url/account_name/pipeline_name/account_id/pipeline_id",
+        "invalid port",
+    );
+
+    // ci-provider: the rendered SAN is parsed too (claims override the template's `url` default).
+    let issuers = keyless_config::public_good_issuers().unwrap();
+    let gh = issuers
+        .iter()
+        .find(|i| i.url == "https://token.actions.githubusercontent.com")
+        .unwrap();
+    let mut c = github_claims("octo-org/app", "101");
+    c["url"] = json!("https://evil.example\\@github.com");
+    let e = principal(&VerifiedToken::unchecked_for_tests(
+        gh.clone(),
+        c.as_object().unwrap().clone(),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("subject alternative name") && e.contains("backslash"), "{e}");
+}
+
+/// A claim over the size limit is refused by name before it can reach a certificate.
+#[test]
+fn oversized_claims_are_refused_by_name() {
+    let big = "a".repeat(MAX_CLAIM_BYTES + 1);
+    let mut c = github_claims("octo-org/app", "101");
+    c["workflow"] = json!(big);
+    let e = principal(&token(
+        "https://token.actions.githubusercontent.com",
+        IssuerKind::GithubWorkflow,
+        c,
+        None,
+        None,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("claim \"workflow\"") && e.contains("over the limit"), "{e}");
+    assert!(e.len() < 300, "the value is not echoed: {}", e.len());
+    let mut c = gitlab_claims();
+    c["environment"] = json!(big);
+    let e = principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).unwrap_err();
+    assert!(e.to_string().contains("claim \"environment\""), "{e}");
+    let e = principal(&token(
+        "https://accounts.example.com",
+        IssuerKind::Email,
+        json!({"sub": big, "email": "a@example.com", "email_verified": true}),
+        None,
+        None,
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("claim \"sub\""), "{e}");
+    // Templates may repeat a claim: what they render is bounded too.
+    let issuers = keyless_config::public_good_issuers().unwrap();
+    let gh = issuers
+        .iter()
+        .find(|i| i.url == "https://token.actions.githubusercontent.com")
+        .unwrap();
+    let mut c = github_claims("octo-org/app", "101");
+    c["job_workflow_ref"] = json!(format!("o/r/{}", "b".repeat(crate::token::MAX_VALUE_BYTES)));
+    let e = principal(&VerifiedToken::unchecked_for_tests(
+        gh.clone(),
+        c.as_object().unwrap().clone(),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("over the limit"), "{e}");
 }

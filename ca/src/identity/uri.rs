@@ -1,7 +1,8 @@
 //! `uri` issuers: `sub` is a URI under the configured subject domain (same scheme and host).
 
 use crate::Error;
-use crate::identity::{Mapping, San};
+use crate::identity::Mapping;
+use crate::identity::san::{San, parse_uri};
 use crate::token::VerifiedToken;
 
 pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
@@ -10,25 +11,24 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     if sub.contains('@') && !sub.contains("://") {
         return Err(Error::claim(url, "sub", "looks like an email address, not a URI"));
     }
+    // Scheme and host come from the parsed URI (which refuses userinfo and any URI two parsers
+    // read differently), never from splitting the text: `http://evil.example\@host/x` is not
+    // under `host`.
+    let (san, parsed) = parse_uri(url, "sub", sub.to_string())?;
     let domain = token.issuer().subject_domain.as_deref().unwrap_or_default();
-    let (scheme, host) =
-        split(sub).ok_or_else(|| Error::claim(url, "sub", format!("{sub:?} is not a URI with a host")))?;
-    let (want_scheme, want_host) = split(domain).unwrap_or_default();
-    if scheme != want_scheme || host != want_host {
+    let want = url::Url::parse(domain).ok();
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| Error::claim(url, "sub", format!("{sub:?} is not a URI with a host")))?;
+    let under = want
+        .as_ref()
+        .is_some_and(|w| w.scheme() == parsed.scheme() && w.host_str() == Some(host));
+    if !under {
         return Err(Error::claim(
             url,
             "sub",
             format!("{sub:?} is not under the subject domain {domain}"),
         ));
     }
-    Ok((sub.to_string(), San::Uri(sub.to_string()), Vec::new()))
-}
-
-/// `(scheme, host)` of `scheme://host[:port]/...`.
-fn split(u: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = u.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = host.split(':').next()?;
-    (!scheme.is_empty() && !host.is_empty()).then_some((scheme, host))
+    Ok((sub.to_string(), San::Uri(san), Vec::new()))
 }
