@@ -108,7 +108,7 @@ pub async fn start_embedded_log(
         .with_context(|| format!("opening the embedded CT log in {}", dir.display()))?;
     let app = axum::Router::new().nest(
         &format!("/{}", settings.prefix),
-        keyless_ctlog::http::router(log.clone()),
+        keyless_ctlog::http::router(log.clone(), settings.submissions),
     );
     let stop = Arc::new(tokio::sync::Notify::new());
     let s = stop.clone();

@@ -20,8 +20,11 @@ mod remote;
 mod store;
 pub mod tls;
 
-pub use crate::log::{EmbeddedLog, LogOptions, SignedTreeHead, load_or_create_key, log_public_key};
-pub use crate::remote::RemoteLog;
+pub use crate::log::{
+    EmbeddedLog, LogOptions, MAX_BATCH, MAX_CHAIN, MAX_CHAIN_BYTES, MAX_OUTSIDE_BYTES_PER_BATCH, MAX_OUTSIDE_PER_BATCH,
+    MAX_OUTSIDE_QUEUED, SignedTreeHead, Submitted, load_or_create_key, log_public_key,
+};
+pub use crate::remote::{MAX_ERROR_BYTES, MAX_RESPONSE_BYTES, RemoteLog};
 
 /// A log failure. `Client` errors are the submitter's fault (bad chain); the rest are the log's.
 #[derive(Debug, thiserror::Error)]
