@@ -572,3 +572,96 @@ async fn get_entry_and_proof(State(api): State<Api>, Query(q): Query<EntryAndPro
     body.push('}');
     Ok(json_body(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_address: Option<Bucket>, total: Option<Bucket>, queue: usize) -> SubmissionLimits {
+        SubmissionLimits {
+            per_address,
+            total,
+            queue,
+        }
+    }
+
+    fn b(rate: u32, burst: u32) -> Option<Bucket> {
+        Some(Bucket {
+            rate,
+            per: Duration::from_secs(1),
+            burst,
+        })
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn per_address_buckets_refill_and_are_independent() {
+        let t0 = Instant::now();
+        let g = Gate::new(limits(b(2, 2), None, 100), t0);
+        let _a = g.admit(ip("10.0.0.1"), t0).unwrap();
+        let _b = g.admit(ip("10.0.0.1"), t0).unwrap();
+        let Err(Refusal::Limited {
+            outcome, retry_after, ..
+        }) = g.admit(ip("10.0.0.1"), t0)
+        else {
+            panic!("third in the same instant must be limited");
+        };
+        assert_eq!(outcome, "rate_limited_address");
+        assert!(retry_after > Duration::from_millis(400) && retry_after <= Duration::from_millis(500));
+        assert!(g.admit(ip("10.0.0.2"), t0).is_ok(), "another address is unaffected");
+        assert!(g.admit(ip("10.0.0.1"), t0 + Duration::from_millis(500)).is_ok(), "refilled");
+        // IPv6 addresses share their /64; IPv4-mapped ones are IPv4.
+        let _c = g.admit(ip("2001:db8::1"), t0).unwrap();
+        let _d = g.admit(ip("2001:db8::2"), t0).unwrap();
+        assert!(g.admit(ip("2001:db8::3"), t0).is_err());
+        assert!(g.admit(ip("2001:db8:0:1::1"), t0).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_by_the_total_does_not_charge_the_address() {
+        let t0 = Instant::now();
+        let g = Gate::new(limits(b(1, 1), b(1, 1), 100), t0);
+        let _a = g.admit(ip("10.0.0.1"), t0).unwrap();
+        let Err(Refusal::Limited { outcome, message, .. }) = g.admit(ip("10.0.0.2"), t0) else {
+            panic!("the total is spent");
+        };
+        assert_eq!(outcome, "rate_limited_total");
+        assert!(message.contains("everyone together"), "{message}");
+        // 10.0.0.2 still has its token once the total refills.
+        assert!(g.admit(ip("10.0.0.2"), t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn the_queue_bounds_submissions_in_progress() {
+        let t0 = Instant::now();
+        let g = Gate::new(limits(None, None, 2), t0);
+        let a = g.admit(None, t0).unwrap();
+        let _b = g.admit(None, t0).unwrap();
+        assert_eq!(g.admit(None, t0).unwrap_err(), Refusal::QueueFull);
+        drop(a);
+        assert!(g.admit(None, t0).is_ok());
+    }
+
+    #[test]
+    fn the_address_map_stays_bounded() {
+        let t0 = Instant::now();
+        let g = Gate::new(limits(b(1, 2), None, usize::MAX >> 4), t0);
+        // Every address spends one token, so none of their buckets is full (idle) yet; the last
+        // two already share the overflow bucket.
+        for i in 0..(MAX_TRACKED_ADDRESSES + 2) as u32 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            drop(g.admit(Some(a), t0).unwrap());
+        }
+        assert_eq!(g.buckets.lock().unwrap().per_address.len(), MAX_TRACKED_ADDRESSES);
+        // Past the bound, new addresses share the overflow bucket (burst 2, already spent).
+        let fresh = IpAddr::from(std::net::Ipv4Addr::new(192, 168, 0, 1));
+        assert!(g.admit(Some(fresh), t0).is_err());
+        // Once buckets are full again (idle), they are dropped and new addresses get their own.
+        let later = t0 + Duration::from_secs(5);
+        assert!(g.admit(Some(fresh), later).is_ok());
+        assert_eq!(g.buckets.lock().unwrap().per_address.len(), 1);
+    }
+}

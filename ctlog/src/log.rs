@@ -1035,3 +1035,66 @@ impl Shared {
         self.state.read().expect("poisoned").sth.tree_size
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(source: Source, size: usize) -> Pending {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        Pending {
+            leaf_input: vec![0; size],
+            extra_prefix: Vec::new(),
+            chain: Arc::new((Vec::new(), [0; 32])),
+            leaf_hash: [0; 32],
+            submission_hash: [0; 32],
+            source,
+            reply,
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_every_ca_entry_first_and_a_bounded_slice_of_outside_ones() {
+        let mut q = Queues::default();
+        for _ in 0..500 {
+            q.outside.push_back(pending(Source::Outside, 100));
+        }
+        for _ in 0..3 {
+            q.ca.push_back(pending(Source::Ca, 100));
+        }
+        let batch = q.take_batch();
+        assert_eq!(batch.len(), 3 + MAX_OUTSIDE_PER_BATCH);
+        assert!(batch[..3].iter().all(|p| p.source == Source::Ca), "CA entries first");
+        assert!(batch[3..].iter().all(|p| p.source == Source::Outside));
+        assert_eq!(q.outside.len(), 500 - MAX_OUTSIDE_PER_BATCH);
+        // A CA entry queued behind 468 outside ones goes into the very next transaction.
+        q.ca.push_back(pending(Source::Ca, 100));
+        assert_eq!(q.take_batch()[0].source, Source::Ca);
+    }
+
+    #[test]
+    fn outside_bytes_per_batch_are_capped_but_one_entry_always_goes() {
+        let mut q = Queues::default();
+        let big = MAX_OUTSIDE_BYTES_PER_BATCH / 2 + 1;
+        for _ in 0..4 {
+            q.outside.push_back(pending(Source::Outside, big));
+        }
+        assert_eq!(q.take_batch().len(), 1, "two would pass the byte cap");
+        let mut q = Queues::default();
+        q.outside.push_back(pending(Source::Outside, MAX_OUTSIDE_BYTES_PER_BATCH * 4));
+        assert_eq!(q.take_batch().len(), 1, "an oversized entry still goes alone");
+        let mut q = Queues::default();
+        for _ in 0..MAX_BATCH + 10 {
+            q.ca.push_back(pending(Source::Ca, 1));
+        }
+        q.outside.push_back(pending(Source::Outside, 1));
+        assert_eq!(q.take_batch().len(), MAX_BATCH);
+    }
+
+    #[test]
+    fn the_sct_signed_data_is_the_merkle_tree_leaf() {
+        let (ts, ikh, tbs, cert) = (1_700_000_000_123u64, [7u8; 32], vec![1u8; 300], vec![2u8; 500]);
+        assert_eq!(tls::precert_leaf(ts, &ikh, &tbs), ct::precert_signed_data(ts, &ikh, &tbs, &[]));
+        assert_eq!(tls::x509_leaf(ts, &cert), ct::x509_signed_data(ts, &cert, &[]));
+    }
+}
