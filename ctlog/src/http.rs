@@ -374,7 +374,10 @@ impl Gate {
             if let Some(wait) = b.total.wait(limit) {
                 return Err(Refusal::Limited {
                     outcome: "rate_limited_total",
-                    message: format!("too many submissions to this log: the limit for everyone together is {}", describe(limit)),
+                    message: format!(
+                        "too many submissions to this log: the limit for everyone together is {}",
+                        describe(limit)
+                    ),
                     retry_after: wait,
                 });
             }
@@ -391,7 +394,11 @@ fn count(outcome: &'static str) {
     metrics::counter!("keyless_ctlog_submissions_total", "source" => "outside", "outcome" => outcome).increment(1);
 }
 
-async fn add_chain(State(api): State<Api>, Peer(peer): Peer, body: Body) -> Result<axum::Json<AddChainResponse>, HttpError> {
+async fn add_chain(
+    State(api): State<Api>,
+    Peer(peer): Peer,
+    body: Body,
+) -> Result<axum::Json<AddChainResponse>, HttpError> {
     submit(api, peer, body, false).await
 }
 
@@ -403,7 +410,12 @@ async fn add_pre_chain(
     submit(api, peer, body, true).await
 }
 
-async fn submit(api: Api, peer: Option<IpAddr>, body: Body, precert: bool) -> Result<axum::Json<AddChainResponse>, HttpError> {
+async fn submit(
+    api: Api,
+    peer: Option<IpAddr>,
+    body: Body,
+    precert: bool,
+) -> Result<axum::Json<AddChainResponse>, HttpError> {
     let _permit = match api.gate.admit(peer, Instant::now()) {
         Ok(p) => p,
         Err(Refusal::QueueFull) => {
@@ -444,7 +456,11 @@ async fn submit(api: Api, peer: Option<IpAddr>, body: Body, precert: bool) -> Re
             Ok(axum::Json(AddChainResponse::from_sct(&done.sct)))
         }
         Err(e) => {
-            count(if matches!(e, LogError::Client(_)) { "invalid" } else { "failed" });
+            count(if matches!(e, LogError::Client(_)) {
+                "invalid"
+            } else {
+                "failed"
+            });
             Err(e.into())
         }
     }
@@ -504,7 +520,9 @@ async fn get_proof_by_hash(State(api): State<Api>, Query(q): Query<ProofByHash>)
         .map_err(|_| bad("hash must be base64"))?;
     let hash: Hash = hash.try_into().map_err(|_| bad("hash must be 32 bytes"))?;
     let (index, proof) = api.log.shared().proof_by_hash(&hash, q.tree_size)?;
-    Ok(axum::Json(json!({ "leaf_index": index, "audit_path": b64_hashes(&proof) })))
+    Ok(axum::Json(
+        json!({ "leaf_index": index, "audit_path": b64_hashes(&proof) }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -564,7 +582,8 @@ async fn get_entry_and_proof(State(api): State<Api>, Query(q): Query<EntryAndPro
         .await?
         .ok_or_else(|| bad("no such entry"))?;
     // `entry` is a JSON object; add the audit path to it without parsing it again.
-    let path = serde_json::to_string(&b64_hashes(&proof)).map_err(|e| HttpError::from(LogError::Storage(e.to_string())))?;
+    let path =
+        serde_json::to_string(&b64_hashes(&proof)).map_err(|e| HttpError::from(LogError::Storage(e.to_string())))?;
     let mut body = entry;
     body.pop();
     body.push_str(",\"audit_path\":");
@@ -612,7 +631,10 @@ mod tests {
         assert_eq!(outcome, "rate_limited_address");
         assert!(retry_after > Duration::from_millis(400) && retry_after <= Duration::from_millis(500));
         assert!(g.admit(ip("10.0.0.2"), t0).is_ok(), "another address is unaffected");
-        assert!(g.admit(ip("10.0.0.1"), t0 + Duration::from_millis(500)).is_ok(), "refilled");
+        assert!(
+            g.admit(ip("10.0.0.1"), t0 + Duration::from_millis(500)).is_ok(),
+            "refilled"
+        );
         // IPv6 addresses share their /64; IPv4-mapped ones are IPv4.
         let _c = g.admit(ip("2001:db8::1"), t0).unwrap();
         let _d = g.admit(ip("2001:db8::2"), t0).unwrap();

@@ -592,7 +592,11 @@ fn check_ca(c: &X509Certificate<'_>, label: &str, trusted_root: bool, now_s: i64
     match c.basic_constraints() {
         Err(e) => return client(format!("{label}: malformed basicConstraints: {e}")),
         Ok(Some(bc)) if bc.value.ca => {}
-        Ok(_) => return client(format!("{label} is not a CA certificate (basicConstraints cA is not TRUE)")),
+        Ok(_) => {
+            return client(format!(
+                "{label} is not a CA certificate (basicConstraints cA is not TRUE)"
+            ));
+        }
     }
     match c.key_usage() {
         Err(e) => return client(format!("{label}: malformed keyUsage: {e}")),
@@ -1081,7 +1085,8 @@ mod tests {
         }
         assert_eq!(q.take_batch().len(), 1, "two would pass the byte cap");
         let mut q = Queues::default();
-        q.outside.push_back(pending(Source::Outside, MAX_OUTSIDE_BYTES_PER_BATCH * 4));
+        q.outside
+            .push_back(pending(Source::Outside, MAX_OUTSIDE_BYTES_PER_BATCH * 4));
         assert_eq!(q.take_batch().len(), 1, "an oversized entry still goes alone");
         let mut q = Queues::default();
         for _ in 0..MAX_BATCH + 10 {
@@ -1094,7 +1099,10 @@ mod tests {
     #[test]
     fn the_sct_signed_data_is_the_merkle_tree_leaf() {
         let (ts, ikh, tbs, cert) = (1_700_000_000_123u64, [7u8; 32], vec![1u8; 300], vec![2u8; 500]);
-        assert_eq!(tls::precert_leaf(ts, &ikh, &tbs), ct::precert_signed_data(ts, &ikh, &tbs, &[]));
+        assert_eq!(
+            tls::precert_leaf(ts, &ikh, &tbs),
+            ct::precert_signed_data(ts, &ikh, &tbs, &[])
+        );
         assert_eq!(tls::x509_leaf(ts, &cert), ct::x509_signed_data(ts, &cert, &[]));
     }
 }

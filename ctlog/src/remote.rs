@@ -38,9 +38,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| ReadError::Transport(e.to_string()))? {
         if out.len() + chunk.len() > cap {
-            return Err(ReadError::TooLarge(format!(
-                "the response is larger than {cap} bytes"
-            )));
+            return Err(ReadError::TooLarge(format!("the response is larger than {cap} bytes")));
         }
         out.extend_from_slice(&chunk);
     }

@@ -197,11 +197,7 @@ pub(crate) enum Placed {
 /// Appends entries starting at `first_index` in one transaction (one fsync for the whole batch),
 /// answering deduplicated entries with the earlier entry instead. New entries get consecutive
 /// indices in batch order.
-pub(crate) fn append(
-    conn: &mut Connection,
-    first_index: u64,
-    batch: &[NewEntry<'_>],
-) -> Result<Vec<Placed>, LogError> {
+pub(crate) fn append(conn: &mut Connection, first_index: u64, batch: &[NewEntry<'_>]) -> Result<Vec<Placed>, LogError> {
     let tx = conn.transaction().map_err(storage)?;
     let mut placed = Vec::with_capacity(batch.len());
     {

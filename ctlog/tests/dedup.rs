@@ -81,7 +81,11 @@ async fn concurrent_identical_submissions_make_one_entry() {
         results.push(t.await.unwrap());
     }
     assert_eq!(log.size(), 1);
-    assert!(results.iter().all(|r| r.index == 0 && r.sct.timestamp == results[0].sct.timestamp));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.index == 0 && r.sct.timestamp == results[0].sct.timestamp)
+    );
     assert_eq!(results.iter().filter(|r| !r.deduplicated).count(), 1);
 }
 
@@ -133,10 +137,8 @@ async fn an_old_schema_database_is_migrated_and_deduplicates_its_entries() {
     // Give the file the schema of a release before deduplication: no column, no index.
     {
         let db = rusqlite::Connection::open(dir.path().join("log.sqlite")).unwrap();
-        db.execute_batch(
-            "DROP INDEX entries_by_submission; ALTER TABLE entries DROP COLUMN submission_hash;",
-        )
-        .unwrap();
+        db.execute_batch("DROP INDEX entries_by_submission; ALTER TABLE entries DROP COLUMN submission_hash;")
+            .unwrap();
         let cols: i64 = db
             .query_row(
                 "SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'submission_hash'",
@@ -153,14 +155,19 @@ async fn an_old_schema_database_is_migrated_and_deduplicates_its_entries() {
     assert_eq!((again.index, again.sct.timestamp), (a.index, a.sct.timestamp));
     let again = log.submit(&pre, true).await.unwrap();
     assert!(again.deduplicated);
-    assert_eq!((Some(again.index), again.sct.timestamp), (b.leaf_index, b.sct.timestamp));
+    assert_eq!(
+        (Some(again.index), again.sct.timestamp),
+        (b.leaf_index, b.sct.timestamp)
+    );
     assert_eq!(log.size(), 2);
     let fresh = log.submit(&pki.chain("new.example", false), false).await.unwrap();
     assert_eq!((fresh.index, fresh.deduplicated), (2, false));
     drop(log);
     let db = rusqlite::Connection::open(dir.path().join("log.sqlite")).unwrap();
     let missing: i64 = db
-        .query_row("SELECT count(*) FROM entries WHERE submission_hash IS NULL", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM entries WHERE submission_hash IS NULL", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(missing, 0, "every row has its hash");
 }

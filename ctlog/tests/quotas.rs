@@ -39,13 +39,18 @@ async fn per_address_bucket_refuses_with_429_retry_after_and_the_limit() {
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     let msg = j["error"].as_str().unwrap();
-    assert!(msg.contains("from this address") && msg.contains("1 per 60 s (bursts of 2)"), "{msg}");
+    assert!(
+        msg.contains("from this address") && msg.contains("1 per 60 s (bursts of 2)"),
+        "{msg}"
+    );
     // add-pre-chain draws from the same bucket.
     let (s, _, _) = post(&http, &base, "add-pre-chain", &pki.chain("p.example", true)).await;
     assert_eq!(s, 429);
     // The CA's own submissions never count.
     for i in 0..5 {
-        log.add_pre_chain(&pki.chain(&format!("ca{i}.example"), true)).await.unwrap();
+        log.add_pre_chain(&pki.chain(&format!("ca{i}.example"), true))
+            .await
+            .unwrap();
     }
     assert_eq!(log.size(), 7);
 }
@@ -75,7 +80,13 @@ async fn without_peer_addresses_everyone_shares_one_bucket_and_the_total_applies
     let (s, h, j) = post(&http, &base, "add-chain", &pki.chain("x.example", false)).await;
     assert_eq!(s, 429);
     assert!(h.contains_key("retry-after"));
-    assert!(j["error"].as_str().unwrap().contains("for everyone together is 1 per 60 s (bursts of 2)"), "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("for everyone together is 1 per 60 s (bursts of 2)"),
+        "{j}"
+    );
     // The total refused, so the unknown bucket was not charged: its third token is still there,
     // and the total's refusal keeps coming first.
     let (s, _, j) = post(&http, &base, "add-chain", &pki.chain("y.example", false)).await;
@@ -148,7 +159,12 @@ async fn the_ca_is_not_slowed_by_outside_submitters_hammering_a_full_queue() {
     let certs: Vec<Vec<Vec<Vec<u8>>>> = (0..submitters)
         .map(|s| {
             (0..per_submitter)
-                .map(|i| vec![leaf(&pki.issuing, &format!("o{s}-{i}.example"), false, 4096), pki.issuing_der()])
+                .map(|i| {
+                    vec![
+                        leaf(&pki.issuing, &format!("o{s}-{i}.example"), false, 4096),
+                        pki.issuing_der(),
+                    ]
+                })
                 .collect()
         })
         .collect();
@@ -181,7 +197,9 @@ async fn the_ca_is_not_slowed_by_outside_submitters_hammering_a_full_queue() {
     let mut worst = Duration::ZERO;
     for i in 0..10 {
         let t = Instant::now();
-        log.add_pre_chain(&pki.chain(&format!("ca{i}.example"), true)).await.unwrap();
+        log.add_pre_chain(&pki.chain(&format!("ca{i}.example"), true))
+            .await
+            .unwrap();
         worst = worst.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -190,6 +208,13 @@ async fn the_ca_is_not_slowed_by_outside_submitters_hammering_a_full_queue() {
         h.await.unwrap();
     }
     assert!(full.load(std::sync::atomic::Ordering::Relaxed) >= 10);
-    assert!(worst < Duration::from_millis(500), "a CA submission took {worst:?} under outside load");
-    assert!(log.size() > 10 + 100, "the outside submitters were served too ({})", log.size());
+    assert!(
+        worst < Duration::from_millis(500),
+        "a CA submission took {worst:?} under outside load"
+    );
+    assert!(
+        log.size() > 10 + 100,
+        "the outside submitters were served too ({})",
+        log.size()
+    );
 }

@@ -41,7 +41,11 @@ async fn get_entries_is_capped_in_bytes_and_its_entries_are_exact() {
     let total = 40u64;
     let mut submitted = Vec::new();
     for i in 0..total {
-        let chain = vec![leaf(&big, &format!("e{i}.example"), true, 0), big.der().to_vec(), pki.root_der()];
+        let chain = vec![
+            leaf(&big, &format!("e{i}.example"), true, 0),
+            big.der().to_vec(),
+            pki.root_der(),
+        ];
         let logged = log.add_pre_chain(&chain).await.unwrap();
         assert_eq!(logged.leaf_index, Some(i));
         submitted.push((chain, logged.sct.timestamp));
@@ -68,7 +72,12 @@ async fn get_entries_is_capped_in_bytes_and_its_entries_are_exact() {
         for (k, e) in entries.iter().enumerate() {
             let (chain, ts) = &submitted[next as usize + k];
             let leaf_input = b64(&e["leaf_input"]);
-            assert_eq!(&leaf_input[2..10], &ts.to_be_bytes(), "timestamp of entry {}", next as usize + k);
+            assert_eq!(
+                &leaf_input[2..10],
+                &ts.to_be_bytes(),
+                "timestamp of entry {}",
+                next as usize + k
+            );
             let (pre, rest) = split_extra(&b64(&e["extra_data"]));
             assert_eq!(&pre, &chain[0], "precertificate of entry {}", next as usize + k);
             assert_eq!(rest, chain[1..].to_vec(), "chain of entry {}", next as usize + k);
@@ -81,7 +90,10 @@ async fn get_entries_is_capped_in_bytes_and_its_entries_are_exact() {
     // get-entry-and-proof: the same entry, and an audit path to the published root.
     let sth = log.sth();
     let r: serde_json::Value = http
-        .get(format!("{base}/ct/v1/get-entry-and-proof?leaf_index=7&tree_size={}", sth.tree_size))
+        .get(format!(
+            "{base}/ct/v1/get-entry-and-proof?leaf_index=7&tree_size={}",
+            sth.tree_size
+        ))
         .send()
         .await
         .unwrap()
@@ -119,7 +131,9 @@ async fn small_entries_are_all_returned_up_to_the_count_limit() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), &pki);
     for i in 0..5 {
-        log.add_pre_chain(&pki.chain(&format!("s{i}.example"), true)).await.unwrap();
+        log.add_pre_chain(&pki.chain(&format!("s{i}.example"), true))
+            .await
+            .unwrap();
     }
     published(&log);
     let base = serve(log.clone(), unlimited()).await;

@@ -25,15 +25,23 @@ async fn fake_log(answer: Answer) -> (String, std::sync::Arc<std::sync::atomic::
     let counter = sent.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 // Read the request head (and the small body) before answering.
                 let _ = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
                 let head = match answer {
-                    Answer::Endless => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
-                    Answer::Declared => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n".to_string(),
+                    Answer::Endless => {
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            .to_string()
+                    }
+                    Answer::Declared => {
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
+                            .to_string()
+                    }
                 };
                 if s.write_all(head.as_bytes()).await.is_err() {
                     return;
@@ -66,8 +74,15 @@ async fn an_endless_add_pre_chain_answer_is_refused_at_the_cap() {
     let log = RemoteLog::new(&url, Duration::from_secs(20), 3).unwrap();
     let t = Instant::now();
     let err = log.add_pre_chain(&[vec![1, 2, 3]]).await.unwrap_err();
-    assert!(err.0.contains(&format!("larger than {MAX_RESPONSE_BYTES} bytes")), "{}", err.0);
-    assert!(t.elapsed() < Duration::from_secs(5), "refused while streaming, not at the timeout");
+    assert!(
+        err.0.contains(&format!("larger than {MAX_RESPONSE_BYTES} bytes")),
+        "{}",
+        err.0
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "refused while streaming, not at the timeout"
+    );
     // Not retried (an oversized answer is not transient), and the client stopped reading early:
     // the server got at most its socket buffers' worth past the cap out.
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);

@@ -43,14 +43,24 @@ async fn intermediates_need_key_cert_sign_validity_and_path_length() {
 
     // No keyUsage at all on an intermediate.
     let no_ku = sub_ca(ca_params("No KU", None, false), &pki.root);
-    let msg = refused(&base, "add-chain", &[leaf(&no_ku, "x.example", false, 0), no_ku.der().to_vec()]).await;
+    let msg = refused(
+        &base,
+        "add-chain",
+        &[leaf(&no_ku, "x.example", false, 0), no_ku.der().to_vec()],
+    )
+    .await;
     assert!(msg.contains("chain[1] has no keyUsage"), "{msg}");
 
     // keyUsage without keyCertSign.
     let mut p = ca_params("Sign Only", None, false);
     p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     let wrong_ku = sub_ca(p, &pki.root);
-    let msg = refused(&base, "add-chain", &[leaf(&wrong_ku, "x.example", false, 0), wrong_ku.der().to_vec()]).await;
+    let msg = refused(
+        &base,
+        "add-chain",
+        &[leaf(&wrong_ku, "x.example", false, 0), wrong_ku.der().to_vec()],
+    )
+    .await;
     assert!(msg.contains("chain[1]: keyUsage does not include keyCertSign"), "{msg}");
 
     // Expired intermediate.
@@ -58,28 +68,51 @@ async fn intermediates_need_key_cert_sign_validity_and_path_length() {
     p.not_before = date_time_ymd(2000, 1, 1);
     p.not_after = date_time_ymd(2001, 1, 1);
     let expired = sub_ca(p, &pki.root);
-    let msg = refused(&base, "add-pre-chain", &[leaf(&expired, "x.example", true, 0), expired.der().to_vec()]).await;
+    let msg = refused(
+        &base,
+        "add-pre-chain",
+        &[leaf(&expired, "x.example", true, 0), expired.der().to_vec()],
+    )
+    .await;
     assert!(msg.contains("chain[1] is not valid now"), "{msg}");
 
     // pathLenConstraint 0 on chain[2], yet chain[1] is an intermediate CA below it.
     let capped = sub_ca(ca_params("Capped", Some(0), true), &pki.root);
     let below = sub_ca(ca_params("Below", None, true), &capped);
-    let chain = vec![leaf(&below, "x.example", false, 0), below.der().to_vec(), capped.der().to_vec()];
+    let chain = vec![
+        leaf(&below, "x.example", false, 0),
+        below.der().to_vec(),
+        capped.der().to_vec(),
+    ];
     let msg = refused(&base, "add-chain", &chain).await;
     assert!(msg.contains("chain[2] has pathLenConstraint 0"), "{msg}");
 
     // The root's own pathLenConstraint (1) counts too: two intermediates below it are too many.
     let mid = sub_ca(ca_params("Mid", None, true), &pki.root);
     let low = sub_ca(ca_params("Low", None, true), &mid);
-    let chain = vec![leaf(&low, "x.example", false, 0), low.der().to_vec(), mid.der().to_vec(), pki.root_der()];
+    let chain = vec![
+        leaf(&low, "x.example", false, 0),
+        low.der().to_vec(),
+        mid.der().to_vec(),
+        pki.root_der(),
+    ];
     let msg = refused(&base, "add-chain", &chain).await;
     assert!(msg.contains("chain[3] has pathLenConstraint 1"), "{msg}");
     // ... also when the submitter leaves the root out and the log appends it.
     let msg = refused(&base, "add-chain", &chain[..3]).await;
-    assert!(msg.contains("the trusted root that issued chain[2] has pathLenConstraint 1"), "{msg}");
+    assert!(
+        msg.contains("the trusted root that issued chain[2] has pathLenConstraint 1"),
+        "{msg}"
+    );
 
     // A well-formed chain still passes, through one intermediate and with the root left out.
-    let (s, _, j) = post(&reqwest::Client::new(), &base, "add-chain", &pki.chain("ok.example", false)[..2]).await;
+    let (s, _, j) = post(
+        &reqwest::Client::new(),
+        &base,
+        "add-chain",
+        &pki.chain("ok.example", false)[..2],
+    )
+    .await;
     assert_eq!(s, 200, "{j}");
     assert_eq!(log.size(), 1);
 }
@@ -98,7 +131,12 @@ async fn poison_rules_and_precertificate_signing_certificates() {
     let mut p = ca_params("Precert Signer", None, true);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 4, 1, 11129, 2, 4, 4])];
     let signer = sub_ca(p, &pki.issuing);
-    let chain = vec![leaf(&signer, "p.example", true, 0), signer.der().to_vec(), pki.issuing_der(), pki.root_der()];
+    let chain = vec![
+        leaf(&signer, "p.example", true, 0),
+        signer.der().to_vec(),
+        pki.issuing_der(),
+        pki.root_der(),
+    ];
     let msg = refused(&base, "add-pre-chain", &chain).await;
     assert!(msg.contains("precertificate signing certificate"), "{msg}");
     assert_eq!(log.size(), 0);
@@ -115,7 +153,10 @@ async fn chain_length_and_size_are_limited() {
         long.push(pki.root_der());
     }
     let msg = refused(&base, "add-chain", &long).await;
-    assert!(msg.contains(&format!("1 to {} certificates", keyless_ctlog::MAX_CHAIN)), "{msg}");
+    assert!(
+        msg.contains(&format!("1 to {} certificates", keyless_ctlog::MAX_CHAIN)),
+        "{msg}"
+    );
 
     // A leaf padded past the chain byte limit (the body still fits the HTTP limit).
     let big = leaf(&pki.issuing, "big.example", false, keyless_ctlog::MAX_CHAIN_BYTES);

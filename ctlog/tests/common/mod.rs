@@ -66,7 +66,11 @@ impl Pki {
 
     /// `[leaf, issuing, root]` for a new leaf (a precertificate when `precert`).
     pub fn chain(&self, name: &str, precert: bool) -> Vec<Vec<u8>> {
-        vec![leaf(&self.issuing, name, precert, 0), self.issuing_der(), self.root_der()]
+        vec![
+            leaf(&self.issuing, name, precert, 0),
+            self.issuing_der(),
+            self.root_der(),
+        ]
     }
 }
 
@@ -83,7 +87,10 @@ pub fn leaf(issuer: &Ca, name: &str, precert: bool, pad: usize) -> Vec<u8> {
     if pad > 0 {
         p.custom_extensions.push(pad_extension(pad));
     }
-    p.signed_by(&KeyPair::generate().unwrap(), issuer).unwrap().der().to_vec()
+    p.signed_by(&KeyPair::generate().unwrap(), issuer)
+        .unwrap()
+        .der()
+        .to_vec()
 }
 
 /// A non-critical private extension of `n` opaque bytes.
