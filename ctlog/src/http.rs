@@ -320,7 +320,7 @@ impl Gate {
         };
         let start = |b: Option<Bucket>| Tokens::full(b.unwrap_or(zero), now);
         Gate {
-            queue: Arc::new(Semaphore::new(limits.queue)),
+            queue: Arc::new(Semaphore::new(limits.queue.min(Semaphore::MAX_PERMITS))),
             buckets: Mutex::new(Buckets {
                 per_address: HashMap::new(),
                 unknown: start(limits.per_address),
