@@ -114,7 +114,7 @@ pub async fn start_embedded_log(
     let app = axum::Router::new()
         .nest(
             &format!("/{}", settings.prefix),
-            keyless_ctlog::http::router(log.clone()),
+            keyless_ctlog::http::router(log.clone(), settings.submissions),
         )
         .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard));
     let stop = Arc::new(tokio::sync::Notify::new());

@@ -4,10 +4,13 @@
 //!   `synchronous=FULL`) by one writer thread that commits concurrent submissions together (group
 //!   commit): an SCT is signed only after its entry is durable, and durability costs one fsync per
 //!   batch rather than per certificate. Signed tree heads are published within the maximum merge
-//!   delay. The log signs with its own P-256 key, never the CA's.
-//! - [`http::router`]: the RFC 6962 `/ct/v1/*` endpoints over any [`EmbeddedLog`].
+//!   delay. The log signs with its own P-256 key, never the CA's. Chains are validated as CA
+//!   paths, identical submissions are deduplicated, and the CA's own submissions go ahead of
+//!   outside ones (limits in the `log` module docs, re-exported as constants here).
+//! - [`http::router`]: the RFC 6962 `/ct/v1/*` endpoints over any [`EmbeddedLog`], with quotas
+//!   for outside submitters and bounded reads (see its module docs).
 //! - [`RemoteLog`]: an `add-pre-chain` client for external logs (Trillian CTFE, TesseraCT,
-//!   Sunlight), with bounded time and retries.
+//!   Sunlight), with bounded time, retries and answer size.
 //!
 //! Both log kinds implement the core's [`keyless_ca::ct::CtLog`].
 
@@ -20,8 +23,11 @@ mod remote;
 mod store;
 pub mod tls;
 
-pub use crate::log::{EmbeddedLog, LogOptions, SignedTreeHead, load_or_create_key, log_public_key};
-pub use crate::remote::RemoteLog;
+pub use crate::log::{
+    EmbeddedLog, LogOptions, MAX_BATCH, MAX_CHAIN, MAX_CHAIN_BYTES, MAX_OUTSIDE_BYTES_PER_BATCH, MAX_OUTSIDE_PER_BATCH,
+    MAX_OUTSIDE_QUEUED, SignedTreeHead, Submitted, load_or_create_key, log_public_key,
+};
+pub use crate::remote::{MAX_ERROR_BYTES, MAX_RESPONSE_BYTES, RemoteLog};
 
 /// A log failure. `Client` errors are the submitter's fault (bad chain); the rest are the log's.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,11 @@
 //! A client for remote RFC 6962 logs. Each attempt has a timeout; transport errors, 408, 429 and
 //! 503 are retried a bounded number of times; anything else fails at once. The CA then verifies
 //! the SCT with the configured log key, so this client trusts nothing it receives.
+//!
+//! Answers are read in chunks and refused as soon as they pass [`MAX_RESPONSE_BYTES`] (64 KiB; an
+//! SCT or tree head is a few hundred bytes), or at once when `Content-Length` declares more, so a
+//! broken or hostile log cannot make the CA buffer an endless body. Error bodies are read only up
+//! to [`MAX_ERROR_BYTES`] for the message.
 
 use std::time::Duration;
 
@@ -9,6 +14,48 @@ use base64::engine::general_purpose::STANDARD;
 use keyless_ca::ct::{CtError, CtFuture, CtLog};
 
 use crate::http::{AddChainRequest, AddChainResponse};
+
+/// Largest `add-pre-chain` or `get-sth` answer accepted.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Bytes of an error answer read for the message.
+pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+
+/// Why a capped read stopped.
+enum ReadError {
+    TooLarge(String),
+    Transport(String),
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `cap`.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+    if let Some(len) = resp.content_length()
+        && len > cap as u64
+    {
+        return Err(ReadError::TooLarge(format!(
+            "the response declares {len} bytes; at most {cap} are accepted"
+        )));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| ReadError::Transport(e.to_string()))? {
+        if out.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge(format!("the response is larger than {cap} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The first `cap` bytes of an error body as text (the rest is not read).
+async fn read_prefix(mut resp: reqwest::Response, cap: usize) -> String {
+    let mut out = Vec::new();
+    while out.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// A remote log reached over HTTP(S).
 #[derive(Debug, Clone)]
@@ -47,7 +94,10 @@ impl RemoteLog {
         if !resp.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", resp.status()));
         }
-        let sth: serde_json::Value = resp.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let body = read_capped(resp, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            ReadError::TooLarge(m) | ReadError::Transport(m) => format!("GET {url}: {m}"),
+        })?;
+        let sth: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))?;
         sth["tree_size"]
             .as_u64()
             .ok_or_else(|| format!("GET {url}: no tree_size in the answer"))
@@ -65,7 +115,7 @@ impl RemoteLog {
         let status = resp.status();
         if !status.is_success() {
             let retry = matches!(status.as_u16(), 408 | 429 | 503);
-            let text = resp.text().await.unwrap_or_default();
+            let text = read_prefix(resp, MAX_ERROR_BYTES).await;
             return Err((
                 retry,
                 format!(
@@ -74,10 +124,10 @@ impl RemoteLog {
                 ),
             ));
         }
-        let bytes = resp.bytes().await.map_err(|e| (true, format!("POST {url}: {e}")))?;
-        if bytes.len() > 64 * 1024 {
-            return Err((false, "response is too large".into()));
-        }
+        let bytes = read_capped(resp, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            ReadError::TooLarge(m) => (false, format!("POST {url}: {m}")),
+            ReadError::Transport(m) => (true, format!("POST {url}: {m}")),
+        })?;
         serde_json::from_slice(&bytes).map_err(|e| (false, format!("response is not an SCT: {e}")))
     }
 }

@@ -3,19 +3,15 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, params};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use crate::LogError;
 use crate::merkle::Hash;
 
 fn storage(e: rusqlite::Error) -> LogError {
     LogError::Storage(e.to_string())
-}
-
-/// One stored entry.
-pub(crate) struct Entry {
-    pub(crate) leaf_input: Vec<u8>,
-    pub(crate) extra_data: Vec<u8>,
 }
 
 /// A stored signed tree head.
@@ -26,9 +22,9 @@ pub(crate) struct StoredSth {
     pub(crate) signature: Vec<u8>,
 }
 
-/// Opens (creating if needed) the log database for writing.
+/// Opens (creating if needed) the log database for writing, migrating an older schema.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
-    let conn = Connection::open(path).map_err(storage)?;
+    let mut conn = Connection::open(path).map_err(storage)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(storage)?;
     conn.execute_batch(
@@ -40,7 +36,8 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
              leaf_input BLOB NOT NULL,
              extra_prefix BLOB NOT NULL,
              chain_hash BLOB NOT NULL REFERENCES chains(hash),
-             leaf_hash BLOB NOT NULL);
+             leaf_hash BLOB NOT NULL,
+             submission_hash BLOB);
          CREATE TABLE IF NOT EXISTS sths (
              tree_size INTEGER NOT NULL,
              timestamp INTEGER NOT NULL PRIMARY KEY,
@@ -48,7 +45,68 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
              signature BLOB NOT NULL);",
     )
     .map_err(storage)?;
+    migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Databases written before deduplication have no `submission_hash`: add it, fill it in from the
+/// stored entries (it depends only on what is stored), and index it, all in one transaction so an
+/// interrupted migration leaves the old schema intact.
+fn migrate(conn: &mut Connection) -> Result<(), LogError> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('entries') WHERE name = 'submission_hash'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(storage)?;
+    let tx = conn.transaction().map_err(storage)?;
+    if !has_column {
+        tx.execute_batch("ALTER TABLE entries ADD COLUMN submission_hash BLOB")
+            .map_err(storage)?;
+    }
+    // Also completes rows left without a hash by any earlier version.
+    const CHUNK: i64 = 10_000;
+    let mut after = -1i64;
+    loop {
+        let rows: Vec<(i64, [u8; 32])> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT idx, leaf_input, chain_hash FROM entries
+                     WHERE submission_hash IS NULL AND idx > ?1 ORDER BY idx LIMIT ?2",
+                )
+                .map_err(storage)?;
+            let mut rows = stmt.query(params![after, CHUNK]).map_err(storage)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(storage)? {
+                let idx: i64 = r.get(0).map_err(storage)?;
+                let leaf = r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+                let chain = r.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+                out.push((idx, submission_hash(leaf, chain)));
+            }
+            out
+        };
+        let Some(&(last, _)) = rows.last() else { break };
+        let mut update = tx
+            .prepare_cached("UPDATE entries SET submission_hash = ?2 WHERE idx = ?1")
+            .map_err(storage)?;
+        for (idx, hash) in &rows {
+            update.execute(params![idx, &hash[..]]).map_err(storage)?;
+        }
+        after = last;
+    }
+    tx.execute_batch("CREATE INDEX IF NOT EXISTS entries_by_submission ON entries(submission_hash)")
+        .map_err(storage)?;
+    tx.commit().map_err(storage)
+}
+
+/// What makes two submissions the same: the entry type, the certificate or precertificate TBS
+/// (with its issuer key hash), and the stored chain. It is `MerkleTreeLeaf` without its version,
+/// leaf type and timestamp (bytes 10 onward), plus the chain's hash, so it can be recomputed from
+/// any stored row.
+pub(crate) fn submission_hash(leaf_input: &[u8], chain_hash: &[u8]) -> [u8; 32] {
+    let mut data = Vec::with_capacity(leaf_input.len() + 64);
+    data.extend_from_slice(b"keyless-ct-submission-v1\0");
+    data.extend_from_slice(leaf_input.get(10..).unwrap_or_default());
+    data.extend_from_slice(chain_hash);
+    keyless_ca::keys::sha256(&data)
 }
 
 /// Opens a read-only connection (WAL lets it read while the writer commits).
@@ -121,39 +179,90 @@ pub(crate) struct NewEntry<'a> {
     pub(crate) chain_hash: &'a [u8; 32],
     pub(crate) chain: &'a [u8],
     pub(crate) leaf_hash: &'a Hash,
+    pub(crate) submission_hash: &'a [u8; 32],
+    /// Look for an identical earlier submission first (outside submitters). The CA's own entries
+    /// are unique by serial and skip the lookup; their hash is still recorded.
+    pub(crate) dedup: bool,
 }
 
-/// Appends entries starting at `first_index` in one transaction: one fsync for the whole batch.
-pub(crate) fn append(conn: &mut Connection, first_index: u64, batch: &[NewEntry<'_>]) -> Result<(), LogError> {
+/// Where an entry ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Appended at this index.
+    New(u64),
+    /// Identical to the entry at `index`, whose `MerkleTreeLeaf` is `leaf_input`.
+    Existing { index: u64, leaf_input: Vec<u8> },
+}
+
+/// Appends entries starting at `first_index` in one transaction (one fsync for the whole batch),
+/// answering deduplicated entries with the earlier entry instead. New entries get consecutive
+/// indices in batch order.
+pub(crate) fn append(conn: &mut Connection, first_index: u64, batch: &[NewEntry<'_>]) -> Result<Vec<Placed>, LogError> {
     let tx = conn.transaction().map_err(storage)?;
+    let mut placed = Vec::with_capacity(batch.len());
     {
         let mut chain = tx
             .prepare_cached("INSERT OR IGNORE INTO chains (hash, certs) VALUES (?1, ?2)")
             .map_err(storage)?;
         let mut entry = tx
             .prepare_cached(
-                "INSERT INTO entries (idx, leaf_input, extra_prefix, chain_hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO entries (idx, leaf_input, extra_prefix, chain_hash, leaf_hash, submission_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(storage)?;
+        let mut find = tx
+            .prepare_cached("SELECT idx, leaf_input FROM entries WHERE submission_hash = ?1 ORDER BY idx LIMIT 1")
+            .map_err(storage)?;
+        // Entries of this batch by submission hash, so duplicates within one batch collapse too.
+        let mut in_batch: std::collections::HashMap<&[u8; 32], usize> = std::collections::HashMap::new();
         let mut last_chain: Option<&[u8; 32]> = None;
+        let mut next = first_index;
         for (i, e) in batch.iter().enumerate() {
+            if e.dedup {
+                if let Some(&j) = in_batch.get(e.submission_hash) {
+                    let (index, leaf_input) = match &placed[j] {
+                        Placed::New(index) => (*index, batch[j].leaf_input.to_vec()),
+                        Placed::Existing { index, leaf_input } => (*index, leaf_input.clone()),
+                    };
+                    placed.push(Placed::Existing { index, leaf_input });
+                    continue;
+                }
+                let found = find
+                    .query_row(params![&e.submission_hash[..]], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })
+                    .optional()
+                    .map_err(storage)?;
+                if let Some((index, leaf_input)) = found {
+                    in_batch.insert(e.submission_hash, i);
+                    placed.push(Placed::Existing {
+                        index: index as u64,
+                        leaf_input,
+                    });
+                    continue;
+                }
+            }
             if last_chain != Some(e.chain_hash) {
                 chain.execute(params![&e.chain_hash[..], e.chain]).map_err(storage)?;
                 last_chain = Some(e.chain_hash);
             }
-            let idx = (first_index + i as u64) as i64;
             entry
                 .execute(params![
-                    idx,
+                    next as i64,
                     e.leaf_input,
                     e.extra_prefix,
                     &e.chain_hash[..],
-                    &e.leaf_hash[..]
+                    &e.leaf_hash[..],
+                    &e.submission_hash[..]
                 ])
                 .map_err(storage)?;
+            in_batch.entry(e.submission_hash).or_insert(i);
+            placed.push(Placed::New(next));
+            next += 1;
         }
     }
-    tx.commit().map_err(storage)
+    tx.commit().map_err(storage)?;
+    Ok(placed)
 }
 
 /// Records a published STH.
@@ -166,23 +275,104 @@ pub(crate) fn insert_sth(conn: &Connection, sth: &StoredSth) -> Result<(), LogEr
     .map_err(storage)
 }
 
-/// Entries `[start, end]` inclusive.
-pub(crate) fn entries(conn: &Connection, start: u64, end: u64) -> Result<Vec<Entry>, LogError> {
+/// Base64 length of `n` bytes.
+fn b64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Appends `{"leaf_input":"…","extra_data":"…"}` to `out`, encoding `prefix ‖ chain` straight into
+/// it (the concatenation is never built).
+fn write_entry(out: &mut String, leaf_input: &[u8], prefix: &[u8], chain: &[u8]) {
+    use std::io::Write as _;
+    out.push_str("{\"leaf_input\":\"");
+    STANDARD.encode_string(leaf_input, out);
+    out.push_str("\",\"extra_data\":\"");
+    {
+        let mut enc = base64::write::EncoderStringWriter::from_consumer(&mut *out, &STANDARD);
+        // Writing to a String cannot fail.
+        let _ = enc.write_all(prefix).and_then(|_| enc.write_all(chain));
+        enc.into_inner();
+    }
+    out.push_str("\"}");
+}
+
+/// JSON size of one entry written by [`write_entry`].
+fn entry_json_len(leaf_input: usize, extra: usize) -> usize {
+    r#"{"leaf_input":"","extra_data":""}"#.len() + b64_len(leaf_input) + b64_len(extra)
+}
+
+/// The `get-entries` body for entries `[start, end]`, stopping before the entry that would take
+/// it past `max_bytes` (but always holding at least one entry). Each distinct chain is loaded once
+/// per call, and rows are read one by one, so memory stays near the size of the answer. Returns the
+/// JSON and the number of entries in it.
+pub(crate) fn entries_json(
+    conn: &Connection,
+    start: u64,
+    end: u64,
+    max_bytes: usize,
+) -> Result<(String, u64), LogError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT e.leaf_input, e.extra_prefix, c.certs FROM entries e JOIN chains c ON c.hash = e.chain_hash
-             WHERE e.idx BETWEEN ?1 AND ?2 ORDER BY e.idx",
+            "SELECT leaf_input, extra_prefix, chain_hash FROM entries WHERE idx BETWEEN ?1 AND ?2 ORDER BY idx",
         )
         .map_err(storage)?;
-    let rows = stmt
-        .query_map(params![start as i64, end as i64], |r| {
-            let mut extra_data: Vec<u8> = r.get(1)?;
-            extra_data.extend_from_slice(&r.get::<_, Vec<u8>>(2)?);
-            Ok(Entry {
-                leaf_input: r.get(0)?,
-                extra_data,
-            })
-        })
+    let mut rows = stmt.query(params![start as i64, end as i64]).map_err(storage)?;
+    let mut chains = ChainCache::default();
+    let mut out = String::from("{\"entries\":[");
+    let mut count = 0u64;
+    while let Some(r) = rows.next().map_err(storage)? {
+        let leaf = r.get_ref(0).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+        let prefix = r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+        let hash = r.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+        let chain = chains.get(conn, hash)?;
+        let len = entry_json_len(leaf.len(), prefix.len() + chain.len()) + 1;
+        if count > 0 && out.len() + len + 2 > max_bytes {
+            break;
+        }
+        if count > 0 {
+            out.push(',');
+        }
+        write_entry(&mut out, leaf, prefix, &chain);
+        count += 1;
+    }
+    out.push_str("]}");
+    Ok((out, count))
+}
+
+/// The `"leaf_input":"…","extra_data":"…"` of one entry as a JSON object (for
+/// `get-entry-and-proof`), or `None` if there is no such entry.
+pub(crate) fn entry_json(conn: &Connection, index: u64) -> Result<Option<String>, LogError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT leaf_input, extra_prefix, chain_hash FROM entries WHERE idx = ?1")
         .map_err(storage)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(storage)
+    let mut rows = stmt.query(params![index as i64]).map_err(storage)?;
+    let Some(r) = rows.next().map_err(storage)? else {
+        return Ok(None);
+    };
+    let leaf = r.get_ref(0).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+    let prefix = r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+    let hash = r.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
+    let chain = ChainCache::default().get(conn, hash)?;
+    let mut out = String::with_capacity(entry_json_len(leaf.len(), prefix.len() + chain.len()));
+    write_entry(&mut out, leaf, prefix, &chain);
+    Ok(Some(out))
+}
+
+/// Chains loaded during one read, by hash.
+#[derive(Default)]
+struct ChainCache(std::collections::HashMap<Vec<u8>, std::rc::Rc<Vec<u8>>>);
+
+impl ChainCache {
+    fn get(&mut self, conn: &Connection, hash: &[u8]) -> Result<std::rc::Rc<Vec<u8>>, LogError> {
+        if let Some(c) = self.0.get(hash) {
+            return Ok(c.clone());
+        }
+        let certs: Vec<u8> = conn
+            .prepare_cached("SELECT certs FROM chains WHERE hash = ?1")
+            .and_then(|mut s| s.query_row(params![hash], |r| r.get(0)))
+            .map_err(|e| LogError::Storage(format!("the chain of a stored entry is missing: {e}")))?;
+        let certs = std::rc::Rc::new(certs);
+        self.0.insert(hash.to_vec(), certs.clone());
+        Ok(certs)
+    }
 }
