@@ -5,6 +5,11 @@
 //! - every logged certificate that chains to this CA must be in the record: one that is not was
 //!   signed with the CA key outside the service.
 //!
+//! A logged precertificate announced by an `intent` record but never issued (the CT log or the
+//! signer failed, the client went away) is reported as an abandoned issuance, apart from the
+//! findings: the service knew about it. Only an entry with neither an intent nor an issued record
+//! means the CA key signed something the service did not issue.
+//!
 //! Records and entries are matched by the TBS hash without the CT extensions
 //! ([`crate::sync::tbs_sha256_of_certificate`]), which a final certificate and its precertificate
 //! entry share.
@@ -15,7 +20,7 @@ use base64::Engine as _;
 
 use crate::AuditError;
 use crate::index::{IndexedCert, LogIndex};
-use crate::record::Record;
+use crate::record::{Decision, Record};
 use crate::sync::tbs_sha256_of_certificate;
 
 /// How long after its SCT a certificate may still be missing from a tree head: the log's
@@ -36,9 +41,47 @@ pub struct CrossCheckReport {
     pub not_yet_due: u64,
     /// Records whose SCT names a log that was never synced (nothing to check them against).
     pub log_not_synced: u64,
-    /// In a log, chaining to this CA, with no issued record: the CA key signed something the
-    /// service did not issue.
+    /// In a log, chaining to this CA, with neither an issued nor an intent record: the CA key
+    /// signed something the service did not issue.
     pub unrecorded: Vec<IndexedCert>,
+    /// In a log, announced by an intent record, never issued: not a finding.
+    pub abandoned: Vec<AbandonedEntry>,
+}
+
+/// A log entry for an issuance the record announced but did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AbandonedEntry {
+    /// The log entry.
+    pub entry: IndexedCert,
+    /// The `intent` record announcing it.
+    pub intent_seq: u64,
+    /// The `abandoned` record closing the intent, with `class: message`; `None`: the issuance
+    /// was interrupted before any outcome was recorded (a crash, a killed request).
+    pub abandoned: Option<(u64, String)>,
+}
+
+impl AbandonedEntry {
+    /// `abandoned` or `interrupted`.
+    pub fn outcome(&self) -> &'static str {
+        if self.abandoned.is_some() { "abandoned" } else { "interrupted" }
+    }
+
+    fn line(&self) -> String {
+        let c = &self.entry;
+        let why = match &self.abandoned {
+            Some((seq, reason)) => format!("abandoned (record {seq}: {reason})"),
+            None => "interrupted: no outcome was recorded".into(),
+        };
+        format!(
+            "note: CT log {} entry {}: {} {} for {} was announced by intent record {} and never issued: {why}",
+            c.log_id,
+            c.leaf_index,
+            if c.entry_type == "precert" { "precertificate" } else { "certificate" },
+            c.serial,
+            if c.san.is_empty() { "no SAN" } else { &c.san },
+            self.intent_seq,
+        )
+    }
 }
 
 impl CrossCheckReport {
@@ -47,8 +90,15 @@ impl CrossCheckReport {
         self.missing_from_log.is_empty() && self.unrecorded.is_empty()
     }
 
-    /// One line per finding; a summary line when there is none.
+    /// One line per finding (a summary line when there is none), then one note per abandoned
+    /// issuance found in a log.
     pub fn lines(&self) -> Vec<String> {
+        let mut out = self.finding_lines();
+        out.extend(self.abandoned.iter().map(AbandonedEntry::line));
+        out
+    }
+
+    fn finding_lines(&self) -> Vec<String> {
         if self.ok() {
             let mut line = format!(
                 "record and CT logs agree: {} issued record(s), {} logged certificate(s) of this CA",
@@ -60,6 +110,9 @@ impl CrossCheckReport {
             }
             if self.log_not_synced > 0 {
                 notes.push(format!("{} logged to a log that was never synced", self.log_not_synced));
+            }
+            if !self.abandoned.is_empty() {
+                notes.push(format!("{} abandoned issuance(s) in the log", self.abandoned.len()));
             }
             if !notes.is_empty() {
                 line.push_str(&format!(" ({})", notes.join("; ")));
@@ -102,7 +155,33 @@ pub fn cross_check(records: &[Record], index: &LogIndex) -> Result<CrossCheckRep
     }
     let mut report = CrossCheckReport::default();
     let mut recorded: HashSet<String> = HashSet::new();
+    // tbs hash → intent seq; intent seq → its `abandoned` record.
+    let mut intents: HashMap<&str, u64> = HashMap::new();
+    let mut outcomes: HashMap<u64, (u64, String)> = HashMap::new();
     for r in records {
+        match r.decision {
+            Decision::Intent => {
+                if let Some(i) = &r.intent {
+                    intents.insert(i.tbs_sha256.as_str(), r.seq);
+                }
+            }
+            Decision::Abandoned => {
+                if let Some(seq) = r.intent_seq {
+                    let reason = r
+                        .rejection
+                        .as_ref()
+                        .map(|j| format!("{}: {}", j.class, j.message))
+                        .unwrap_or_else(|| "no reason recorded".into());
+                    outcomes.insert(seq, (r.seq, reason));
+                }
+            }
+            _ => {}
+        }
+    }
+    for r in records {
+        if r.decision != Decision::Issued {
+            continue;
+        }
         let Some(c) = &r.certificate else {
             continue;
         };
@@ -134,10 +213,19 @@ pub fn cross_check(records: &[Record], index: &LogIndex) -> Result<CrossCheckRep
         }
     }
     report.log_certificates_checked = logged.len() as u64;
-    report.unrecorded = logged
-        .into_iter()
-        .filter(|c| !recorded.contains(&c.tbs_sha256))
-        .collect();
+    for c in logged {
+        if recorded.contains(&c.tbs_sha256) {
+            continue;
+        }
+        match intents.get(c.tbs_sha256.as_str()) {
+            Some(&intent_seq) => report.abandoned.push(AbandonedEntry {
+                abandoned: outcomes.get(&intent_seq).cloned(),
+                intent_seq,
+                entry: c,
+            }),
+            None => report.unrecorded.push(c),
+        }
+    }
     Ok(report)
 }
 
@@ -163,6 +251,8 @@ mod tests {
             rule: "email".into(),
             certificate: Some(certificate_facts(der, sct, None).unwrap()),
             rejection: None,
+            intent: None,
+            intent_seq: None,
         }
     }
 

@@ -31,6 +31,10 @@ pub enum AuditError {
     /// SQLite failed.
     #[error("audit storage: {0}")]
     Storage(String),
+    /// The issuance record cannot be written right now (disk full, I/O error): a transient
+    /// outage, answered 503; the writer recovers by itself when storage does.
+    #[error("issuance record unavailable: {0}")]
+    Unavailable(String),
     /// A CT log misbehaved: bad signature, inconsistent tree heads, bad entries.
     #[error("CT log: {0}")]
     Log(String),

@@ -1,4 +1,5 @@
-//! `keyless audit query`: certificates (and optionally refusals) from the issuance record,
+//! `keyless audit query`: certificates (and optionally refusals, intents and abandoned
+//! issuances) from the issuance record,
 //! filtered by identity, issuer, repository, workflow, trigger, time or serial, as a table, CSV
 //! or JSON.
 
@@ -37,6 +38,9 @@ pub struct Filter {
     pub serial: Option<String>,
     /// Include refused requests.
     pub rejected: bool,
+    /// Include `intent` and `abandoned` records (issuances announced before CT logging, and
+    /// those that did not complete).
+    pub intents: bool,
 }
 
 fn any_ext(r: &Record, oids: &[&str], pattern: &str) -> bool {
@@ -46,10 +50,15 @@ fn any_ext(r: &Record, oids: &[&str], pattern: &str) -> bool {
 impl Filter {
     /// True when `r` is selected.
     pub fn matches(&self, r: &Record) -> bool {
-        if r.decision == Decision::Rejected && !self.rejected {
+        let shown = match r.decision {
+            Decision::Issued => true,
+            Decision::Rejected => self.rejected,
+            Decision::Intent | Decision::Abandoned => self.intents,
+        };
+        if !shown {
             return false;
         }
-        let san = r.certificate.as_ref().map(|c| c.san.as_str());
+        let san = r.san();
         if let Some(p) = &self.identity {
             let hit = match san {
                 Some(san) => san_matches(p, san),
@@ -84,7 +93,7 @@ impl Filter {
         }
         if let Some(s) = &self.serial {
             let want = s.trim_start_matches("0x").trim_start_matches('0').to_lowercase();
-            if r.certificate.as_ref().is_none_or(|c| c.serial != want) {
+            if r.serial() != Some(want.as_str()) {
                 return false;
             }
         }
@@ -133,17 +142,10 @@ fn row(r: &Record) -> [String; 8] {
     [
         r.seq.to_string(),
         rfc3339(r.time_ms),
-        match r.decision {
-            Decision::Issued => "issued".into(),
-            Decision::Rejected => "rejected".into(),
-        },
+        r.decision.as_str().into(),
         r.issuer.clone().unwrap_or_default(),
-        r.certificate
-            .as_ref()
-            .map(|c| c.san.clone())
-            .or(r.subject.clone())
-            .unwrap_or_default(),
-        r.certificate.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
+        r.san().or(r.subject.as_deref()).unwrap_or_default().to_string(),
+        r.serial().unwrap_or_default().to_string(),
         REPOSITORY
             .iter()
             .find_map(|o| r.extension(o))
@@ -243,6 +245,8 @@ mod tests {
                 der: String::new(),
             }),
             rejection: None,
+            intent: None,
+            intent_seq: None,
         }
     }
 

@@ -18,6 +18,23 @@ pub enum Decision {
     Issued,
     /// The request was refused.
     Rejected,
+    /// A precertificate is about to leave the CA for a CT log: written (durably) before it does,
+    /// so a logged precertificate whose issuance never finished is explained, not an alarm.
+    Intent,
+    /// An issuance announced by an `intent` record did not complete (CT log, signer, client gone).
+    Abandoned,
+}
+
+impl Decision {
+    /// The name records use (`issued`, `rejected`, `intent`, `abandoned`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Issued => "issued",
+            Decision::Rejected => "rejected",
+            Decision::Intent => "intent",
+            Decision::Abandoned => "abandoned",
+        }
+    }
 }
 
 /// A decoded Sigstore (or other) extension of an issued certificate.
@@ -67,6 +84,44 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// What an `intent` record announces: the certificate about to be submitted to a CT log as a
+/// precertificate, identified by the TBS hash the log's entry will have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Serial number, as [`serial_hex`].
+    pub serial: String,
+    /// [`crate::sync::tbs_sha256`] of the TBS: equal to the log entry's and the final
+    /// certificate's (CT extensions are left out of the hash).
+    pub tbs_sha256: String,
+    /// The SAN as `email:…`, `uri:…` or `othername:…`.
+    pub san: String,
+    /// Validity start, seconds since the epoch.
+    pub not_before: i64,
+    /// Validity end, seconds since the epoch.
+    pub not_after: i64,
+    /// The CT log it goes to (name or URL).
+    pub log: String,
+}
+
+impl Intent {
+    /// The intent for a DER TBSCertificate (with or without the CT poison) about to be logged
+    /// to `log`.
+    pub fn of_tbs(tbs_der: &[u8], log: &str) -> Result<Intent, crate::AuditError> {
+        let bad = |why: String| crate::AuditError::Setup(format!("intent: {why}"));
+        let wrapped = crate::sync::wrap_tbs(tbs_der).ok_or_else(|| bad("the TBSCertificate is not DER".into()))?;
+        let (_, cert) =
+            X509Certificate::from_der(&wrapped).map_err(|e| bad(format!("the TBSCertificate does not parse: {e}")))?;
+        Ok(Intent {
+            serial: serial_hex(cert.raw_serial()),
+            tbs_sha256: crate::sync::tbs_sha256(tbs_der)?,
+            san: san_text(&cert),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            log: log.to_string(),
+        })
+    }
+}
+
 /// One decision. Never holds a token, a proof or a key: only digests and what was decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -91,8 +146,16 @@ pub struct Record {
     pub rule: String,
     /// Set for `issued`.
     pub certificate: Option<CertificateFacts>,
-    /// Set for `rejected`.
+    /// Set for `rejected` and `abandoned` (why the issuance did not complete: `ct_log`,
+    /// `signer`, `client_gone`, ...).
     pub rejection: Option<Rejection>,
+    /// Set for `intent`, and repeated in `abandoned`. Absent from older records, which
+    /// therefore serialize (and hash) exactly as before.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub intent: Option<Intent>,
+    /// For `issued` and `abandoned`: the position of the `intent` record this outcome closes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub intent_seq: Option<u64>,
 }
 
 /// The chain hash of a record given its predecessor's.
@@ -251,6 +314,22 @@ pub fn certificate_facts(
 }
 
 impl Record {
+    /// The serial this record is about: the certificate's, or the intended one's.
+    pub fn serial(&self) -> Option<&str> {
+        self.certificate
+            .as_ref()
+            .map(|c| c.serial.as_str())
+            .or(self.intent.as_ref().map(|i| i.serial.as_str()))
+    }
+
+    /// The SAN this record is about: the certificate's, or the intended one's.
+    pub fn san(&self) -> Option<&str> {
+        self.certificate
+            .as_ref()
+            .map(|c| c.san.as_str())
+            .or(self.intent.as_ref().map(|i| i.san.as_str()))
+    }
+
     /// The value of an extension by dotted OID.
     pub fn extension(&self, oid: &str) -> Option<&str> {
         self.certificate
@@ -280,5 +359,7 @@ pub(crate) fn test_refusal(seq: u64) -> Record {
             class: "token".into(),
             message: format!("refusal {seq}"),
         }),
+        intent: None,
+        intent_seq: None,
     }
 }
