@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use keyless_audit::index::LogIndex;
 use keyless_audit::query::{Filter, Format};
-use keyless_audit::store::{audit_dir, public_key_path, read_records};
+use keyless_audit::store::{Checkpoint, audit_dir, public_key_path, read_records};
+use keyless_audit::sync::{Stopped, SyncLimits};
 use keyless_audit::{CertSummary, state};
 use keyless_config::{Config, CtLogConfig};
 
@@ -25,6 +26,11 @@ pub enum AuditCommand {
         /// kept elsewhere: someone who can rewrite the record can also replace that file.
         #[arg(long)]
         audit_key: Option<PathBuf>,
+        /// A signed checkpoint kept outside the record (`audit.checkpoint_export`, or a witness's
+        /// copy of it): the record must contain that size with that head. Only this catches the
+        /// last records removed together with their checkpoints.
+        #[arg(long, value_name = "FILE")]
+        against: Option<PathBuf>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -44,6 +50,12 @@ pub enum AuditCommand {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Entries fetched in this run at most; the next run resumes where it stopped.
+        #[arg(long, default_value_t = SyncLimits::default().max_entries)]
+        max_entries: u64,
+        /// Time this run spends at most (`90s`, `10m`, `1h`); the next run resumes.
+        #[arg(long, default_value = "10m", value_parser = keyless_config::parse_duration)]
+        max_time: std::time::Duration,
     },
     /// Every issued certificate in the record is in the synced log, and every certificate in
     /// the log that chains to this CA is in the record.
@@ -87,6 +99,10 @@ pub enum AuditCommand {
         /// Include refused requests.
         #[arg(long)]
         rejected: bool,
+        /// Include `intent` records (written before a precertificate goes to CT) and `abandoned`
+        /// ones (issuances that did not complete).
+        #[arg(long)]
+        intents: bool,
         /// `table`, `csv` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
@@ -157,15 +173,28 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify {
             config,
             audit_key,
+            against,
             json,
         } => {
             let (_, dir) = load(&config)?;
             let key = pem_der(&audit_key.unwrap_or_else(|| public_key_path(&dir)))?;
-            let report = keyless_audit::verify::verify_dir(&dir, &key)?;
+            let anchor = against.as_deref().map(Checkpoint::read).transpose()?;
+            let report = keyless_audit::verify::verify_dir(&dir, &key, anchor.as_ref())
+                .with_context(|| match &against {
+                    Some(f) => format!("checking against {}", f.display()),
+                    None => "verifying the issuance record".into(),
+                })?;
             let lines = match &report.first_bad {
                 None => vec![format!(
-                    "the issuance record verifies: {} records, {} signed checkpoints",
-                    report.records, report.checkpoints
+                    "the issuance record verifies: {} records ({}), {} signed checkpoints{}",
+                    report.records,
+                    report.kinds_line(),
+                    report.checkpoints,
+                    match (&against, report.anchor) {
+                        (Some(f), Some((size, _))) =>
+                            format!("; it contains the checkpoint of size {size} in {}", f.display()),
+                        _ => String::new(),
+                    }
                 )],
                 Some((seq, why)) => vec![format!("record {seq}: {why}")],
             };
@@ -182,6 +211,8 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             log,
             log_key,
             quiet,
+            max_entries,
+            max_time,
         } => {
             let (cfg, dir) = load(&config)?;
             let (url, spki) = match (log, log_key) {
@@ -198,11 +229,36 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let chain = ca_chain(&cfg)?;
             let index = LogIndex::open(&dir)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let report = rt.block_on(keyless_audit::sync::sync(&index, &url, &spki, &chain, !quiet))?;
-            println!(
-                "{url}: tree head of size {} verified (was {}); {} new entries, {} new certificates from this CA",
-                report.tree_size, report.previous_size, report.new_entries, report.new_certificates
-            );
+            let limits = SyncLimits {
+                max_entries,
+                max_duration: max_time,
+                ..SyncLimits::default()
+            };
+            let report = rt.block_on(keyless_audit::sync::sync_with_limits(
+                &index, &url, &spki, &chain, !quiet, &limits,
+            ))?;
+            match report.stopped {
+                None => println!(
+                    "{url}: tree head of size {} verified (was {}); {} new entries, {} new certificates from this CA",
+                    report.tree_size, report.previous_size, report.new_entries, report.new_certificates
+                ),
+                Some(why) => println!(
+                    "{url}: {} of {} entries verified (was {}); {} new entries, {} new certificates from this CA; stopped at the {} ({}): run `keyless audit sync` again to continue",
+                    report.tree_size,
+                    report.signed_size,
+                    report.previous_size,
+                    report.new_entries,
+                    report.new_certificates,
+                    match why {
+                        Stopped::EntryLimit => "entry limit",
+                        Stopped::TimeLimit => "time limit",
+                    },
+                    match why {
+                        Stopped::EntryLimit => format!("--max-entries {max_entries}"),
+                        Stopped::TimeLimit => format!("--max-time {}s", max_time.as_secs()),
+                    }
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::CrossCheck { config, json } => {
@@ -233,6 +289,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             until,
             serial,
             rejected,
+            intents,
             format,
         } => {
             let (_, dir) = load(&config)?;
@@ -246,6 +303,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 until_ms: time_arg("until", until)?,
                 serial,
                 rejected,
+                intents,
             };
             let records = read_records(&dir)?;
             let selected = keyless_audit::query::select(&records, &filter);

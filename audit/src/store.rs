@@ -273,15 +273,16 @@ impl Shared {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push_durable(&self, p: Pending) -> Result<(), Pending> {
+    /// Queues a durable record; false once the writer is closing.
+    fn push_durable(&self, p: Pending) -> bool {
         let mut q = self.queues();
         if q.closed {
-            return Err(p);
+            return false;
         }
         q.durable.push_back(p);
         drop(q);
         self.wake.notify_one();
-        Ok(())
+        true
     }
 
     /// Queues a refusal, or drops and counts it when the queue is full. Never blocks.
@@ -502,10 +503,9 @@ impl AuditLog {
     /// [`AuditError::Unavailable`] while storage is out (disk full, I/O error).
     pub async fn append_durable(&self, record: Record) -> Result<u64, AuditError> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.handle
-            .0
-            .push_durable(Pending { record, done })
-            .map_err(|_| AuditError::Storage("the audit writer has stopped".into()))?;
+        if !self.handle.0.push_durable(Pending { record, done }) {
+            return Err(AuditError::Storage("the audit writer has stopped".into()));
+        }
         wait.await
             .map_err(|_| AuditError::Storage("the audit writer has stopped".into()))?
     }
