@@ -352,4 +352,74 @@ mod tests {
         let err = cross_check(&[r], &index).unwrap_err();
         assert!(err.to_string().contains("record 4"), "{err}");
     }
+
+    fn intent(seq: u64, leaf: &TestLeaf) -> Record {
+        let mut r = crate::record::test_refusal(seq);
+        r.decision = Decision::Intent;
+        r.rejection = None;
+        r.intent = Some(
+            crate::record::Intent::of_tbs(&crate::sync::testkit::tbs(&leaf.precert), "http://ct.example").unwrap(),
+        );
+        r
+    }
+
+    fn abandoned(seq: u64, intent_seq: u64, class: &str) -> Record {
+        let mut r = crate::record::test_refusal(seq);
+        r.decision = Decision::Abandoned;
+        r.intent_seq = Some(intent_seq);
+        r.rejection = Some(crate::record::Rejection {
+            class: class.into(),
+            message: "CT log unavailable".into(),
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn logged_precertificates_with_an_intent_are_abandoned_issuances_not_findings() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = FakeLog::start(log_key()).await;
+        let l: Vec<_> = (0..4).map(|i| ca.leaf(&format!("u{i}@example.com"), ISSUER)).collect();
+        log.add(l.iter().enumerate().map(|(i, x)| ca.precert_entry(x, i as u64)).collect());
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        let log_id: [u8; 32] = keyless_ca::keys::sha256(&log.spki());
+        let old = index.verified_sth(&hex(&log_id)).unwrap().unwrap().timestamp - 2 * GRACE_MS;
+        let mut completed = issued(1, &l[0].final_cert, Some((&log_id, old)));
+        completed.intent_seq = Some(0);
+        let mut records = vec![
+            intent(0, &l[0]),
+            completed,                 // issued after its intent: counts as issued
+            intent(2, &l[1]),
+            abandoned(3, 2, "ct_log"), // the CT log answered too late
+            intent(4, &l[2]),          // the process died before any outcome
+        ];
+        let report = cross_check(&records, &index).unwrap();
+        assert_eq!(report.records_checked, 1);
+        assert!(report.missing_from_log.is_empty());
+        assert_eq!(report.unrecorded.len(), 1, "entry 3 has neither an intent nor an issued record");
+        assert_eq!(report.unrecorded[0].serial, l[3].serial);
+        let found: Vec<(u64, u64, &str)> = report
+            .abandoned
+            .iter()
+            .map(|a| (a.entry.leaf_index, a.intent_seq, a.outcome()))
+            .collect();
+        assert_eq!(found, [(1, 2, "abandoned"), (2, 4, "interrupted")]);
+        assert_eq!(report.abandoned[0].abandoned, Some((3, "ct_log: CT log unavailable".to_string())));
+        assert!(!report.ok());
+        let lines = report.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("entry 3") && lines[0].contains("did not issue"), "{lines:?}");
+        assert!(lines[1].starts_with("note:") && lines[1].contains("abandoned (record 3: ct_log"), "{lines:?}");
+        assert!(lines[2].contains("interrupted"), "{lines:?}");
+
+        // Entry 3 announced too: nothing is a finding, the abandoned ones are still listed.
+        records.push(intent(5, &l[3]));
+        let report = cross_check(&records, &index).unwrap();
+        assert!(report.ok(), "{:?}", report.lines());
+        assert_eq!(report.abandoned.len(), 3);
+        let lines = report.lines();
+        assert!(lines[0].contains("agree") && lines[0].contains("3 abandoned issuance(s)"), "{lines:?}");
+        assert_eq!(lines.len(), 4);
+    }
 }

@@ -363,3 +363,56 @@ pub(crate) fn test_refusal(seq: u64) -> Record {
         intent_seq: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::testkit::TestCa;
+
+    /// A record as the first release wrote it, byte for byte.
+    const OLD: &str = r#"{"seq":3,"time_ms":1700000000003,"request_id":"req-3","issuer":"https://issuer.example","subject":"user3@example.com","claims_sha256":"00","key_sha256":null,"decision":"rejected","rule":"token","certificate":null,"rejection":{"class":"token","message":"refusal 3"}}"#;
+
+    #[test]
+    fn old_records_parse_and_serialize_exactly_as_before() {
+        let r: Record = serde_json::from_str(OLD).unwrap();
+        assert_eq!((r.intent.as_ref(), r.intent_seq), (None, None));
+        assert_eq!(serde_json::to_string(&r).unwrap(), OLD);
+        assert_eq!(chain_hash(&[0; 32], serde_json::to_string(&r).unwrap().as_bytes()), chain_hash(&[0; 32], OLD.as_bytes()));
+    }
+
+    #[test]
+    fn an_intent_names_the_tbs_hash_of_the_certificate_and_its_log_entry() {
+        let ca = TestCa::new("Audit Test CA");
+        let leaf = ca.leaf("alice@example.com", "https://issuer.example");
+        let precert_tbs = crate::sync::testkit::tbs(&leaf.precert);
+        let intent = Intent::of_tbs(&precert_tbs, "https://ct.example/log").unwrap();
+        assert_eq!(
+            intent.tbs_sha256,
+            crate::sync::tbs_sha256_of_certificate(&leaf.final_cert).unwrap()
+        );
+        assert_eq!(intent.tbs_sha256, crate::sync::tbs_sha256(&leaf.log_tbs).unwrap());
+        assert_eq!(Intent::of_tbs(&leaf.log_tbs, "x").unwrap().tbs_sha256, intent.tbs_sha256);
+        assert_eq!(intent.serial, leaf.serial);
+        assert_eq!(intent.san, "email:alice@example.com");
+        assert_eq!((intent.not_before, intent.not_after), (1_750_000_000, 1_750_000_600));
+        assert_eq!(intent.log, "https://ct.example/log");
+        let err = Intent::of_tbs(b"not DER", "x").unwrap_err();
+        assert!(err.to_string().contains("intent"), "{err}");
+
+        // Recorded, it reads back with its kind; an outcome points at it.
+        let mut r = test_refusal(7);
+        r.decision = Decision::Intent;
+        r.rejection = None;
+        r.intent = Some(intent.clone());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""decision":"intent""#), "{json}");
+        assert!(!json.contains("intent_seq"), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        assert_eq!((r.serial(), r.san()), (Some(leaf.serial.as_str()), Some("email:alice@example.com")));
+        let mut outcome = test_refusal(8);
+        outcome.decision = Decision::Abandoned;
+        outcome.intent_seq = Some(7);
+        let json = serde_json::to_string(&outcome).unwrap();
+        assert!(json.contains(r#""decision":"abandoned""#) && json.contains(r#""intent_seq":7"#), "{json}");
+    }
+}

@@ -1206,6 +1206,14 @@ pub(crate) mod testkit {
         pub(crate) max_per_get: u64,
         /// Serve this entry with one byte flipped (the tree head covers the original).
         pub(crate) corrupt: Option<u64>,
+        /// Sign and serve a tree head of this size (with a made-up root) instead.
+        pub(crate) claim: Option<u64>,
+        /// Answer `get-entries` after this long.
+        pub(crate) entries_delay: Duration,
+        /// Never answer `get-entries` from this index on (a stalled log).
+        pub(crate) stall_from: Option<u64>,
+        /// `get-entries` requests served.
+        pub(crate) entries_requests: u64,
     }
 
     impl LogState {
@@ -1244,22 +1252,25 @@ pub(crate) mod testkit {
             .unwrap_or(0)
     }
 
-    fn respond(state: &LogState, target: &str) -> (u16, serde_json::Value) {
+    fn respond(state: &mut LogState, target: &str) -> (u16, serde_json::Value) {
         use serde_json::json;
         let (path, q) = target.split_once('?').unwrap_or((target, ""));
         let tree = state.tree();
         let b64 = |h: &[u8]| STANDARD.encode(h);
         match path {
             "/ct/v1/get-sth" => {
-                let root = tree.root(state.published).unwrap();
-                let data = keyless_ctlog::tls::tree_head_signed_data(state.sth_timestamp, state.published, &root);
+                let (size, root) = match state.claim {
+                    Some(size) => (size, [0x5a; 32]),
+                    None => (state.published, tree.root(state.published).unwrap()),
+                };
+                let data = keyless_ctlog::tls::tree_head_signed_data(state.sth_timestamp, size, &root);
                 let sig = state.key.sign(&data).unwrap();
                 let mut ds = vec![4, 3];
                 ds.extend_from_slice(&(sig.len() as u16).to_be_bytes());
                 ds.extend_from_slice(&sig);
                 (
                     200,
-                    json!({"tree_size": state.published, "timestamp": state.sth_timestamp,
+                    json!({"tree_size": size, "timestamp": state.sth_timestamp,
                            "sha256_root_hash": b64(&root), "tree_head_signature": b64(&ds)}),
                 )
             }
@@ -1276,6 +1287,7 @@ pub(crate) mod testkit {
             }
             "/ct/v1/get-entries" => {
                 let (start, end) = (query(q, "start"), query(q, "end"));
+                state.entries_requests += 1;
                 if start > end || start >= state.published {
                     return (400, json!({"error": "bad range"}));
                 }
@@ -1306,6 +1318,10 @@ pub(crate) mod testkit {
                 sth_timestamp: 1_750_000_000_000,
                 max_per_get: 1000,
                 corrupt: None,
+                claim: None,
+                entries_delay: Duration::ZERO,
+                stall_from: None,
+                entries_requests: 0,
             }));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1327,7 +1343,18 @@ pub(crate) mod testkit {
                         }
                         let text = String::from_utf8_lossy(&buf);
                         let target = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                        let (status, body) = respond(&state.lock().unwrap(), &target);
+                        if target.starts_with("/ct/v1/get-entries") {
+                            let (delay, stall_from) = {
+                                let s = state.lock().unwrap();
+                                (s.entries_delay, s.stall_from)
+                            };
+                            let start = query(target.split_once('?').map_or("", |(_, q)| q), "start");
+                            if stall_from.is_some_and(|from| start >= from) {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                            }
+                            tokio::time::sleep(delay).await;
+                        }
+                        let (status, body) = respond(&mut state.lock().unwrap(), &target);
                         let body = body.to_string();
                         let head = format!(
                             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1353,6 +1380,11 @@ pub(crate) mod testkit {
             s.entries.extend(entries);
             s.publish();
         }
+    }
+
+    /// The TBS of a DER certificate.
+    pub(crate) fn tbs(cert: &[u8]) -> Vec<u8> {
+        super::tbs_of(cert).unwrap().raw.to_vec()
     }
 
     /// A fresh P-256 log key.
@@ -1654,5 +1686,242 @@ mod tests {
     fn progress_lines() {
         assert_eq!(Progress::line(256, 1024), "synced 256/1024 entries (25%)");
         assert_eq!(Progress::line(0, 0), "synced 0/0 entries (100%)");
+    }
+
+    #[test]
+    fn the_frontier_computes_the_trees_root() {
+        let mut tree = keyless_ctlog::merkle::Tree::default();
+        let mut frontier = Frontier::default();
+        assert_eq!(frontier.root(), merkle::empty_root());
+        for i in 0..70u32 {
+            let h = merkle::leaf_hash(&i.to_be_bytes());
+            tree.push(h);
+            frontier.push(h);
+            assert_eq!(Some(frontier.root()), tree.root(tree.size()), "size {}", i + 1);
+            assert_eq!(frontier.nodes().len(), (i + 1).count_ones() as usize);
+        }
+        let again = Frontier::from_parts(frontier.size(), frontier.nodes().to_vec()).unwrap();
+        assert_eq!(again, frontier);
+        assert!(Frontier::from_parts(70, vec![[0; 32]]).is_none(), "70 has three set bits");
+    }
+
+    fn limits(chunk: u64, max_entries: u64) -> SyncLimits {
+        SyncLimits {
+            chunk_entries: chunk,
+            max_entries,
+            ..SyncLimits::default()
+        }
+    }
+
+    /// A log of `n` precertificates of `ca`, entries dated an hour ago.
+    async fn log_of(ca: &TestCa, n: usize) -> FakeLog {
+        let log = FakeLog::start(log_key()).await;
+        let hour_ago = crate::store::now_ms() - 3_600_000;
+        log.add(
+            (0..n)
+                .map(|i| ca.precert_entry(&ca.leaf(&format!("u{i}@example.com"), ISSUER), hour_ago + i as u64))
+                .collect(),
+        );
+        log
+    }
+
+    #[tokio::test]
+    async fn implausible_tree_heads_are_refused_fast_and_store_nothing() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+
+        // A first sync of a log claiming 2^40 entries, whose entry 0 is an hour old.
+        log.state.lock().unwrap().claim = Some(1 << 40);
+        let started = std::time::Instant::now();
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let msg = err.to_string();
+        assert!(matches!(err, AuditError::Log(_)), "{msg}");
+        assert!(msg.contains("implausible tree head"), "{msg}");
+        assert!(msg.contains(&(1u64 << 40).to_string()) && msg.contains("since entry 0"), "{msg}");
+        assert!(msg.contains("10000 entries/s"), "{msg}");
+        assert!(index.logs().unwrap().is_empty());
+        assert!(log.state.lock().unwrap().entries_requests <= 1, "only entry 0 was fetched");
+
+        // After an honest sync, the same claim is refused against the verified tree head.
+        log.state.lock().unwrap().claim = None;
+        sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        let good = index.verified_sth(&log_id).unwrap().unwrap();
+        log.state.lock().unwrap().claim = Some(1 << 40);
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("implausible tree head"), "{msg}");
+        assert!(msg.contains("more than 3 in the tree head verified"), "{msg}");
+        assert_eq!(index.verified_sth(&log_id).unwrap().unwrap(), good);
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 3);
+
+        // A tree head dated tomorrow is refused too.
+        {
+            let mut s = log.state.lock().unwrap();
+            s.claim = None;
+            s.sth_timestamp = crate::store::now_ms() + 86_400_000;
+        }
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        assert!(err.to_string().contains("ahead of this clock"), "{err}");
+        assert_eq!(index.verified_sth(&log_id).unwrap().unwrap(), good);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_run_commits_verified_chunks_and_the_next_one_resumes() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 50).await;
+        log.state.lock().unwrap().max_per_get = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+
+        let first = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits(8, 20))
+            .await
+            .unwrap();
+        assert_eq!(first.stopped, Some(Stopped::EntryLimit));
+        assert_eq!(
+            (first.previous_size, first.tree_size, first.signed_size, first.new_entries),
+            (0, 20, 50, 20)
+        );
+        assert_eq!(first.new_certificates, 20);
+        let partial = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!((partial.tree_size, partial.signed_size), (20, 50));
+        assert_eq!(partial.timestamp, 0, "no signed tree head is complete yet");
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 20);
+        assert_eq!(index.certificates().unwrap().len(), 20);
+        let mut tree = keyless_ctlog::merkle::Tree::default();
+        for h in index.leaf_hashes(&log_id).unwrap() {
+            tree.push(h);
+        }
+        assert_eq!(hex(&tree.root(20).unwrap()), partial.root);
+
+        // The log grows meanwhile; the next run resumes at 20 and follows the new tree head.
+        let more = ca.leaf("late@example.com", ISSUER);
+        log.add(vec![ca.precert_entry(&more, crate::store::now_ms())]);
+        let second = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!(second.stopped, None);
+        assert_eq!(
+            (second.previous_size, second.tree_size, second.signed_size, second.new_entries),
+            (20, 51, 51, 31)
+        );
+        let done = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!(done.timestamp, log.state.lock().unwrap().sth_timestamp);
+        assert_eq!(index.certificates().unwrap().len(), 51);
+        assert_eq!(index.find_serial(&more.serial).unwrap()[0].leaf_index, 50);
+    }
+
+    #[tokio::test]
+    async fn garbage_mid_way_keeps_the_chunks_verified_before_it() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 50).await;
+        log.state.lock().unwrap().corrupt = Some(30);
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        let err = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits(8, 1000))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, AuditError::Log(_)), "{msg}");
+        assert!(msg.contains("entries 24 to 31"), "{msg}");
+        assert!(msg.contains("consistency proof rejected"), "{msg}");
+        assert!(msg.contains("the 24 entries verified before this are kept"), "{msg}");
+        let kept = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!((kept.tree_size, kept.signed_size), (24, 50));
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 24);
+
+        // Served faithfully again, the next run picks up at 24.
+        log.state.lock().unwrap().corrupt = None;
+        let report = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!((report.previous_size, report.tree_size, report.new_entries), (24, 50, 26));
+        assert_eq!(index.certificates().unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_log_keeps_the_progress_before_it() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 40).await;
+        {
+            let mut s = log.state.lock().unwrap();
+            s.stall_from = Some(20);
+            s.max_per_get = 4;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        let limits = SyncLimits {
+            request_timeout: Duration::from_millis(300),
+            ..limits(8, 1000)
+        };
+        let started = std::time::Instant::now();
+        let err = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(err, AuditError::Unreachable(_)), "{err}");
+        assert!(err.to_string().contains("are kept"), "{err}");
+        assert_eq!(index.verified_sth(&log_id).unwrap().unwrap().tree_size, 16);
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_ends_a_run_cleanly() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 200).await;
+        {
+            let mut s = log.state.lock().unwrap();
+            s.entries_delay = Duration::from_millis(40);
+            s.max_per_get = 4;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        let limits = SyncLimits {
+            max_duration: Duration::from_millis(400),
+            ..limits(8, 1000)
+        };
+        let started = std::time::Instant::now();
+        let report = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+        assert_eq!(report.stopped, Some(Stopped::TimeLimit));
+        assert!(report.tree_size > 0 && report.tree_size < 200, "{report:?}");
+        let stored = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!(stored.tree_size, report.tree_size);
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len() as u64, report.tree_size);
+
+        log.state.lock().unwrap().entries_delay = Duration::ZERO;
+        let rest = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!((rest.previous_size, rest.tree_size, rest.stopped), (report.tree_size, 200, None));
+    }
+
+    #[tokio::test]
+    async fn an_index_without_a_frontier_is_rebuilt_from_its_leaves() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 7).await;
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        // As an index written before frontiers and signed heads were kept.
+        let conn = rusqlite::Connection::open(crate::index::index_path(dir.path())).unwrap();
+        conn.execute_batch(
+            "UPDATE logs SET frontier = NULL, signed_size = NULL, signed_root = NULL, signed_timestamp = NULL,
+                 signed_signature = NULL, signed_verified_at = NULL",
+        )
+        .unwrap();
+        drop(conn);
+        log.add(vec![ca.precert_entry(&ca.leaf("x@example.com", ISSUER), 5)]);
+        let report = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!((report.previous_size, report.tree_size), (7, 8));
+        // A damaged leaf is noticed instead of silently extending a wrong tree.
+        let conn = rusqlite::Connection::open(crate::index::index_path(dir.path())).unwrap();
+        conn.execute_batch("UPDATE logs SET frontier = NULL; UPDATE leaves SET hash = zeroblob(32) WHERE leaf_index = 3")
+            .unwrap();
+        drop(conn);
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
     }
 }
