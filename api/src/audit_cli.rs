@@ -371,3 +371,104 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyless_audit::record::{Decision, Record, Rejection};
+    use keyless_audit::store::{AuditLog, AuditOptions};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch() -> Scratch {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).unwrap();
+        let dir = std::env::temp_dir().join(format!("keyless-audit-cli-{}", keyless_audit::record::hex(&random)));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn refusal(n: u64) -> Record {
+        Record {
+            seq: 0,
+            time_ms: 1_700_000_000_000 + n,
+            request_id: format!("r{n}"),
+            issuer: None,
+            subject: None,
+            claims_sha256: None,
+            key_sha256: None,
+            decision: Decision::Rejected,
+            rule: "token".into(),
+            certificate: None,
+            rejection: Some(Rejection {
+                class: "token".into(),
+                message: format!("refusal {n}"),
+            }),
+            intent: None,
+            intent_seq: None,
+        }
+    }
+
+    #[test]
+    fn verify_against_an_anchor_catches_what_verify_alone_cannot() {
+        let dir = scratch();
+        let config = dir.0.join("keyless.yaml");
+        std::fs::write(&config, "data_dir: data\n").unwrap();
+        let record = audit_dir(&dir.0.join("data"));
+        let anchor = dir.0.join("anchor.json");
+        let log = AuditLog::open(
+            &record,
+            AuditOptions {
+                checkpoint_export: Some(anchor.clone()),
+                ..AuditOptions::default()
+            },
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for n in 0..4 {
+            rt.block_on(log.append_durable(refusal(n))).unwrap();
+        }
+        let stopped = log.stopped();
+        drop(log);
+        assert!(stopped.wait(std::time::Duration::from_secs(5)));
+        let verify = |against: Option<&Path>| {
+            run(AuditCommand::Verify {
+                config: config.clone(),
+                audit_key: None,
+                against: against.map(Path::to_path_buf),
+                json: false,
+            })
+            .unwrap()
+        };
+        assert_eq!(verify(None), ExitCode::SUCCESS);
+        assert_eq!(verify(Some(&anchor)), ExitCode::SUCCESS);
+
+        // The last two records removed together with the checkpoints that signed them.
+        rusqlite::Connection::open(keyless_audit::store::db_path(&record))
+            .unwrap()
+            .execute_batch("DELETE FROM records WHERE seq >= 2; DELETE FROM checkpoints WHERE size > 2;")
+            .unwrap();
+        assert_eq!(verify(None), ExitCode::SUCCESS, "the shorter record is consistent in itself");
+        assert_eq!(verify(Some(&anchor)), ExitCode::from(1));
+        let saved = state::load(&record, "verify").unwrap();
+        assert!(!saved.ok);
+        assert!(saved.lines[0].contains("removed together with their checkpoints"), "{:?}", saved.lines);
+        // An unreadable anchor means the check could not run.
+        std::fs::write(&anchor, "not json").unwrap();
+        let err = run(AuditCommand::Verify {
+            config: config.clone(),
+            audit_key: None,
+            against: Some(anchor.clone()),
+            json: false,
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not a checkpoint"), "{err:#}");
+    }
+}

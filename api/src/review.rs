@@ -176,7 +176,21 @@ fn inclusion(index: Option<&LogIndex>, r: &Record) -> (String, &'static str) {
                 "ok",
             )
         }
-        Ok(_) => ("not in the synced log".into(), "bad"),
+        Ok(_) => {
+            // As `audit cross-check` judges it: only a tree head well past the SCT must hold it.
+            let synced = c
+                .sct_log_id
+                .as_deref()
+                .and_then(|id| index.verified_sth(id).ok().flatten());
+            let logged_at = c.sct_timestamp.unwrap_or_else(|| c.not_before.max(0) as u64 * 1000);
+            match synced {
+                None => ("its log is not synced".into(), "muted"),
+                Some(s) if s.timestamp <= logged_at.saturating_add(keyless_audit::crosscheck::GRACE_MS) => {
+                    ("not yet in the synced tree head".into(), "muted")
+                }
+                Some(_) => ("not in the synced log".into(), "bad"),
+            }
+        }
         Err(_) => ("index unreadable".into(), "bad"),
     }
 }
