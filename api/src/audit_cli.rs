@@ -179,8 +179,8 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let (_, dir) = load(&config)?;
             let key = pem_der(&audit_key.unwrap_or_else(|| public_key_path(&dir)))?;
             let anchor = against.as_deref().map(Checkpoint::read).transpose()?;
-            let report = keyless_audit::verify::verify_dir(&dir, &key, anchor.as_ref())
-                .with_context(|| match &against {
+            let report =
+                keyless_audit::verify::verify_dir(&dir, &key, anchor.as_ref()).with_context(|| match &against {
                     Some(f) => format!("checking against {}", f.display()),
                     None => "verifying the issuance record".into(),
                 })?;
@@ -455,11 +455,19 @@ mod tests {
             .unwrap()
             .execute_batch("DELETE FROM records WHERE seq >= 2; DELETE FROM checkpoints WHERE size > 2;")
             .unwrap();
-        assert_eq!(verify(None), ExitCode::SUCCESS, "the shorter record is consistent in itself");
+        assert_eq!(
+            verify(None),
+            ExitCode::SUCCESS,
+            "the shorter record is consistent in itself"
+        );
         assert_eq!(verify(Some(&anchor)), ExitCode::from(1));
         let saved = state::load(&record, "verify").unwrap();
         assert!(!saved.ok);
-        assert!(saved.lines[0].contains("removed together with their checkpoints"), "{:?}", saved.lines);
+        assert!(
+            saved.lines[0].contains("removed together with their checkpoints"),
+            "{:?}",
+            saved.lines
+        );
         // An unreadable anchor means the check could not run.
         std::fs::write(&anchor, "not json").unwrap();
         let err = run(AuditCommand::Verify {

@@ -324,16 +324,14 @@ fn unfinished_section(records: &[Record]) -> String {
         .collect();
     let rows: Vec<&Record> = records
         .iter()
-        .filter(|r| {
-            r.decision == Decision::Abandoned || (r.decision == Decision::Intent && !closed.contains(&r.seq))
-        })
+        .filter(|r| r.decision == Decision::Abandoned || (r.decision == Decision::Intent && !closed.contains(&r.seq)))
         .collect();
     if rows.is_empty() {
         return String::new();
     }
     let mut out = String::from(
         "<section><h2>Unfinished issuances</h2><p class=muted>Precertificates announced to a CT log by an intent record but not issued. They may be in the log; `audit cross-check` lists them apart from its findings.</p>\
-         <table id=unfinished><thead><tr><th>Record</th><th>Kind</th><th>Time</th><th>Identity</th><th>Serial</th><th>Log</th><th>Outcome</th></tr></thead><tbody>"
+         <table id=unfinished><thead><tr><th>Record</th><th>Kind</th><th>Time</th><th>Identity</th><th>Serial</th><th>Log</th><th>Outcome</th></tr></thead><tbody>",
     );
     for r in rows {
         let outcome = match (&r.decision, &r.rejection) {
@@ -561,7 +559,9 @@ async fn detail(State(page): State<Arc<Page>>, UrlPath(serial): UrlPath<String>)
         esc(&r.rule),
         esc(&r.request_id),
         r.seq,
-        r.intent_seq.map(|i| format!(" · intent record {i}")).unwrap_or_default(),
+        r.intent_seq
+            .map(|i| format!(" · intent record {i}"))
+            .unwrap_or_default(),
         esc(r.key_sha256.as_deref().unwrap_or("-")),
         esc(r.claims_sha256.as_deref().unwrap_or("-")),
         esc(&c.sha256),

@@ -63,7 +63,11 @@ pub struct AbandonedEntry {
 impl AbandonedEntry {
     /// `abandoned` or `interrupted`.
     pub fn outcome(&self) -> &'static str {
-        if self.abandoned.is_some() { "abandoned" } else { "interrupted" }
+        if self.abandoned.is_some() {
+            "abandoned"
+        } else {
+            "interrupted"
+        }
     }
 
     fn line(&self) -> String {
@@ -76,7 +80,11 @@ impl AbandonedEntry {
             "note: CT log {} entry {}: {} {} for {} was announced by intent record {} and never issued: {why}",
             c.log_id,
             c.leaf_index,
-            if c.entry_type == "precert" { "precertificate" } else { "certificate" },
+            if c.entry_type == "precert" {
+                "precertificate"
+            } else {
+                "certificate"
+            },
             c.serial,
             if c.san.is_empty() { "no SAN" } else { &c.san },
             self.intent_seq,
@@ -379,7 +387,12 @@ mod tests {
         let ca = TestCa::new("Audit Test CA");
         let log = FakeLog::start(log_key()).await;
         let l: Vec<_> = (0..4).map(|i| ca.leaf(&format!("u{i}@example.com"), ISSUER)).collect();
-        log.add(l.iter().enumerate().map(|(i, x)| ca.precert_entry(x, i as u64)).collect());
+        log.add(
+            l.iter()
+                .enumerate()
+                .map(|(i, x)| ca.precert_entry(x, i as u64))
+                .collect(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let index = LogIndex::open(dir.path()).unwrap();
         sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
@@ -389,7 +402,7 @@ mod tests {
         completed.intent_seq = Some(0);
         let mut records = vec![
             intent(0, &l[0]),
-            completed,                 // issued after its intent: counts as issued
+            completed, // issued after its intent: counts as issued
             intent(2, &l[1]),
             abandoned(3, 2, "ct_log"), // the CT log answered too late
             intent(4, &l[2]),          // the process died before any outcome
@@ -397,7 +410,11 @@ mod tests {
         let report = cross_check(&records, &index).unwrap();
         assert_eq!(report.records_checked, 1);
         assert!(report.missing_from_log.is_empty());
-        assert_eq!(report.unrecorded.len(), 1, "entry 3 has neither an intent nor an issued record");
+        assert_eq!(
+            report.unrecorded.len(),
+            1,
+            "entry 3 has neither an intent nor an issued record"
+        );
         assert_eq!(report.unrecorded[0].serial, l[3].serial);
         let found: Vec<(u64, u64, &str)> = report
             .abandoned
@@ -405,12 +422,21 @@ mod tests {
             .map(|a| (a.entry.leaf_index, a.intent_seq, a.outcome()))
             .collect();
         assert_eq!(found, [(1, 2, "abandoned"), (2, 4, "interrupted")]);
-        assert_eq!(report.abandoned[0].abandoned, Some((3, "ct_log: CT log unavailable".to_string())));
+        assert_eq!(
+            report.abandoned[0].abandoned,
+            Some((3, "ct_log: CT log unavailable".to_string()))
+        );
         assert!(!report.ok());
         let lines = report.lines();
         assert_eq!(lines.len(), 3, "{lines:?}");
-        assert!(lines[0].contains("entry 3") && lines[0].contains("did not issue"), "{lines:?}");
-        assert!(lines[1].starts_with("note:") && lines[1].contains("abandoned (record 3: ct_log"), "{lines:?}");
+        assert!(
+            lines[0].contains("entry 3") && lines[0].contains("did not issue"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("note:") && lines[1].contains("abandoned (record 3: ct_log"),
+            "{lines:?}"
+        );
         assert!(lines[2].contains("interrupted"), "{lines:?}");
 
         // Entry 3 announced too: nothing is a finding, the abandoned ones are still listed.
@@ -419,7 +445,10 @@ mod tests {
         assert!(report.ok(), "{:?}", report.lines());
         assert_eq!(report.abandoned.len(), 3);
         let lines = report.lines();
-        assert!(lines[0].contains("agree") && lines[0].contains("3 abandoned issuance(s)"), "{lines:?}");
+        assert!(
+            lines[0].contains("agree") && lines[0].contains("3 abandoned issuance(s)"),
+            "{lines:?}"
+        );
         assert_eq!(lines.len(), 4);
     }
 }

@@ -126,9 +126,15 @@ fn storage(e: impl std::fmt::Display) -> AuditError {
 const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("signed_size", "ALTER TABLE logs ADD COLUMN signed_size INTEGER"),
     ("signed_root", "ALTER TABLE logs ADD COLUMN signed_root BLOB"),
-    ("signed_timestamp", "ALTER TABLE logs ADD COLUMN signed_timestamp INTEGER"),
+    (
+        "signed_timestamp",
+        "ALTER TABLE logs ADD COLUMN signed_timestamp INTEGER",
+    ),
     ("signed_signature", "ALTER TABLE logs ADD COLUMN signed_signature BLOB"),
-    ("signed_verified_at", "ALTER TABLE logs ADD COLUMN signed_verified_at INTEGER"),
+    (
+        "signed_verified_at",
+        "ALTER TABLE logs ADD COLUMN signed_verified_at INTEGER",
+    ),
     ("frontier", "ALTER TABLE logs ADD COLUMN frontier BLOB"),
 ];
 
@@ -239,7 +245,9 @@ impl LogIndex {
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
         let present: Vec<String> = {
-            let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('logs')").map_err(storage)?;
+            let mut stmt = conn
+                .prepare("SELECT name FROM pragma_table_info('logs')")
+                .map_err(storage)?;
             let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(storage)?;
             names.collect::<Result<_, _>>().map_err(storage)?
         };
@@ -344,7 +352,9 @@ impl LogIndex {
             let index: i64 = row.get(0).map_err(storage)?;
             let hash: Vec<u8> = row.get(1).map_err(storage)?;
             if index != n as i64 {
-                return Err(storage(format!("the index lacks leaf {n} of log {log_id}: it was damaged")));
+                return Err(storage(format!(
+                    "the index lacks leaf {n} of log {log_id}: it was damaged"
+                )));
             }
             f(hash
                 .try_into()
@@ -382,7 +392,11 @@ impl LogIndex {
         let Some((prefix, signature, s_root, s_time, s_sig, s_at, frontier)) = row else {
             return Ok(None);
         };
-        let damaged = |what: &str| storage(format!("the stored {what} of log {log_id} is malformed: the index was damaged"));
+        let damaged = |what: &str| {
+            storage(format!(
+                "the stored {what} of log {log_id} is malformed: the index was damaged"
+            ))
+        };
         let prefix_root = crate::sync::unhex32(&prefix.root).ok_or_else(|| damaged("root"))?;
         let signed = match s_root {
             None => SignedHead {
@@ -492,7 +506,13 @@ impl LogIndex {
         let s = c.sth;
         let root_bytes = crate::sync::unhex32(&s.root);
         let (signed_size, signed_root, signed_timestamp, signed_signature, signed_at) = match c.signed {
-            Some(h) => (h.tree_size, h.root.to_vec(), h.timestamp, h.signature.clone(), h.verified_at),
+            Some(h) => (
+                h.tree_size,
+                h.root.to_vec(),
+                h.timestamp,
+                h.signature.clone(),
+                h.verified_at,
+            ),
             None => (
                 s.tree_size,
                 root_bytes.map(|r| r.to_vec()).unwrap_or_default(),

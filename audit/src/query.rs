@@ -314,4 +314,57 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render(&select(&records, &all), Format::Json)).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 4);
     }
+
+    #[test]
+    fn intents_and_abandoned_issuances_are_shown_only_when_asked_for() {
+        let mut intent = issued(1, "x", "y", "push");
+        intent.decision = Decision::Intent;
+        intent.certificate = None;
+        intent.intent = Some(crate::record::Intent {
+            serial: "5eed".into(),
+            tbs_sha256: "00".repeat(32),
+            san: "email:alice@example.com".into(),
+            not_before: 0,
+            not_after: 600,
+            log: "https://ct.example".into(),
+        });
+        let mut abandoned = intent.clone();
+        abandoned.seq = 2;
+        abandoned.decision = Decision::Abandoned;
+        abandoned.intent_seq = Some(1);
+        abandoned.rejection = Some(Rejection {
+            class: "ct_log".into(),
+            message: "CT log unavailable".into(),
+        });
+        let records = vec![issued(0, "https://github.com/acme/app", "r", "push"), intent, abandoned];
+        let seqs = |f: &Filter| select(&records, f).iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&Filter::default()), [0], "issued only by default");
+        let all = Filter {
+            intents: true,
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&all), [0, 1, 2]);
+        let by_serial = Filter {
+            intents: true,
+            serial: Some("0x5EED".into()),
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&by_serial), [1, 2]);
+        let by_identity = Filter {
+            intents: true,
+            identity: Some("alice@*".into()),
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&by_identity), [1, 2]);
+        let csv = render(&select(&records, &all), Format::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(
+            lines[2].contains(",intent,") && lines[2].contains("email:alice@example.com,5eed,"),
+            "{csv}"
+        );
+        assert!(
+            lines[3].contains(",abandoned,") && lines[3].ends_with(",ct_log"),
+            "{csv}"
+        );
+    }
 }

@@ -377,7 +377,10 @@ mod tests {
         let r: Record = serde_json::from_str(OLD).unwrap();
         assert_eq!((r.intent.as_ref(), r.intent_seq), (None, None));
         assert_eq!(serde_json::to_string(&r).unwrap(), OLD);
-        assert_eq!(chain_hash(&[0; 32], serde_json::to_string(&r).unwrap().as_bytes()), chain_hash(&[0; 32], OLD.as_bytes()));
+        assert_eq!(
+            chain_hash(&[0; 32], serde_json::to_string(&r).unwrap().as_bytes()),
+            chain_hash(&[0; 32], OLD.as_bytes())
+        );
     }
 
     #[test]
@@ -391,7 +394,10 @@ mod tests {
             crate::sync::tbs_sha256_of_certificate(&leaf.final_cert).unwrap()
         );
         assert_eq!(intent.tbs_sha256, crate::sync::tbs_sha256(&leaf.log_tbs).unwrap());
-        assert_eq!(Intent::of_tbs(&leaf.log_tbs, "x").unwrap().tbs_sha256, intent.tbs_sha256);
+        assert_eq!(
+            Intent::of_tbs(&leaf.log_tbs, "x").unwrap().tbs_sha256,
+            intent.tbs_sha256
+        );
         assert_eq!(intent.serial, leaf.serial);
         assert_eq!(intent.san, "email:alice@example.com");
         assert_eq!((intent.not_before, intent.not_after), (1_750_000_000, 1_750_000_600));
@@ -408,11 +414,17 @@ mod tests {
         assert!(json.contains(r#""decision":"intent""#), "{json}");
         assert!(!json.contains("intent_seq"), "{json}");
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
-        assert_eq!((r.serial(), r.san()), (Some(leaf.serial.as_str()), Some("email:alice@example.com")));
+        assert_eq!(
+            (r.serial(), r.san()),
+            (Some(leaf.serial.as_str()), Some("email:alice@example.com"))
+        );
         let mut outcome = test_refusal(8);
         outcome.decision = Decision::Abandoned;
         outcome.intent_seq = Some(7);
         let json = serde_json::to_string(&outcome).unwrap();
-        assert!(json.contains(r#""decision":"abandoned""#) && json.contains(r#""intent_seq":7"#), "{json}");
+        assert!(
+            json.contains(r#""decision":"abandoned""#) && json.contains(r#""intent_seq":7"#),
+            "{json}"
+        );
     }
 }

@@ -183,14 +183,18 @@ impl Checkpoint {
                 self.size, self.key_sha256
             )));
         }
-        let head = crate::sync::unhex32(&self.head.to_ascii_lowercase())
-            .ok_or_else(|| AuditError::Setup(format!("the checkpoint of size {}: head is not a hex hash", self.size)))?;
+        let head = crate::sync::unhex32(&self.head.to_ascii_lowercase()).ok_or_else(|| {
+            AuditError::Setup(format!("the checkpoint of size {}: head is not a hex hash", self.size))
+        })?;
         let signature = base64::engine::general_purpose::STANDARD
             .decode(&self.signature)
             .map_err(|_| AuditError::Setup(format!("the checkpoint of size {}: signature is not base64", self.size)))?;
-        let key =
-            PublicKey::from_spki_der(audit_key_spki).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
-        if !key.verify(Hash::Sha256, &checkpoint_signed_data(self.size, &head, self.time_ms), &signature) {
+        let key = PublicKey::from_spki_der(audit_key_spki).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
+        if !key.verify(
+            Hash::Sha256,
+            &checkpoint_signed_data(self.size, &head, self.time_ms),
+            &signature,
+        ) {
             return Err(AuditError::Setup(format!(
                 "the checkpoint of size {} does not carry a valid audit key signature",
                 self.size
@@ -216,8 +220,8 @@ impl Checkpoint {
 
 /// The latest signed checkpoint in the record in `dir`, if any.
 pub fn latest_checkpoint(dir: &Path, audit_key_spki: &[u8]) -> Result<Option<Checkpoint>, AuditError> {
-    let conn = Connection::open_with_flags(db_path(dir), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(storage)?;
+    let conn =
+        Connection::open_with_flags(db_path(dir), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(storage)?;
     let row: Option<(i64, Vec<u8>, i64, Vec<u8>)> = conn
         .query_row(
             "SELECT size, head, time_ms, signature FROM checkpoints ORDER BY size DESC LIMIT 1",
@@ -227,8 +231,16 @@ pub fn latest_checkpoint(dir: &Path, audit_key_spki: &[u8]) -> Result<Option<Che
         .optional()
         .map_err(storage)?;
     row.map(|(size, head, time_ms, signature)| {
-        let head: [u8; 32] = head.try_into().map_err(|_| storage("a stored checkpoint head is not 32 bytes"))?;
-        Ok(Checkpoint::new(size.max(0) as u64, &head, time_ms.max(0) as u64, &signature, audit_key_spki))
+        let head: [u8; 32] = head
+            .try_into()
+            .map_err(|_| storage("a stored checkpoint head is not 32 bytes"))?;
+        Ok(Checkpoint::new(
+            size.max(0) as u64,
+            &head,
+            time_ms.max(0) as u64,
+            &signature,
+            audit_key_spki,
+        ))
     })
     .transpose()
 }
@@ -398,7 +410,12 @@ fn read_spki_file(path: &Path) -> Option<Vec<u8>> {
     let bytes = std::fs::read(path).ok()?;
     match std::str::from_utf8(&bytes) {
         Ok(text) if text.contains("-----BEGIN") => base64::engine::general_purpose::STANDARD
-            .decode(text.lines().filter(|l| !l.starts_with("-----")).collect::<String>().trim())
+            .decode(
+                text.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>()
+                    .trim(),
+            )
             .ok(),
         _ => Some(bytes),
     }
@@ -421,8 +438,8 @@ impl AuditLog {
                 head.0
             )));
         }
-        let key = keyless_ctlog::load_or_create_key(&key_path)
-            .map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
+        let key =
+            keyless_ctlog::load_or_create_key(&key_path).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
         let spki = key.public_key_spki().to_vec();
         // Refuse to extend a record that does not verify: appending would bless the damage.
         let anchor = match &options.checkpoint_export {
@@ -436,7 +453,10 @@ impl AuditLog {
                 dir.display(),
                 anchor
                     .as_ref()
-                    .map(|(p, _)| format!(" (anchored checkpoint {})", p.display()))
+                    .map(|(p, _)| format!(
+                        " (against the anchored checkpoint {}; if the record was restored from a backup on purpose, move that file aside)",
+                        p.display()
+                    ))
                     .unwrap_or_default()
             )));
         }
@@ -1000,7 +1020,11 @@ mod tests {
             "nothing durable was lost or duplicated in between"
         );
         assert_eq!(records[seq as usize].rejection.as_ref().unwrap().message, "after");
-        assert_eq!(report.count("intent"), committed + 2, "every acknowledged durable record, once");
+        assert_eq!(
+            report.count("intent"),
+            committed + 2,
+            "every acknowledged durable record, once"
+        );
     }
 
     #[tokio::test]
@@ -1021,8 +1045,13 @@ mod tests {
         assert_eq!((report.records, report.first_bad), (1, None));
 
         // Forgetting where the key is: refused, and no new key is made beside the record.
-        let err = AuditLog::open(dir.path(), AuditOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("does not exist") && err.contains("restore the key"), "{err}");
+        let err = AuditLog::open(dir.path(), AuditOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("restore the key"),
+            "{err}"
+        );
         assert!(!default_key_path(dir.path()).exists());
         // Another key fails the record's checkpoints, and the published public key stays.
         let other_key = keys.path().join("other.pem");
@@ -1073,14 +1102,24 @@ mod tests {
             .unwrap();
         drop(conn);
         let alone = verify_dir(dir.path(), &key, None).unwrap();
-        assert_eq!((alone.records, alone.first_bad.clone()), (3, None), "undetectable from inside");
+        assert_eq!(
+            (alone.records, alone.first_bad.clone()),
+            (3, None),
+            "undetectable from inside"
+        );
         let against = verify_dir(dir.path(), &key, Some(&cp)).unwrap();
         let (pos, why) = against.first_bad.unwrap();
         assert_eq!(pos, 3);
-        assert!(why.contains("records 3 to 4 were removed together with their checkpoints"), "{why}");
+        assert!(
+            why.contains("records 3 to 4 were removed together with their checkpoints"),
+            "{why}"
+        );
         // The writer refuses to go on from a record that lost anchored records.
         let err = AuditLog::open(dir.path(), options).unwrap_err().to_string();
-        assert!(err.contains("at record 3") && err.contains("anchored checkpoint"), "{err}");
+        assert!(
+            err.contains("at record 3") && err.contains("anchored checkpoint"),
+            "{err}"
+        );
 
         // A checkpoint the audit key did not sign proves nothing: an error, not a finding.
         let mut forged = cp.clone();
@@ -1093,6 +1132,9 @@ mod tests {
         assert!(err.contains("signed by audit key"), "{err}");
         std::fs::write(&anchor, "{}").unwrap();
         let err = Checkpoint::read(&anchor).unwrap_err().to_string();
-        assert!(err.contains("checkpoint.json") && err.contains("not a checkpoint"), "{err}");
+        assert!(
+            err.contains("checkpoint.json") && err.contains("not a checkpoint"),
+            "{err}"
+        );
     }
 }

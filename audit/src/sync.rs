@@ -98,8 +98,8 @@ fn strip_ct_extensions(tbs: &[u8]) -> Option<Vec<u8>> {
 /// an `intent` record carries, equal to [`tbs_sha256_of_certificate`] of the final certificate
 /// and of its precertificate, and to the CT log entry's.
 pub fn tbs_sha256(tbs_der: &[u8]) -> Result<String, AuditError> {
-    let stripped = strip_ct_extensions(tbs_der)
-        .ok_or_else(|| AuditError::Setup("a TBSCertificate is not valid DER".into()))?;
+    let stripped =
+        strip_ct_extensions(tbs_der).ok_or_else(|| AuditError::Setup("a TBSCertificate is not valid DER".into()))?;
     Ok(hex(&sha256(&stripped)))
 }
 
@@ -678,7 +678,11 @@ fn kept(e: AuditError, verified: u64, committed: u64) -> AuditError {
     if committed == 0 {
         return e;
     }
-    let note = |m: String| format!("{m} (the {committed} entries verified before this are kept: the index covers {verified}, and the next sync resumes there)");
+    let note = |m: String| {
+        format!(
+            "{m} (the {committed} entries verified before this are kept: the index covers {verified}, and the next sync resumes there)"
+        )
+    };
     match e {
         AuditError::Setup(m) => AuditError::Setup(note(m)),
         AuditError::Storage(m) => AuditError::Storage(note(m)),
@@ -698,7 +702,15 @@ pub async fn sync(
     ca_chain_der: &[Vec<u8>],
     progress: bool,
 ) -> Result<SyncReport, AuditError> {
-    sync_with_limits(index, log_url, log_key_spki, ca_chain_der, progress, &SyncLimits::default()).await
+    sync_with_limits(
+        index,
+        log_url,
+        log_key_spki,
+        ca_chain_der,
+        progress,
+        &SyncLimits::default(),
+    )
+    .await
 }
 
 /// [`sync`] within `limits`. The tree head must verify with the log key, extend the last one
@@ -801,7 +813,15 @@ pub async fn sync_with_limits(
                 client.base
             )));
         }
-        check_growth(&client.base, 0, sth.tree_size, t0, "since entry 0 was logged", now, limits)?;
+        check_growth(
+            &client.base,
+            0,
+            sth.tree_size,
+            t0,
+            "since entry 0 was logged",
+            now,
+            limits,
+        )?;
     }
 
     // The verified prefix: its size, root and frontier, checked against each other.
@@ -859,9 +879,7 @@ pub async fn sync_with_limits(
     loop {
         let next = frontier.size();
         // One chunk: [next, end), cut short by the deadline.
-        let chunk_end = next
-            .saturating_add(limits.chunk_entries.max(1))
-            .min(budget_end);
+        let chunk_end = next.saturating_add(limits.chunk_entries.max(1)).min(budget_end);
         let mut chunk = frontier.clone();
         let mut leaves = Vec::new();
         let mut certificates = Vec::new();
@@ -889,7 +907,13 @@ pub async fn sync_with_limits(
             }
             for e in entries.iter().take((end - pos + 1) as usize) {
                 let at = chunk.size();
-                let bad = |what: &str| kept(AuditError::Log(format!("entry {at}: {what} is not base64")), next, next - first);
+                let bad = |what: &str| {
+                    kept(
+                        AuditError::Log(format!("entry {at}: {what} is not base64")),
+                        next,
+                        next - first,
+                    )
+                };
                 let leaf_input = STANDARD.decode(&e.leaf_input).map_err(|_| bad("leaf_input"))?;
                 let extra = STANDARD.decode(&e.extra_data).map_err(|_| bad("extra_data"))?;
                 let h = merkle::leaf_hash(&leaf_input);
@@ -1702,7 +1726,10 @@ mod tests {
         }
         let again = Frontier::from_parts(frontier.size(), frontier.nodes().to_vec()).unwrap();
         assert_eq!(again, frontier);
-        assert!(Frontier::from_parts(70, vec![[0; 32]]).is_none(), "70 has three set bits");
+        assert!(
+            Frontier::from_parts(70, vec![[0; 32]]).is_none(),
+            "70 has three set bits"
+        );
     }
 
     fn limits(chunk: u64, max_entries: u64) -> SyncLimits {
@@ -1736,22 +1763,32 @@ mod tests {
         // A first sync of a log claiming 2^40 entries, whose entry 0 is an hour old.
         log.state.lock().unwrap().claim = Some(1 << 40);
         let started = std::time::Instant::now();
-        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         let msg = err.to_string();
         assert!(matches!(err, AuditError::Log(_)), "{msg}");
         assert!(msg.contains("implausible tree head"), "{msg}");
-        assert!(msg.contains(&(1u64 << 40).to_string()) && msg.contains("since entry 0"), "{msg}");
+        assert!(
+            msg.contains(&(1u64 << 40).to_string()) && msg.contains("since entry 0"),
+            "{msg}"
+        );
         assert!(msg.contains("10000 entries/s"), "{msg}");
         assert!(index.logs().unwrap().is_empty());
-        assert!(log.state.lock().unwrap().entries_requests <= 1, "only entry 0 was fetched");
+        assert!(
+            log.state.lock().unwrap().entries_requests <= 1,
+            "only entry 0 was fetched"
+        );
 
         // After an honest sync, the same claim is refused against the verified tree head.
         log.state.lock().unwrap().claim = None;
         sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
         let good = index.verified_sth(&log_id).unwrap().unwrap();
         log.state.lock().unwrap().claim = Some(1 << 40);
-        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("implausible tree head"), "{msg}");
         assert!(msg.contains("more than 3 in the tree head verified"), "{msg}");
@@ -1764,7 +1801,9 @@ mod tests {
             s.claim = None;
             s.sth_timestamp = crate::store::now_ms() + 86_400_000;
         }
-        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("ahead of this clock"), "{err}");
         assert_eq!(index.verified_sth(&log_id).unwrap().unwrap(), good);
     }
@@ -1783,7 +1822,12 @@ mod tests {
             .unwrap();
         assert_eq!(first.stopped, Some(Stopped::EntryLimit));
         assert_eq!(
-            (first.previous_size, first.tree_size, first.signed_size, first.new_entries),
+            (
+                first.previous_size,
+                first.tree_size,
+                first.signed_size,
+                first.new_entries
+            ),
             (0, 20, 50, 20)
         );
         assert_eq!(first.new_certificates, 20);
@@ -1804,7 +1848,12 @@ mod tests {
         let second = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
         assert_eq!(second.stopped, None);
         assert_eq!(
-            (second.previous_size, second.tree_size, second.signed_size, second.new_entries),
+            (
+                second.previous_size,
+                second.tree_size,
+                second.signed_size,
+                second.new_entries
+            ),
             (20, 51, 51, 31)
         );
         let done = index.verified_sth(&log_id).unwrap().unwrap();
@@ -1836,7 +1885,10 @@ mod tests {
         // Served faithfully again, the next run picks up at 24.
         log.state.lock().unwrap().corrupt = None;
         let report = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
-        assert_eq!((report.previous_size, report.tree_size, report.new_entries), (24, 50, 26));
+        assert_eq!(
+            (report.previous_size, report.tree_size, report.new_entries),
+            (24, 50, 26)
+        );
         assert_eq!(index.certificates().unwrap().len(), 50);
     }
 
@@ -1886,7 +1938,11 @@ mod tests {
         let report = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits)
             .await
             .unwrap();
-        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(report.stopped, Some(Stopped::TimeLimit));
         assert!(report.tree_size > 0 && report.tree_size < 200, "{report:?}");
         let stored = index.verified_sth(&log_id).unwrap().unwrap();
@@ -1895,7 +1951,10 @@ mod tests {
 
         log.state.lock().unwrap().entries_delay = Duration::ZERO;
         let rest = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
-        assert_eq!((rest.previous_size, rest.tree_size, rest.stopped), (report.tree_size, 200, None));
+        assert_eq!(
+            (rest.previous_size, rest.tree_size, rest.stopped),
+            (report.tree_size, 200, None)
+        );
     }
 
     #[tokio::test]
@@ -1918,10 +1977,14 @@ mod tests {
         assert_eq!((report.previous_size, report.tree_size), (7, 8));
         // A damaged leaf is noticed instead of silently extending a wrong tree.
         let conn = rusqlite::Connection::open(crate::index::index_path(dir.path())).unwrap();
-        conn.execute_batch("UPDATE logs SET frontier = NULL; UPDATE leaves SET hash = zeroblob(32) WHERE leaf_index = 3")
-            .unwrap();
+        conn.execute_batch(
+            "UPDATE logs SET frontier = NULL; UPDATE leaves SET hash = zeroblob(32) WHERE leaf_index = 3",
+        )
+        .unwrap();
         drop(conn);
-        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap_err();
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
     }
 }

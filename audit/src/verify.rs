@@ -89,7 +89,9 @@ pub(crate) fn verify_db(
 ) -> Result<VerifyReport, AuditError> {
     let storage = |e: rusqlite::Error| AuditError::Storage(e.to_string());
     let key = PublicKey::from_spki_der(audit_key_spki).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
-    let anchored = anchor.map(|a| a.verify(audit_key_spki).map(|head| (a, head))).transpose()?;
+    let anchored = anchor
+        .map(|a| a.verify(audit_key_spki).map(|head| (a, head)))
+        .transpose()?;
     let mut report = VerifyReport::default();
     // Every record's hash by position, as recomputed from the chain (not as stored).
     let mut hashes: Vec<[u8; 32]> = Vec::new();
@@ -259,6 +261,8 @@ mod tests {
         let dir = written();
         let report = verify_dir(dir.path(), &spki(dir.path()), None).unwrap();
         assert_eq!(report.records, 5);
+        assert_eq!((report.count("rejected"), report.count("issued")), (5, 0));
+        assert_eq!(report.kinds_line(), "0 issued, 5 refused");
         assert!(report.checkpoints >= 3);
         assert_eq!(report.first_bad, None);
         // And the writer accepts to continue it.
@@ -275,7 +279,9 @@ mod tests {
         assert_eq!(r.first_bad.as_ref().map(|b| b.0), Some(2), "{r:?}");
         assert!(r.first_bad.unwrap().1.contains("changed"));
         // The writer refuses to extend a damaged record.
-        let err = AuditLog::open(edit.path(), AuditOptions::default()).unwrap_err().to_string();
+        let err = AuditLog::open(edit.path(), AuditOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("record 2"), "{err}");
 
         let delete = written();
