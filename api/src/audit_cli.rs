@@ -10,7 +10,7 @@ use clap::Subcommand;
 use keyless_audit::index::LogIndex;
 use keyless_audit::query::{Filter, Format};
 use keyless_audit::store::{Checkpoint, audit_dir, public_key_path, read_records};
-use keyless_audit::sync::{Stopped, SyncLimits};
+use keyless_audit::sync::{StopReason, SyncLimits};
 use keyless_audit::{CertSummary, state};
 use keyless_config::{Config, CtLogConfig};
 
@@ -250,12 +250,12 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     report.new_entries,
                     report.new_certificates,
                     match why {
-                        Stopped::EntryLimit => "entry limit",
-                        Stopped::TimeLimit => "time limit",
+                        StopReason::EntryLimit => "entry limit",
+                        StopReason::TimeLimit => "time limit",
                     },
                     match why {
-                        Stopped::EntryLimit => format!("--max-entries {max_entries}"),
-                        Stopped::TimeLimit => format!("--max-time {}s", max_time.as_secs()),
+                        StopReason::EntryLimit => format!("--max-entries {max_entries}"),
+                        StopReason::TimeLimit => format!("--max-time {}s", max_time.as_secs()),
                     }
                 ),
             }

@@ -41,7 +41,7 @@ pub struct SyncReport {
     /// The size of the signed tree head being followed (`tree_size` once complete).
     pub signed_size: u64,
     /// Why the run stopped before reaching `signed_size`; `None` when it did.
-    pub stopped: Option<Stopped>,
+    pub stopped: Option<StopReason>,
 }
 
 /// Entries asked for per `get-entries` call (logs may return fewer).
@@ -640,7 +640,7 @@ const MAX_STH_AGE_MS: u64 = 86_400_000;
 /// Why a run stopped before the signed tree head was fully fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stopped {
+pub enum StopReason {
     /// `SyncLimits::max_entries` reached.
     EntryLimit,
     /// `SyncLimits::max_duration` reached.
@@ -1018,11 +1018,11 @@ pub async fn sync_with_limits(
             break;
         }
         if out_of_time || std::time::Instant::now() >= deadline {
-            report.stopped = Some(Stopped::TimeLimit);
+            report.stopped = Some(StopReason::TimeLimit);
             break;
         }
         if size >= budget_end {
-            report.stopped = Some(Stopped::EntryLimit);
+            report.stopped = Some(StopReason::EntryLimit);
             break;
         }
     }
@@ -1820,7 +1820,7 @@ mod tests {
         let first = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits(8, 20))
             .await
             .unwrap();
-        assert_eq!(first.stopped, Some(Stopped::EntryLimit));
+        assert_eq!(first.stopped, Some(StopReason::EntryLimit));
         assert_eq!(
             (
                 first.previous_size,
@@ -1943,7 +1943,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(report.stopped, Some(Stopped::TimeLimit));
+        assert_eq!(report.stopped, Some(StopReason::TimeLimit));
         assert!(report.tree_size > 0 && report.tree_size < 200, "{report:?}");
         let stored = index.verified_sth(&log_id).unwrap().unwrap();
         assert_eq!(stored.tree_size, report.tree_size);
