@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use keyless_audit::index::LogIndex;
 use keyless_audit::query::{Filter, Format};
-use keyless_audit::store::{audit_dir, public_key_path, read_records};
+use keyless_audit::store::{Checkpoint, audit_dir, public_key_path, read_records};
+use keyless_audit::sync::{StopReason, SyncLimits};
 use keyless_audit::{CertSummary, state};
 use keyless_config::{Config, CtLogConfig};
 
@@ -25,6 +26,11 @@ pub enum AuditCommand {
         /// kept elsewhere: someone who can rewrite the record can also replace that file.
         #[arg(long)]
         audit_key: Option<PathBuf>,
+        /// A signed checkpoint kept outside the record (`audit.checkpoint_export`, or a witness's
+        /// copy of it): the record must contain that size with that head. Only this catches the
+        /// last records removed together with their checkpoints.
+        #[arg(long, value_name = "FILE")]
+        against: Option<PathBuf>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -44,6 +50,12 @@ pub enum AuditCommand {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Entries fetched in this run at most; the next run resumes where it stopped.
+        #[arg(long, default_value_t = SyncLimits::default().max_entries)]
+        max_entries: u64,
+        /// Time this run spends at most (`90s`, `10m`, `1h`); the next run resumes.
+        #[arg(long, default_value = "10m", value_parser = keyless_config::parse_duration)]
+        max_time: std::time::Duration,
     },
     /// Every issued certificate in the record is in the synced log, and every certificate in
     /// the log that chains to this CA is in the record.
@@ -87,6 +99,10 @@ pub enum AuditCommand {
         /// Include refused requests.
         #[arg(long)]
         rejected: bool,
+        /// Include `intent` records (written before a precertificate goes to CT) and `abandoned`
+        /// ones (issuances that did not complete).
+        #[arg(long)]
+        intents: bool,
         /// `table`, `csv` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
@@ -157,15 +173,28 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify {
             config,
             audit_key,
+            against,
             json,
         } => {
             let (_, dir) = load(&config)?;
             let key = pem_der(&audit_key.unwrap_or_else(|| public_key_path(&dir)))?;
-            let report = keyless_audit::verify::verify_dir(&dir, &key)?;
+            let anchor = against.as_deref().map(Checkpoint::read).transpose()?;
+            let report =
+                keyless_audit::verify::verify_dir(&dir, &key, anchor.as_ref()).with_context(|| match &against {
+                    Some(f) => format!("checking against {}", f.display()),
+                    None => "verifying the issuance record".into(),
+                })?;
             let lines = match &report.first_bad {
                 None => vec![format!(
-                    "the issuance record verifies: {} records, {} signed checkpoints",
-                    report.records, report.checkpoints
+                    "the issuance record verifies: {} records ({}), {} signed checkpoints{}",
+                    report.records,
+                    report.kinds_line(),
+                    report.checkpoints,
+                    match (&against, report.anchor) {
+                        (Some(f), Some((size, _))) =>
+                            format!("; it contains the checkpoint of size {size} in {}", f.display()),
+                        _ => String::new(),
+                    }
                 )],
                 Some((seq, why)) => vec![format!("record {seq}: {why}")],
             };
@@ -182,6 +211,8 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             log,
             log_key,
             quiet,
+            max_entries,
+            max_time,
         } => {
             let (cfg, dir) = load(&config)?;
             let (url, spki) = match (log, log_key) {
@@ -198,11 +229,36 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let chain = ca_chain(&cfg)?;
             let index = LogIndex::open(&dir)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let report = rt.block_on(keyless_audit::sync::sync(&index, &url, &spki, &chain, !quiet))?;
-            println!(
-                "{url}: tree head of size {} verified (was {}); {} new entries, {} new certificates from this CA",
-                report.tree_size, report.previous_size, report.new_entries, report.new_certificates
-            );
+            let limits = SyncLimits {
+                max_entries,
+                max_duration: max_time,
+                ..SyncLimits::default()
+            };
+            let report = rt.block_on(keyless_audit::sync::sync_with_limits(
+                &index, &url, &spki, &chain, !quiet, &limits,
+            ))?;
+            match report.stopped {
+                None => println!(
+                    "{url}: tree head of size {} verified (was {}); {} new entries, {} new certificates from this CA",
+                    report.tree_size, report.previous_size, report.new_entries, report.new_certificates
+                ),
+                Some(why) => println!(
+                    "{url}: {} of {} entries verified (was {}); {} new entries, {} new certificates from this CA; stopped at the {} ({}): run `keyless audit sync` again to continue",
+                    report.tree_size,
+                    report.signed_size,
+                    report.previous_size,
+                    report.new_entries,
+                    report.new_certificates,
+                    match why {
+                        StopReason::EntryLimit => "entry limit",
+                        StopReason::TimeLimit => "time limit",
+                    },
+                    match why {
+                        StopReason::EntryLimit => format!("--max-entries {max_entries}"),
+                        StopReason::TimeLimit => format!("--max-time {}s", max_time.as_secs()),
+                    }
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::CrossCheck { config, json } => {
@@ -233,6 +289,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             until,
             serial,
             rejected,
+            intents,
             format,
         } => {
             let (_, dir) = load(&config)?;
@@ -246,6 +303,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 until_ms: time_arg("until", until)?,
                 serial,
                 rejected,
+                intents,
             };
             let records = read_records(&dir)?;
             let selected = keyless_audit::query::select(&records, &filter);
@@ -311,5 +369,114 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             rt.block_on(crate::review::serve(cfg, dir, listen, token))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyless_audit::record::{Decision, Record, Rejection};
+    use keyless_audit::store::{AuditLog, AuditOptions};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch() -> Scratch {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).unwrap();
+        let dir = std::env::temp_dir().join(format!("keyless-audit-cli-{}", keyless_audit::record::hex(&random)));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn refusal(n: u64) -> Record {
+        Record {
+            seq: 0,
+            time_ms: 1_700_000_000_000 + n,
+            request_id: format!("r{n}"),
+            issuer: None,
+            subject: None,
+            claims_sha256: None,
+            key_sha256: None,
+            decision: Decision::Rejected,
+            rule: "token".into(),
+            certificate: None,
+            rejection: Some(Rejection {
+                class: "token".into(),
+                message: format!("refusal {n}"),
+            }),
+            intent: None,
+            intent_seq: None,
+        }
+    }
+
+    #[test]
+    fn verify_against_an_anchor_catches_what_verify_alone_cannot() {
+        let dir = scratch();
+        let config = dir.0.join("keyless.yaml");
+        std::fs::write(&config, "data_dir: data\n").unwrap();
+        let record = audit_dir(&dir.0.join("data"));
+        let anchor = dir.0.join("anchor.json");
+        let log = AuditLog::open(
+            &record,
+            AuditOptions {
+                checkpoint_export: Some(anchor.clone()),
+                ..AuditOptions::default()
+            },
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for n in 0..4 {
+            rt.block_on(log.append_durable(refusal(n))).unwrap();
+        }
+        let stopped = log.stopped();
+        drop(log);
+        assert!(stopped.wait(std::time::Duration::from_secs(5)));
+        let verify = |against: Option<&Path>| {
+            run(AuditCommand::Verify {
+                config: config.clone(),
+                audit_key: None,
+                against: against.map(Path::to_path_buf),
+                json: false,
+            })
+            .unwrap()
+        };
+        assert_eq!(verify(None), ExitCode::SUCCESS);
+        assert_eq!(verify(Some(&anchor)), ExitCode::SUCCESS);
+
+        // The last two records removed together with the checkpoints that signed them.
+        rusqlite::Connection::open(keyless_audit::store::db_path(&record))
+            .unwrap()
+            .execute_batch("DELETE FROM records WHERE seq >= 2; DELETE FROM checkpoints WHERE size > 2;")
+            .unwrap();
+        assert_eq!(
+            verify(None),
+            ExitCode::SUCCESS,
+            "the shorter record is consistent in itself"
+        );
+        assert_eq!(verify(Some(&anchor)), ExitCode::from(1));
+        let saved = state::load(&record, "verify").unwrap();
+        assert!(!saved.ok);
+        assert!(
+            saved.lines[0].contains("removed together with their checkpoints"),
+            "{:?}",
+            saved.lines
+        );
+        // An unreadable anchor means the check could not run.
+        std::fs::write(&anchor, "not json").unwrap();
+        let err = run(AuditCommand::Verify {
+            config: config.clone(),
+            audit_key: None,
+            against: Some(anchor.clone()),
+            json: false,
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not a checkpoint"), "{err:#}");
     }
 }

@@ -176,7 +176,21 @@ fn inclusion(index: Option<&LogIndex>, r: &Record) -> (String, &'static str) {
                 "ok",
             )
         }
-        Ok(_) => ("not in the synced log".into(), "bad"),
+        Ok(_) => {
+            // As `audit cross-check` judges it: only a tree head well past the SCT must hold it.
+            let synced = c
+                .sct_log_id
+                .as_deref()
+                .and_then(|id| index.verified_sth(id).ok().flatten());
+            let logged_at = c.sct_timestamp.unwrap_or_else(|| c.not_before.max(0) as u64 * 1000);
+            match synced {
+                None => ("its log is not synced".into(), "muted"),
+                Some(s) if s.timestamp <= logged_at.saturating_add(keyless_audit::crosscheck::GRACE_MS) => {
+                    ("not yet in the synced tree head".into(), "muted")
+                }
+                Some(_) => ("not in the synced log".into(), "bad"),
+            }
+        }
         Err(_) => ("index unreadable".into(), "bad"),
     }
 }
@@ -204,20 +218,27 @@ async fn index(State(page): State<Arc<Page>>, Query(p): Query<Params>) -> Respon
     let mut body = String::new();
     let _ = write!(
         body,
-        "<section><h2>Checks</h2><ul>{}{}</ul><p class=muted>Record: {} decisions ({} issued, {} refused). CA chain: {}.{}</p></section>",
+        "<section><h2>Checks</h2><ul>{}{}</ul><p class=muted>Record: {} records ({} issued, {} refused, {} intents, {} abandoned). CA chain: {}.{}</p></section>",
         check_state("audit verify", state::load(&page.dir, "verify")),
         check_state("audit cross-check", state::load(&page.dir, "cross-check")),
         records.len(),
-        records.iter().filter(|r| r.decision == Decision::Issued).count(),
-        records.iter().filter(|r| r.decision == Decision::Rejected).count(),
+        count(&records, Decision::Issued),
+        count(&records, Decision::Rejected),
+        count(&records, Decision::Intent),
+        count(&records, Decision::Abandoned),
         esc(&page.ca_name),
         match idx.as_ref().and_then(|i| i.logs().ok()) {
             Some(logs) => logs
                 .iter()
                 .map(|l| format!(
-                    " Log {} synced to {} entries at {}.",
+                    " Log {} synced to {} entries{} at {}.",
                     esc(&l.url),
                     l.tree_size,
+                    if l.signed_size > l.tree_size {
+                        format!(" of {} (sync in progress)", l.signed_size)
+                    } else {
+                        String::new()
+                    },
                     esc(&rfc3339(l.verified_at))
                 ))
                 .collect::<String>(),
@@ -278,6 +299,7 @@ async fn index(State(page): State<Arc<Page>>, Query(p): Query<Params>) -> Respon
         );
     }
     body.push_str("</tbody></table></section>");
+    body.push_str(&unfinished_section(&records));
     // Narrow the rows while typing an identity; the form still filters on the server.
     body.push_str(
         "<script>(function(){var box=document.getElementById('identity');var rows=document.querySelectorAll('#certs tbody tr');\
@@ -286,6 +308,57 @@ async fn index(State(page): State<Arc<Page>>, Query(p): Query<Params>) -> Respon
          document.getElementById('count').textContent=n+' certificates';});})();</script>",
     );
     layout("Issuance review", &body).into_response()
+}
+
+fn count(records: &[Record], decision: Decision) -> usize {
+    records.iter().filter(|r| r.decision == decision).count()
+}
+
+/// Issuances announced by an `intent` record that were not issued: `abandoned` ones with why,
+/// and intents with no outcome yet (in flight, or interrupted by a crash).
+fn unfinished_section(records: &[Record]) -> String {
+    let closed: std::collections::HashSet<u64> = records
+        .iter()
+        .filter(|r| matches!(r.decision, Decision::Issued | Decision::Abandoned))
+        .filter_map(|r| r.intent_seq)
+        .collect();
+    let rows: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.decision == Decision::Abandoned || (r.decision == Decision::Intent && !closed.contains(&r.seq)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<section><h2>Unfinished issuances</h2><p class=muted>Precertificates announced to a CT log by an intent record but not issued. They may be in the log; `audit cross-check` lists them apart from its findings.</p>\
+         <table id=unfinished><thead><tr><th>Record</th><th>Kind</th><th>Time</th><th>Identity</th><th>Serial</th><th>Log</th><th>Outcome</th></tr></thead><tbody>",
+    );
+    for r in rows {
+        let outcome = match (&r.decision, &r.rejection) {
+            (Decision::Abandoned, Some(j)) => format!(
+                "abandoned{}: {}: {}",
+                r.intent_seq.map(|i| format!(" (intent {i})")).unwrap_or_default(),
+                j.class,
+                j.message
+            ),
+            (Decision::Abandoned, None) => "abandoned".into(),
+            _ => "no outcome recorded (in flight, or interrupted)".into(),
+        };
+        let _ = write!(
+            out,
+            "<tr data-kind=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=mono>{}</td><td class=mono>{}</td><td class=mono>{}</td><td>{}</td></tr>",
+            r.decision.as_str(),
+            r.seq,
+            r.decision.as_str(),
+            esc(&rfc3339(r.time_ms)),
+            esc(r.san().or(r.subject.as_deref()).unwrap_or_default()),
+            esc(r.serial().unwrap_or_default()),
+            esc(r.intent.as_ref().map(|i| i.log.as_str()).unwrap_or_default()),
+            esc(&outcome)
+        );
+    }
+    out.push_str("</tbody></table></section>");
+    out
 }
 
 const PALETTE: [&str; 6] = ["#3b6fd8", "#d8833b", "#2e9e6a", "#a24fc9", "#c93b55", "#6b7280"];
@@ -370,7 +443,7 @@ fn issuance_chart(records: &[Record]) -> String {
 /// Horizontal bars of refusals per reason class.
 fn rejection_chart(records: &[Record]) -> String {
     let mut by: BTreeMap<&str, u32> = BTreeMap::new();
-    for r in records {
+    for r in records.iter().filter(|r| r.decision == Decision::Rejected) {
         if let Some(j) = &r.rejection {
             *by.entry(j.class.as_str()).or_default() += 1;
         }
@@ -399,6 +472,43 @@ fn rejection_chart(records: &[Record]) -> String {
     svg + "</svg>"
 }
 
+/// The page of a serial that was announced (intent) but never issued.
+fn intent_detail(records: &[Record], serial: &str) -> Option<Response> {
+    let intent = records
+        .iter()
+        .find(|r| r.decision == Decision::Intent && r.intent.as_ref().is_some_and(|i| i.serial == serial))?;
+    let i = intent.intent.as_ref()?;
+    let outcome = records
+        .iter()
+        .find(|r| r.decision == Decision::Abandoned && r.intent_seq == Some(intent.seq));
+    let outcome = match outcome.and_then(|o| o.rejection.as_ref().map(|j| (o.seq, j))) {
+        Some((seq, j)) => format!("abandoned (record {seq}): {}: {}", j.class, j.message),
+        None => "no outcome recorded (in flight, or interrupted)".into(),
+    };
+    let body = format!(
+        "<section><h2>Intended certificate <span class=mono id=serial>{}</span></h2><table id=facts>\
+         <tr><th>Kind</th><td id=kind>intent</td></tr>\
+         <tr><th>Identity (SAN)</th><td class=mono id=san>{}</td></tr>\
+         <tr><th>Issuer</th><td id=issuer>{}</td></tr>\
+         <tr><th>Valid</th><td>{} to {}</td></tr>\
+         <tr><th>CT log</th><td class=mono>{}</td></tr>\
+         <tr><th>TBS SHA-256</th><td class=mono>{}</td></tr>\
+         <tr><th>Request</th><td class=mono>{} · record {}</td></tr>\
+         <tr><th>Outcome</th><td id=outcome>{}</td></tr></table></section>",
+        esc(&i.serial),
+        esc(&i.san),
+        esc(intent.issuer.as_deref().unwrap_or_default()),
+        esc(&rfc3339(i.not_before.max(0) as u64 * 1000)),
+        esc(&rfc3339(i.not_after.max(0) as u64 * 1000)),
+        esc(&i.log),
+        esc(&i.tbs_sha256),
+        esc(&intent.request_id),
+        intent.seq,
+        esc(&outcome)
+    );
+    Some(layout(&format!("Intended certificate {}", i.serial), &body).into_response())
+}
+
 async fn detail(State(page): State<Arc<Page>>, UrlPath(serial): UrlPath<String>) -> Response {
     let records = match read_records(&page.dir) {
         Ok(r) => r,
@@ -408,6 +518,9 @@ async fn detail(State(page): State<Arc<Page>>, UrlPath(serial): UrlPath<String>)
         .iter()
         .find(|r| r.certificate.as_ref().is_some_and(|c| c.serial == serial))
     else {
+        if let Some(page) = intent_detail(&records, &serial) {
+            return page;
+        }
         return (
             StatusCode::NOT_FOUND,
             layout(
@@ -432,7 +545,7 @@ async fn detail(State(page): State<Arc<Page>>, UrlPath(serial): UrlPath<String>)
          <tr><th>Issuer</th><td id=issuer>{}</td></tr>\
          <tr><th>Valid</th><td>{} to {}</td></tr>\
          <tr><th>Decided by</th><td>{}</td></tr>\
-         <tr><th>Request</th><td class=mono>{} · record {}</td></tr>\
+         <tr><th>Request</th><td class=mono>{} · record {}{}</td></tr>\
          <tr><th>Key (SHA-256 of SPKI)</th><td class=mono>{}</td></tr>\
          <tr><th>Token claims (SHA-256)</th><td class=mono>{}</td></tr>\
          <tr><th>Certificate SHA-256</th><td class=mono>{}</td></tr>\
@@ -446,6 +559,9 @@ async fn detail(State(page): State<Arc<Page>>, UrlPath(serial): UrlPath<String>)
         esc(&r.rule),
         esc(&r.request_id),
         r.seq,
+        r.intent_seq
+            .map(|i| format!(" · intent record {i}"))
+            .unwrap_or_default(),
         esc(r.key_sha256.as_deref().unwrap_or("-")),
         esc(r.claims_sha256.as_deref().unwrap_or("-")),
         esc(&c.sha256),

@@ -311,6 +311,8 @@ fn record_refusal(state: &AppState, request_id: &str, seen: Seen, err: &ApiError
             class: err.class().to_string(),
             message,
         }),
+        intent: None,
+        intent_seq: None,
     });
 }
 
@@ -378,6 +380,8 @@ async fn issue(
             rule,
             certificate: Some(facts),
             rejection: None,
+            intent: None,
+            intent_seq: None,
         };
         audit
             .append_durable(record)

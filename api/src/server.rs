@@ -358,7 +358,13 @@ fn open_audit(config: &Config) -> anyhow::Result<Option<keyless_audit::store::Au
         keyless_config::AuditExport::File(p) => keyless_audit::store::Export::File(p.clone()),
     });
     let dir = keyless_audit::store::audit_dir(&config.data_dir);
-    let log = keyless_audit::store::AuditLog::open(&dir, export).context("opening the issuance record")?;
+    let options = keyless_audit::store::AuditOptions {
+        key: config.audit.key.clone(),
+        export,
+        checkpoint_export: config.audit.checkpoint_export.clone(),
+        refusal_queue: config.audit.refusal_queue,
+    };
+    let log = keyless_audit::store::AuditLog::open(&dir, options).context("opening the issuance record")?;
     tracing::info!(dir = %dir.display(), "recording every decision in the issuance record");
     Ok(Some(log))
 }

@@ -5,6 +5,11 @@
 //! - every logged certificate that chains to this CA must be in the record: one that is not was
 //!   signed with the CA key outside the service.
 //!
+//! A logged precertificate announced by an `intent` record but never issued (the CT log or the
+//! signer failed, the client went away) is reported as an abandoned issuance, apart from the
+//! findings: the service knew about it. Only an entry with neither an intent nor an issued record
+//! means the CA key signed something the service did not issue.
+//!
 //! Records and entries are matched by the TBS hash without the CT extensions
 //! ([`crate::sync::tbs_sha256_of_certificate`]), which a final certificate and its precertificate
 //! entry share.
@@ -15,7 +20,7 @@ use base64::Engine as _;
 
 use crate::AuditError;
 use crate::index::{IndexedCert, LogIndex};
-use crate::record::Record;
+use crate::record::{Decision, Record};
 use crate::sync::tbs_sha256_of_certificate;
 
 /// How long after its SCT a certificate may still be missing from a tree head: the log's
@@ -36,9 +41,55 @@ pub struct CrossCheckReport {
     pub not_yet_due: u64,
     /// Records whose SCT names a log that was never synced (nothing to check them against).
     pub log_not_synced: u64,
-    /// In a log, chaining to this CA, with no issued record: the CA key signed something the
-    /// service did not issue.
+    /// In a log, chaining to this CA, with neither an issued nor an intent record: the CA key
+    /// signed something the service did not issue.
     pub unrecorded: Vec<IndexedCert>,
+    /// In a log, announced by an intent record, never issued: not a finding.
+    pub abandoned: Vec<AbandonedEntry>,
+}
+
+/// A log entry for an issuance the record announced but did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AbandonedEntry {
+    /// The log entry.
+    pub entry: IndexedCert,
+    /// The `intent` record announcing it.
+    pub intent_seq: u64,
+    /// The `abandoned` record closing the intent, with `class: message`; `None`: the issuance
+    /// was interrupted before any outcome was recorded (a crash, a killed request).
+    pub abandoned: Option<(u64, String)>,
+}
+
+impl AbandonedEntry {
+    /// `abandoned` or `interrupted`.
+    pub fn outcome(&self) -> &'static str {
+        if self.abandoned.is_some() {
+            "abandoned"
+        } else {
+            "interrupted"
+        }
+    }
+
+    fn line(&self) -> String {
+        let c = &self.entry;
+        let why = match &self.abandoned {
+            Some((seq, reason)) => format!("abandoned (record {seq}: {reason})"),
+            None => "interrupted: no outcome was recorded".into(),
+        };
+        format!(
+            "note: CT log {} entry {}: {} {} for {} was announced by intent record {} and never issued: {why}",
+            c.log_id,
+            c.leaf_index,
+            if c.entry_type == "precert" {
+                "precertificate"
+            } else {
+                "certificate"
+            },
+            c.serial,
+            if c.san.is_empty() { "no SAN" } else { &c.san },
+            self.intent_seq,
+        )
+    }
 }
 
 impl CrossCheckReport {
@@ -47,8 +98,15 @@ impl CrossCheckReport {
         self.missing_from_log.is_empty() && self.unrecorded.is_empty()
     }
 
-    /// One line per finding; a summary line when there is none.
+    /// One line per finding (a summary line when there is none), then one note per abandoned
+    /// issuance found in a log.
     pub fn lines(&self) -> Vec<String> {
+        let mut out = self.finding_lines();
+        out.extend(self.abandoned.iter().map(AbandonedEntry::line));
+        out
+    }
+
+    fn finding_lines(&self) -> Vec<String> {
         if self.ok() {
             let mut line = format!(
                 "record and CT logs agree: {} issued record(s), {} logged certificate(s) of this CA",
@@ -60,6 +118,9 @@ impl CrossCheckReport {
             }
             if self.log_not_synced > 0 {
                 notes.push(format!("{} logged to a log that was never synced", self.log_not_synced));
+            }
+            if !self.abandoned.is_empty() {
+                notes.push(format!("{} abandoned issuance(s) in the log", self.abandoned.len()));
             }
             if !notes.is_empty() {
                 line.push_str(&format!(" ({})", notes.join("; ")));
@@ -102,7 +163,33 @@ pub fn cross_check(records: &[Record], index: &LogIndex) -> Result<CrossCheckRep
     }
     let mut report = CrossCheckReport::default();
     let mut recorded: HashSet<String> = HashSet::new();
+    // tbs hash → intent seq; intent seq → its `abandoned` record.
+    let mut intents: HashMap<&str, u64> = HashMap::new();
+    let mut outcomes: HashMap<u64, (u64, String)> = HashMap::new();
     for r in records {
+        match r.decision {
+            Decision::Intent => {
+                if let Some(i) = &r.intent {
+                    intents.insert(i.tbs_sha256.as_str(), r.seq);
+                }
+            }
+            Decision::Abandoned => {
+                if let Some(seq) = r.intent_seq {
+                    let reason = r
+                        .rejection
+                        .as_ref()
+                        .map(|j| format!("{}: {}", j.class, j.message))
+                        .unwrap_or_else(|| "no reason recorded".into());
+                    outcomes.insert(seq, (r.seq, reason));
+                }
+            }
+            _ => {}
+        }
+    }
+    for r in records {
+        if r.decision != Decision::Issued {
+            continue;
+        }
         let Some(c) = &r.certificate else {
             continue;
         };
@@ -134,10 +221,19 @@ pub fn cross_check(records: &[Record], index: &LogIndex) -> Result<CrossCheckRep
         }
     }
     report.log_certificates_checked = logged.len() as u64;
-    report.unrecorded = logged
-        .into_iter()
-        .filter(|c| !recorded.contains(&c.tbs_sha256))
-        .collect();
+    for c in logged {
+        if recorded.contains(&c.tbs_sha256) {
+            continue;
+        }
+        match intents.get(c.tbs_sha256.as_str()) {
+            Some(&intent_seq) => report.abandoned.push(AbandonedEntry {
+                abandoned: outcomes.get(&intent_seq).cloned(),
+                intent_seq,
+                entry: c,
+            }),
+            None => report.unrecorded.push(c),
+        }
+    }
     Ok(report)
 }
 
@@ -163,6 +259,8 @@ mod tests {
             rule: "email".into(),
             certificate: Some(certificate_facts(der, sct, None).unwrap()),
             rejection: None,
+            intent: None,
+            intent_seq: None,
         }
     }
 
@@ -261,5 +359,96 @@ mod tests {
         r.certificate.as_mut().unwrap().der = "bm90IERFUg==".into();
         let err = cross_check(&[r], &index).unwrap_err();
         assert!(err.to_string().contains("record 4"), "{err}");
+    }
+
+    fn intent(seq: u64, leaf: &TestLeaf) -> Record {
+        let mut r = crate::record::test_refusal(seq);
+        r.decision = Decision::Intent;
+        r.rejection = None;
+        r.intent = Some(
+            crate::record::Intent::of_tbs(&crate::sync::testkit::tbs(&leaf.precert), "http://ct.example").unwrap(),
+        );
+        r
+    }
+
+    fn abandoned(seq: u64, intent_seq: u64, class: &str) -> Record {
+        let mut r = crate::record::test_refusal(seq);
+        r.decision = Decision::Abandoned;
+        r.intent_seq = Some(intent_seq);
+        r.rejection = Some(crate::record::Rejection {
+            class: class.into(),
+            message: "CT log unavailable".into(),
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn logged_precertificates_with_an_intent_are_abandoned_issuances_not_findings() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = FakeLog::start(log_key()).await;
+        let l: Vec<_> = (0..4).map(|i| ca.leaf(&format!("u{i}@example.com"), ISSUER)).collect();
+        log.add(
+            l.iter()
+                .enumerate()
+                .map(|(i, x)| ca.precert_entry(x, i as u64))
+                .collect(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        let log_id: [u8; 32] = keyless_ca::keys::sha256(&log.spki());
+        let old = index.verified_sth(&hex(&log_id)).unwrap().unwrap().timestamp - 2 * GRACE_MS;
+        let mut completed = issued(1, &l[0].final_cert, Some((&log_id, old)));
+        completed.intent_seq = Some(0);
+        let mut records = vec![
+            intent(0, &l[0]),
+            completed, // issued after its intent: counts as issued
+            intent(2, &l[1]),
+            abandoned(3, 2, "ct_log"), // the CT log answered too late
+            intent(4, &l[2]),          // the process died before any outcome
+        ];
+        let report = cross_check(&records, &index).unwrap();
+        assert_eq!(report.records_checked, 1);
+        assert!(report.missing_from_log.is_empty());
+        assert_eq!(
+            report.unrecorded.len(),
+            1,
+            "entry 3 has neither an intent nor an issued record"
+        );
+        assert_eq!(report.unrecorded[0].serial, l[3].serial);
+        let found: Vec<(u64, u64, &str)> = report
+            .abandoned
+            .iter()
+            .map(|a| (a.entry.leaf_index, a.intent_seq, a.outcome()))
+            .collect();
+        assert_eq!(found, [(1, 2, "abandoned"), (2, 4, "interrupted")]);
+        assert_eq!(
+            report.abandoned[0].abandoned,
+            Some((3, "ct_log: CT log unavailable".to_string()))
+        );
+        assert!(!report.ok());
+        let lines = report.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].contains("entry 3") && lines[0].contains("did not issue"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("note:") && lines[1].contains("abandoned (record 3: ct_log"),
+            "{lines:?}"
+        );
+        assert!(lines[2].contains("interrupted"), "{lines:?}");
+
+        // Entry 3 announced too: nothing is a finding, the abandoned ones are still listed.
+        records.push(intent(5, &l[3]));
+        let report = cross_check(&records, &index).unwrap();
+        assert!(report.ok(), "{:?}", report.lines());
+        assert_eq!(report.abandoned.len(), 3);
+        let lines = report.lines();
+        assert!(
+            lines[0].contains("agree") && lines[0].contains("3 abandoned issuance(s)"),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 4);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Per log: its last verified signed tree head, every leaf hash (so the root of the next tree head
 //! can be recomputed from the entries themselves rather than taken on the log's word), and the
-//! entries that chain to this CA, decoded. Everything a sync adds lands in one transaction.
+//! entries that chain to this CA, decoded. A sync commits in chunks: each chunk's leaves, its
+//! certificates and the verified prefix `(size, root)` land in one transaction, with the
+//! compact Merkle frontier that lets the next chunk (or the next run) go on in bounded memory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,21 +20,48 @@ pub fn index_path(audit_dir: &Path) -> PathBuf {
     audit_dir.join("index.sqlite")
 }
 
-/// The last verified tree head of a log.
+/// How far a log is verified and indexed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VerifiedSth {
     /// Hex SHA-256 of the log's DER public key (the RFC 6962 log id).
     pub log_id: String,
     /// The log's base URL (without `/ct/v1`), as last synced.
     pub url: String,
-    /// Entries in the tree.
+    /// Entries fetched, verified and indexed: the tree of this size has `root`, proven
+    /// consistent with a signed tree head of the log.
     pub tree_size: u64,
-    /// Merkle root, hex.
+    /// Merkle root of the first `tree_size` entries, hex.
     pub root: String,
-    /// The tree head's timestamp, ms since the epoch.
+    /// The timestamp (ms) of the latest signed tree head whose entries are all indexed (0 before
+    /// the first complete sync): every entry logged before it, minus the MMD, is in the index.
     pub timestamp: u64,
-    /// When a sync verified it, ms since the epoch.
+    /// When a sync last verified it, ms since the epoch.
     pub verified_at: u64,
+    /// The size of the latest signed tree head verified; above `tree_size` while a sync bounded
+    /// by `SyncLimits` has not fetched everything yet.
+    pub signed_size: u64,
+}
+
+/// The latest signed tree head of a log that a sync verified (signature, consistency,
+/// plausibility), whether or not its entries are all fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignedHead {
+    pub(crate) tree_size: u64,
+    pub(crate) root: Hash,
+    pub(crate) timestamp: u64,
+    pub(crate) signature: Vec<u8>,
+    /// When it was verified (local clock), ms.
+    pub(crate) verified_at: u64,
+}
+
+/// What the index knows about one log, for the next sync.
+pub(crate) struct LogProgress {
+    pub(crate) prefix: VerifiedSth,
+    /// The signature of the tree head `prefix.timestamp` belongs to (empty if none).
+    pub(crate) prefix_signature: Vec<u8>,
+    pub(crate) signed: SignedHead,
+    /// The compact frontier of the prefix (perfect subtree roots, largest first), when stored.
+    pub(crate) frontier: Option<Vec<Hash>>,
 }
 
 /// A log entry that chains to this CA.
@@ -93,6 +122,22 @@ fn storage(e: impl std::fmt::Display) -> AuditError {
     AuditError::Storage(e.to_string())
 }
 
+/// Columns added after the first release, with how to add them to an older index.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("signed_size", "ALTER TABLE logs ADD COLUMN signed_size INTEGER"),
+    ("signed_root", "ALTER TABLE logs ADD COLUMN signed_root BLOB"),
+    (
+        "signed_timestamp",
+        "ALTER TABLE logs ADD COLUMN signed_timestamp INTEGER",
+    ),
+    ("signed_signature", "ALTER TABLE logs ADD COLUMN signed_signature BLOB"),
+    (
+        "signed_verified_at",
+        "ALTER TABLE logs ADD COLUMN signed_verified_at INTEGER",
+    ),
+    ("frontier", "ALTER TABLE logs ADD COLUMN frontier BLOB"),
+];
+
 const SCHEMA: &str = "
     PRAGMA journal_mode=WAL;
     PRAGMA synchronous=FULL;
@@ -134,17 +179,19 @@ fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(IndexedCert, String)> {
 }
 
 fn sth_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VerifiedSth> {
+    let tree_size = r.get::<_, i64>(2)? as u64;
     Ok(VerifiedSth {
         log_id: r.get(0)?,
         url: r.get(1)?,
-        tree_size: r.get::<_, i64>(2)? as u64,
+        tree_size,
         root: r.get(3)?,
         timestamp: r.get::<_, i64>(4)? as u64,
         verified_at: r.get::<_, i64>(5)? as u64,
+        signed_size: r.get::<_, Option<i64>>(6)?.map_or(tree_size, |s| s as u64),
     })
 }
 
-const STH_COLUMNS: &str = "log_id, url, tree_size, root, timestamp, verified_at";
+const STH_COLUMNS: &str = "log_id, url, tree_size, root, timestamp, verified_at, signed_size";
 
 /// A serial as the index stores it: lower-case hex, no `0x`, colons or leading zeros.
 fn normalize_serial(serial: &str) -> String {
@@ -168,16 +215,21 @@ fn check_ca(conn: &Connection, ca_key_sha256: &str, path: &Path) -> Result<(), A
     }
 }
 
-/// What a sync commits in one transaction.
+/// What a sync commits in one transaction (one chunk).
 pub(crate) struct Commit<'a> {
     /// Hex SHA-256 of the issuing CA's SPKI the entries were matched against.
     pub(crate) ca_key_sha256: &'a str,
-    /// The tree head the sync started from (must still be the stored one).
+    /// The verified prefix the chunk started from (must still be the stored one).
     pub(crate) previous: Option<&'a VerifiedSth>,
-    /// The newly verified tree head.
+    /// The newly verified prefix.
     pub(crate) sth: &'a VerifiedSth,
-    /// Its signature (TLS `DigitallySigned`).
+    /// The signature of the tree head `sth.timestamp` belongs to (TLS `DigitallySigned`);
+    /// empty when no signed tree head is complete yet.
     pub(crate) signature: &'a [u8],
+    /// The latest signed tree head verified; `None`: the prefix itself is one.
+    pub(crate) signed: Option<&'a SignedHead>,
+    /// The compact frontier of the new prefix.
+    pub(crate) frontier: Option<&'a [Hash]>,
     /// Leaf hashes from `previous.tree_size` on.
     pub(crate) leaves: &'a [Hash],
     /// The new entries that chain to this CA.
@@ -192,6 +244,18 @@ impl LogIndex {
         let conn = Connection::open(&path).map_err(storage)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
+        let present: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT name FROM pragma_table_info('logs')")
+                .map_err(storage)?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(storage)?;
+            names.collect::<Result<_, _>>().map_err(storage)?
+        };
+        for (column, sql) in ADDED_COLUMNS {
+            if !present.iter().any(|c| c == column) {
+                conn.execute_batch(sql).map_err(storage)?;
+            }
+        }
         Ok(LogIndex {
             conn: Mutex::new(conn),
             path,
@@ -269,28 +333,103 @@ impl LogIndex {
     }
 
     /// Every stored leaf hash of a log, in order.
+    #[cfg(test)]
     pub(crate) fn leaf_hashes(&self, log_id: &str) -> Result<Vec<Hash>, AuditError> {
+        let mut out = Vec::new();
+        self.for_each_leaf(log_id, |h| out.push(h))?;
+        Ok(out)
+    }
+
+    /// Streams the stored leaf hashes of a log, in order (memory stays constant).
+    pub(crate) fn for_each_leaf(&self, log_id: &str, mut f: impl FnMut(Hash)) -> Result<u64, AuditError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT leaf_index, hash FROM leaves WHERE log_id = ?1 ORDER BY leaf_index")
             .map_err(storage)?;
         let mut rows = stmt.query([log_id]).map_err(storage)?;
-        let mut out = Vec::new();
+        let mut n = 0u64;
         while let Some(row) = rows.next().map_err(storage)? {
             let index: i64 = row.get(0).map_err(storage)?;
             let hash: Vec<u8> = row.get(1).map_err(storage)?;
-            if index != out.len() as i64 {
+            if index != n as i64 {
                 return Err(storage(format!(
-                    "the index lacks leaf {} of log {log_id}: it was damaged",
-                    out.len()
+                    "the index lacks leaf {n} of log {log_id}: it was damaged"
                 )));
             }
-            out.push(
-                hash.try_into()
-                    .map_err(|_| storage(format!("leaf {index} of log {log_id} is not a 32-byte hash")))?,
-            );
+            f(hash
+                .try_into()
+                .map_err(|_| storage(format!("leaf {index} of log {log_id} is not a 32-byte hash")))?);
+            n += 1;
         }
-        Ok(out)
+        Ok(n)
+    }
+
+    /// The verified prefix, the latest signed tree head and the frontier of a log.
+    pub(crate) fn progress(&self, log_id: &str) -> Result<Option<LogProgress>, AuditError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT {STH_COLUMNS}, signature, signed_root, signed_timestamp, signed_signature,
+                            signed_verified_at, frontier
+                     FROM logs WHERE log_id = ?1"
+                ),
+                [log_id],
+                |r| {
+                    Ok((
+                        sth_row(r)?,
+                        r.get::<_, Vec<u8>>(7)?,
+                        r.get::<_, Option<Vec<u8>>>(8)?,
+                        r.get::<_, Option<i64>>(9)?,
+                        r.get::<_, Option<Vec<u8>>>(10)?,
+                        r.get::<_, Option<i64>>(11)?,
+                        r.get::<_, Option<Vec<u8>>>(12)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(storage)?;
+        let Some((prefix, signature, s_root, s_time, s_sig, s_at, frontier)) = row else {
+            return Ok(None);
+        };
+        let damaged = |what: &str| {
+            storage(format!(
+                "the stored {what} of log {log_id} is malformed: the index was damaged"
+            ))
+        };
+        let prefix_root = crate::sync::unhex32(&prefix.root).ok_or_else(|| damaged("root"))?;
+        let signed = match s_root {
+            None => SignedHead {
+                tree_size: prefix.tree_size,
+                root: prefix_root,
+                timestamp: prefix.timestamp,
+                signature: signature.clone(),
+                verified_at: prefix.verified_at,
+            },
+            Some(root) => SignedHead {
+                tree_size: prefix.signed_size,
+                root: root.try_into().map_err(|_| damaged("signed root"))?,
+                timestamp: s_time.unwrap_or(0).max(0) as u64,
+                signature: s_sig.unwrap_or_default(),
+                verified_at: s_at.unwrap_or(0).max(0) as u64,
+            },
+        };
+        let frontier = frontier
+            .map(|f| {
+                if f.len() % 32 != 0 {
+                    return Err(damaged("frontier"));
+                }
+                Ok(f.chunks_exact(32)
+                    .map(|c| c.try_into().unwrap_or([0; 32]))
+                    .collect::<Vec<Hash>>())
+            })
+            .transpose()?;
+        Ok(Some(LogProgress {
+            prefix,
+            prefix_signature: signature,
+            signed,
+            frontier,
+        }))
     }
 
     /// The index belongs to one issuing CA (hex SHA-256 of its SPKI), bound by the first commit;
@@ -365,11 +504,37 @@ impl LogIndex {
             }
         }
         let s = c.sth;
+        let root_bytes = crate::sync::unhex32(&s.root);
+        let (signed_size, signed_root, signed_timestamp, signed_signature, signed_at) = match c.signed {
+            Some(h) => (
+                h.tree_size,
+                h.root.to_vec(),
+                h.timestamp,
+                h.signature.clone(),
+                h.verified_at,
+            ),
+            None => (
+                s.tree_size,
+                root_bytes.map(|r| r.to_vec()).unwrap_or_default(),
+                s.timestamp,
+                c.signature.to_vec(),
+                s.verified_at,
+            ),
+        };
+        if signed_size < s.tree_size {
+            return Err(storage(format!(
+                "log {log_id}: a verified prefix of {} entries cannot exceed the signed tree head of {signed_size}",
+                s.tree_size
+            )));
+        }
+        let frontier: Option<Vec<u8>> = c.frontier.map(|f| f.concat());
         tx.execute(
-            "INSERT INTO logs (log_id, url, tree_size, root, timestamp, signature, verified_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO logs (log_id, url, tree_size, root, timestamp, signature, verified_at,
+                 signed_size, signed_root, signed_timestamp, signed_signature, signed_verified_at, frontier)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (log_id) DO UPDATE SET url = ?2, tree_size = ?3, root = ?4, timestamp = ?5,
-                 signature = ?6, verified_at = ?7",
+                 signature = ?6, verified_at = ?7, signed_size = ?8, signed_root = ?9,
+                 signed_timestamp = ?10, signed_signature = ?11, signed_verified_at = ?12, frontier = ?13",
             params![
                 s.log_id,
                 s.url,
@@ -377,7 +542,13 @@ impl LogIndex {
                 s.root,
                 s.timestamp as i64,
                 c.signature,
-                s.verified_at as i64
+                s.verified_at as i64,
+                signed_size as i64,
+                signed_root,
+                signed_timestamp as i64,
+                signed_signature,
+                signed_at as i64,
+                frontier,
             ],
         )
         .map_err(storage)?;
@@ -417,6 +588,7 @@ mod tests {
             root: root.into(),
             timestamp: 1_700_000_000_000 + size,
             verified_at: 1_700_000_000_500,
+            signed_size: size,
         }
     }
 
@@ -435,6 +607,8 @@ mod tests {
                     previous: None,
                     sth: &first,
                     signature: b"sig",
+                    signed: None,
+                    frontier: None,
                     leaves: &[[1; 32], [2; 32], [3; 32]],
                     certificates: &[cert("bb", 2, "a"), cert("bb", 0, "1f")],
                 })
@@ -446,6 +620,8 @@ mod tests {
                     previous: None,
                     sth: &other,
                     signature: b"sig",
+                    signed: None,
+                    frontier: None,
                     leaves: &[[9; 32]],
                     certificates: &[cert("aa", 0, "a")],
                 })
@@ -457,6 +633,8 @@ mod tests {
                     previous: None,
                     sth: &sth("bb", 4, "r4"),
                     signature: b"sig",
+                    signed: None,
+                    frontier: None,
                     leaves: &[[4; 32]],
                     certificates: &[cert("bb", 3, "33")],
                 })
@@ -469,6 +647,8 @@ mod tests {
                     previous: Some(&first),
                     sth: &next,
                     signature: b"sig",
+                    signed: None,
+                    frontier: None,
                     leaves: &[[4; 32]],
                     certificates: &[],
                 })
@@ -509,6 +689,8 @@ mod tests {
             previous: None,
             sth,
             signature: b"",
+            signed: None,
+            frontier: None,
             leaves: &[],
             certificates: &[],
         };

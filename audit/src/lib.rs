@@ -1,12 +1,16 @@
 //! Compliance for Keyless CA: what did the CA issue, to whom, under which rule, and can we prove
 //! nothing else was issued?
 //!
-//! - [`record`] and [`store`]: the append-only, hash-chained issuance record, checkpointed with
-//!   the audit key (never the CA key), written with the CT log's durability discipline;
-//! - [`verify`]: the chain and checkpoint check behind `keyless audit verify`;
-//! - [`index`] and [`sync`]: following any RFC 6962 log, verifying each tree head and its
-//!   consistency with the last one, and indexing the certificates this CA issued;
-//! - [`crosscheck`]: record versus log, both ways;
+//! - [`record`] and [`store`]: the append-only, hash-chained issuance record (decisions, and the
+//!   `intent` written before a precertificate leaves for CT), checkpointed with the audit key
+//!   (never the CA key), written with the CT log's durability discipline; refusals can neither
+//!   fill the disk nor slow an issuance; the latest checkpoint can be anchored outside;
+//! - [`verify`]: the chain and checkpoint check behind `keyless audit verify` (`--against` an
+//!   anchor);
+//! - [`index`] and [`sync`]: following any RFC 6962 log in bounded, verified chunks, checking each
+//!   tree head's signature, consistency and plausibility, and indexing the certificates this CA
+//!   issued;
+//! - [`crosscheck`]: record versus log, both ways (announced but abandoned issuances apart);
 //! - [`query`] and [`watch`]: finding certificates, and reporting those outside a watchlist;
 //! - [`state`]: the outcome of the last `verify` and `cross-check`, for the review page.
 
@@ -31,6 +35,10 @@ pub enum AuditError {
     /// SQLite failed.
     #[error("audit storage: {0}")]
     Storage(String),
+    /// The issuance record cannot be written right now (disk full, I/O error): a transient
+    /// outage, answered 503; the writer recovers by itself when storage does.
+    #[error("issuance record unavailable: {0}")]
+    Unavailable(String),
     /// A CT log misbehaved: bad signature, inconsistent tree heads, bad entries.
     #[error("CT log: {0}")]
     Log(String),

@@ -1,4 +1,5 @@
-//! `keyless audit query`: certificates (and optionally refusals) from the issuance record,
+//! `keyless audit query`: certificates (and optionally refusals, intents and abandoned
+//! issuances) from the issuance record,
 //! filtered by identity, issuer, repository, workflow, trigger, time or serial, as a table, CSV
 //! or JSON.
 
@@ -37,6 +38,9 @@ pub struct Filter {
     pub serial: Option<String>,
     /// Include refused requests.
     pub rejected: bool,
+    /// Include `intent` and `abandoned` records (issuances announced before CT logging, and
+    /// those that did not complete).
+    pub intents: bool,
 }
 
 fn any_ext(r: &Record, oids: &[&str], pattern: &str) -> bool {
@@ -46,10 +50,15 @@ fn any_ext(r: &Record, oids: &[&str], pattern: &str) -> bool {
 impl Filter {
     /// True when `r` is selected.
     pub fn matches(&self, r: &Record) -> bool {
-        if r.decision == Decision::Rejected && !self.rejected {
+        let shown = match r.decision {
+            Decision::Issued => true,
+            Decision::Rejected => self.rejected,
+            Decision::Intent | Decision::Abandoned => self.intents,
+        };
+        if !shown {
             return false;
         }
-        let san = r.certificate.as_ref().map(|c| c.san.as_str());
+        let san = r.san();
         if let Some(p) = &self.identity {
             let hit = match san {
                 Some(san) => san_matches(p, san),
@@ -84,7 +93,7 @@ impl Filter {
         }
         if let Some(s) = &self.serial {
             let want = s.trim_start_matches("0x").trim_start_matches('0').to_lowercase();
-            if r.certificate.as_ref().is_none_or(|c| c.serial != want) {
+            if r.serial() != Some(want.as_str()) {
                 return false;
             }
         }
@@ -133,17 +142,10 @@ fn row(r: &Record) -> [String; 8] {
     [
         r.seq.to_string(),
         rfc3339(r.time_ms),
-        match r.decision {
-            Decision::Issued => "issued".into(),
-            Decision::Rejected => "rejected".into(),
-        },
+        r.decision.as_str().into(),
         r.issuer.clone().unwrap_or_default(),
-        r.certificate
-            .as_ref()
-            .map(|c| c.san.clone())
-            .or(r.subject.clone())
-            .unwrap_or_default(),
-        r.certificate.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
+        r.san().or(r.subject.as_deref()).unwrap_or_default().to_string(),
+        r.serial().unwrap_or_default().to_string(),
         REPOSITORY
             .iter()
             .find_map(|o| r.extension(o))
@@ -243,6 +245,8 @@ mod tests {
                 der: String::new(),
             }),
             rejection: None,
+            intent: None,
+            intent_seq: None,
         }
     }
 
@@ -309,5 +313,58 @@ mod tests {
         assert!(table.starts_with("seq  time"));
         let json: serde_json::Value = serde_json::from_str(&render(&select(&records, &all), Format::Json)).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn intents_and_abandoned_issuances_are_shown_only_when_asked_for() {
+        let mut intent = issued(1, "x", "y", "push");
+        intent.decision = Decision::Intent;
+        intent.certificate = None;
+        intent.intent = Some(crate::record::Intent {
+            serial: "5eed".into(),
+            tbs_sha256: "00".repeat(32),
+            san: "email:alice@example.com".into(),
+            not_before: 0,
+            not_after: 600,
+            log: "https://ct.example".into(),
+        });
+        let mut abandoned = intent.clone();
+        abandoned.seq = 2;
+        abandoned.decision = Decision::Abandoned;
+        abandoned.intent_seq = Some(1);
+        abandoned.rejection = Some(Rejection {
+            class: "ct_log".into(),
+            message: "CT log unavailable".into(),
+        });
+        let records = vec![issued(0, "https://github.com/acme/app", "r", "push"), intent, abandoned];
+        let seqs = |f: &Filter| select(&records, f).iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&Filter::default()), [0], "issued only by default");
+        let all = Filter {
+            intents: true,
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&all), [0, 1, 2]);
+        let by_serial = Filter {
+            intents: true,
+            serial: Some("0x5EED".into()),
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&by_serial), [1, 2]);
+        let by_identity = Filter {
+            intents: true,
+            identity: Some("alice@*".into()),
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&by_identity), [1, 2]);
+        let csv = render(&select(&records, &all), Format::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(
+            lines[2].contains(",intent,") && lines[2].contains("email:alice@example.com,5eed,"),
+            "{csv}"
+        );
+        assert!(
+            lines[3].contains(",abandoned,") && lines[3].ends_with(",ct_log"),
+            "{csv}"
+        );
     }
 }

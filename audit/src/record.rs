@@ -18,6 +18,23 @@ pub enum Decision {
     Issued,
     /// The request was refused.
     Rejected,
+    /// A precertificate is about to leave the CA for a CT log: written (durably) before it does,
+    /// so a logged precertificate whose issuance never finished is explained, not an alarm.
+    Intent,
+    /// An issuance announced by an `intent` record did not complete (CT log, signer, client gone).
+    Abandoned,
+}
+
+impl Decision {
+    /// The name records use (`issued`, `rejected`, `intent`, `abandoned`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Issued => "issued",
+            Decision::Rejected => "rejected",
+            Decision::Intent => "intent",
+            Decision::Abandoned => "abandoned",
+        }
+    }
 }
 
 /// A decoded Sigstore (or other) extension of an issued certificate.
@@ -67,6 +84,44 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// What an `intent` record announces: the certificate about to be submitted to a CT log as a
+/// precertificate, identified by the TBS hash the log's entry will have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Serial number, as [`serial_hex`].
+    pub serial: String,
+    /// [`crate::sync::tbs_sha256`] of the TBS: equal to the log entry's and the final
+    /// certificate's (CT extensions are left out of the hash).
+    pub tbs_sha256: String,
+    /// The SAN as `email:…`, `uri:…` or `othername:…`.
+    pub san: String,
+    /// Validity start, seconds since the epoch.
+    pub not_before: i64,
+    /// Validity end, seconds since the epoch.
+    pub not_after: i64,
+    /// The CT log it goes to (name or URL).
+    pub log: String,
+}
+
+impl Intent {
+    /// The intent for a DER TBSCertificate (with or without the CT poison) about to be logged
+    /// to `log`.
+    pub fn of_tbs(tbs_der: &[u8], log: &str) -> Result<Intent, crate::AuditError> {
+        let bad = |why: String| crate::AuditError::Setup(format!("intent: {why}"));
+        let wrapped = crate::sync::wrap_tbs(tbs_der).ok_or_else(|| bad("the TBSCertificate is not DER".into()))?;
+        let (_, cert) =
+            X509Certificate::from_der(&wrapped).map_err(|e| bad(format!("the TBSCertificate does not parse: {e}")))?;
+        Ok(Intent {
+            serial: serial_hex(cert.raw_serial()),
+            tbs_sha256: crate::sync::tbs_sha256(tbs_der)?,
+            san: san_text(&cert),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            log: log.to_string(),
+        })
+    }
+}
+
 /// One decision. Never holds a token, a proof or a key: only digests and what was decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -91,8 +146,16 @@ pub struct Record {
     pub rule: String,
     /// Set for `issued`.
     pub certificate: Option<CertificateFacts>,
-    /// Set for `rejected`.
+    /// Set for `rejected` and `abandoned` (why the issuance did not complete: `ct_log`,
+    /// `signer`, `client_gone`, ...).
     pub rejection: Option<Rejection>,
+    /// Set for `intent`, and repeated in `abandoned`. Absent from older records, which
+    /// therefore serialize (and hash) exactly as before.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub intent: Option<Intent>,
+    /// For `issued` and `abandoned`: the position of the `intent` record this outcome closes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub intent_seq: Option<u64>,
 }
 
 /// The chain hash of a record given its predecessor's.
@@ -251,6 +314,22 @@ pub fn certificate_facts(
 }
 
 impl Record {
+    /// The serial this record is about: the certificate's, or the intended one's.
+    pub fn serial(&self) -> Option<&str> {
+        self.certificate
+            .as_ref()
+            .map(|c| c.serial.as_str())
+            .or(self.intent.as_ref().map(|i| i.serial.as_str()))
+    }
+
+    /// The SAN this record is about: the certificate's, or the intended one's.
+    pub fn san(&self) -> Option<&str> {
+        self.certificate
+            .as_ref()
+            .map(|c| c.san.as_str())
+            .or(self.intent.as_ref().map(|i| i.san.as_str()))
+    }
+
     /// The value of an extension by dotted OID.
     pub fn extension(&self, oid: &str) -> Option<&str> {
         self.certificate
@@ -280,5 +359,72 @@ pub(crate) fn test_refusal(seq: u64) -> Record {
             class: "token".into(),
             message: format!("refusal {seq}"),
         }),
+        intent: None,
+        intent_seq: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::testkit::TestCa;
+
+    /// A record as the first release wrote it, byte for byte.
+    const OLD: &str = r#"{"seq":3,"time_ms":1700000000003,"request_id":"req-3","issuer":"https://issuer.example","subject":"user3@example.com","claims_sha256":"00","key_sha256":null,"decision":"rejected","rule":"token","certificate":null,"rejection":{"class":"token","message":"refusal 3"}}"#;
+
+    #[test]
+    fn old_records_parse_and_serialize_exactly_as_before() {
+        let r: Record = serde_json::from_str(OLD).unwrap();
+        assert_eq!((r.intent.as_ref(), r.intent_seq), (None, None));
+        assert_eq!(serde_json::to_string(&r).unwrap(), OLD);
+        assert_eq!(
+            chain_hash(&[0; 32], serde_json::to_string(&r).unwrap().as_bytes()),
+            chain_hash(&[0; 32], OLD.as_bytes())
+        );
+    }
+
+    #[test]
+    fn an_intent_names_the_tbs_hash_of_the_certificate_and_its_log_entry() {
+        let ca = TestCa::new("Audit Test CA");
+        let leaf = ca.leaf("alice@example.com", "https://issuer.example");
+        let precert_tbs = crate::sync::testkit::tbs(&leaf.precert);
+        let intent = Intent::of_tbs(&precert_tbs, "https://ct.example/log").unwrap();
+        assert_eq!(
+            intent.tbs_sha256,
+            crate::sync::tbs_sha256_of_certificate(&leaf.final_cert).unwrap()
+        );
+        assert_eq!(intent.tbs_sha256, crate::sync::tbs_sha256(&leaf.log_tbs).unwrap());
+        assert_eq!(
+            Intent::of_tbs(&leaf.log_tbs, "x").unwrap().tbs_sha256,
+            intent.tbs_sha256
+        );
+        assert_eq!(intent.serial, leaf.serial);
+        assert_eq!(intent.san, "email:alice@example.com");
+        assert_eq!((intent.not_before, intent.not_after), (1_750_000_000, 1_750_000_600));
+        assert_eq!(intent.log, "https://ct.example/log");
+        let err = Intent::of_tbs(b"not DER", "x").unwrap_err();
+        assert!(err.to_string().contains("intent"), "{err}");
+
+        // Recorded, it reads back with its kind; an outcome points at it.
+        let mut r = test_refusal(7);
+        r.decision = Decision::Intent;
+        r.rejection = None;
+        r.intent = Some(intent.clone());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""decision":"intent""#), "{json}");
+        assert!(!json.contains("intent_seq"), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        assert_eq!(
+            (r.serial(), r.san()),
+            (Some(leaf.serial.as_str()), Some("email:alice@example.com"))
+        );
+        let mut outcome = test_refusal(8);
+        outcome.decision = Decision::Abandoned;
+        outcome.intent_seq = Some(7);
+        let json = serde_json::to_string(&outcome).unwrap();
+        assert!(
+            json.contains(r#""decision":"abandoned""#) && json.contains(r#""intent_seq":7"#),
+            "{json}"
+        );
     }
 }

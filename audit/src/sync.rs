@@ -2,10 +2,12 @@
 //!
 //! One sync: fetch the signed tree head and verify its signature with the log key; prove it
 //! extends the last verified one (a smaller tree is a rollback, a different root for the same size
-//! or a failed consistency proof is a fork, and nothing is stored); fetch the new entries; hash
-//! them into the tree kept from every earlier sync and require the root the tree head signed;
-//! only then commit, in one transaction, the leaf hashes, the entries that chain to this CA, and
-//! the new verified tree head.
+//! or a failed consistency proof is a fork, and nothing is stored); refuse it if the log cannot
+//! have grown that fast; then fetch the new entries chunk by chunk, hash each chunk onto the
+//! verified prefix (kept as a compact Merkle frontier, so memory is bounded by the chunk), prove
+//! the chunk's root is a prefix of the signed root (`get-sth-consistency`), and commit the chunk's
+//! leaf hashes, the entries that chain to this CA and the new verified prefix in one
+//! transaction. A run is bounded by [`SyncLimits`]; it ends cleanly and the next one resumes.
 
 use std::time::Duration;
 
@@ -14,11 +16,11 @@ use base64::engine::general_purpose::STANDARD;
 use keyless_ca::ct;
 use keyless_ca::der::{self, Tlv, read_all, read_tlv};
 use keyless_ca::keys::{Hash as Digest, PublicKey, sha256, signature_oid_hash};
-use keyless_ctlog::merkle::{self, Hash, Tree};
+use keyless_ctlog::merkle::{self, Hash};
 use x509_parser::prelude::*;
 
 use crate::AuditError;
-use crate::index::{Commit, IndexedCert, LogIndex, VerifiedSth};
+use crate::index::{Commit, IndexedCert, LogIndex};
 use crate::record::{decode_extensions, hex, san_text, serial_hex};
 
 /// What one sync did.
@@ -36,11 +38,15 @@ pub struct SyncReport {
     pub new_certificates: u64,
     /// The verified root, hex.
     pub root: String,
+    /// The size of the signed tree head being followed (`tree_size` once complete).
+    pub signed_size: u64,
+    /// Why the run stopped before reaching `signed_size`; `None` when it did.
+    pub stopped: Option<StopReason>,
 }
 
 /// Entries asked for per `get-entries` call (logs may return fewer).
 const BATCH: u64 = 256;
-/// Per-request timeout.
+/// Per-request timeout (default of [`SyncLimits::request_timeout`]).
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `get-entries` response accepted.
 const MAX_ENTRIES_BYTES: usize = 16 << 20;
@@ -88,10 +94,12 @@ fn strip_ct_extensions(tbs: &[u8]) -> Option<Vec<u8>> {
     Some(der::seq(&refs))
 }
 
-/// Hex SHA-256 of a TBS without its CT extensions.
-pub(crate) fn tbs_sha256(tbs: &[u8]) -> Result<String, AuditError> {
+/// Hex SHA-256 of a DER TBSCertificate without its CT extensions (poison, SCT list): the value
+/// an `intent` record carries, equal to [`tbs_sha256_of_certificate`] of the final certificate
+/// and of its precertificate, and to the CT log entry's.
+pub fn tbs_sha256(tbs_der: &[u8]) -> Result<String, AuditError> {
     let stripped =
-        strip_ct_extensions(tbs).ok_or_else(|| AuditError::Log("a TBSCertificate is not valid DER".into()))?;
+        strip_ct_extensions(tbs_der).ok_or_else(|| AuditError::Setup("a TBSCertificate is not valid DER".into()))?;
     Ok(hex(&sha256(&stripped)))
 }
 
@@ -297,7 +305,7 @@ impl IssuingCa {
 }
 
 /// A TBS wrapped as a certificate with an empty signature, so x509-parser can decode it.
-fn wrap_tbs(tbs: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn wrap_tbs(tbs: &[u8]) -> Option<Vec<u8>> {
     let (outer, _) = read_tlv(tbs)?;
     let fields = read_all(outer.content)?;
     let alg = if fields.first()?.tag == 0xa0 {
@@ -382,12 +390,12 @@ struct LogClient {
 }
 
 impl LogClient {
-    fn new(url: &str) -> Result<LogClient, AuditError> {
+    fn new(url: &str, timeout: Duration) -> Result<LogClient, AuditError> {
         let base = url.trim_end_matches('/').to_string();
         let base = base.strip_suffix("/ct/v1").unwrap_or(&base).to_string();
         let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .user_agent(concat!("keyless-audit/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AuditError::Setup(format!("HTTP client: {e}")))?;
@@ -533,7 +541,7 @@ impl Progress {
 // ---------------------------------------------------------------------------------------------
 // Sync.
 
-fn unhex32(s: &str) -> Option<Hash> {
+pub(crate) fn unhex32(s: &str) -> Option<Hash> {
     if s.len() != 64 {
         return None;
     }
@@ -544,14 +552,149 @@ fn unhex32(s: &str) -> Option<Hash> {
     Some(out)
 }
 
-/// Follows the log at `log_url` (its base URL, without `/ct/v1`) whose DER public key is
-/// `log_key_spki`, indexing the entries that chain to the issuing CA `ca_chain_der[0]` (issuing CA
-/// first, root last). Nothing is stored unless the new tree head verifies, extends the last
-/// verified one, and is the root of the entries the log served.
-/// Follows the log at `log_url` (base URL, without `/ct/v1`) from the last tree head verified in
-/// `index` to its current one, indexing the certificates `ca_chain_der` (issuing CA first) issued.
-/// Nothing is stored unless the new tree head verifies, extends the old one, and matches the
-/// entries the log served.
+/// The right edge of a Merkle tree: the roots of its perfect subtrees, largest first (one per
+/// set bit of the size). Enough to append leaves and compute the root, in O(log n) memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// A frontier as stored; `None` if `nodes` cannot be the frontier of `size` leaves.
+    pub(crate) fn from_parts(size: u64, nodes: Vec<Hash>) -> Option<Frontier> {
+        (nodes.len() == size.count_ones() as usize).then_some(Frontier { size, nodes })
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn nodes(&self) -> &[Hash] {
+        &self.nodes
+    }
+
+    pub(crate) fn push(&mut self, leaf: Hash) {
+        let mut h = leaf;
+        let mut n = self.size;
+        while n & 1 == 1 {
+            // A complete subtree of the same height sits on the left: merge.
+            let Some(left) = self.nodes.pop() else { break };
+            h = merkle::node_hash(&left, &h);
+            n >>= 1;
+        }
+        self.nodes.push(h);
+        self.size += 1;
+    }
+
+    /// RFC 6962 MTH of the leaves pushed so far.
+    pub(crate) fn root(&self) -> Hash {
+        let mut nodes = self.nodes.iter().rev();
+        let Some(last) = nodes.next() else {
+            return merkle::empty_root();
+        };
+        nodes.fold(*last, |right, left| merkle::node_hash(left, &right))
+    }
+}
+
+/// What bounds one `audit sync` run, and what it believes about a log's growth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncLimits {
+    /// Entries fetched in one run at most; the run ends cleanly with what it verified and the
+    /// next run resumes there.
+    pub max_entries: u64,
+    /// Time one run spends at most (checked between requests; a request in flight when it
+    /// passes is abandoned), likewise ending cleanly.
+    pub max_duration: Duration,
+    /// Entries per verified chunk: fetched, proven consistent with the signed tree head, and
+    /// committed together. Memory is bounded by this.
+    pub chunk_entries: u64,
+    /// The fastest growth believed, entries per second: a tree head claiming more since the
+    /// last verified one (or, on a first sync, since entry 0's timestamp) is refused.
+    pub max_rate: u64,
+    /// Growth always believed on top of `max_rate` (entries).
+    pub slack_entries: u64,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for SyncLimits {
+    fn default() -> Self {
+        SyncLimits {
+            max_entries: 1_000_000,
+            max_duration: Duration::from_secs(600),
+            chunk_entries: 8192,
+            max_rate: 10_000,
+            slack_entries: 100_000,
+            request_timeout: TIMEOUT,
+        }
+    }
+}
+
+/// A tree head dated further ahead of the local clock than this is refused.
+const MAX_CLOCK_SKEW_MS: u64 = 3_600_000;
+/// A previous tree head is taken to describe the log no earlier than this before it was
+/// verified (the usual CT maximum merge delay), whatever its own timestamp says.
+const MAX_STH_AGE_MS: u64 = 86_400_000;
+
+/// Why a run stopped before the signed tree head was fully fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `SyncLimits::max_entries` reached.
+    EntryLimit,
+    /// `SyncLimits::max_duration` reached.
+    TimeLimit,
+}
+
+/// Refuses a tree head that grew faster than `limits` believe possible since `since_ms` (local
+/// clock), naming the numbers.
+fn check_growth(
+    log: &str,
+    from: u64,
+    to: u64,
+    since_ms: u64,
+    since_what: &str,
+    now_ms: u64,
+    limits: &SyncLimits,
+) -> Result<(), AuditError> {
+    let growth = to.saturating_sub(from);
+    let elapsed_s = now_ms.saturating_sub(since_ms).div_ceil(1000);
+    let allowed = limits
+        .max_rate
+        .saturating_mul(elapsed_s)
+        .saturating_add(limits.slack_entries);
+    if growth > allowed {
+        return Err(AuditError::Log(format!(
+            "implausible tree head: log {log} claims {to} entries, {growth} more than {from} {since_what} {elapsed_s} s ago; at most {} entries/s (+{}) allows {allowed}: refused",
+            limits.max_rate, limits.slack_entries
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a run that already committed progress, saying so.
+fn kept(e: AuditError, verified: u64, committed: u64) -> AuditError {
+    if committed == 0 {
+        return e;
+    }
+    let note = |m: String| {
+        format!(
+            "{m} (the {committed} entries verified before this are kept: the index covers {verified}, and the next sync resumes there)"
+        )
+    };
+    match e {
+        AuditError::Setup(m) => AuditError::Setup(note(m)),
+        AuditError::Storage(m) => AuditError::Storage(note(m)),
+        AuditError::Unavailable(m) => AuditError::Unavailable(note(m)),
+        AuditError::Log(m) => AuditError::Log(note(m)),
+        AuditError::Unreachable(m) => AuditError::Unreachable(note(m)),
+    }
+}
+
+/// Follows the log at `log_url` (base URL, without `/ct/v1`) whose DER public key is
+/// `log_key_spki` from what `index` verified to its current tree head, indexing the certificates
+/// `ca_chain_der` (issuing CA first) issued, with the default [`SyncLimits`].
 pub async fn sync(
     index: &LogIndex,
     log_url: &str,
@@ -559,143 +702,331 @@ pub async fn sync(
     ca_chain_der: &[Vec<u8>],
     progress: bool,
 ) -> Result<SyncReport, AuditError> {
+    sync_with_limits(
+        index,
+        log_url,
+        log_key_spki,
+        ca_chain_der,
+        progress,
+        &SyncLimits::default(),
+    )
+    .await
+}
+
+/// [`sync`] within `limits`. The tree head must verify with the log key, extend the last one
+/// verified (else: rollback or fork, nothing stored) and be plausible; then entries are fetched
+/// in chunks, each hashed onto the verified prefix, proven consistent with the signed tree head
+/// (`get-sth-consistency`) and committed with its certificates, so a run that stops (a limit,
+/// a stalled or lying log) keeps everything it verified and the next run resumes there.
+pub async fn sync_with_limits(
+    index: &LogIndex,
+    log_url: &str,
+    log_key_spki: &[u8],
+    ca_chain_der: &[Vec<u8>],
+    progress: bool,
+    limits: &SyncLimits,
+) -> Result<SyncReport, AuditError> {
+    let started = std::time::Instant::now();
+    let deadline = started + limits.max_duration;
     let ca = IssuingCa::from_chain(ca_chain_der)?;
     let key = PublicKey::from_spki_der(log_key_spki)
         .map_err(|e| AuditError::Setup(format!("the log's public key is not usable: {e}")))?;
     let log_id = hex(&sha256(log_key_spki));
     let ca_key_sha256 = hex(&ca.key_hash);
     index.check_ca(&ca_key_sha256)?;
-    let client = LogClient::new(log_url)?;
+    let client = LogClient::new(log_url, limits.request_timeout)?;
     let sth = client.sth(&key).await?;
-    let previous = index.verified_sth(&log_id)?;
+    let now = crate::store::now_ms();
+    if sth.timestamp > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return Err(AuditError::Log(format!(
+            "implausible tree head: log {} dates its tree head of {} entries {} ms, {} s ahead of this clock: refused",
+            client.base,
+            sth.tree_size,
+            sth.timestamp,
+            (sth.timestamp - now) / 1000
+        )));
+    }
+    let stored = index.progress(&log_id)?;
 
-    // The new tree head must extend the last verified one.
-    let mut previous_root = merkle::empty_root();
-    if let Some(prev) = &previous {
-        previous_root = unhex32(&prev.root)
-            .ok_or_else(|| AuditError::Storage(format!("the stored root of log {log_id} is not a hash")))?;
+    // The new tree head must extend the last signed one verified, and be believable.
+    if let Some(p) = &stored {
+        let prev = &p.signed;
         if sth.tree_size < prev.tree_size {
             return Err(AuditError::Log(format!(
                 "log {} presents a smaller tree ({} entries) than it did before ({} entries, verified at {} ms): rollback",
                 client.base, sth.tree_size, prev.tree_size, prev.verified_at
             )));
         }
-        if sth.tree_size == prev.tree_size && sth.root != previous_root {
+        if sth.tree_size == prev.tree_size && sth.root != prev.root {
             return Err(AuditError::Log(format!(
                 "log {} presents two different roots for the tree of {} entries ({} before, {} now): the log forked",
                 client.base,
                 sth.tree_size,
-                prev.root,
+                hex(&prev.root),
                 hex(&sth.root)
             )));
         }
-        if sth.tree_size > prev.tree_size && prev.tree_size > 0 {
-            let proof = client.consistency(prev.tree_size, sth.tree_size).await?;
-            if !merkle::verify_consistency(prev.tree_size, sth.tree_size, &previous_root, &sth.root, &proof) {
-                return Err(AuditError::Log(format!(
-                    "inconsistent tree heads: log {} does not prove that its tree of {} entries (root {}) extends the tree of {} entries (root {}) verified at {} ms: the log forked or rewrote its history",
-                    client.base,
-                    sth.tree_size,
-                    hex(&sth.root),
-                    prev.tree_size,
-                    prev.root,
-                    prev.verified_at
-                )));
+        if sth.tree_size > prev.tree_size {
+            let since = prev.timestamp.max(prev.verified_at.saturating_sub(MAX_STH_AGE_MS));
+            check_growth(
+                &client.base,
+                prev.tree_size,
+                sth.tree_size,
+                since,
+                "in the tree head verified",
+                now,
+                limits,
+            )?;
+            if prev.tree_size > 0 {
+                let proof = client.consistency(prev.tree_size, sth.tree_size).await?;
+                if !merkle::verify_consistency(prev.tree_size, sth.tree_size, &prev.root, &sth.root, &proof) {
+                    return Err(AuditError::Log(format!(
+                        "inconsistent tree heads: log {} does not prove that its tree of {} entries (root {}) extends the tree of {} entries (root {}) verified at {} ms: the log forked or rewrote its history",
+                        client.base,
+                        sth.tree_size,
+                        hex(&sth.root),
+                        prev.tree_size,
+                        hex(&prev.root),
+                        prev.verified_at
+                    )));
+                }
             }
         }
-    }
-
-    // The tree as verified so far, from the index's own leaf hashes.
-    let first = previous.as_ref().map_or(0, |p| p.tree_size);
-    let mut tree = Tree::default();
-    for h in index.leaf_hashes(&log_id)? {
-        tree.push(h);
-    }
-    if tree.size() != first || tree.root(first) != Some(previous_root) {
-        return Err(AuditError::Storage(format!(
-            "the index's leaves of log {log_id} do not match its last verified tree head: the index was damaged"
-        )));
-    }
-
-    let mut leaves = Vec::new();
-    let mut certificates = Vec::new();
-    let mut next = first;
-    let mut meter = Progress::new(progress, first);
-    while next < sth.tree_size {
-        let end = (next + BATCH - 1).min(sth.tree_size - 1);
-        let entries = client.entries(next, end).await?;
-        if entries.is_empty() {
+    } else if sth.tree_size > limits.slack_entries {
+        // A first sync: the log cannot have grown faster than the ceiling since its first entry.
+        let first = client.entries(0, 0).await?;
+        let leaf = first
+            .first()
+            .and_then(|e| STANDARD.decode(&e.leaf_input).ok())
+            .ok_or_else(|| AuditError::Log(format!("log {} does not serve entry 0", client.base)))?;
+        let t0 = parse_leaf(&leaf)
+            .map_err(|why| {
+                AuditError::Log(format!(
+                    "entry 0 of log {} is not a MerkleTreeLeaf ({why}): its age, and so its size, cannot be judged",
+                    client.base
+                ))
+            })?
+            .timestamp;
+        if t0 > now.saturating_add(MAX_CLOCK_SKEW_MS) {
             return Err(AuditError::Log(format!(
-                "log {} returned no entries from {next}, although its tree head has {}",
-                client.base, sth.tree_size
+                "implausible log: entry 0 of log {} is dated {t0} ms, ahead of this clock",
+                client.base
             )));
         }
-        for e in entries.iter().take((end - next + 1) as usize) {
-            let bad = |what: &str| AuditError::Log(format!("entry {next}: {what} is not base64"));
-            let leaf_input = STANDARD.decode(&e.leaf_input).map_err(|_| bad("leaf_input"))?;
-            let extra = STANDARD.decode(&e.extra_data).map_err(|_| bad("extra_data"))?;
-            let h = merkle::leaf_hash(&leaf_input);
-            tree.push(h);
-            leaves.push(h);
-            match parse_leaf(&leaf_input) {
-                Err(why) => tracing::warn!(log = %client.base, entry = next, %why, "unparseable CT log entry"),
-                Ok(leaf) => match ca.describe(&log_id, next, &leaf, &extra) {
-                    Ok(Some(cert)) => certificates.push(cert),
-                    Ok(None) => {}
-                    Err(why) => tracing::warn!(
-                        log = %client.base, entry = next, %why,
-                        "CT log entry names this CA but does not verify; not indexed"
-                    ),
-                },
-            }
-            next += 1;
-        }
-        meter.update(next, sth.tree_size);
-    }
-    meter.finish(first, sth.tree_size);
-
-    let root = tree.root(sth.tree_size).unwrap_or_else(merkle::empty_root);
-    if root != sth.root {
-        return Err(AuditError::Log(format!(
-            "the entries log {} served hash to root {}, but its signed tree head of {} entries says {}",
-            client.base,
-            hex(&root),
+        check_growth(
+            &client.base,
+            0,
             sth.tree_size,
-            hex(&sth.root)
-        )));
+            t0,
+            "since entry 0 was logged",
+            now,
+            limits,
+        )?;
     }
 
-    let report = SyncReport {
-        log_id: log_id.clone(),
-        previous_size: first,
+    // The verified prefix: its size, root and frontier, checked against each other.
+    let previous = stored.as_ref().map(|p| p.prefix.clone());
+    let first = previous.as_ref().map_or(0, |p| p.tree_size);
+    let damaged = || {
+        AuditError::Storage(format!(
+            "the index's leaves of log {log_id} do not match its last verified tree head: the index was damaged"
+        ))
+    };
+    let mut frontier = match stored.as_ref().and_then(|p| p.frontier.clone()) {
+        Some(nodes) => Frontier::from_parts(first, nodes).ok_or_else(damaged)?,
+        None => {
+            // An index from before frontiers were kept: rebuilt by streaming its leaves.
+            let mut f = Frontier::default();
+            index.for_each_leaf(&log_id, |h| f.push(h))?;
+            f
+        }
+    };
+    let previous_root = previous
+        .as_ref()
+        .map(|p| unhex32(&p.root).ok_or_else(damaged))
+        .transpose()?
+        .unwrap_or_else(merkle::empty_root);
+    if frontier.size() != first || frontier.root() != previous_root {
+        return Err(damaged());
+    }
+
+    let signed = crate::index::SignedHead {
         tree_size: sth.tree_size,
-        new_entries: leaves.len() as u64,
-        new_certificates: certificates.len() as u64,
-        root: hex(&root),
+        root: sth.root,
+        timestamp: sth.timestamp,
+        signature: sth.signature.clone(),
+        verified_at: now,
     };
     // An older tree head of an unchanged tree adds nothing; keep the newer one already stored.
-    if let Some(prev) = &previous
-        && prev.tree_size == sth.tree_size
-        && sth.timestamp < prev.timestamp
-    {
-        return Ok(report);
-    }
-    let verified = VerifiedSth {
-        log_id,
-        url: client.base.clone(),
-        tree_size: sth.tree_size,
-        root: hex(&root),
-        timestamp: sth.timestamp,
-        verified_at: crate::store::now_ms(),
+    let signed = match &stored {
+        Some(p) if p.signed.tree_size == sth.tree_size && sth.timestamp < p.signed.timestamp => p.signed.clone(),
+        _ => signed,
     };
-    index.commit(Commit {
-        ca_key_sha256: &ca_key_sha256,
-        previous: previous.as_ref(),
-        sth: &verified,
-        signature: &sth.signature,
-        leaves: &leaves,
-        certificates: &certificates,
-    })?;
+    let mut report = SyncReport {
+        log_id: log_id.clone(),
+        previous_size: first,
+        tree_size: first,
+        signed_size: signed.tree_size,
+        new_entries: 0,
+        new_certificates: 0,
+        root: hex(&previous_root),
+        stopped: None,
+    };
+    let mut current = previous;
+    let budget_end = first.saturating_add(limits.max_entries).min(signed.tree_size);
+    let mut meter = Progress::new(progress, first);
+    let url = client.base.clone();
+    loop {
+        let next = frontier.size();
+        // One chunk: [next, end), cut short by the deadline.
+        let chunk_end = next.saturating_add(limits.chunk_entries.max(1)).min(budget_end);
+        let mut chunk = frontier.clone();
+        let mut leaves = Vec::new();
+        let mut certificates = Vec::new();
+        let mut out_of_time = false;
+        while chunk.size() < chunk_end {
+            let pos = chunk.size();
+            let end = (pos + BATCH).min(chunk_end) - 1;
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let entries = match tokio::time::timeout(remaining, client.entries(pos, end)).await {
+                Err(_) => {
+                    out_of_time = true;
+                    break;
+                }
+                Ok(r) => r.map_err(|e| kept(e, next, next - first))?,
+            };
+            if entries.is_empty() {
+                return Err(kept(
+                    AuditError::Log(format!(
+                        "log {url} returned no entries from {pos}, although its tree head has {}",
+                        signed.tree_size
+                    )),
+                    next,
+                    next - first,
+                ));
+            }
+            for e in entries.iter().take((end - pos + 1) as usize) {
+                let at = chunk.size();
+                let bad = |what: &str| {
+                    kept(
+                        AuditError::Log(format!("entry {at}: {what} is not base64")),
+                        next,
+                        next - first,
+                    )
+                };
+                let leaf_input = STANDARD.decode(&e.leaf_input).map_err(|_| bad("leaf_input"))?;
+                let extra = STANDARD.decode(&e.extra_data).map_err(|_| bad("extra_data"))?;
+                let h = merkle::leaf_hash(&leaf_input);
+                chunk.push(h);
+                leaves.push(h);
+                match parse_leaf(&leaf_input) {
+                    Err(why) => tracing::warn!(log = %url, entry = at, %why, "unparseable CT log entry"),
+                    Ok(leaf) => match ca.describe(&log_id, at, &leaf, &extra) {
+                        Ok(Some(cert)) => certificates.push(cert),
+                        Ok(None) => {}
+                        Err(why) => tracing::warn!(
+                            log = %url, entry = at, %why,
+                            "CT log entry names this CA but does not verify; not indexed"
+                        ),
+                    },
+                }
+            }
+            meter.update(chunk.size(), signed.tree_size);
+            if std::time::Instant::now() >= deadline {
+                out_of_time = true;
+                break;
+            }
+        }
+
+        // The chunk's root must be the signed root, or a prefix of it by a consistency proof.
+        let size = chunk.size();
+        let root = chunk.root();
+        if size == signed.tree_size {
+            if root != signed.root {
+                return Err(kept(
+                    AuditError::Log(format!(
+                        "the entries log {url} served hash to root {}, but its signed tree head of {} entries says {}",
+                        hex(&root),
+                        signed.tree_size,
+                        hex(&signed.root)
+                    )),
+                    next,
+                    next - first,
+                ));
+            }
+        } else if size > next && size > 0 {
+            let proof = client
+                .consistency(size, signed.tree_size)
+                .await
+                .map_err(|e| kept(e, next, next - first))?;
+            if !merkle::verify_consistency(size, signed.tree_size, &root, &signed.root, &proof) {
+                return Err(kept(
+                    AuditError::Log(format!(
+                        "the entries {next} to {} log {url} served hash to root {}, which its signed tree head of {} entries does not extend (consistency proof rejected)",
+                        size - 1,
+                        hex(&root),
+                        signed.tree_size
+                    )),
+                    next,
+                    next - first,
+                ));
+            }
+        }
+
+        let complete = size == signed.tree_size;
+        let prefix = crate::index::VerifiedSth {
+            log_id: log_id.clone(),
+            url: url.clone(),
+            tree_size: size,
+            root: hex(&root),
+            // Until the signed tree head is complete, the last complete one still describes
+            // what the index covers.
+            timestamp: if complete {
+                signed.timestamp
+            } else {
+                current.as_ref().map_or(0, |p| p.timestamp)
+            },
+            verified_at: crate::store::now_ms(),
+            signed_size: signed.tree_size,
+        };
+        // The signature kept with `timestamp`: the new tree head's once complete, else the last
+        // complete one's (none before a first sync completes).
+        let (signature, signed_ref): (&[u8], Option<&crate::index::SignedHead>) = if complete {
+            (&signed.signature, None)
+        } else {
+            (stored.as_ref().map_or(&[][..], |p| &p.prefix_signature), Some(&signed))
+        };
+        index
+            .commit(Commit {
+                ca_key_sha256: &ca_key_sha256,
+                previous: current.as_ref(),
+                sth: &prefix,
+                signature,
+                signed: signed_ref,
+                frontier: Some(chunk.nodes()),
+                leaves: &leaves,
+                certificates: &certificates,
+            })
+            .map_err(|e| kept(e, next, next - first))?;
+        report.tree_size = size;
+        report.root = prefix.root.clone();
+        report.new_entries += leaves.len() as u64;
+        report.new_certificates += certificates.len() as u64;
+        current = Some(prefix);
+        frontier = chunk;
+        if complete {
+            break;
+        }
+        if out_of_time || std::time::Instant::now() >= deadline {
+            report.stopped = Some(StopReason::TimeLimit);
+            break;
+        }
+        if size >= budget_end {
+            report.stopped = Some(StopReason::EntryLimit);
+            break;
+        }
+    }
+    meter.finish(first, signed.tree_size);
     Ok(report)
 }
 
@@ -899,6 +1230,14 @@ pub(crate) mod testkit {
         pub(crate) max_per_get: u64,
         /// Serve this entry with one byte flipped (the tree head covers the original).
         pub(crate) corrupt: Option<u64>,
+        /// Sign and serve a tree head of this size (with a made-up root) instead.
+        pub(crate) claim: Option<u64>,
+        /// Answer `get-entries` after this long.
+        pub(crate) entries_delay: Duration,
+        /// Never answer `get-entries` from this index on (a stalled log).
+        pub(crate) stall_from: Option<u64>,
+        /// `get-entries` requests served.
+        pub(crate) entries_requests: u64,
     }
 
     impl LogState {
@@ -937,22 +1276,25 @@ pub(crate) mod testkit {
             .unwrap_or(0)
     }
 
-    fn respond(state: &LogState, target: &str) -> (u16, serde_json::Value) {
+    fn respond(state: &mut LogState, target: &str) -> (u16, serde_json::Value) {
         use serde_json::json;
         let (path, q) = target.split_once('?').unwrap_or((target, ""));
         let tree = state.tree();
         let b64 = |h: &[u8]| STANDARD.encode(h);
         match path {
             "/ct/v1/get-sth" => {
-                let root = tree.root(state.published).unwrap();
-                let data = keyless_ctlog::tls::tree_head_signed_data(state.sth_timestamp, state.published, &root);
+                let (size, root) = match state.claim {
+                    Some(size) => (size, [0x5a; 32]),
+                    None => (state.published, tree.root(state.published).unwrap()),
+                };
+                let data = keyless_ctlog::tls::tree_head_signed_data(state.sth_timestamp, size, &root);
                 let sig = state.key.sign(&data).unwrap();
                 let mut ds = vec![4, 3];
                 ds.extend_from_slice(&(sig.len() as u16).to_be_bytes());
                 ds.extend_from_slice(&sig);
                 (
                     200,
-                    json!({"tree_size": state.published, "timestamp": state.sth_timestamp,
+                    json!({"tree_size": size, "timestamp": state.sth_timestamp,
                            "sha256_root_hash": b64(&root), "tree_head_signature": b64(&ds)}),
                 )
             }
@@ -969,6 +1311,7 @@ pub(crate) mod testkit {
             }
             "/ct/v1/get-entries" => {
                 let (start, end) = (query(q, "start"), query(q, "end"));
+                state.entries_requests += 1;
                 if start > end || start >= state.published {
                     return (400, json!({"error": "bad range"}));
                 }
@@ -999,6 +1342,10 @@ pub(crate) mod testkit {
                 sth_timestamp: 1_750_000_000_000,
                 max_per_get: 1000,
                 corrupt: None,
+                claim: None,
+                entries_delay: Duration::ZERO,
+                stall_from: None,
+                entries_requests: 0,
             }));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1020,7 +1367,18 @@ pub(crate) mod testkit {
                         }
                         let text = String::from_utf8_lossy(&buf);
                         let target = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                        let (status, body) = respond(&state.lock().unwrap(), &target);
+                        if target.starts_with("/ct/v1/get-entries") {
+                            let (delay, stall_from) = {
+                                let s = state.lock().unwrap();
+                                (s.entries_delay, s.stall_from)
+                            };
+                            let start = query(target.split_once('?').map_or("", |(_, q)| q), "start");
+                            if stall_from.is_some_and(|from| start >= from) {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                            }
+                            tokio::time::sleep(delay).await;
+                        }
+                        let (status, body) = respond(&mut state.lock().unwrap(), &target);
                         let body = body.to_string();
                         let head = format!(
                             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1046,6 +1404,11 @@ pub(crate) mod testkit {
             s.entries.extend(entries);
             s.publish();
         }
+    }
+
+    /// The TBS of a DER certificate.
+    pub(crate) fn tbs(cert: &[u8]) -> Vec<u8> {
+        super::tbs_of(cert).unwrap().raw.to_vec()
     }
 
     /// A fresh P-256 log key.
@@ -1347,5 +1710,281 @@ mod tests {
     fn progress_lines() {
         assert_eq!(Progress::line(256, 1024), "synced 256/1024 entries (25%)");
         assert_eq!(Progress::line(0, 0), "synced 0/0 entries (100%)");
+    }
+
+    #[test]
+    fn the_frontier_computes_the_trees_root() {
+        let mut tree = keyless_ctlog::merkle::Tree::default();
+        let mut frontier = Frontier::default();
+        assert_eq!(frontier.root(), merkle::empty_root());
+        for i in 0..70u32 {
+            let h = merkle::leaf_hash(&i.to_be_bytes());
+            tree.push(h);
+            frontier.push(h);
+            assert_eq!(Some(frontier.root()), tree.root(tree.size()), "size {}", i + 1);
+            assert_eq!(frontier.nodes().len(), (i + 1).count_ones() as usize);
+        }
+        let again = Frontier::from_parts(frontier.size(), frontier.nodes().to_vec()).unwrap();
+        assert_eq!(again, frontier);
+        assert!(
+            Frontier::from_parts(70, vec![[0; 32]]).is_none(),
+            "70 has three set bits"
+        );
+    }
+
+    fn limits(chunk: u64, max_entries: u64) -> SyncLimits {
+        SyncLimits {
+            chunk_entries: chunk,
+            max_entries,
+            ..SyncLimits::default()
+        }
+    }
+
+    /// A log of `n` precertificates of `ca`, entries dated an hour ago.
+    async fn log_of(ca: &TestCa, n: usize) -> FakeLog {
+        let log = FakeLog::start(log_key()).await;
+        let hour_ago = crate::store::now_ms() - 3_600_000;
+        log.add(
+            (0..n)
+                .map(|i| ca.precert_entry(&ca.leaf(&format!("u{i}@example.com"), ISSUER), hour_ago + i as u64))
+                .collect(),
+        );
+        log
+    }
+
+    #[tokio::test]
+    async fn implausible_tree_heads_are_refused_fast_and_store_nothing() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+
+        // A first sync of a log claiming 2^40 entries, whose entry 0 is an hour old.
+        log.state.lock().unwrap().claim = Some(1 << 40);
+        let started = std::time::Instant::now();
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let msg = err.to_string();
+        assert!(matches!(err, AuditError::Log(_)), "{msg}");
+        assert!(msg.contains("implausible tree head"), "{msg}");
+        assert!(
+            msg.contains(&(1u64 << 40).to_string()) && msg.contains("since entry 0"),
+            "{msg}"
+        );
+        assert!(msg.contains("10000 entries/s"), "{msg}");
+        assert!(index.logs().unwrap().is_empty());
+        assert!(
+            log.state.lock().unwrap().entries_requests <= 1,
+            "only entry 0 was fetched"
+        );
+
+        // After an honest sync, the same claim is refused against the verified tree head.
+        log.state.lock().unwrap().claim = None;
+        sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        let good = index.verified_sth(&log_id).unwrap().unwrap();
+        log.state.lock().unwrap().claim = Some(1 << 40);
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("implausible tree head"), "{msg}");
+        assert!(msg.contains("more than 3 in the tree head verified"), "{msg}");
+        assert_eq!(index.verified_sth(&log_id).unwrap().unwrap(), good);
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 3);
+
+        // A tree head dated tomorrow is refused too.
+        {
+            let mut s = log.state.lock().unwrap();
+            s.claim = None;
+            s.sth_timestamp = crate::store::now_ms() + 86_400_000;
+        }
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("ahead of this clock"), "{err}");
+        assert_eq!(index.verified_sth(&log_id).unwrap().unwrap(), good);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_run_commits_verified_chunks_and_the_next_one_resumes() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 50).await;
+        log.state.lock().unwrap().max_per_get = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+
+        let first = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits(8, 20))
+            .await
+            .unwrap();
+        assert_eq!(first.stopped, Some(StopReason::EntryLimit));
+        assert_eq!(
+            (
+                first.previous_size,
+                first.tree_size,
+                first.signed_size,
+                first.new_entries
+            ),
+            (0, 20, 50, 20)
+        );
+        assert_eq!(first.new_certificates, 20);
+        let partial = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!((partial.tree_size, partial.signed_size), (20, 50));
+        assert_eq!(partial.timestamp, 0, "no signed tree head is complete yet");
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 20);
+        assert_eq!(index.certificates().unwrap().len(), 20);
+        let mut tree = keyless_ctlog::merkle::Tree::default();
+        for h in index.leaf_hashes(&log_id).unwrap() {
+            tree.push(h);
+        }
+        assert_eq!(hex(&tree.root(20).unwrap()), partial.root);
+
+        // The log grows meanwhile; the next run resumes at 20 and follows the new tree head.
+        let more = ca.leaf("late@example.com", ISSUER);
+        log.add(vec![ca.precert_entry(&more, crate::store::now_ms())]);
+        let second = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!(second.stopped, None);
+        assert_eq!(
+            (
+                second.previous_size,
+                second.tree_size,
+                second.signed_size,
+                second.new_entries
+            ),
+            (20, 51, 51, 31)
+        );
+        let done = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!(done.timestamp, log.state.lock().unwrap().sth_timestamp);
+        assert_eq!(index.certificates().unwrap().len(), 51);
+        assert_eq!(index.find_serial(&more.serial).unwrap()[0].leaf_index, 50);
+    }
+
+    #[tokio::test]
+    async fn garbage_mid_way_keeps_the_chunks_verified_before_it() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 50).await;
+        log.state.lock().unwrap().corrupt = Some(30);
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        let err = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits(8, 1000))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, AuditError::Log(_)), "{msg}");
+        assert!(msg.contains("entries 24 to 31"), "{msg}");
+        assert!(msg.contains("consistency proof rejected"), "{msg}");
+        assert!(msg.contains("the 24 entries verified before this are kept"), "{msg}");
+        let kept = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!((kept.tree_size, kept.signed_size), (24, 50));
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len(), 24);
+
+        // Served faithfully again, the next run picks up at 24.
+        log.state.lock().unwrap().corrupt = None;
+        let report = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!(
+            (report.previous_size, report.tree_size, report.new_entries),
+            (24, 50, 26)
+        );
+        assert_eq!(index.certificates().unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_log_keeps_the_progress_before_it() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 40).await;
+        {
+            let mut s = log.state.lock().unwrap();
+            s.stall_from = Some(20);
+            s.max_per_get = 4;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        let limits = SyncLimits {
+            request_timeout: Duration::from_millis(300),
+            ..limits(8, 1000)
+        };
+        let started = std::time::Instant::now();
+        let err = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(err, AuditError::Unreachable(_)), "{err}");
+        assert!(err.to_string().contains("are kept"), "{err}");
+        assert_eq!(index.verified_sth(&log_id).unwrap().unwrap().tree_size, 16);
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_ends_a_run_cleanly() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 200).await;
+        {
+            let mut s = log.state.lock().unwrap();
+            s.entries_delay = Duration::from_millis(40);
+            s.max_per_get = 4;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        let log_id = hex(&sha256(&log.spki()));
+        let limits = SyncLimits {
+            max_duration: Duration::from_millis(400),
+            ..limits(8, 1000)
+        };
+        let started = std::time::Instant::now();
+        let report = sync_with_limits(&index, &log.url, &log.spki(), &ca.chain(), false, &limits)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(report.stopped, Some(StopReason::TimeLimit));
+        assert!(report.tree_size > 0 && report.tree_size < 200, "{report:?}");
+        let stored = index.verified_sth(&log_id).unwrap().unwrap();
+        assert_eq!(stored.tree_size, report.tree_size);
+        assert_eq!(index.leaf_hashes(&log_id).unwrap().len() as u64, report.tree_size);
+
+        log.state.lock().unwrap().entries_delay = Duration::ZERO;
+        let rest = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!(
+            (rest.previous_size, rest.tree_size, rest.stopped),
+            (report.tree_size, 200, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_index_without_a_frontier_is_rebuilt_from_its_leaves() {
+        let ca = TestCa::new("Audit Test CA");
+        let log = log_of(&ca, 7).await;
+        let dir = tempfile::tempdir().unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        // As an index written before frontiers and signed heads were kept.
+        let conn = rusqlite::Connection::open(crate::index::index_path(dir.path())).unwrap();
+        conn.execute_batch(
+            "UPDATE logs SET frontier = NULL, signed_size = NULL, signed_root = NULL, signed_timestamp = NULL,
+                 signed_signature = NULL, signed_verified_at = NULL",
+        )
+        .unwrap();
+        drop(conn);
+        log.add(vec![ca.precert_entry(&ca.leaf("x@example.com", ISSUER), 5)]);
+        let report = sync(&index, &log.url, &log.spki(), &ca.chain(), false).await.unwrap();
+        assert_eq!((report.previous_size, report.tree_size), (7, 8));
+        // A damaged leaf is noticed instead of silently extending a wrong tree.
+        let conn = rusqlite::Connection::open(crate::index::index_path(dir.path())).unwrap();
+        conn.execute_batch(
+            "UPDATE logs SET frontier = NULL; UPDATE leaves SET hash = zeroblob(32) WHERE leaf_index = 3",
+        )
+        .unwrap();
+        drop(conn);
+        let err = sync(&index, &log.url, &log.spki(), &ca.chain(), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
     }
 }

@@ -1,5 +1,9 @@
 //! `keyless audit verify`: walks the hash chain and checks every checkpoint signature. Any edit,
 //! deletion, insertion, reordering or truncation shows up as the position of the first bad record.
+//!
+//! Removing the last records together with their checkpoints leaves a shorter record that is
+//! internally consistent; only a checkpoint kept outside it (the `checkpoint_export` anchor, or a
+//! witness's copy) reveals that, which is what `--against` checks.
 
 use std::path::Path;
 
@@ -9,7 +13,7 @@ use serde::Serialize;
 
 use crate::AuditError;
 use crate::record::chain_hash;
-use crate::store::{checkpoint_signed_data, db_path};
+use crate::store::{Checkpoint, checkpoint_signed_data, db_path};
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -22,6 +26,39 @@ pub struct VerifyReport {
     pub last_checkpoint: Option<(u64, u64)>,
     /// The first bad position and why; `None` when everything verifies.
     pub first_bad: Option<(u64, String)>,
+    /// Records by kind (`issued`, `rejected`, `intent`, `abandoned`; others as they are named).
+    pub kinds: std::collections::BTreeMap<String, u64>,
+    /// The anchored checkpoint checked against: (size, when it was signed in ms).
+    pub anchor: Option<(u64, u64)>,
+}
+
+impl VerifyReport {
+    /// How many records of `kind` (`issued`, `rejected`, `intent`, `abandoned`).
+    pub fn count(&self, kind: &str) -> u64 {
+        self.kinds.get(kind).copied().unwrap_or(0)
+    }
+
+    /// `12 issued, 3 refused, 13 intents, 1 abandoned` (kinds that occur).
+    pub fn kinds_line(&self) -> String {
+        let mut parts = Vec::new();
+        for (kind, label) in [
+            ("issued", "issued"),
+            ("rejected", "refused"),
+            ("intent", "intents"),
+            ("abandoned", "abandoned"),
+        ] {
+            let n = self.count(kind);
+            if n > 0 || kind == "issued" {
+                parts.push(format!("{n} {label}"));
+            }
+        }
+        for (kind, n) in &self.kinds {
+            if !["issued", "rejected", "intent", "abandoned"].contains(&kind.as_str()) {
+                parts.push(format!("{n} {kind}"));
+            }
+        }
+        parts.join(", ")
+    }
 }
 
 impl VerifyReport {
@@ -32,20 +69,29 @@ impl VerifyReport {
     }
 }
 
-/// Verifies the record in `dir` against the audit public key (DER SPKI).
-pub fn verify_dir(dir: &Path, audit_key_spki: &[u8]) -> Result<VerifyReport, AuditError> {
+/// Verifies the record in `dir` against the audit public key (DER SPKI) and, when given, against
+/// a checkpoint kept outside it: the record must contain that size with that head. A checkpoint
+/// the key did not sign is an error (the check cannot run), not a finding about the record.
+pub fn verify_dir(dir: &Path, audit_key_spki: &[u8], anchor: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
     let path = db_path(dir);
     if !path.exists() {
         return Err(AuditError::Setup(format!("no issuance record at {}", path.display())));
     }
     let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| AuditError::Storage(e.to_string()))?;
-    verify_db(&conn, audit_key_spki)
+    verify_db(&conn, audit_key_spki, anchor)
 }
 
-pub(crate) fn verify_db(conn: &Connection, audit_key_spki: &[u8]) -> Result<VerifyReport, AuditError> {
+pub(crate) fn verify_db(
+    conn: &Connection,
+    audit_key_spki: &[u8],
+    anchor: Option<&Checkpoint>,
+) -> Result<VerifyReport, AuditError> {
     let storage = |e: rusqlite::Error| AuditError::Storage(e.to_string());
     let key = PublicKey::from_spki_der(audit_key_spki).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
+    let anchored = anchor
+        .map(|a| a.verify(audit_key_spki).map(|head| (a, head)))
+        .transpose()?;
     let mut report = VerifyReport::default();
     // Every record's hash by position, as recomputed from the chain (not as stored).
     let mut hashes: Vec<[u8; 32]> = Vec::new();
@@ -63,6 +109,12 @@ pub(crate) fn verify_db(conn: &Connection, audit_key_spki: &[u8]) -> Result<Veri
             let stored_prev: Vec<u8> = row.get(2).map_err(storage)?;
             let stored_hash: Vec<u8> = row.get(3).map_err(storage)?;
             let hash = chain_hash(&prev, json.as_bytes());
+            let value = serde_json::from_str::<serde_json::Value>(&json).ok();
+            let kind = value
+                .as_ref()
+                .and_then(|v| v["decision"].as_str())
+                .unwrap_or("unreadable");
+            *report.kinds.entry(kind.to_string()).or_default() += 1;
             if !broken {
                 let why = if seq != position as i64 {
                     Some(format!(
@@ -70,11 +122,7 @@ pub(crate) fn verify_db(conn: &Connection, audit_key_spki: &[u8]) -> Result<Veri
                     ))
                 } else if stored_prev != prev {
                     Some("does not follow the record before it: records were deleted or reordered".to_string())
-                } else if serde_json::from_str::<serde_json::Value>(&json)
-                    .ok()
-                    .and_then(|v| v["seq"].as_u64())
-                    != Some(position)
-                {
+                } else if value.as_ref().and_then(|v| v["seq"].as_u64()) != Some(position) {
                     Some("its content names another position: records were moved".to_string())
                 } else if stored_hash != hash {
                     Some("its content was changed after it was written".to_string())
@@ -134,6 +182,30 @@ pub(crate) fn verify_db(conn: &Connection, audit_key_spki: &[u8]) -> Result<Veri
             );
         }
     }
+    if let Some((a, head)) = anchored {
+        report.anchor = Some((a.size, a.time_ms));
+        if a.size > report.records {
+            report.bad(
+                report.records,
+                format!(
+                    "the record ends at {} records, but the checkpoint kept outside it (signed at {} ms) covers {}: records {} to {} were removed together with their checkpoints",
+                    report.records,
+                    a.time_ms,
+                    a.size,
+                    report.records,
+                    a.size - 1
+                ),
+            );
+        } else if a.size > 0 && hashes[a.size as usize - 1] != head {
+            report.bad(
+                a.size - 1,
+                format!(
+                    "the chain up to here differs from the checkpoint of size {} kept outside the record: the record was rewritten",
+                    a.size
+                ),
+            );
+        }
+    }
     let covered = report.last_checkpoint.map(|(s, _)| s).unwrap_or(0);
     if report.records > covered {
         report.bad(
@@ -150,7 +222,7 @@ pub(crate) fn verify_db(conn: &Connection, audit_key_spki: &[u8]) -> Result<Veri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AuditLog, public_key_path};
+    use crate::store::{AuditLog, AuditOptions, public_key_path};
 
     fn spki(dir: &Path) -> Vec<u8> {
         let pem = std::fs::read_to_string(public_key_path(dir)).unwrap();
@@ -164,7 +236,7 @@ mod tests {
     fn written() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let log = AuditLog::open(dir.path(), None).unwrap();
+        let log = AuditLog::open(dir.path(), AuditOptions::default()).unwrap();
         rt.block_on(async {
             for batch in [0..2u64, 2..3, 3..5] {
                 for i in batch {
@@ -181,18 +253,20 @@ mod tests {
         let conn = Connection::open(db_path(dir)).unwrap();
         conn.execute_batch(sql).unwrap();
         drop(conn);
-        verify_dir(dir, &spki(dir)).unwrap()
+        verify_dir(dir, &spki(dir), None).unwrap()
     }
 
     #[test]
     fn an_untouched_record_verifies() {
         let dir = written();
-        let report = verify_dir(dir.path(), &spki(dir.path())).unwrap();
+        let report = verify_dir(dir.path(), &spki(dir.path()), None).unwrap();
         assert_eq!(report.records, 5);
+        assert_eq!((report.count("rejected"), report.count("issued")), (5, 0));
+        assert_eq!(report.kinds_line(), "0 issued, 5 refused");
         assert!(report.checkpoints >= 3);
         assert_eq!(report.first_bad, None);
         // And the writer accepts to continue it.
-        assert!(AuditLog::open(dir.path(), None).is_ok());
+        assert!(AuditLog::open(dir.path(), AuditOptions::default()).is_ok());
     }
 
     #[test]
@@ -205,7 +279,9 @@ mod tests {
         assert_eq!(r.first_bad.as_ref().map(|b| b.0), Some(2), "{r:?}");
         assert!(r.first_bad.unwrap().1.contains("changed"));
         // The writer refuses to extend a damaged record.
-        let err = AuditLog::open(edit.path(), None).unwrap_err().to_string();
+        let err = AuditLog::open(edit.path(), AuditOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("record 2"), "{err}");
 
         let delete = written();
@@ -242,7 +318,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let r = verify_dir(forged.path(), &spki(forged.path())).unwrap();
+        let r = verify_dir(forged.path(), &spki(forged.path()), None).unwrap();
         let (pos, why) = r.first_bad.unwrap();
         assert_eq!(pos, 5);
         assert!(why.contains("not covered by any signed checkpoint"), "{why}");

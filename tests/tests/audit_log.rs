@@ -112,6 +112,8 @@ fn record(seq: u64, leaf: &[u8], sct: Option<([u8; 32], u64)>) -> Record {
         rule: "email".into(),
         certificate: Some(certificate_facts(leaf, sct_ref, None).unwrap()),
         rejection: None,
+        intent: None,
+        intent_seq: None,
     }
 }
 
