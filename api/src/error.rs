@@ -52,6 +52,8 @@ pub enum ApiError {
     TimedOut(std::time::Duration),
     /// The request's header block is over the limit (431).
     HeadersTooLarge(usize),
+    /// The issuance record cannot be written (disk full, I/O error): nothing is issued (503).
+    RecordUnavailable(String),
 }
 
 impl From<keyless_ca::Error> for ApiError {
@@ -65,6 +67,7 @@ impl From<OidcError> for ApiError {
         match e {
             OidcError::Token(e) => ApiError::Ca(e),
             OidcError::IssuerUnavailable { issuer, cause } => ApiError::IssuerUnavailable { issuer, cause },
+            OidcError::NewIssuerRefused { pattern, cause } => ApiError::IssuerUnavailable { issuer: pattern, cause },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -176,6 +179,11 @@ impl ApiError {
                 INVALID_ARGUMENT,
                 format!("request headers are larger than {limit} bytes"),
             ),
+            ApiError::RecordUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "the issuance record is unavailable, so nothing can be issued; try again later".into(),
+            ),
         }
     }
 
@@ -210,6 +218,7 @@ impl ApiError {
             ApiError::Internal(_) => "server",
             ApiError::RateLimited { .. } => "rate_limit",
             ApiError::Overloaded => "overload",
+            ApiError::RecordUnavailable(_) => "record_unavailable",
             ApiError::TimedOut(_) => "timeout",
         }
     }
@@ -219,7 +228,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         crate::metrics::rejected(self.class());
-        // Log once, graded by fault. Causes of server faults are logged, never returned.
+        // Log once, graded by fault. Causes of server faults are logged, never returned. A flood
+        // of one kind of refusal is logged in aggregate, so nobody can grow the log at will.
+        if !LOG_BUDGET.allow(self.class()) {
+            return self.response(status, code, message);
+        }
         match &self {
             ApiError::Ca(e) if e.client_detail().is_none() => {
                 tracing::error!(cause = %e, "issuance failed")
@@ -228,18 +241,57 @@ impl IntoResponse for ApiError {
                 tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
             }
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            // Shedding is logged in aggregate (metrics), not once per refused request.
-            ApiError::Overloaded => {}
-            // Policy refusals are logged where the subject is known (routes::issue).
+            // Shedding is logged in aggregate (metrics), not once per refused request; a record
+            // outage is logged once by the record's writer, when it starts and when it ends.
+            ApiError::Overloaded | ApiError::RecordUnavailable(_) => {}
+            // Policy refusals are logged where the subject is known (issuance::decide).
             ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::Ca(keyless_ca::Error::Policy { .. }) => {}
             _ => tracing::warn!(class = self.class(), %message, "request refused"),
         }
+        self.response(status, code, message)
+    }
+}
+
+impl ApiError {
+    fn response(&self, status: StatusCode, code: u16, message: String) -> Response {
         let mut resp = (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response();
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+/// Log lines per refusal class per second; beyond that the class is counted and summarised.
+const LOG_LINES_PER_SECOND: u32 = 20;
+
+static LOG_BUDGET: LogBudget = LogBudget(std::sync::Mutex::new(None));
+
+/// Per-class log budget: the first [`LOG_LINES_PER_SECOND`] refusals of a class each second are
+/// logged; the rest are counted and reported in one line when the next second begins.
+struct LogBudget(std::sync::Mutex<Option<(std::time::Instant, std::collections::HashMap<&'static str, u32>)>>);
+
+impl LogBudget {
+    fn allow(&self, class: &'static str) -> bool {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let (since, counts) = guard.get_or_insert_with(|| (now, Default::default()));
+        if now.duration_since(*since) >= std::time::Duration::from_secs(1) {
+            for (class, n) in counts.drain() {
+                if n > LOG_LINES_PER_SECOND {
+                    tracing::warn!(
+                        class,
+                        suppressed = n - LOG_LINES_PER_SECOND,
+                        "more refusals of this class in the last second than are logged one by one"
+                    );
+                }
+            }
+            *since = now;
+        }
+        let n = counts.entry(class).or_insert(0);
+        *n += 1;
+        *n <= LOG_LINES_PER_SECOND
     }
 }
 

@@ -21,6 +21,7 @@ pub mod conn;
 pub mod dev;
 pub mod error;
 pub mod instrument;
+pub mod issuance;
 pub mod metrics;
 pub mod protect;
 pub mod redact;

@@ -204,7 +204,8 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Takes a token for `identity` (SAN) and for `issuer` under `limits`, or says which limit
+    /// Takes a token for `identity` (the token owner's key, see `Principal::rate_key`) and for
+    /// `issuer` under `limits`, or says which limit
     /// refused and when to retry. The issuer's bucket is only charged when the identity passes,
     /// so one runaway identity cannot drain its issuer's allowance.
     pub fn check(&self, issuer: &str, identity: &str, limits: RateLimits, now: Instant) -> Result<(), ApiError> {
@@ -224,7 +225,9 @@ impl RateLimiter {
         if let Some(b) = limits.per_identity
             && let Err(wait) = take(&mut map, format!("id\u{0}{issuer}\u{0}{identity}"), b, now)
         {
-            return Err(limited(b, format!("identity {identity:?} from issuer {issuer}"), wait));
+            // The identity is the token's owner key (`<issuer> claim="value"`): name the owner.
+            let owner = identity.strip_prefix(issuer).map_or(identity, str::trim_start);
+            return Err(limited(b, format!("identity {owner} from issuer {issuer}"), wait));
         }
         if let Some(b) = limits.per_issuer
             && let Err(wait) = take(&mut map, format!("iss\u{0}{issuer}"), b, now)

@@ -1,8 +1,8 @@
 //! Fulcio's REST API.
 //!
-//! Request flow for `signingCert` (both versions): size limit → JSON → token (body or
-//! `Authorization: Bearer`) → [`keyless_oidc::OidcVerifier::verify`] → identity mapping → policy →
-//! rate limits → proof of possession → [`keyless_ca::CertificateAuthority::issue`] → PEM chain.
+//! The handlers only decode and encode: a `signingCert` request (either version) is decoded into an
+//! [`IssueRequest`] (token from the body or `Authorization: Bearer`, the key or CSR) and handed to
+//! [`crate::issuance::issue`], which decides, issues and records.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,15 +14,15 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use keyless_ca::{CertificateAuthority, KeyRequest, identity, possession};
+use keyless_ca::CertificateAuthority;
 use keyless_config::{IssuerConfig, RateLimits};
 use keyless_oidc::{IssuerHealth, OidcVerifier};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::issuance::{IssueRequest, KeyMaterial};
 use crate::protect::{RateLimiter, RequestId};
 use crate::wire;
-use keyless_audit::record::{Decision, Record, Rejection, hex};
 
 /// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -66,6 +66,10 @@ pub struct AppState {
     pub readiness: Mutex<Option<(Instant, StatusCode, Value)>>,
     /// The issuance record (`None` when `audit.enabled` is false).
     pub audit: Option<keyless_audit::store::AuditLog>,
+    /// `health.token`: lets `/readyz` callers see causes.
+    pub health_token: Option<keyless_config::Secret>,
+    /// Issuances in progress (they outlive their requests, so they are bounded on their own).
+    pub issuing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -145,15 +149,52 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"status": "SERVING", "ctLog": state.ct_log}))
 }
 
-/// Readiness: the signer signs and verifies a probe, the CT log answers, and issuers are
-/// configured. Per-issuer discovery health is reported but never fails readiness: one IdP being
-/// down must not take the CA out of rotation for everyone else.
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if let Some((at, status, body)) = state.readiness.lock().expect("poisoned").clone()
-        && at.elapsed() < Duration::from_secs(1)
-    {
-        return (status, Json(body)).into_response();
+/// Readiness: the signer signs and verifies a probe, the CA chain covers a new certificate, the
+/// CT log answers, and issuers are configured. Per-issuer discovery health is reported but never
+/// fails readiness: one IdP being down must not take the CA out of rotation for everyone else.
+///
+/// Anyone may ask whether each component is ready; only a caller presenting `health.token` as a
+/// bearer token learns why one is not (causes name hosts and TLS errors). The causes are logged.
+async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let authorized = match (&state.health_token, bearer(&headers)) {
+        (Some(want), Some(got)) => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(want.expose().as_bytes(), got.as_bytes()).is_ok()
+        }
+        _ => false,
+    };
+    let cached = state.readiness.lock().expect("poisoned").clone();
+    let (status, body) = match cached {
+        Some((at, status, body)) if at.elapsed() < Duration::from_secs(1) => (status, body),
+        _ => {
+            let (status, body) = readiness(&state).await;
+            *state.readiness.lock().expect("poisoned") = Some((Instant::now(), status, body.clone()));
+            (status, body)
+        }
+    };
+    let body = if authorized { body } else { without_causes(body) };
+    (status, Json(body)).into_response()
+}
+
+/// `unavailable: cause` becomes `unavailable`, `using cached keys; …` becomes `stale`.
+fn without_causes(mut body: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if s.starts_with("unavailable") {
+                    *s = "unavailable".into();
+                } else if s.starts_with("using cached keys") {
+                    *s = "stale".into();
+                }
+            }
+            Value::Object(m) => m.values_mut().for_each(strip),
+            _ => {}
+        }
     }
+    strip(&mut body);
+    body
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, Value) {
     let ca = state.ca.clone();
     let signer = match tokio::time::timeout(
         Duration::from_secs(5),
@@ -161,7 +202,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     )
     .await
     {
-        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Ok(()))) => state.ca.check_validity(SystemTime::now()),
         Ok(Ok(Err(e))) => Err(e),
         Ok(Err(e)) => Err(format!("signer check failed: {e}")),
         Err(_) => Err("signer did not answer within 5 s".to_string()),
@@ -195,9 +236,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             (url, Value::String(text))
         })
         .collect();
-    let ready = signer.is_ok() && ct.is_ok() && config.is_ok();
+    let record: Result<&str, String> = match &state.audit {
+        None => Ok("disabled"),
+        Some(a) if a.available() => Ok("ok"),
+        Some(_) => Err("the issuance record cannot be written (see the log)".into()),
+    };
+    let ready = signer.is_ok() && ct.is_ok() && config.is_ok() && record.is_ok();
     if !ready {
-        tracing::warn!(signer = ?signer.as_ref().err(), ct_log = ?ct.as_ref().err(), config = ?config.as_ref().err(), "not ready");
+        tracing::warn!(signer = ?signer.as_ref().err(), ct_log = ?ct.as_ref().err(), config = ?config.as_ref().err(), record = ?record.as_ref().err(), "not ready");
     }
     let text = |r: Result<&str, &String>| match r {
         Ok(s) => s.to_string(),
@@ -208,6 +254,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "signer": text(signer.as_ref().map(|()| "ok")),
         "ctLog": text(ct.as_ref().copied()),
         "config": text(config.as_ref().map(|()| "ok")),
+        "record": text(record.as_ref().copied()),
         "issuers": per_issuer,
     });
     let status = if ready {
@@ -215,8 +262,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    *state.readiness.lock().expect("poisoned") = Some((Instant::now(), status, body.clone()));
-    (status, Json(body)).into_response()
+    (status, body)
 }
 
 /// Reads the body under the size limit (a rejection here means it was too large or unreadable).
@@ -239,179 +285,23 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     v.strip_prefix("Bearer ").map(str::to_string)
 }
 
-/// What the audit record learns about a request on its way through the pipeline. It holds the
-/// raw token and key only to derive digests from them, and only when a record needs them, so the
-/// issuance path parses nothing twice; it has no `Debug` so the token cannot reach a log.
-#[derive(Default)]
-pub(crate) struct Seen {
-    raw_token: String,
-    public_key: Vec<u8>,
-    /// The certificate identity, once the token verified.
-    subject: Option<String>,
-    /// The proven key's digest, once possession is proven.
-    key_sha256: Option<String>,
-}
-
-impl Seen {
-    /// Keeps the request's token and key for the record.
-    fn observe(&mut self, raw_token: &str, key: &KeyRequest<'_>) {
-        self.raw_token = raw_token.to_string();
-        if let KeyRequest::Signature { public_key, .. } = key {
-            self.public_key = public_key.to_vec();
-        }
-    }
-
-    fn claims_sha256(&self) -> Option<String> {
-        keyless_ca::token::claims_sha256(&self.raw_token).map(|d| hex(&d))
-    }
-
-    /// What a refusal record says: the claimed issuer and subject (or the verified identity), and
-    /// digests of the claims and of the key, parsed here, off the issuance path.
-    fn refusal_facts(self) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
-        let claims = self.claims_sha256();
-        let token = keyless_ca::token::parse(&self.raw_token).ok();
-        let issuer = token.as_ref().map(|t| t.issuer().to_string());
-        let subject = self
-            .subject
-            .or_else(|| token.as_ref().and_then(|t| t.subject().map(str::to_string)));
-        let key = self.key_sha256.or_else(|| {
-            keyless_ca::keys::PublicKey::from_pem_or_der(&self.public_key)
-                .ok()
-                .map(|k| hex(&keyless_ca::keys::sha256(k.spki_der())))
-        });
-        (issuer, subject, claims, key)
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A refusal goes into the issuance record (without waiting: nothing was promised).
-fn record_refusal(state: &AppState, request_id: &str, seen: Seen, err: &ApiError) {
-    let Some(audit) = &state.audit else { return };
-    // Load shedding and timeouts are not decisions about an identity; they never reach here.
-    let (_, _, message) = err.parts();
-    let (issuer, subject, claims_sha256, key_sha256) = seen.refusal_facts();
-    audit.append(Record {
-        seq: 0,
-        time_ms: now_ms(),
-        request_id: request_id.to_string(),
-        issuer,
-        subject,
-        claims_sha256,
-        key_sha256,
-        decision: Decision::Rejected,
-        rule: err.class().to_string(),
-        certificate: None,
-        rejection: Some(Rejection {
-            class: err.class().to_string(),
-            message,
-        }),
-        intent: None,
-        intent_seq: None,
-    });
-}
-
-/// The shared issuance pipeline for both API versions. An issued certificate is recorded here;
-/// refusals are recorded by the handlers, which also see the refusals before this point.
-async fn issue(
-    state: &AppState,
-    request_id: &str,
-    raw_token: &str,
-    key: KeyRequest<'_>,
-    seen: &mut Seen,
-) -> Result<Vec<String>, ApiError> {
-    seen.observe(raw_token, &key);
-    let issuers = state.current_issuers();
-    let token = issuers.oidc.verify(raw_token).await?;
-    let principal = identity::principal(&token)?;
-    seen.subject = Some(principal.san().value().to_string());
-    if let Err(e) = keyless_ca::policy::check(&token) {
-        tracing::warn!(issuer = principal.issuer_url(), subject = principal.san().value(), cause = %e, "refused by policy");
-        return Err(e.into());
-    }
-    let limits = issuers.rate_limits.with(&token.issuer().options.rate_limits);
-    state
-        .limiter
-        .check(principal.issuer_url(), principal.san().value(), limits, Instant::now())?;
-    let proven = possession::prove(&principal, key)?;
-    seen.key_sha256 = Some(hex(&keyless_ca::keys::sha256(proven.public_key().spki_der())));
-    let (issuer, kind, san) = (
-        principal.issuer_url().to_string(),
-        principal.kind(),
-        principal.san().value().to_string(),
-    );
-    let rule = format!(
-        "{} identity of issuer {issuer}; claim policy and rate limits passed",
-        kind.as_str()
-    );
-    let issued = if state.ca.signer_blocks() {
-        // An HSM round trip must not stall the async workers: issue on a blocking thread.
-        let ca = state.ca.clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(ca.issue(principal, proven, SystemTime::now())))
-            .await
-            .map_err(|e| ApiError::Internal(format!("issuance task failed: {e}")))??
-    } else {
-        state.ca.issue(principal, proven, SystemTime::now()).await?
-    };
-    if let Some(audit) = &state.audit {
-        // The record is durable before the certificate leaves: an issuance the record does not
-        // hold is never released (fail closed).
-        let facts = keyless_audit::record::certificate_facts(
-            &issued.der,
-            issued.sct.as_ref().map(|s| (&s.log_id, s.timestamp)),
-            issued.leaf_index,
-        )
-        .map_err(|e| ApiError::Internal(format!("audit record: {e}")))?;
-        let record = Record {
-            seq: 0,
-            time_ms: now_ms(),
-            request_id: request_id.to_string(),
-            issuer: Some(issuer.clone()),
-            subject: Some(san.clone()),
-            claims_sha256: seen.claims_sha256(),
-            key_sha256: seen.key_sha256.clone(),
-            decision: Decision::Issued,
-            rule,
-            certificate: Some(facts),
-            rejection: None,
-            intent: None,
-            intent_seq: None,
-        };
-        audit
-            .append_durable(record)
-            .await
-            .map_err(|e| ApiError::Internal(format!("audit record: {e}")))?;
-    }
-    let (sct_log_id, sct_timestamp) = match &issued.sct {
-        Some(sct) => (hex(&sct.log_id), sct.timestamp),
-        None => ("none (CT disabled)".to_string(), 0),
-    };
-    tracing::info!(issuer, kind = kind.as_str(), subject = %san, serial = %issued.serial_hex, sct_log_id, sct_timestamp, leaf_index = ?issued.leaf_index, "certificate issued");
-    crate::metrics::issued(kind.as_str(), &issuer);
-    let mut chain = vec![issued.pem()];
-    chain.extend(state.chain_pem.iter().cloned());
-    Ok(chain)
-}
-
-/// Runs a signing handler and records its refusal, whatever stage refused.
-async fn recorded<T>(
-    state: &AppState,
+/// Decodes with `decode`, runs the issuance service, and records a refusal of a request that
+/// could not be decoded (the service records every other outcome itself).
+async fn signing<T>(
+    state: &Arc<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
-    handler: impl AsyncFnOnce(&str, &mut Seen) -> Result<T, ApiError>,
+    decode: impl FnOnce(String) -> Result<IssueRequest, ApiError>,
+    encode: impl FnOnce(Vec<String>) -> T,
 ) -> Result<T, ApiError> {
     let id = request_id.map(|r| r.0.0).unwrap_or_default();
-    let mut seen = Seen::default();
-    let result = handler(&id, &mut seen).await;
-    if let Err(e) = &result {
-        record_refusal(state, &id, seen, e);
-    }
-    result
+    let req = match decode(id.clone()) {
+        Ok(req) => req,
+        Err(e) => {
+            crate::issuance::refuse_undecoded(state, &id, &e);
+            return Err(e);
+        }
+    };
+    crate::issuance::issue(state, req).await.map(encode)
 }
 
 async fn signing_cert_v2(
@@ -420,19 +310,23 @@ async fn signing_cert_v2(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    recorded(&state, request_id, async |id, seen| {
-        signing_cert_v2_checked(&state, id, seen, &headers, body).await
-    })
+    signing(
+        &state,
+        request_id,
+        |request_id| decode_v2(request_id, &headers, body),
+        |chain| {
+            let certificates: Vec<String> = chain.iter().map(|p| p.trim_end().to_string()).collect();
+            Json(json!({ "signedCertificateEmbeddedSct": { "chain": { "certificates": certificates } } }))
+        },
+    )
     .await
 }
 
-async fn signing_cert_v2_checked(
-    state: &AppState,
-    request_id: &str,
-    seen: &mut Seen,
+fn decode_v2(
+    request_id: String,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<IssueRequest, ApiError> {
     let req: wire::CreateSigningCertificateRequest = body_json(body)?;
     let token = req
         .credentials
@@ -441,35 +335,24 @@ async fn signing_cert_v2_checked(
         .or_else(|| bearer(headers))
         .unwrap_or_default();
     let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
-    let chain = match (req.public_key_request, csr) {
+    let key = match (req.public_key_request, csr) {
         (Some(_), Some(_)) => {
             return Err(ApiError::BadRequest(
                 "send either publicKeyRequest or certificateSigningRequest, not both".into(),
             ));
         }
-        (None, Some(csr)) => issue(state, request_id, &token, KeyRequest::Csr { pem: &csr.0 }, seen).await?,
+        (None, Some(csr)) => KeyMaterial::Csr { pem: csr.0 },
         (pkr, None) => {
+            // A missing key is refused after the token is checked, so token errors come first,
+            // as in Fulcio.
             let pkr = pkr.unwrap_or_default();
-            let content = pkr.public_key.and_then(|k| k.content).unwrap_or_default();
-            let proof = pkr.proof_of_possession.unwrap_or_default();
-            // Check the token first so its errors come first, as in Fulcio.
-            issue(
-                state,
-                request_id,
-                &token,
-                KeyRequest::Signature {
-                    public_key: content.as_bytes(),
-                    proof: &proof.0,
-                },
-                seen,
-            )
-            .await?
+            KeyMaterial::Signature {
+                public_key: pkr.public_key.and_then(|k| k.content).unwrap_or_default().into_bytes(),
+                proof: pkr.proof_of_possession.unwrap_or_default().0,
+            }
         }
     };
-    let certificates: Vec<String> = chain.iter().map(|p| p.trim_end().to_string()).collect();
-    Ok(Json(
-        json!({ "signedCertificateEmbeddedSct": { "chain": { "certificates": certificates } } }),
-    ))
+    Ok(IssueRequest { token, key, request_id })
 }
 
 async fn signing_cert_v1(
@@ -478,52 +361,44 @@ async fn signing_cert_v1(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    recorded(&state, request_id, async |id, seen| {
-        signing_cert_v1_checked(&state, id, seen, &headers, body).await
-    })
+    signing(
+        &state,
+        request_id,
+        |request_id| decode_v1(request_id, &headers, body),
+        |chain| {
+            let body = chain.iter().map(|p| p.trim_end()).collect::<Vec<_>>().join("\n");
+            (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+                body,
+            )
+                .into_response()
+        },
+    )
     .await
 }
 
-async fn signing_cert_v1_checked(
-    state: &AppState,
-    request_id: &str,
-    seen: &mut Seen,
+fn decode_v1(
+    request_id: String,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<IssueRequest, ApiError> {
     let req: wire::LegacyRequest = body_json(body)?;
     let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
     let key = req.public_key.and_then(|k| k.content).filter(|c| !c.0.is_empty());
-    if csr.is_none() && key.is_none() {
-        // Fulcio answers this before looking at the token.
-        return Err(keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into());
-    }
     let token = bearer(headers).unwrap_or_default();
-    let chain = match csr {
-        Some(csr) => issue(state, request_id, &token, KeyRequest::Csr { pem: &csr.0 }, seen).await?,
-        None => {
-            let proof = req.signed_email_address.unwrap_or_default();
-            let key = key.unwrap_or_default();
-            issue(
-                state,
-                request_id,
-                &token,
-                KeyRequest::Signature {
-                    public_key: &key.0,
-                    proof: &proof.0,
-                },
-                seen,
-            )
-            .await?
+    let key = match (csr, key) {
+        (Some(csr), _) => KeyMaterial::Csr { pem: csr.0 },
+        (None, Some(key)) => KeyMaterial::Signature {
+            public_key: key.0,
+            proof: req.signed_email_address.unwrap_or_default().0,
+        },
+        // Fulcio answers this before looking at the token.
+        (None, None) => {
+            return Err(keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into());
         }
     };
-    let body = chain.iter().map(|p| p.trim_end()).collect::<Vec<_>>().join("\n");
-    Ok((
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
-        body,
-    )
-        .into_response())
+    Ok(IssueRequest { token, key, request_id })
 }
 
 async fn trust_bundle(State(state): State<Arc<AppState>>) -> Json<Value> {

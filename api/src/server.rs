@@ -242,6 +242,12 @@ pub async fn serve(
         limiter: Default::default(),
         readiness: Default::default(),
         audit: open_audit(&config)?,
+        health_token: config
+            .health_token
+            .as_ref()
+            .map(|r| r.resolve().map_err(|e| anyhow::anyhow!("health.token: {e}")))
+            .transpose()?,
+        issuing: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_requests)),
     });
     let reload = config
         .source
@@ -476,7 +482,9 @@ async fn reload_loop(
             }
         };
         list.extend(dev_issuers.iter().cloned());
-        match keyless_oidc::OidcVerifier::new(&list) {
+        // Unchanged issuers keep their cached keys, health and back-off across the swap, so an
+        // IdP outage that overlaps a reload does not turn into refusals.
+        match state.current_issuers().oidc.rebuild(&list) {
             Ok(oidc) => {
                 *state.issuers.write().expect("poisoned") = Arc::new(Issuers {
                     oidc,

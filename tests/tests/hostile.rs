@@ -1,0 +1,312 @@
+//! The built binary under attack. Each test runs one class of hostile traffic from its own loopback
+//! address (127.0.0.2 and up) while a legitimate client on 127.0.0.1 keeps asking for certificates,
+//! and asserts a bounded answer, bounded time, bounded disk and log growth, nothing issued to the
+//! attacker, nothing secret stored, and the legitimate client served during and after.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use keyless_tests::{ClientKey, Keyless, TestIssuer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+fn sign_body(token: &str, key: &ClientKey, name: &str) -> Value {
+    json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request(name)})
+}
+
+/// Bytes under `dir`, recursively.
+fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => du(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.0/8 all routes to lo).
+async fn connect_from(from: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    socket.connect(addr).await
+}
+
+fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Asks for one certificate as the legitimate client and returns how long it took.
+async fn legitimate(ks: &Keyless, idp: &TestIssuer, who: &str) -> Duration {
+    let key = ClientKey::p256();
+    let start = Instant::now();
+    let r = ks
+        .sign_v2(&sign_body(&idp.mint(&idp.email_claims(who)), &key, who), None)
+        .await;
+    assert_eq!(r.status, 200, "the legitimate client was refused: {}", r.body);
+    start.elapsed()
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`, reading whatever it sends first.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_and_misplaced_tokens_leave_no_trace() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "log: {{format: json}}\nct_log: disabled\naudit: {{export: export.jsonl}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    legitimate(&ks, &idp, "first@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = ks.dir.path().join("data");
+    let (data_before, log_before) = (du(&data), ks.log().len());
+
+    // Eight bodies just under the 4 MiB limit, each a JSON type error quoting its whole value.
+    let junk = format!("{{\"credentials\": \"{}\"}}", "A".repeat((4 << 20) - 64));
+    let http = reqwest::Client::new();
+    for _ in 0..8 {
+        let start = Instant::now();
+        let r = http
+            .post(format!("{}/api/v2/signingCert", ks.url))
+            .header("content-type", "application/json")
+            .body(junk.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(text.len() < 2048, "the answer quotes the junk: {} bytes", text.len());
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+    // A real token in the wrong field, and a key and proof where the token belongs.
+    let token = idp.mint(&idp.email_claims("victim@example.com"));
+    let key = ClientKey::p256();
+    let proof = key.public_key_request("victim@example.com")["proofOfPossession"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let misplaced = [
+        json!({"credentials": token}),
+        json!({"credentials": {"oidcIdentityToken": [token]}}),
+        json!({"publicKeyRequest": token}),
+        json!({"credentials": {"oidcIdentityToken": key.spki_pem()}, "publicKeyRequest": {"proofOfPossession": 5}}),
+        json!({"credentials": {"oidcIdentityToken": proof}}),
+    ];
+    for body in &misplaced {
+        let r = ks.sign_v2(body, None).await;
+        assert!(r.status == 400, "{}: {}", r.status, r.body);
+        assert!(!r.body.contains(&token), "the token is echoed back");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the record's writer commits refusals
+    let grown = du(&data).saturating_sub(data_before);
+    assert!(grown < 512 * 1024, "the data directory grew by {grown} bytes");
+    let log = ks.log();
+    let log_grown = log.len() - log_before;
+    assert!(log_grown < 64 * 1024, "the log grew by {log_grown} bytes");
+    let export = std::fs::read_to_string(ks.dir.path().join("export.jsonl")).unwrap();
+    let signature = token.rsplit('.').next().unwrap();
+    let spki_b64 = key.spki_pem().lines().nth(1).unwrap().to_string();
+    for (what, text) in [("log", &log), ("export", &export)] {
+        assert!(!text.contains(signature), "the {what} holds the token's signature");
+        assert!(!text.contains(&token[..40]), "the {what} holds the token");
+        assert!(!text.contains(&proof[..24]), "the {what} holds the proof");
+        assert!(!text.contains(&spki_b64), "the {what} holds the key");
+        assert!(!text.contains(&"A".repeat(100)), "the {what} holds the junk");
+    }
+    let rejected = export.lines().filter(|l| l.contains("\"rejected\"")).count();
+    assert_eq!(rejected, 8 + misplaced.len(), "every refusal is recorded:\n{export}");
+    legitimate(&ks, &idp, "after@example.com").await;
+}
+
+/// Three attacker shapes at once from 127.0.0.2: silent connections, half-sent headers, bodies
+/// trickled a byte at a time. None of them may take capacity from the legitimate client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_never_starve_a_legitimate_one() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nlimits: {{max_concurrent_requests: 8, header_read_timeout: 2s, body_timeout: 3s, min_body_rate: 512}}\n\
+         issuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let addr = addr_of(&ks.url);
+    let mut silent = Vec::new();
+    let mut heads = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..150 {
+        silent.push(connect_from("127.0.0.2", addr).await.unwrap());
+        let mut h = connect_from("127.0.0.2", addr).await.unwrap();
+        h.write_all(format!("POST /api/v2/signingCert HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ").as_bytes())
+            .await
+            .unwrap();
+        heads.push(h);
+        let mut b = connect_from("127.0.0.2", addr).await.unwrap();
+        b.write_all(b"POST /api/v2/signingCert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{")
+            .await
+            .unwrap();
+        bodies.push(b);
+    }
+    // Trickle: one byte per connection every 500 ms, below the minimum rate.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..20 {
+            for b in bodies.iter_mut() {
+                let _ = b.write_all(b" ").await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bodies
+    });
+    // 450 attacking connections, and only 8 request slots: the legitimate client still gets through.
+    for i in 0..10 {
+        let took = legitimate(&ks, &idp, &format!("legit{i}@example.com")).await;
+        assert!(took < Duration::from_secs(2), "issuance took {took:?} under attack");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past the deadlines every attacking connection has been closed by the server.
+    for s in silent.iter_mut().chain(heads.iter_mut()) {
+        assert!(closed_within(s, Duration::from_secs(4)).await, "a stalled connection is still open");
+    }
+    let mut bodies = trickle.await.unwrap();
+    for b in bodies.iter_mut() {
+        assert!(closed_within(b, Duration::from_secs(4)).await, "a trickling body is still open");
+    }
+    legitimate(&ks, &idp, "after@example.com").await;
+}
+
+/// One address may not hold more than its share of connections; others are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_floods_are_capped_per_address() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nmetrics_listen: 127.0.0.1:0\nlimits: {{max_connections_per_address: 40}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let addr = addr_of(&ks.url);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(connect_from("127.0.0.3", addr).await.unwrap());
+    }
+    let mut refused = 0;
+    for s in held.iter_mut() {
+        if closed_within(s, Duration::from_millis(200)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 160, "40 connections admitted from one address, the rest closed at once");
+    legitimate(&ks, &idp, "neighbour@example.com").await;
+    let metrics = ks.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            == "keyless_connections_refused_total{listener=\"api\",reason=\"max_connections_per_address\"} 160"),
+        "{metrics}"
+    );
+}
+
+/// HTTP/2 over cleartext: six connections each trying to open 200 streams whose bodies never
+/// arrive. Streams per connection are capped and stalled streams hold no request slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stream_floods_are_capped() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nlimits: {{max_concurrent_requests: 8, max_h2_streams: 16, body_timeout: 3s}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let addr = addr_of(&ks.url);
+    let mut attackers = Vec::new();
+    for _ in 0..6 {
+        let tcp = connect_from("127.0.0.4", addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        attackers.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut opened = 0;
+            let mut streams = Vec::new();
+            for _ in 0..200 {
+                match tokio::time::timeout(Duration::from_millis(200), client.clone().ready()).await {
+                    Ok(Ok(mut ready)) => {
+                        let req = http::Request::post("/api/v2/signingCert")
+                            .header("content-length", "1000")
+                            .body(())
+                            .unwrap();
+                        match ready.send_request(req, false) {
+                            Ok((resp, body)) => {
+                                opened += 1;
+                                streams.push((resp, body));
+                            }
+                            Err(_) => break,
+                        }
+                        client = ready;
+                    }
+                    _ => break,
+                }
+            }
+            (opened, streams)
+        }));
+    }
+    let mut total = 0;
+    let mut streams = Vec::new();
+    for a in attackers {
+        let (opened, s) = a.await.unwrap();
+        assert!(opened <= 16, "{opened} concurrent streams on one connection");
+        total += opened;
+        streams.extend(s);
+    }
+    assert!(total > 8, "the attack did open streams ({total})");
+    for i in 0..5 {
+        let took = legitimate(&ks, &idp, &format!("h2legit{i}@example.com")).await;
+        assert!(took < Duration::from_secs(2), "issuance took {took:?} under attack");
+    }
+    // The stalled streams are answered 408 once their bodies are overdue.
+    let (resp, _body) = streams.remove(0);
+    let resp = tokio::time::timeout(Duration::from_secs(6), resp)
+        .await
+        .expect("a stalled stream is answered")
+        .unwrap();
+    assert_eq!(resp.status(), 408);
+}
+
+/// The CT listener has the same protections: stalled heads are closed, the log keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ct_listener_closes_stalled_connections() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "limits: {{header_read_timeout: 1s}}\nct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let ct = addr_of(ks.ct_url.as_deref().unwrap());
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut s = connect_from("127.0.0.5", ct).await.unwrap();
+        s.write_all(b"GET /keyless/ct/v1/get-sth HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        stalled.push(s);
+    }
+    legitimate(&ks, &idp, "ct@example.com").await;
+    assert!(ks.ct_get("/ct/v1/get-sth").await["tree_size"].as_u64().is_some());
+    for s in stalled.iter_mut() {
+        assert!(closed_within(s, Duration::from_secs(3)).await, "a stalled CT connection is still open");
+    }
+}
