@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use keyless_audit::record::{Decision, Intent, Record, Rejection, hex};
 use keyless_ca::{KeyRequest, Prepared, identity, possession};
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::redact;
@@ -74,11 +75,16 @@ pub async fn issue(state: &Arc<AppState>, req: IssueRequest) -> Result<Vec<Strin
             let request_id = req.request_id;
             let claims = keyless_ca::token::claims_sha256(&req.token).map(|d| hex(&d));
             facts.claims_sha256 = claims;
-            // From here on the work is the CA's, not the request's: it finishes either way.
-            tokio::spawn(async move {
-                let _permit = permit;
-                complete(&state, &request_id, facts, prepared).await
-            })
+            // From here on the work is the CA's, not the request's: it finishes either way (in the
+            // request's span, so its log lines keep the request id).
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    let _permit = permit;
+                    complete(&state, &request_id, facts, prepared).await
+                }
+                .instrument(span),
+            )
             .await
             .map_err(|e| ApiError::Internal(format!("issuance task failed: {e}")))?
         }

@@ -224,7 +224,15 @@ async fn queries_match_what_was_issued_and_refusals_hold_no_token() {
     let stored = std::fs::read(ks.dir.path().join("data/audit/record.sqlite")).unwrap();
     let wal = std::fs::read(ks.dir.path().join("data/audit/record.sqlite-wal")).unwrap_or_default();
     let export = std::fs::read_to_string(ks.dir.path().join("records.jsonl")).unwrap();
-    assert_eq!(export.lines().count(), 4, "every decision is exported");
+    // Two issuances (each an intent, then the issued record naming it) and two refusals.
+    let kinds: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |d: &str| kinds.iter().filter(|r| r["decision"] == d).count();
+    assert_eq!((count("intent"), count("issued"), count("rejected")), (2, 2, 2), "every decision is exported:\n{export}");
+    for issued in kinds.iter().filter(|r| r["decision"] == "issued") {
+        let intent = &kinds[issued["intent_seq"].as_u64().expect("issued names its intent") as usize];
+        assert_eq!(intent["decision"], "intent");
+        assert_eq!(intent["intent"]["serial"], issued["certificate"]["serial"]);
+    }
     for token in [&wrong_aud, &bad_pop] {
         for secret in [token.as_str(), token.rsplit('.').next().unwrap()] {
             for (name, bytes) in [
@@ -241,7 +249,7 @@ async fn queries_match_what_was_issued_and_refusals_hold_no_token() {
     }
     let (code, out, _) = audit(&ks, &["verify"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("4 records"), "{out}");
+    assert!(out.contains("6 records (2 issued, 2 refused, 2 intents)"), "{out}");
 }
 
 fn hex_of_b64(b64: &str) -> String {
@@ -288,8 +296,9 @@ async fn verify_finds_edits_deletions_and_reorders_at_the_first_bad_record() {
     let cases: [(&str, &str, &str); 4] = [
         (
             "edit",
-            "UPDATE records SET json = replace(json, 'c@example.com', 'x@example.com') WHERE seq = 2",
-            "record 2: its content was changed",
+            // Each issuance is two records (intent, issued): c's issued record is 5.
+            "UPDATE records SET json = replace(json, 'c@example.com', 'x@example.com') WHERE seq = 5",
+            "record 5: its content was changed",
         ),
         ("delete", "DELETE FROM records WHERE seq = 1", "record 1:"),
         (
@@ -299,8 +308,8 @@ async fn verify_finds_edits_deletions_and_reorders_at_the_first_bad_record() {
         ),
         (
             "truncate",
-            "DELETE FROM records WHERE seq = 4",
-            "record 4: records 4 to 4 are missing",
+            "DELETE FROM records WHERE seq = 9",
+            "record 9: records 9 to 9 are missing",
         ),
     ];
     for (what, sql, expected) in cases {

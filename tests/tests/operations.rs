@@ -10,7 +10,6 @@ use keyless_tests::{
     Backend, ClientKey, HSM_PIN, HangingServer, Keyless, TestIssuer, TestTls, openssl, throwaway_log_key,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn sign_body(token: &str, key: &ClientKey, name: &str) -> Value {
     json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request(name)})
