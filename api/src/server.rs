@@ -448,6 +448,12 @@ async fn reload_loop(
                 "file change"
             }
         };
+        // The same bytes mean the same configuration: nothing to validate or swap.
+        if config_hash(&current) == hash {
+            tracing::info!(trigger, config_hash = %hash, "configuration unchanged; nothing to reload");
+            seen = modified(&current);
+            continue;
+        }
         let loaded = tokio::task::spawn_blocking({
             let path = path.clone();
             move || Config::load(&path)

@@ -186,6 +186,32 @@ async fn remote_log_failures_fail_closed_and_recover() {
     *mode.lock().unwrap() = Mode::Forward;
     let ok = attempt(9).await.chain();
     ct::verify_embedded_sct(&der(&ok[0]), &der(&ok[1]), &spki);
+
+    // The precertificate whose SCT came back bad is in the log, but its certificate was never
+    // released. The record holds its intent and why it was abandoned, so an auditor following the
+    // log sees an abandoned issuance, never "the CA key signed something the service did not issue".
+    let sth_deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sth: Value = reqwest::get(format!("{log_url}/ct/v1/get-sth")).await.unwrap().json().await.unwrap();
+        if sth["tree_size"].as_u64() == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < sth_deadline, "the log publishes its three entries: {sth}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = ks.dir.path();
+    let out = run_keyless(
+        &["audit", "sync", "--config", "keyless.yaml", "--log", &log_url, "--log-key", "log-pub.pem", "--quiet"],
+        d,
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_keyless(&["audit", "cross-check", "--config", "keyless.yaml"], d, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "an abandoned issuance is not a finding:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 abandoned issuance(s) in the log"), "{text}");
+    assert!(text.contains("abandoned (record"), "{text}");
+    assert!(!text.contains("did not issue"), "{text}");
 }
 
 #[tokio::test]

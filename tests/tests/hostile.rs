@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keyless_tests::{ClientKey, Keyless, TestIssuer};
+use keyless_tests::{ClientKey, HangingServer, Keyless, TestIssuer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -294,4 +294,500 @@ async fn the_ct_listener_closes_stalled_connections() {
     for s in stalled.iter_mut() {
         assert!(closed_within(s, Duration::from_secs(3)).await, "a stalled CT connection is still open");
     }
+}
+
+/// A token naming an issuer whose IdP hangs: the first waits for one bounded fetch while other
+/// issuers are served, the next is refused at once (the failure is remembered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_idp_costs_one_fetch_and_nobody_else_waits() {
+    let idp = TestIssuer::start("/email").await;
+    let hanging = HangingServer::start().await;
+    let stuck = format!("{}/idp", hanging.url);
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{stuck}\", type: email}}\n",
+        idp.url
+    ));
+    let mut claims = idp.email_claims("stuck@example.com");
+    claims["iss"] = json!(stuck);
+    let body = sign_body(&idp.mint(&claims), &ClientKey::p256(), "stuck@example.com");
+    let first = {
+        let (url, body) = (ks.url.clone(), body.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let r = reqwest::Client::new()
+                .post(format!("{url}/api/v2/signingCert"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), start.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While the fetch hangs, the other issuer's clients are served as usual.
+    for i in 0..5 {
+        let took = legitimate(&ks, &idp, &format!("ok{i}@example.com")).await;
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+    let (status, took) = first.await.unwrap();
+    assert_eq!(status, 503);
+    assert!(took < Duration::from_secs(15), "one bounded fetch: {took:?}");
+    // The failure is remembered: the next token for that issuer is refused at once.
+    let start = Instant::now();
+    let r = ks.sign_v2(&body, None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.message().contains(&stuck), "{}", r.body);
+    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    assert_eq!(hanging.accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one fetch in all");
+}
+
+/// A claim built to make a policy glob backtrack is matched in linear time; the CA keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_bomb_claim_is_matched_in_linear_time() {
+    let gh = TestIssuer::start("/gh").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - url: \"{}\"\n    type: github-workflow\n    policy:\n      allow: [{{name: tags, when: {{ref: \"*a*a*a*a*b\"}}}}]\n",
+        gh.url
+    ));
+    let mut claims = gh.github_claims();
+    claims["ref"] = json!("a".repeat(1500));
+    let body = sign_body(&gh.mint(&claims), &ClientKey::p256(), "repo:octo-org/octo-repo:ref:refs/heads/main");
+    let start = Instant::now();
+    let r = ks.sign_v2(&body, None).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(ks.healthy().await);
+}
+
+/// `uri` identities are parsed as Go's net/url would: a backslash in the authority is refused, not
+/// read as a path under the allowed host.
+#[tokio::test]
+async fn uri_identities_that_go_would_refuse_are_refused() {
+    let idp = TestIssuer::start("/uri").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: uri, subject_domain: \"http://127.0.0.1\"}}\n",
+        idp.url
+    ));
+    for sub in [
+        "http://evil.example\\@127.0.0.1/x",
+        "http://evil.example\\127.0.0.1/x",
+        "http://user@127.0.0.1/x",
+        "http://127.0.0.1/%zz",
+        "http://127.0.0.1/a b",
+    ] {
+        let mut claims = idp.email_claims("x@example.com");
+        claims["sub"] = json!(sub);
+        let r = ks
+            .sign_v2(&sign_body(&idp.mint(&claims), &ClientKey::p256(), sub), None)
+            .await;
+        assert_eq!(r.status, 400, "{sub}: {}", r.body);
+        assert!(r.message().contains("\"sub\""), "{sub}: {}", r.body);
+    }
+    let mut claims = idp.email_claims("x@example.com");
+    claims["sub"] = json!("http://127.0.0.1/team/a");
+    let r = ks
+        .sign_v2(&sign_body(&idp.mint(&claims), &ClientKey::p256(), "http://127.0.0.1/team/a"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A reload while an IdP is down keeps that issuer's cached keys: unchanged issuers keep their
+/// state, and an unchanged file is not even swapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_an_idp_outage_keeps_issuing() {
+    let idp = TestIssuer::start("/email").await;
+    let other = TestIssuer::start("/other").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let tokens: Vec<String> = (0..3)
+        .map(|i| idp.mint(&idp.email_claims(&format!("r{i}@example.com"))))
+        .collect();
+    let sign = |i: usize| sign_body(&tokens[i], &ClientKey::p256(), &format!("r{i}@example.com"));
+    assert_eq!(ks.sign_v2(&sign(0), None).await.status, 200);
+    let fetches = idp.jwks_fetches();
+    drop(idp); // the IdP goes down
+    let wait_for = |needle: &'static str, n: usize| {
+        let ks = &ks;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ks.log().matches(needle).count() < n {
+                assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", ks.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    ks.signal("HUP");
+    wait_for("configuration unchanged", 1).await;
+    assert_eq!(ks.sign_v2(&sign(1), None).await.status, 200, "cached keys still verify");
+    // A real change (another issuer added) swaps the set; the unchanged one keeps its keys.
+    let path = ks.dir.path().join("keyless.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}  - {{url: \"{}\", type: email}}\n", other.url)).unwrap();
+    wait_for("configuration reloaded", 1).await;
+    let r = ks.sign_v2(&sign(2), None).await;
+    assert_eq!(r.status, 200, "after the swap the down IdP's cached keys still verify: {}", r.body);
+    assert!(fetches >= 1);
+}
+
+/// A client that sends its request and hangs up does not leave a logged precertificate without an
+/// issuance record: the issuance runs to completion, and the cross-check finds nothing to report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_hang_up_raise_no_false_alarm() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 100ms}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let addr = addr_of(&ks.url);
+    for i in 0..20 {
+        let who = format!("gone{i}@example.com");
+        let body = sign_body(&idp.mint(&idp.email_claims(&who)), &ClientKey::p256(), &who).to_string();
+        let mut s = connect_from("127.0.0.8", addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST /api/v2/signingCert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // Hang up at once, or after a few milliseconds: mid-issuance either way.
+        if i % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        drop(s);
+    }
+    legitimate(&ks, &idp, "stays@example.com").await;
+    // Let every issuance finish and the log publish it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let records = keyless_audit::store::read_records(&ks.dir.path().join("data/audit")).unwrap();
+    let count = |d: keyless_audit::record::Decision| records.iter().filter(|r| r.decision == d).count();
+    use keyless_audit::record::Decision;
+    assert_eq!(
+        count(Decision::Intent),
+        count(Decision::Issued) + count(Decision::Abandoned),
+        "every intent has its outcome"
+    );
+    assert!(count(Decision::Issued) >= 1);
+    let tr = ks.trusted_root();
+    let spki = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        tr["ctlogs"][0]["publicKey"]["rawBytes"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(ks.dir.path().join("log.pem"), keyless_tests::pem("PUBLIC KEY", &spki)).unwrap();
+    let d = ks.dir.path();
+    let log_url = ks.ct_url.clone().unwrap();
+    let out = keyless_tests::run_keyless(
+        &["audit", "sync", "--config", "keyless.yaml", "--log", &log_url, "--log-key", "log.pem", "--quiet"],
+        d,
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = keyless_tests::run_keyless(&["audit", "cross-check", "--config", "keyless.yaml"], d, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("record and CT logs agree"), "{text}");
+}
+
+/// The embedded log takes only what it should: a resubmitted precertificate gets its original
+/// entry back, an end-entity certificate cannot act as an issuer, outside submitters are rationed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_log_deduplicates_validates_and_rations() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 100ms}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let who = "logged@example.com";
+    let chain = ks
+        .sign_v2(&sign_body(&idp.mint(&idp.email_claims(who)), &ClientKey::p256(), who), None)
+        .await
+        .chain();
+    let der = |p: &str| {
+        STANDARD
+            .decode(p.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .unwrap()
+    };
+    let ct = ks.ct_url.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ks.ct_get("/ct/v1/get-sth").await["tree_size"] != 1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The precertificate and chain exactly as the log holds them (PrecertChainEntry).
+    let entry = &ks.ct_get("/ct/v1/get-entries?start=0&end=0").await["entries"][0];
+    let leaf = STANDARD.decode(entry["leaf_input"].as_str().unwrap()).unwrap();
+    let timestamp = u64::from_be_bytes(leaf[2..10].try_into().unwrap());
+    let extra = STANDARD.decode(entry["extra_data"].as_str().unwrap()).unwrap();
+    let u24 = |b: &[u8]| ((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize;
+    let n = u24(&extra);
+    let mut submission = vec![STANDARD.encode(&extra[3..3 + n])];
+    let mut rest = &extra[3 + n + 3..];
+    while !rest.is_empty() {
+        let m = u24(rest);
+        submission.push(STANDARD.encode(&rest[3..3 + m]));
+        rest = &rest[3 + m..];
+    }
+    let outsider = reqwest::Client::builder()
+        .local_address(Some("127.0.0.6".parse().unwrap()))
+        .build()
+        .unwrap();
+    let post = |path: &'static str, body: Value| {
+        let (outsider, ct) = (outsider.clone(), ct.clone());
+        async move {
+            let r = outsider.post(format!("{ct}{path}")).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let (status, text) = post("/ct/v1/add-pre-chain", json!({"chain": submission})).await;
+    assert_eq!(status, 200, "{text}");
+    let sct: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sct["timestamp"].as_u64(), Some(timestamp), "the original entry's SCT");
+    // An end-entity certificate as the "issuer" of another.
+    let (status, text) = post(
+        "/ct/v1/add-chain",
+        json!({"chain": [STANDARD.encode(der(&chain[0])), STANDARD.encode(der(&chain[0])), STANDARD.encode(der(&chain[2]))]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("chain[1]"), "{text}");
+    // One address is rationed (bursts of 20 at 10/s by default).
+    let mut limited = 0;
+    for _ in 0..40 {
+        let (status, _) = post("/ct/v1/add-pre-chain", json!({"chain": submission})).await;
+        assert!(status == 200 || status == 429, "{status}");
+        limited += usize::from(status == 429);
+    }
+    assert!(limited >= 10, "only {limited} of 40 rapid submissions were limited");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ks.ct_get("/ct/v1/get-sth").await["tree_size"], 1, "nothing new was logged");
+    legitimate(&ks, &idp, "meanwhile@example.com").await;
+}
+
+/// `keyless audit sync` against a log that claims 2^40 entries: refused quickly with the numbers,
+/// never an unbounded download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_sync_refuses_an_implausible_log() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", idp.url));
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let key = std::sync::Arc::new(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap());
+    let spki = aws_lc_rs::encoding::AsDer::as_der(key.public_key()).unwrap();
+    std::fs::write(ks.dir.path().join("hostile.pem"), keyless_tests::pem("PUBLIC KEY", spki.as_ref())).unwrap();
+    let size: u64 = 1 << 40;
+    let sth = {
+        let key = key.clone();
+        move || {
+            let ts = keyless_tests::now() * 1000;
+            let root = [7u8; 32];
+            let mut signed = vec![0u8, 1];
+            signed.extend_from_slice(&ts.to_be_bytes());
+            signed.extend_from_slice(&size.to_be_bytes());
+            signed.extend_from_slice(&root);
+            let sig = key.sign(&aws_lc_rs::rand::SystemRandom::new(), &signed).unwrap();
+            let mut ds = vec![4u8, 3];
+            ds.extend_from_slice(&(sig.as_ref().len() as u16).to_be_bytes());
+            ds.extend_from_slice(sig.as_ref());
+            json!({"tree_size": size, "timestamp": ts, "sha256_root_hash": STANDARD.encode(root),
+                   "tree_head_signature": STANDARD.encode(ds)})
+        }
+    };
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    let app = axum::Router::new()
+        .route("/ct/v1/get-sth", axum::routing::get(move || async move { axum::Json(sth()) }))
+        .fallback(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Whatever is asked, one well-formed entry logged an hour ago: 2^40 entries in an hour.
+            let mut leaf = vec![0u8, 0];
+            leaf.extend_from_slice(&((keyless_tests::now() - 3600) * 1000).to_be_bytes());
+            leaf.extend_from_slice(&[0, 0, 0, 0, 3, 1, 2, 3, 0, 0]);
+            async move {
+                axum::Json(json!({"entries": [{"leaf_input": STANDARD.encode(leaf), "extra_data": STANDARD.encode([0u8, 0, 0])}]}))
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let start = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let dir = ks.dir.path().to_path_buf();
+        move || {
+            keyless_tests::run_keyless(
+                &["audit", "sync", "--config", "keyless.yaml", "--log", &url, "--log-key", "hostile.pem", "--quiet"],
+                &dir,
+                &[],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1099511627776"), "the refusal names the claimed size: {err}");
+    assert!(requests.load(std::sync::atomic::Ordering::SeqCst) <= 2, "at most a look at entry 0");
+}
+
+/// A flood of refusals is recorded best effort: beyond the bounded queue refusals are dropped
+/// (and counted), and issuance never waits behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_flood_never_slows_issuance() {
+    let idp = TestIssuer::start("/email").await;
+    let ks = Keyless::start(&format!(
+        "ct_log: disabled\nmetrics_listen: 127.0.0.1:0\naudit: {{refusal_queue: 16}}\nrate_limits: {{per_identity: off}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ));
+    let flood = {
+        let url = ks.url.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut tasks = Vec::new();
+            for _ in 0..16 {
+                let (http, url) = (http.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..200 {
+                        let r = http
+                            .post(format!("{url}/api/v2/signingCert"))
+                            .json(&json!({"credentials": {"oidcIdentityToken": "a.b.c"}}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 400);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        worst = worst.max(legitimate(&ks, &idp, &format!("busy{i}@example.com")).await);
+    }
+    flood.await.unwrap();
+    assert!(worst < Duration::from_secs(1), "issuance took {worst:?} during the flood");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = ks.metrics().await;
+    let dropped: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keyless_audit_refusals_dropped_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize;
+    let records = keyless_audit::store::read_records(&ks.dir.path().join("data/audit")).unwrap();
+    let issued = records.iter().filter(|r| r.certificate.is_some()).count();
+    assert_eq!(issued, 20, "every issuance is recorded");
+    let rejected = records.len() - issued;
+    // Every refusal is accounted for: recorded, or dropped and counted.
+    assert_eq!(rejected + dropped, 16 * 200, "{rejected} recorded, {dropped} dropped");
+    assert!(ks.log().len() < 512 * 1024, "the log stays bounded: {} bytes", ks.log().len());
+}
+
+/// A small filesystem mounted for the data directory; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` at `at`, or says why it cannot (not root, no mount namespace).
+    fn mount(at: &Path, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(SmallDisk(at.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The data directory's disk fills up: issuance fails closed with 503 naming the record (nothing
+/// is released that the record does not hold), readiness says so, and issuance resumes by itself
+/// when space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_closed_and_recovers() {
+    let idp = TestIssuer::start("/email").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let disk = match SmallDisk::mount(&data, "8m") {
+        Ok(d) => d,
+        Err(why) => {
+            // Mounting needs root (CI and this project's machines run the suite as root).
+            println!("SKIPPED: cannot mount a tmpfs for the data directory: {why}");
+            return;
+        }
+    };
+    let ks = Keyless::start_in(
+        dir,
+        &format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", idp.url),
+    );
+    legitimate(&ks, &idp, "before@example.com").await;
+    // Fill the disk.
+    let filler = data.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    for i in 0..20 {
+        let who = format!("full{i}@example.com");
+        let r = ks
+            .sign_v2(&sign_body(&idp.mint(&idp.email_claims(&who)), &ClientKey::p256(), &who), None)
+            .await;
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("issuance stops once the record cannot be written");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.message().contains("issuance record is unavailable"), "{}", r.body);
+    let ready = ks.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["record"], "unavailable");
+    // Space returns: issuance resumes without operator action.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let who = "after@example.com";
+        let r = ks
+            .sign_v2(&sign_body(&idp.mint(&idp.email_claims(who)), &ClientKey::p256(), who), None)
+            .await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "issuance did not resume: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = ks.log();
+    assert!(log.contains("issuance record"), "the outage is logged:\n{log}");
+    // The record came through the outage intact.
+    let out = keyless_tests::run_keyless(&["audit", "verify", "--config", "keyless.yaml"], ks.dir.path(), &[]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Detach the small disk first so the temporary directory can be removed after it.
+    drop(disk);
+    drop(ks);
 }
