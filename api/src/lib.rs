@@ -3,7 +3,10 @@
 //! - [`cli`]: the `keyless` commands (`serve`, `ca init`, `config check`, `trusted-root`, `ctlog serve`, `dev token`);
 //! - [`check`]: `keyless config check`, explaining a configuration and a token without issuing;
 //! - [`server`]: start-up wiring (config → CA → OIDC) and serving with graceful shutdown;
-//! - [`routes`]: Fulcio's REST API (v2 and legacy v1) with protojson-compatible JSON;
+//! - [`routes`]: Fulcio's REST API (v2 and legacy v1) with protojson-compatible JSON, decoding into
+//!   requests for [`issuance`], which decides, issues and records whatever the front door;
+//! - [`conn`]: serving connections under limits slow or greedy clients cannot exhaust;
+//! - [`redact`]: bounding and redacting client text before it is answered, logged or recorded;
 //! - [`error`]: the one mapping from every error to an HTTP status and client message;
 //! - [`dev`]: the insecure development issuer used by `serve --dev` and `dev token`;
 //! - [`trust`]: the Sigstore trusted root and client trust config for a deployment;
