@@ -254,27 +254,32 @@ impl CertificateAuthority {
                 OffsetDateTime::from_unix_timestamp(self.chain_valid.1).map_or_else(|_| "?".into(), |t| t.to_string()),
             )));
         }
-        let extensions = self.leaf_extensions(principal, key);
-        let tbs = Tbs {
-            serial: &serial,
-            algorithm: self.signer.algorithm(),
-            issuer: &self.issuer_name,
-            not_before,
-            not_after,
-            subject: &[0x30, 0x00],
-            spki: key.public_key().spki_der(),
-            extensions: &extensions,
-        }
-        .encode();
-        Ok(Prepared {
+        let mut prepared = Prepared {
             serial_hex: hex(&serial),
             serial,
             not_before,
             not_after,
             spki: key.public_key().spki_der().to_vec(),
+            extensions: self.leaf_extensions(principal, key),
+            tbs: Vec::new(),
+        };
+        prepared.tbs = self.tbs(&prepared, &prepared.extensions);
+        Ok(prepared)
+    }
+
+    /// The leaf's TBSCertificate with `extensions` (the prepared ones, plus poison or SCT list).
+    fn tbs(&self, leaf: &Prepared, extensions: &[Vec<u8>]) -> Vec<u8> {
+        Tbs {
+            serial: &leaf.serial,
+            algorithm: self.signer.algorithm(),
+            issuer: &self.issuer_name,
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            subject: &[0x30, 0x00],
+            spki: &leaf.spki,
             extensions,
-            tbs,
-        })
+        }
+        .encode()
     }
 
     /// Signs what [`CertificateAuthority::prepare`] fixed: with a CT log, a precertificate is
@@ -282,28 +287,9 @@ impl CertificateAuthority {
     /// TBS differ only in that last extension. Every signature is verified before anything is
     /// returned.
     pub async fn complete(&self, prepared: Prepared) -> Result<Issued, Error> {
-        let Prepared {
-            serial,
-            serial_hex,
-            not_before,
-            not_after,
-            spki,
-            mut extensions,
-            tbs: log_tbs,
-        } = prepared;
-        let tbs = |extensions: &[Vec<u8>]| {
-            Tbs {
-                serial: &serial,
-                algorithm: self.signer.algorithm(),
-                issuer: &self.issuer_name,
-                not_before,
-                not_after,
-                subject: &[0x30, 0x00],
-                spki: &spki,
-                extensions,
-            }
-            .encode()
-        };
+        let mut extensions = prepared.extensions.clone();
+        let log_tbs = &prepared.tbs;
+        let tbs = |extensions: &[Vec<u8>]| self.tbs(&prepared, extensions);
         let mut leaf_index = None;
         let sct = match &self.ct {
             None => None,
@@ -331,7 +317,7 @@ impl CertificateAuthority {
                 if sct.log_id != ct.log_id {
                     return Err(ct_err("SCT is from a different log than the one configured".into()));
                 }
-                sct.verify_precert(&ct.verifier, &self.issuer_key_hash, &log_tbs)
+                sct.verify_precert(&ct.verifier, &self.issuer_key_hash, log_tbs)
                     .map_err(|e| ct_err(e.0))?;
                 extensions.push(profile::extension(
                     ct::SCT_LIST_OID,
@@ -344,13 +330,13 @@ impl CertificateAuthority {
         let der = if sct.is_some() {
             cert::sign(self.signer.as_ref(), &self.verifier, &tbs(&extensions))?
         } else {
-            cert::sign(self.signer.as_ref(), &self.verifier, &log_tbs)?
+            cert::sign(self.signer.as_ref(), &self.verifier, log_tbs)?
         };
         Ok(Issued {
             der,
-            serial_hex,
-            not_before,
-            not_after,
+            serial_hex: prepared.serial_hex,
+            not_before: prepared.not_before,
+            not_after: prepared.not_after,
             sct,
             leaf_index,
         })
@@ -548,6 +534,26 @@ mod tests {
         let err = block_on(ca.issue(principal, key, SystemTime::now())).unwrap_err();
         assert!(matches!(err, Error::Signer(_)), "{err}");
         assert!(err.client_detail().is_none(), "server faults carry no client detail");
+    }
+
+    #[test]
+    fn a_leaf_never_outlives_its_ca_chain() {
+        let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
+        let signer = Arc::new(SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0);
+        let ca = ca_with(signer, &root).unwrap();
+        let (principal, key) = principal_and_key();
+        let now = SystemTime::now();
+        assert!(ca.prepare(&principal, &key, now).is_ok());
+        assert!(ca.check_validity(now).is_ok());
+        // The chain is valid for a year: a leaf starting 5 minutes before its end would outlive it.
+        let late = now + Duration::from_secs(365 * 86400 - 300);
+        let err = ca.prepare(&principal, &key, late).unwrap_err();
+        assert!(matches!(err, Error::CaValidity(_)), "{err}");
+        assert!(err.client_detail().is_none(), "a server fault, not the client's");
+        assert!(ca.check_validity(late).is_err());
+        // Nor may one start before the chain is valid.
+        let early = now - Duration::from_secs(3600);
+        assert!(matches!(ca.prepare(&principal, &key, early), Err(Error::CaValidity(_))));
     }
 
     #[test]
