@@ -459,7 +459,7 @@ impl RawConfig {
             let path = resolve(base, &file);
             issuers_file = Some(path.clone());
             let text = read_limited(&path)?;
-            issuers.extend(fulcio::parse(&text).map_err(|e| e.in_file(&path))?);
+            issuers.extend(parse_issuers_file(&text).map_err(|e| e.in_file(&path))?);
         }
         for (i, raw) in self.issuers.into_iter().enumerate() {
             issuers.push(raw.validate(base).map_err(|e| e.under(&format!("issuers[{i}]")))?);
@@ -663,7 +663,13 @@ pub const PUBLIC_GOOD_ISSUERS: &str = include_str!("../fixtures/public-good.yaml
 
 /// Parses the built-in public-good issuer set.
 pub fn public_good_issuers() -> Result<Vec<IssuerConfig>, ConfigError> {
-    fulcio::parse(PUBLIC_GOOD_ISSUERS)
+    parse_issuers_file(PUBLIC_GOOD_ISSUERS)
+}
+
+/// Parses the text of a Fulcio issuer file (JSON or YAML), as `issuers_file` is read. Public so
+/// the fuzz tests (`tests/tests/fuzz.rs`) reach the parser loading uses, not a copy of it.
+pub fn parse_issuers_file(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
+    fulcio::parse(text)
 }
 
 /// Config and issuer files are small; refuse anything absurd before parsing it.
