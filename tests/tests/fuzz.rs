@@ -78,7 +78,7 @@ fn identity_token() {
         let raw = text(bytes);
         let _ = token::claims_sha256(&raw);
         let Ok(parsed) = token::parse(&raw) else {
-            return Ok(());
+            return Ok(false);
         };
         // The issuer is the payload's `iss` string, nothing else.
         let payload_iss = raw
@@ -100,7 +100,7 @@ fn identity_token() {
                 return Err("a verified token's iss is not the issuer's URL".into());
             }
         }
-        Ok(())
+        Ok(true)
     });
 }
 
@@ -112,7 +112,7 @@ fn jwks() {
     let dict = tokens(&["\"kty\":\"RSA\"", "\"kty\":\"EC\"", "\"crv\":\"P-521\"", "\"alg\":\"none\"", "\"kid\":null", "AQAB"]);
     fuzz("jwks", BOUND, inputs(t.jwks_seeds(), dict), |bytes| {
         let Ok(keys) = keyless_oidc::parse_jwks(bytes) else {
-            return Ok(());
+            return Ok(false);
         };
         let listed = serde_json::from_slice::<Value>(bytes)
             .ok()
@@ -136,7 +136,7 @@ fn jwks() {
                 return Err(format!("a token with kid {} verified with a set that does not list it", key.kid));
             }
         }
-        Ok(())
+        Ok(true)
     });
 }
 
@@ -145,10 +145,12 @@ fn jwks() {
 fn discovery() {
     let dict = tokens(&["\"issuer\":", "\"jwks_uri\":", "http://", "https://", "file:///", "127.0.0.1", "[::1]", "localhost", "@", "#", "%2e"]);
     fuzz("discovery", BOUND, inputs(seeds::discovery_seeds(), dict), |bytes| {
+        let mut accepted = false;
         for issuer in [seeds::ISSUER, "http://127.0.0.1:8080"] {
             let Ok(url) = keyless_oidc::parse_discovery(issuer, bytes) else {
                 continue;
             };
+            accepted = true;
             // (A document nested deeper than serde_json's limit in a skipped member is read
             // without recursion, so only a document `Value` can hold is compared.)
             if let Ok(doc) = serde_json::from_slice::<Value>(bytes)
@@ -161,7 +163,7 @@ fn discovery() {
                 return Err(format!("accepted jwks_uri {url} (not https, not loopback http)"));
             }
         }
-        Ok(())
+        Ok(accepted)
     });
 }
 
@@ -200,10 +202,11 @@ fn csr() {
         possession::prove_csr(&s.bytes).unwrap_or_else(|e| panic!("seed CSR refused: {e}"));
     }
     fuzz("csr", BOUND, inputs(seeds, dict), |bytes| {
-        if let Ok(proven) = possession::prove_csr(bytes) {
-            check_key(proven.public_key(), bytes)?;
-        }
-        Ok(())
+        let Ok(proven) = possession::prove_csr(bytes) else {
+            return Ok(false);
+        };
+        check_key(proven.public_key(), bytes)?;
+        Ok(true)
     });
 }
 
@@ -217,10 +220,11 @@ fn public_key() {
     }
     let dict = tokens(&["-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----", "-----BEGIN RSA PUBLIC KEY-----", "\n"]);
     fuzz("public_key", BOUND, inputs(seeds, dict), |bytes| {
-        if let Ok(key) = PublicKey::from_pem_or_der(bytes) {
-            check_key(&key, bytes)?;
-        }
-        Ok(())
+        let Ok(key) = PublicKey::from_pem_or_der(bytes) else {
+            return Ok(false);
+        };
+        check_key(&key, bytes)?;
+        Ok(true)
     });
 }
 
@@ -235,6 +239,7 @@ fn signing_request() {
     let dict = tokens(&["\"credentials\":", "\"oidcIdentityToken\":", "\"publicKeyRequest\":", "\"certificateSigningRequest\":", "\"proofOfPossession\":", "\"signedEmailAddress\":", "null"]);
     fuzz("signing_request", BOUND, inputs(seeds::signing_request_seeds(&t.minted[0]), dict), |bytes| {
         let json: Option<Value> = serde_json::from_slice(bytes).ok();
+        let mut accepted = false;
         for v2 in [true, false] {
             let body = Ok(Bytes::copy_from_slice(bytes));
             let decoded = if v2 {
@@ -243,6 +248,7 @@ fn signing_request() {
                 keyless_api::decode_v1(String::new(), &headers, body)
             };
             let Ok(req) = decoded else { continue };
+            accepted = true;
             // Members the decoder skips are read without recursion, so they may nest deeper
             // than a `Value` can: only a body a `Value` holds is compared.
             let Some(json) = json.as_ref() else { continue };
@@ -267,7 +273,7 @@ fn signing_request() {
                 }
             }
         }
-        Ok(())
+        Ok(accepted)
     });
 }
 
@@ -331,10 +337,12 @@ fn ct_submission() {
     let dict = tokens(&["\"chain\":", "MII", "=="]);
     // Fsync of an accepted entry is in the path, so the bound allows for a slow disk.
     fuzz("ct_submission", Duration::from_secs(1), inputs(seeds, dict), |bytes| {
+        let mut accepted = false;
         for path in ["/ct/v1/add-chain", "/ct/v1/add-pre-chain"] {
             let (status, body) = rt.block_on(call(&router, "POST", path, bytes.to_vec()));
             match status {
                 200 => {
+                    accepted = true;
                     let resp: keyless_ctlog::http::AddChainResponse =
                         serde_json::from_slice(&body).map_err(|e| format!("{path}: 200 without an SCT: {e}"))?;
                     let sct = resp.to_sct().map_err(|e| format!("{path}: 200 with a bad SCT: {e}"))?;
@@ -346,7 +354,7 @@ fn ct_submission() {
                 other => return Err(format!("{path}: answered {other}: {}", text(&body))),
             }
         }
-        Ok(())
+        Ok(accepted)
     });
     // The log is still consistent: its tree head covers every entry and verifies, and the
     // stored entries reopen against every tree head it published.
@@ -405,9 +413,9 @@ fn ct_sct_response() {
     let seeds = a.sct_responses.iter().map(|b| Seed::new(Format::Json, b.clone())).collect();
     fuzz("ct_sct_response", BOUND, inputs(seeds, tokens(&["\"sct_version\":", "\"signature\":", "BAMA"])), |bytes| {
         let Ok(resp) = serde_json::from_slice::<keyless_ctlog::http::AddChainResponse>(bytes) else {
-            return Ok(());
+            return Ok(false);
         };
-        let Ok(sct) = resp.to_sct() else { return Ok(()) };
+        let Ok(sct) = resp.to_sct() else { return Ok(false) };
         // The SCT is exactly what the answer said: every field decodes to what the SCT holds,
         // and encoding the SCT again gives an answer that parses to the same SCT.
         let same = STANDARD.decode(&resp.id).ok().as_deref() == Some(&sct.log_id[..])
@@ -421,7 +429,7 @@ fn ct_sct_response() {
         if again.as_ref().ok() != Some(&sct) {
             return Err(format!("the SCT does not survive re-encoding: {again:?}"));
         }
-        Ok(())
+        Ok(true)
     });
 }
 
@@ -438,14 +446,15 @@ fn ct_sth() {
     let seeds = a.sths.iter().map(|b| Seed::new(Format::Json, b.clone())).collect();
     fuzz("ct_sth", BOUND, inputs(seeds, tokens(&["\"tree_size\":", "\"timestamp\":", "\"sha256_root_hash\":"])), |bytes| {
         let Ok(j) = serde_json::from_slice::<keyless_audit::sync::SthJson>(bytes) else {
-            return Ok(());
+            return Ok(false);
         };
-        if let Ok(sth) = j.verify(&key, "log")
-            && !genuine.iter().any(|g| (g.tree_size, g.timestamp, g.root) == (sth.tree_size, sth.timestamp, sth.root))
-        {
+        let Ok(sth) = j.verify(&key, "log") else {
+            return Ok(false);
+        };
+        if !genuine.iter().any(|g| (g.tree_size, g.timestamp, g.root) == (sth.tree_size, sth.timestamp, sth.root)) {
             return Err(format!("a tree head the log never signed verified: size {} at {}", sth.tree_size, sth.timestamp));
         }
-        Ok(())
+        Ok(true)
     });
 }
 
@@ -467,8 +476,9 @@ fn ct_entries() {
     let seeds = vec![Seed::new(Format::Json, a.entries.clone())];
     fuzz("ct_entries", BOUND, inputs(seeds, tokens(&["\"leaf_input\":", "\"extra_data\":", "AAAA"])), |bytes| {
         let Ok(answer) = serde_json::from_slice::<keyless_audit::sync::EntriesJson>(bytes) else {
-            return Ok(());
+            return Ok(false);
         };
+        let mut indexed = false;
         for (i, e) in answer.entries.iter().enumerate() {
             let Ok((hash, cert)) = keyless_audit::sync::read_entry(&ca, log_id, i as u64, e) else {
                 continue;
@@ -477,13 +487,15 @@ fn ct_entries() {
             if hash != keyless_ctlog::merkle::leaf_hash(&leaf) {
                 return Err(format!("entry {i}: the leaf hash is not RFC 6962's"));
             }
-            if let Some(c) = cert
-                && (c.leaf_index != i as u64 || c.log_id != log_id)
-            {
-                return Err(format!("entry {i}: indexed under {} of {}", c.leaf_index, c.log_id));
+            if let Some(c) = cert {
+                indexed = true;
+                if c.leaf_index != i as u64 || c.log_id != log_id {
+                    return Err(format!("entry {i}: indexed under {} of {}", c.leaf_index, c.log_id));
+                }
             }
         }
-        Ok(())
+        // Accepted: some entry was indexed as this CA's certificate.
+        Ok(indexed)
     });
 }
 
@@ -551,7 +563,7 @@ fn config() {
     fuzz("config", BOUND, inputs(seeds, yaml_dict()), |bytes| {
         let yaml = text(bytes);
         let Ok(c) = Config::from_yaml(&yaml, base) else {
-            return Ok(());
+            return Ok(false);
         };
         check_config(&c)?;
         // Loading is a function of the text: the same text loads to the same configuration.
@@ -559,7 +571,7 @@ fn config() {
         if format!("{again:?}") != format!("{c:?}") {
             return Err("the same text loaded twice gives two configurations".into());
         }
-        Ok(())
+        Ok(true)
     });
 }
 
@@ -575,14 +587,14 @@ fn fulcio_issuer_file() {
     fuzz("fulcio_issuer_file", BOUND, inputs(seeds, yaml_dict()), |bytes| {
         let t = text(bytes);
         let Ok(issuers) = keyless_config::parse_issuers_file(&t) else {
-            return Ok(());
+            return Ok(false);
         };
         check_issuers(&issuers)?;
         let again = keyless_config::parse_issuers_file(&t).map_err(|e| format!("parses once, then fails: {e}"))?;
         if format!("{again:?}") != format!("{issuers:?}") {
             return Err("the same file parsed twice gives two issuer sets".into());
         }
-        Ok(())
+        Ok(true)
     });
 }
 
@@ -604,7 +616,7 @@ fn template() {
     fuzz("template", BOUND, inputs(seeds::template_seeds(), dict), |bytes| {
         let src = text(bytes);
         let Ok(t) = Template::parse(&src) else {
-            return Ok(());
+            return Ok(false);
         };
         let first = t.render(&data);
         if t.render(&data) != first {
@@ -618,6 +630,6 @@ fn template() {
                 return Err(format!("a {}-byte template rendered {} bytes", src.len(), out.len()));
             }
         }
-        Ok(())
+        Ok(true)
     });
 }

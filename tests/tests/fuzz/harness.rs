@@ -5,7 +5,8 @@
 //! - `KEYLESS_FUZZ_CASES`: generated inputs per target (default [`DEFAULT_CASES`]);
 //! - `KEYLESS_FUZZ_SECONDS`: stop a target after this long even if cases remain;
 //! - `KEYLESS_FUZZ_REPORT`: append one tab-separated line per target to this file
-//!   (`target inputs seconds failures slowest_ms`), which `scripts/fuzz.sh` turns into a table.
+//!   (`target inputs accepted seconds failures slowest_ms`), which `scripts/fuzz.sh` turns into
+//!   a table.
 //!
 //! Failing inputs are saved as hex under `tests/fuzz-regressions/<target>/` and replayed first on
 //! every run. They are exact bytes rather than proptest's RNG seeds because the seeds are made
@@ -24,14 +25,15 @@ use super::mutate::Input;
 
 /// Generated inputs per target when `KEYLESS_FUZZ_CASES` is unset: small enough that the whole
 /// file stays well under a minute in a debug build on two cores.
-pub(crate) const DEFAULT_CASES: u64 = 160;
+pub(crate) const DEFAULT_CASES: u64 = 256;
 
 /// A case running this long is a hang: the watchdog saves it and aborts the process (a hung
 /// parser cannot be interrupted from inside).
 const HANG: Duration = Duration::from_secs(30);
 
-/// What a check says about one input: `Err` names the broken property.
-pub(crate) type Verdict = Result<(), String>;
+/// What a check says about one input: `Ok(true)` if the parser accepted it (so the output
+/// invariants were checked), `Ok(false)` if it refused it cleanly, `Err` naming a broken property.
+pub(crate) type Verdict = Result<bool, String>;
 
 fn regressions_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz-regressions").join(target)
@@ -92,7 +94,7 @@ fn timed(check: &dyn Fn(&[u8]) -> Verdict, input: &[u8], bound: Duration) -> (Ve
             return (verdict, best);
         }
         if best <= bound {
-            return (Ok(()), best);
+            return (verdict, best);
         }
     }
     (
@@ -161,6 +163,7 @@ where
     let watchdog = Watchdog::start(target);
     let check: &dyn Fn(&[u8]) -> Verdict = &check;
     let inputs = AtomicU64::new(0);
+    let accepted = AtomicU64::new(0);
     let slowest = Mutex::new(Duration::ZERO);
     let last_failure: Mutex<Option<Vec<u8>>> = Mutex::new(None);
 
@@ -169,6 +172,9 @@ where
         let (verdict, took) = timed(check, input, bound);
         watchdog.leave();
         inputs.fetch_add(1, Ordering::Relaxed);
+        if verdict == Ok(true) {
+            accepted.fetch_add(1, Ordering::Relaxed);
+        }
         let mut s = slowest.lock().unwrap_or_else(|p| p.into_inner());
         *s = (*s).max(took);
         if verdict.is_err() {
@@ -186,7 +192,7 @@ where
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let input = from_hex(&text).unwrap_or_else(|| panic!("{}: not hex", path.display()));
         if let Err(why) = run_one(&input) {
-            report(target, &inputs, started, 1, &slowest);
+            report(target, &inputs, &accepted, started, 1, &slowest);
             panic!("fuzz {target}: saved regression {} fails again: {why}", path.display());
         }
     }
@@ -203,7 +209,9 @@ where
             max_shrink_iters: 2048,
             ..Config::default()
         });
-        let result = runner.run(&strategy, |input: Input| run_one(&input.0).map_err(TestCaseError::fail));
+        let result = runner.run(&strategy, |input: Input| {
+            run_one(&input.0).map(|_| ()).map_err(TestCaseError::fail)
+        });
         generated += chunk;
         match result {
             Ok(()) => {}
@@ -214,7 +222,7 @@ where
                     .take()
                     .unwrap_or(minimal.0.clone());
                 let path = save(target, &bytes, &why.to_string());
-                report(target, &inputs, started, 1, &slowest);
+                report(target, &inputs, &accepted, started, 1, &slowest);
                 panic!(
                     "fuzz {target}: {why}\nminimal input: {minimal:?}\nsaved to {} (replayed first from now on)",
                     path.display()
@@ -223,18 +231,28 @@ where
             Err(e) => panic!("fuzz {target}: {e}"),
         }
     }
-    report(target, &inputs, started, 0, &slowest);
+    report(target, &inputs, &accepted, started, 0, &slowest);
 }
 
-fn report(target: &str, inputs: &AtomicU64, started: Instant, failures: u32, slowest: &Mutex<Duration>) {
+fn report(
+    target: &str,
+    inputs: &AtomicU64,
+    accepted: &AtomicU64,
+    started: Instant,
+    failures: u32,
+    slowest: &Mutex<Duration>,
+) {
     let inputs = inputs.load(Ordering::Relaxed);
+    let accepted = accepted.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let slowest = slowest.lock().unwrap_or_else(|p| p.into_inner()).as_secs_f64() * 1000.0;
-    println!("fuzz {target}: {inputs} inputs in {secs:.1} s, {failures} failures, slowest {slowest:.1} ms");
+    println!(
+        "fuzz {target}: {inputs} inputs ({accepted} accepted) in {secs:.1} s, {failures} failures, slowest {slowest:.1} ms"
+    );
     if let Ok(path) = std::env::var("KEYLESS_FUZZ_REPORT") {
         use std::io::Write as _;
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{target}\t{inputs}\t{secs:.1}\t{failures}\t{slowest:.1}");
+            let _ = writeln!(f, "{target}\t{inputs}\t{accepted}\t{secs:.1}\t{failures}\t{slowest:.1}");
         }
     }
 }

@@ -99,12 +99,18 @@ pub(crate) fn arbitrary() -> impl Strategy<Value = Input> {
     .prop_map(Input)
 }
 
-/// Seeds mutated by up to 8 ops, with `dict` (format-specific tokens) as extra material.
+/// Seeds mutated by up to 7 ops, with `dict` (format-specific tokens) as extra material.
 pub(crate) fn mutated(seeds: Vec<Seed>, dict: Vec<Vec<u8>>) -> impl Strategy<Value = Input> {
     assert!(!seeds.is_empty(), "a mutation strategy needs seeds");
     let seeds = std::sync::Arc::new(seeds);
     let dict = std::sync::Arc::new(dict);
-    (any::<Index>(), proptest::collection::vec(op(), 0..8)).prop_map(move |(i, ops)| {
+    // Mostly one to three ops, so most inputs stay close enough to valid to get deep.
+    let ops = prop_oneof![
+        6 => proptest::collection::vec(op(), 1..3),
+        3 => proptest::collection::vec(op(), 3..8),
+        1 => proptest::collection::vec(op(), 0..1),
+    ];
+    (any::<Index>(), ops).prop_map(move |(i, ops)| {
         let seed = &seeds[i.index(seeds.len())];
         let mut m = Mutator {
             seeds: &seeds,
