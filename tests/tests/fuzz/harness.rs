@@ -252,7 +252,7 @@ fn report(
     if let Ok(path) = std::env::var("KEYLESS_FUZZ_REPORT") {
         use std::io::Write as _;
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{target}\t{inputs}\t{accepted}\t{secs:.1}\t{failures}\t{slowest:.1}");
+            let _ = writeln!(f, "{target}\t{inputs}\t{accepted}\t{secs:.2}\t{failures}\t{slowest:.1}");
         }
     }
 }
