@@ -253,11 +253,14 @@ fn signing_request() {
             // than a `Value` can: only a body a `Value` holds is compared.
             let Some(json) = json.as_ref() else { continue };
             // The token: v2 takes a non-empty body token over the header; v1 only the header.
-            let body_token = json
-                .get("credentials")
-                .and_then(|c| c.get("oidcIdentityToken").or_else(|| c.get("oidc_identity_token")))
-                .and_then(Value::as_str)
-                .filter(|t| v2 && !t.is_empty());
+            // (serde also reads a struct from an array, by position: `"credentials": ["TOKEN"]`.)
+            let body_token = match json.get("credentials") {
+                Some(Value::Object(c)) => c.get("oidcIdentityToken").or_else(|| c.get("oidc_identity_token")),
+                Some(Value::Array(a)) => a.first(),
+                _ => None,
+            }
+            .and_then(Value::as_str)
+            .filter(|t| v2 && !t.is_empty());
             if req.token != body_token.unwrap_or(&bearer) {
                 return Err(format!("v2={v2}: the decoded token is not the one the request carries"));
             }
