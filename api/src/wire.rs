@@ -155,7 +155,9 @@ pub fn decode_v1(
         },
         // Fulcio answers this before looking at the token.
         (None, None) => {
-            return Err(keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into());
+            return Err(
+                keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into(),
+            );
         }
     };
     Ok(IssueRequest { token, key, request_id })

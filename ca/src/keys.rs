@@ -544,7 +544,10 @@ mod tests {
         let pkcs1 = key.key_bits().to_vec();
         let rsa_oid = crate::der::oid(&[1, 2, 840, 113549, 1, 1, 1]);
         let wrap = |alg: &[u8], bits: &[u8]| crate::der::seq(&[alg, &crate::der::bit_string(bits)]);
-        assert_eq!(wrap(&crate::der::seq(&[&rsa_oid, &[crate::der::NULL, 0]]), &pkcs1), good);
+        assert_eq!(
+            wrap(&crate::der::seq(&[&rsa_oid, &[crate::der::NULL, 0]]), &pkcs1),
+            good
+        );
         not_der(&wrap(&crate::der::seq(&[&rsa_oid]), &pkcs1));
         let (n, e) = {
             let (seq, _) = crate::der::read_tlv(&pkcs1).unwrap();

@@ -335,7 +335,11 @@ mod tests {
         let parens = format!("{{{{ {}.a{} }}}}", "(".repeat(20_000), ")".repeat(20_000));
         let e = Template::parse(&parens).unwrap_err();
         assert!(e.contains("nested deeper than 64"), "{e}");
-        let eqs = format!("{{{{ if {}.a{} }}}}x{{{{ end }}}}", "eq (".repeat(20_000), " \"x\")".repeat(20_000));
+        let eqs = format!(
+            "{{{{ if {}.a{} }}}}x{{{{ end }}}}",
+            "eq (".repeat(20_000),
+            " \"x\")".repeat(20_000)
+        );
         assert!(Template::parse(&eqs).unwrap_err().contains("nested deeper than 64"));
         // Up to the limit, nesting works.
         let ok = format!("{}x{}", "{{ if .a }}".repeat(64), "{{ end }}".repeat(64));

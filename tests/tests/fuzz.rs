@@ -65,7 +65,7 @@ fn identity_token() {
     let first = token::parse(&t.minted[0]).unwrap();
     assert!(token::verify(first, issuer.clone(), &keys, now()).is_ok());
     let dict = tokens(&[
-        "eyJhbGciOiJub25lIn0", // {"alg":"none"}
+        "eyJhbGciOiJub25lIn0",  // {"alg":"none"}
         "eyJhbGciOiJIUzI1NiJ9", // {"alg":"HS256"}
         "\"alg\":\"none\"",
         "\"kid\":",
@@ -88,7 +88,10 @@ fn identity_token() {
             .and_then(|p| serde_json::from_slice::<serde_json::Map<String, Value>>(&p).ok())
             .and_then(|c| c.get("iss").and_then(Value::as_str).map(str::to_string));
         if payload_iss.as_deref() != Some(parsed.issuer()) {
-            return Err(format!("issuer {:?} is not the payload's iss {payload_iss:?}", parsed.issuer()));
+            return Err(format!(
+                "issuer {:?} is not the payload's iss {payload_iss:?}",
+                parsed.issuer()
+            ));
         }
         if let Ok(verified) = token::verify(parsed, issuer.clone(), &keys, now()) {
             // Only what a key signed verifies: the signed part is one of the minted tokens'.
@@ -109,7 +112,14 @@ fn identity_token() {
 fn jwks() {
     let t = seeds::Tokens::new();
     let issuer = Arc::new(IssuerConfig::new(seeds::ISSUER, IssuerKind::Email));
-    let dict = tokens(&["\"kty\":\"RSA\"", "\"kty\":\"EC\"", "\"crv\":\"P-521\"", "\"alg\":\"none\"", "\"kid\":null", "AQAB"]);
+    let dict = tokens(&[
+        "\"kty\":\"RSA\"",
+        "\"kty\":\"EC\"",
+        "\"crv\":\"P-521\"",
+        "\"alg\":\"none\"",
+        "\"kid\":null",
+        "AQAB",
+    ]);
     fuzz("jwks", BOUND, inputs(t.jwks_seeds(), dict), |bytes| {
         let Ok(keys) = keyless_oidc::parse_jwks(bytes) else {
             return Ok(false);
@@ -127,13 +137,17 @@ fn jwks() {
             let parsed = token::parse(minted).map_err(|e| e.to_string())?;
             let listed = || {
                 serde_json::from_slice::<Value>(bytes).ok().is_some_and(|v| {
-                    v["keys"]
-                        .as_array()
-                        .is_some_and(|ks| ks.iter().any(|k| k.get("kid").and_then(Value::as_str) == Some(&key.kid)))
+                    v["keys"].as_array().is_some_and(|ks| {
+                        ks.iter()
+                            .any(|k| k.get("kid").and_then(Value::as_str) == Some(&key.kid))
+                    })
                 })
             };
             if token::verify(parsed, issuer.clone(), &keys, now()).is_ok() && !listed() {
-                return Err(format!("a token with kid {} verified with a set that does not list it", key.kid));
+                return Err(format!(
+                    "a token with kid {} verified with a set that does not list it",
+                    key.kid
+                ));
             }
         }
         Ok(true)
@@ -143,7 +157,19 @@ fn jwks() {
 /// 3. OIDC discovery documents: `keyless_oidc::parse_discovery`.
 #[test]
 fn discovery() {
-    let dict = tokens(&["\"issuer\":", "\"jwks_uri\":", "http://", "https://", "file:///", "127.0.0.1", "[::1]", "localhost", "@", "#", "%2e"]);
+    let dict = tokens(&[
+        "\"issuer\":",
+        "\"jwks_uri\":",
+        "http://",
+        "https://",
+        "file:///",
+        "127.0.0.1",
+        "[::1]",
+        "localhost",
+        "@",
+        "#",
+        "%2e",
+    ]);
     fuzz("discovery", BOUND, inputs(seeds::discovery_seeds(), dict), |bytes| {
         let mut accepted = false;
         for issuer in [seeds::ISSUER, "http://127.0.0.1:8080"] {
@@ -182,7 +208,8 @@ fn check_key(key: &PublicKey, message: &[u8]) -> Result<(), String> {
     if reencoded_spki(spki)? != spki {
         return Err("an accepted SPKI does not re-encode to the same DER".into());
     }
-    let again = PublicKey::from_spki_der(spki).map_err(|e| format!("an accepted SPKI is refused when parsed again: {e}"))?;
+    let again =
+        PublicKey::from_spki_der(spki).map_err(|e| format!("an accepted SPKI is refused when parsed again: {e}"))?;
     if again.key_type() != key.key_type() || again.key_bits() != key.key_bits() {
         return Err("parsing an accepted SPKI again gives another key".into());
     }
@@ -196,7 +223,13 @@ fn check_key(key: &PublicKey, message: &[u8]) -> Result<(), String> {
 /// 4. CSRs: `possession::prove_csr`.
 #[test]
 fn csr() {
-    let dict = tokens(&["-----BEGIN CERTIFICATE REQUEST-----", "-----END CERTIFICATE REQUEST-----", "-----BEGIN NEW CERTIFICATE REQUEST-----", "\n", "MII"]);
+    let dict = tokens(&[
+        "-----BEGIN CERTIFICATE REQUEST-----",
+        "-----END CERTIFICATE REQUEST-----",
+        "-----BEGIN NEW CERTIFICATE REQUEST-----",
+        "\n",
+        "MII",
+    ]);
     let seeds = seeds::csr_seeds();
     for s in &seeds {
         possession::prove_csr(&s.bytes).unwrap_or_else(|e| panic!("seed CSR refused: {e}"));
@@ -218,7 +251,12 @@ fn public_key() {
     for s in &seeds {
         PublicKey::from_pem_or_der(&s.bytes).unwrap_or_else(|e| panic!("seed key refused: {e}"));
     }
-    let dict = tokens(&["-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----", "-----BEGIN RSA PUBLIC KEY-----", "\n"]);
+    let dict = tokens(&[
+        "-----BEGIN PUBLIC KEY-----",
+        "-----END PUBLIC KEY-----",
+        "-----BEGIN RSA PUBLIC KEY-----",
+        "\n",
+    ]);
     fuzz("public_key", BOUND, inputs(seeds, dict), |bytes| {
         let Ok(key) = PublicKey::from_pem_or_der(bytes) else {
             return Ok(false);
@@ -236,52 +274,68 @@ fn signing_request() {
     let bearer = t.minted[1].clone();
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    let dict = tokens(&["\"credentials\":", "\"oidcIdentityToken\":", "\"publicKeyRequest\":", "\"certificateSigningRequest\":", "\"proofOfPossession\":", "\"signedEmailAddress\":", "null"]);
-    fuzz("signing_request", BOUND, inputs(seeds::signing_request_seeds(&t.minted[0]), dict), |bytes| {
-        let json: Option<Value> = serde_json::from_slice(bytes).ok();
-        let mut accepted = false;
-        for v2 in [true, false] {
-            let body = Ok(Bytes::copy_from_slice(bytes));
-            let decoded = if v2 {
-                keyless_api::decode_v2(String::new(), &headers, body)
-            } else {
-                keyless_api::decode_v1(String::new(), &headers, body)
-            };
-            let Ok(req) = decoded else { continue };
-            accepted = true;
-            // Members the decoder skips are read without recursion, so they may nest deeper
-            // than a `Value` can: only a body a `Value` holds is compared.
-            let Some(json) = json.as_ref() else { continue };
-            // The token: v2 takes a non-empty body token over the header; v1 only the header.
-            // (serde also reads a struct from an array, by position: `"credentials": ["TOKEN"]`.)
-            let body_token = match json.get("credentials") {
-                Some(Value::Object(c)) => c.get("oidcIdentityToken").or_else(|| c.get("oidc_identity_token")),
-                Some(Value::Array(a)) => a.first(),
-                _ => None,
-            }
-            .and_then(Value::as_str)
-            .filter(|t| v2 && !t.is_empty());
-            if req.token != body_token.unwrap_or(&bearer) {
-                return Err(format!("v2={v2}: the decoded token is not the one the request carries"));
-            }
-            let _ = token::parse(&req.token);
-            match req.key {
-                keyless_api::issuance::KeyMaterial::Signature { public_key, proof } => {
-                    if let Ok(key) = PublicKey::from_pem_or_der(&public_key) {
-                        let _ = key.verify(key.key_type().default_hash(), b"alice@example.com", &proof);
+    let dict = tokens(&[
+        "\"credentials\":",
+        "\"oidcIdentityToken\":",
+        "\"publicKeyRequest\":",
+        "\"certificateSigningRequest\":",
+        "\"proofOfPossession\":",
+        "\"signedEmailAddress\":",
+        "null",
+    ]);
+    fuzz(
+        "signing_request",
+        BOUND,
+        inputs(seeds::signing_request_seeds(&t.minted[0]), dict),
+        |bytes| {
+            let json: Option<Value> = serde_json::from_slice(bytes).ok();
+            let mut accepted = false;
+            for v2 in [true, false] {
+                let body = Ok(Bytes::copy_from_slice(bytes));
+                let decoded = if v2 {
+                    keyless_api::decode_v2(String::new(), &headers, body)
+                } else {
+                    keyless_api::decode_v1(String::new(), &headers, body)
+                };
+                let Ok(req) = decoded else { continue };
+                accepted = true;
+                // Members the decoder skips are read without recursion, so they may nest deeper
+                // than a `Value` can: only a body a `Value` holds is compared.
+                let Some(json) = json.as_ref() else { continue };
+                // The token: v2 takes a non-empty body token over the header; v1 only the header.
+                // (serde also reads a struct from an array, by position: `"credentials": ["TOKEN"]`.)
+                let body_token = match json.get("credentials") {
+                    Some(Value::Object(c)) => c.get("oidcIdentityToken").or_else(|| c.get("oidc_identity_token")),
+                    Some(Value::Array(a)) => a.first(),
+                    _ => None,
+                }
+                .and_then(Value::as_str)
+                .filter(|t| v2 && !t.is_empty());
+                if req.token != body_token.unwrap_or(&bearer) {
+                    return Err(format!("v2={v2}: the decoded token is not the one the request carries"));
+                }
+                let _ = token::parse(&req.token);
+                match req.key {
+                    keyless_api::issuance::KeyMaterial::Signature { public_key, proof } => {
+                        if let Ok(key) = PublicKey::from_pem_or_der(&public_key) {
+                            let _ = key.verify(key.key_type().default_hash(), b"alice@example.com", &proof);
+                        }
+                    }
+                    keyless_api::issuance::KeyMaterial::Csr { pem } => {
+                        let _ = possession::prove_csr(&pem);
                     }
                 }
-                keyless_api::issuance::KeyMaterial::Csr { pem } => {
-                    let _ = possession::prove_csr(&pem);
-                }
             }
-        }
-        Ok(accepted)
-    });
+            Ok(accepted)
+        },
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn call(router: &axum::Router, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
@@ -293,7 +347,9 @@ async fn call(router: &axum::Router, method: &str, path: &str, body: Vec<u8>) ->
         .unwrap();
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
-    let body = axum::body::to_bytes(resp.into_body(), 4 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(resp.into_body(), 4 << 20)
+        .await
+        .unwrap_or_default();
     (status, body.to_vec())
 }
 
@@ -306,7 +362,11 @@ fn unlimited() -> SubmissionLimits {
 }
 
 /// The log's signed tree head, checked with the audit sync's own reader and the log's key.
-fn verified_sth(rt: &tokio::runtime::Runtime, router: &axum::Router, log: &keyless_ctlog::EmbeddedLog) -> keyless_audit::sync::Sth {
+fn verified_sth(
+    rt: &tokio::runtime::Runtime,
+    router: &axum::Router,
+    log: &keyless_ctlog::EmbeddedLog,
+) -> keyless_audit::sync::Sth {
     let (status, body) = rt.block_on(call(router, "GET", "/ct/v1/get-sth", vec![]));
     assert_eq!(status, 200);
     let key = PublicKey::from_spki_der(log.public_key_spki()).unwrap();
@@ -320,7 +380,8 @@ fn ct_submission() {
     let pki = seeds::Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let log = keyless_ctlog::EmbeddedLog::open(dir.path(), &[pki.root.der().to_vec()], seeds::log_options(), None).unwrap();
+    let log =
+        keyless_ctlog::EmbeddedLog::open(dir.path(), &[pki.root.der().to_vec()], seeds::log_options(), None).unwrap();
     let router = keyless_ctlog::http::router(log.clone(), unlimited());
     let seeds: Vec<Seed> = [("x509.example", false), ("pre.example", true)]
         .iter()
@@ -333,7 +394,11 @@ fn ct_submission() {
         })
         .collect();
     for (i, s) in seeds.iter().enumerate().step_by(2) {
-        let path = if i < 2 { "/ct/v1/add-chain" } else { "/ct/v1/add-pre-chain" };
+        let path = if i < 2 {
+            "/ct/v1/add-chain"
+        } else {
+            "/ct/v1/add-pre-chain"
+        };
         let (status, _) = rt.block_on(call(&router, "POST", path, s.bytes.clone()));
         assert_eq!(status, 200, "the full chain of seed {i} is accepted");
     }
@@ -385,13 +450,23 @@ fn log_answers() -> LogAnswers {
     let pki = seeds::Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let log = keyless_ctlog::EmbeddedLog::open(dir.path(), &[pki.root.der().to_vec()], seeds::log_options(), None).unwrap();
+    let log =
+        keyless_ctlog::EmbeddedLog::open(dir.path(), &[pki.root.der().to_vec()], seeds::log_options(), None).unwrap();
     let router = keyless_ctlog::http::router(log.clone(), unlimited());
     let mut sct_responses = Vec::new();
     let mut sths = vec![rt.block_on(call(&router, "GET", "/ct/v1/get-sth", vec![])).1];
     for (i, pre) in [false, true, true].into_iter().enumerate() {
-        let path = if pre { "/ct/v1/add-pre-chain" } else { "/ct/v1/add-chain" };
-        let (status, body) = rt.block_on(call(&router, "POST", path, seeds::chain_body(&pki.chain(&format!("e{i}.example"), pre))));
+        let path = if pre {
+            "/ct/v1/add-pre-chain"
+        } else {
+            "/ct/v1/add-chain"
+        };
+        let (status, body) = rt.block_on(call(
+            &router,
+            "POST",
+            path,
+            seeds::chain_body(&pki.chain(&format!("e{i}.example"), pre)),
+        ));
         assert_eq!(status, 200);
         sct_responses.push(body);
         assert!(log.flush(Duration::from_secs(10)));
@@ -413,27 +488,36 @@ fn log_answers() -> LogAnswers {
 #[test]
 fn ct_sct_response() {
     let a = log_answers();
-    let seeds = a.sct_responses.iter().map(|b| Seed::new(Format::Json, b.clone())).collect();
-    fuzz("ct_sct_response", BOUND, inputs(seeds, tokens(&["\"sct_version\":", "\"signature\":", "BAMA"])), |bytes| {
-        let Ok(resp) = serde_json::from_slice::<keyless_ctlog::http::AddChainResponse>(bytes) else {
-            return Ok(false);
-        };
-        let Ok(sct) = resp.to_sct() else { return Ok(false) };
-        // The SCT is exactly what the answer said: every field decodes to what the SCT holds,
-        // and encoding the SCT again gives an answer that parses to the same SCT.
-        let same = STANDARD.decode(&resp.id).ok().as_deref() == Some(&sct.log_id[..])
-            && STANDARD.decode(&resp.extensions).ok() == Some(sct.extensions.clone())
-            && STANDARD.decode(&resp.signature).ok() == Some(sct.digitally_signed())
-            && resp.timestamp == sct.timestamp;
-        if !same {
-            return Err("the parsed SCT differs from the answer".into());
-        }
-        let again = keyless_ctlog::http::AddChainResponse::from_sct(&sct).to_sct();
-        if again.as_ref().ok() != Some(&sct) {
-            return Err(format!("the SCT does not survive re-encoding: {again:?}"));
-        }
-        Ok(true)
-    });
+    let seeds = a
+        .sct_responses
+        .iter()
+        .map(|b| Seed::new(Format::Json, b.clone()))
+        .collect();
+    fuzz(
+        "ct_sct_response",
+        BOUND,
+        inputs(seeds, tokens(&["\"sct_version\":", "\"signature\":", "BAMA"])),
+        |bytes| {
+            let Ok(resp) = serde_json::from_slice::<keyless_ctlog::http::AddChainResponse>(bytes) else {
+                return Ok(false);
+            };
+            let Ok(sct) = resp.to_sct() else { return Ok(false) };
+            // The SCT is exactly what the answer said: every field decodes to what the SCT holds,
+            // and encoding the SCT again gives an answer that parses to the same SCT.
+            let same = STANDARD.decode(&resp.id).ok().as_deref() == Some(&sct.log_id[..])
+                && STANDARD.decode(&resp.extensions).ok() == Some(sct.extensions.clone())
+                && STANDARD.decode(&resp.signature).ok() == Some(sct.digitally_signed())
+                && resp.timestamp == sct.timestamp;
+            if !same {
+                return Err("the parsed SCT differs from the answer".into());
+            }
+            let again = keyless_ctlog::http::AddChainResponse::from_sct(&sct).to_sct();
+            if again.as_ref().ok() != Some(&sct) {
+                return Err(format!("the SCT does not survive re-encoding: {again:?}"));
+            }
+            Ok(true)
+        },
+    );
 }
 
 /// 8b. `get-sth` answers: the audit sync's `SthJson::verify` with the log's key.
@@ -444,21 +528,40 @@ fn ct_sth() {
     let genuine: Vec<keyless_audit::sync::Sth> = a
         .sths
         .iter()
-        .map(|b| serde_json::from_slice::<keyless_audit::sync::SthJson>(b).unwrap().verify(&key, "log").unwrap())
+        .map(|b| {
+            serde_json::from_slice::<keyless_audit::sync::SthJson>(b)
+                .unwrap()
+                .verify(&key, "log")
+                .unwrap()
+        })
         .collect();
     let seeds = a.sths.iter().map(|b| Seed::new(Format::Json, b.clone())).collect();
-    fuzz("ct_sth", BOUND, inputs(seeds, tokens(&["\"tree_size\":", "\"timestamp\":", "\"sha256_root_hash\":"])), |bytes| {
-        let Ok(j) = serde_json::from_slice::<keyless_audit::sync::SthJson>(bytes) else {
-            return Ok(false);
-        };
-        let Ok(sth) = j.verify(&key, "log") else {
-            return Ok(false);
-        };
-        if !genuine.iter().any(|g| (g.tree_size, g.timestamp, g.root) == (sth.tree_size, sth.timestamp, sth.root)) {
-            return Err(format!("a tree head the log never signed verified: size {} at {}", sth.tree_size, sth.timestamp));
-        }
-        Ok(true)
-    });
+    fuzz(
+        "ct_sth",
+        BOUND,
+        inputs(
+            seeds,
+            tokens(&["\"tree_size\":", "\"timestamp\":", "\"sha256_root_hash\":"]),
+        ),
+        |bytes| {
+            let Ok(j) = serde_json::from_slice::<keyless_audit::sync::SthJson>(bytes) else {
+                return Ok(false);
+            };
+            let Ok(sth) = j.verify(&key, "log") else {
+                return Ok(false);
+            };
+            if !genuine
+                .iter()
+                .any(|g| (g.tree_size, g.timestamp, g.root) == (sth.tree_size, sth.timestamp, sth.root))
+            {
+                return Err(format!(
+                    "a tree head the log never signed verified: size {} at {}",
+                    sth.tree_size, sth.timestamp
+                ));
+            }
+            Ok(true)
+        },
+    );
 }
 
 /// 8c. `get-entries` answers: each entry through the audit sync's `read_entry` (leaf input,
@@ -473,33 +576,45 @@ fn ct_entries() {
         .entries
         .iter()
         .enumerate()
-        .filter(|(i, e)| keyless_audit::sync::read_entry(&ca, log_id, *i as u64, e).unwrap().1.is_some())
+        .filter(|(i, e)| {
+            keyless_audit::sync::read_entry(&ca, log_id, *i as u64, e)
+                .unwrap()
+                .1
+                .is_some()
+        })
         .count();
     assert_eq!(indexed, 3, "the seeds reach the certificate indexer");
     let seeds = vec![Seed::new(Format::Json, a.entries.clone())];
-    fuzz("ct_entries", BOUND, inputs(seeds, tokens(&["\"leaf_input\":", "\"extra_data\":", "AAAA"])), |bytes| {
-        let Ok(answer) = serde_json::from_slice::<keyless_audit::sync::EntriesJson>(bytes) else {
-            return Ok(false);
-        };
-        let mut indexed = false;
-        for (i, e) in answer.entries.iter().enumerate() {
-            let Ok((hash, cert)) = keyless_audit::sync::read_entry(&ca, log_id, i as u64, e) else {
-                continue;
+    fuzz(
+        "ct_entries",
+        BOUND,
+        inputs(seeds, tokens(&["\"leaf_input\":", "\"extra_data\":", "AAAA"])),
+        |bytes| {
+            let Ok(answer) = serde_json::from_slice::<keyless_audit::sync::EntriesJson>(bytes) else {
+                return Ok(false);
             };
-            let leaf = STANDARD.decode(&e.leaf_input).map_err(|_| "read an entry whose leaf_input is not base64")?;
-            if hash != keyless_ctlog::merkle::leaf_hash(&leaf) {
-                return Err(format!("entry {i}: the leaf hash is not RFC 6962's"));
-            }
-            if let Some(c) = cert {
-                indexed = true;
-                if c.leaf_index != i as u64 || c.log_id != log_id {
-                    return Err(format!("entry {i}: indexed under {} of {}", c.leaf_index, c.log_id));
+            let mut indexed = false;
+            for (i, e) in answer.entries.iter().enumerate() {
+                let Ok((hash, cert)) = keyless_audit::sync::read_entry(&ca, log_id, i as u64, e) else {
+                    continue;
+                };
+                let leaf = STANDARD
+                    .decode(&e.leaf_input)
+                    .map_err(|_| "read an entry whose leaf_input is not base64")?;
+                if hash != keyless_ctlog::merkle::leaf_hash(&leaf) {
+                    return Err(format!("entry {i}: the leaf hash is not RFC 6962's"));
+                }
+                if let Some(c) = cert {
+                    indexed = true;
+                    if c.leaf_index != i as u64 || c.log_id != log_id {
+                        return Err(format!("entry {i}: indexed under {} of {}", c.leaf_index, c.log_id));
+                    }
                 }
             }
-        }
-        // Accepted: some entry was indexed as this CA's certificate.
-        Ok(indexed)
-    });
+            // Accepted: some entry was indexed as this CA's certificate.
+            Ok(indexed)
+        },
+    );
 }
 
 fn yaml_dict() -> Vec<Vec<u8>> {
@@ -551,7 +666,10 @@ fn check_issuers(issuers: &[IssuerConfig], unique: bool) -> Result<(), String> {
             return Err(format!("issuer {} does not match its own URL", a.url));
         }
         if (a.kind == IssuerKind::CiProvider) != a.ci_provider.is_some() {
-            return Err(format!("issuer {}: ci-provider without templates, or templates without ci-provider", a.url));
+            return Err(format!(
+                "issuer {}: ci-provider without templates, or templates without ci-provider",
+                a.url
+            ));
         }
     }
     Ok(())
@@ -563,8 +681,15 @@ fn config() {
     let base = tempfile::tempdir().unwrap();
     seeds::config_base(base.path());
     let seeds = seeds::config_seeds();
-    let loaded = seeds.iter().filter(|s| Config::from_yaml(&text(&s.bytes), base.path()).is_ok()).count();
-    assert!(loaded >= seeds.len() / 2, "most configuration seeds load ({loaded} of {})", seeds.len());
+    let loaded = seeds
+        .iter()
+        .filter(|s| Config::from_yaml(&text(&s.bytes), base.path()).is_ok())
+        .count();
+    assert!(
+        loaded >= seeds.len() / 2,
+        "most configuration seeds load ({loaded} of {})",
+        seeds.len()
+    );
     let base: &Path = base.path();
     fuzz("config", BOUND, inputs(seeds, yaml_dict()), |bytes| {
         let yaml = text(bytes);
@@ -618,7 +743,25 @@ fn template() {
     data.insert("x.y/z".into(), "refs/heads/main".into());
     data.insert("empty".into(), String::new());
     let longest = data.values().map(String::len).max().unwrap_or(0).max("false".len());
-    let dict = tokens(&["{{", "}}", "{{ ", " }}", "{{-", "-}}", "{{ if .ref }}", "{{ else }}", "{{ end }}", "eq ", "(", ")", "index . ", "\"", ".ref", ".a.b", "\\\""]);
+    let dict = tokens(&[
+        "{{",
+        "}}",
+        "{{ ",
+        " }}",
+        "{{-",
+        "-}}",
+        "{{ if .ref }}",
+        "{{ else }}",
+        "{{ end }}",
+        "eq ",
+        "(",
+        ")",
+        "index . ",
+        "\"",
+        ".ref",
+        ".a.b",
+        "\\\"",
+    ]);
     fuzz("template", BOUND, inputs(seeds::template_seeds(), dict), |bytes| {
         let src = text(bytes);
         let Ok(t) = Template::parse(&src) else {

@@ -36,7 +36,9 @@ const HANG: Duration = Duration::from_secs(30);
 pub(crate) type Verdict = Result<bool, String>;
 
 fn regressions_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz-regressions").join(target)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz-regressions")
+        .join(target)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -67,7 +69,11 @@ fn save(target: &str, input: &[u8], why: &str) -> PathBuf {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
     let path = dir.join(format!("{}.hex", &to_hex(digest.as_ref())[..16]));
     let why = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-    let body: Vec<String> = to_hex(input).as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let body: Vec<String> = to_hex(input)
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     let _ = std::fs::write(&path, format!("# {target}: {why}\n{}\n", body.join("\n")));
     path
 }

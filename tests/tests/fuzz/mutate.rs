@@ -184,7 +184,14 @@ pub(crate) fn common_dict() -> Vec<Vec<u8>> {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
-    for bad in [&[0xff_u8][..], &[0xc3, 0x28], &[0xed, 0xa0, 0x80], &[0xf4, 0x90, 0x80, 0x80], &[0xc0, 0xaf], &[0]] {
+    for bad in [
+        &[0xff_u8][..],
+        &[0xc3, 0x28],
+        &[0xed, 0xa0, 0x80],
+        &[0xf4, 0x90, 0x80, 0x80],
+        &[0xc0, 0xaf],
+        &[0],
+    ] {
         d.push(bad.to_vec());
     }
     d
@@ -443,12 +450,24 @@ impl Mutator<'_> {
             data: op.data.clone(),
         };
         if s.starts_with("-----BEGIN")
-            && let Some(m) = self.pem(s.as_bytes(), &Op { kind: sub.kind | 128, ..sub.clone() })
+            && let Some(m) = self.pem(
+                s.as_bytes(),
+                &Op {
+                    kind: sub.kind | 128,
+                    ..sub.clone()
+                },
+            )
         {
             return String::from_utf8_lossy(&m).into_owned();
         }
         if s.len() > 8 && s.bytes().filter(|b| *b == b'.').count() == 2 && !s.contains(' ') {
-            if let Some(m) = self.jws(s.as_bytes(), &Op { kind: sub.kind | 128, ..sub.clone() }) {
+            if let Some(m) = self.jws(
+                s.as_bytes(),
+                &Op {
+                    kind: sub.kind | 128,
+                    ..sub.clone()
+                },
+            ) {
                 return String::from_utf8_lossy(&m).into_owned();
             }
         }
@@ -457,8 +476,14 @@ impl Mutator<'_> {
         {
             // Base64 of DER, PEM or text: mutate what it encodes.
             let inner = if inner.starts_with(b"-----BEGIN") {
-                self.pem(&inner, &Op { kind: sub.kind | 128, ..sub.clone() })
-                    .unwrap_or_else(|| self.bytes(inner.clone(), &sub))
+                self.pem(
+                    &inner,
+                    &Op {
+                        kind: sub.kind | 128,
+                        ..sub.clone()
+                    },
+                )
+                .unwrap_or_else(|| self.bytes(inner.clone(), &sub))
             } else if inner.first() == Some(&0x30) {
                 self.der(&inner, &sub)
             } else {
@@ -493,7 +518,11 @@ impl Mutator<'_> {
                 out.splice(start + 1..start + header_len, len_bytes.iter().copied());
             }
             // Another tag (class, constructed bit, or number).
-            1 => out[start] = [0x30, 0x31, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x17, 0xa0, 0xa3, 0x1f, 0x00][at(op.b, 14)],
+            1 => {
+                out[start] = [
+                    0x30, 0x31, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x17, 0xa0, 0xa3, 0x1f, 0x00,
+                ][at(op.b, 14)]
+            }
             // Delete the TLV (lengths above it now lie).
             2 => {
                 out.drain(start..end);
@@ -541,7 +570,13 @@ impl Mutator<'_> {
             // Mutate the content bytes and re-encode with a correct length.
             _ => {
                 let content = input[start + header_len..end].to_vec();
-                let m = self.bytes(content, &Op { kind: op.c as u8, ..op.clone() });
+                let m = self.bytes(
+                    content,
+                    &Op {
+                        kind: op.c as u8,
+                        ..op.clone()
+                    },
+                );
                 out.splice(start..end, der_wrap(input[start], &m));
             }
         }
@@ -569,7 +604,10 @@ impl Mutator<'_> {
             .map(|c| std::str::from_utf8(c).unwrap_or(""))
             .collect();
         let mut out = text[..begin].to_string();
-        out.push_str(&format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n")));
+        out.push_str(&format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        ));
         Some(out.into_bytes())
     }
 
@@ -584,7 +622,11 @@ impl Mutator<'_> {
             // Re-encode the part with padding or in the standard alphabet.
             0 => {
                 let raw = URL_SAFE_NO_PAD.decode(&parts[i]).ok()?;
-                parts[i] = if op.c % 8 == 0 { STANDARD.encode(raw) } else { format!("{}==", parts[i]) };
+                parts[i] = if op.c % 8 == 0 {
+                    STANDARD.encode(raw)
+                } else {
+                    format!("{}==", parts[i])
+                };
             }
             // Swap two parts.
             1 => parts.swap(i, at(op.c / 4, 3)),

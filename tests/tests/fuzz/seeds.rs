@@ -102,7 +102,11 @@ impl Tokens {
     /// Token seeds: the minted tokens, variants without `kid` or with more claims, and the
     /// captured example token.
     pub(crate) fn token_seeds(&self) -> Vec<Seed> {
-        let mut out: Vec<Seed> = self.minted.iter().map(|t| Seed::new(Format::Jws, t.as_bytes())).collect();
+        let mut out: Vec<Seed> = self
+            .minted
+            .iter()
+            .map(|t| Seed::new(Format::Jws, t.as_bytes()))
+            .collect();
         let mut claims = email_claims(ISSUER, "bob@example.com");
         claims["exp"] = json!(now() + 3600);
         claims["nbf"] = json!(now() - 10);
@@ -168,10 +172,15 @@ pub(crate) fn client_spkis() -> Vec<Vec<u8>> {
     let rng = SystemRandom::new();
     let p521 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P521_SHA512_ASN1_SIGNING, &rng).expect("P-521 key");
     let p521 = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P521_SHA512_ASN1_SIGNING, p521.as_ref()).expect("P-521");
-    let mut out: Vec<Vec<u8>> = [ClientKey::p256(), ClientKey::p384(), ClientKey::rsa2048(), ClientKey::ed25519()]
-        .iter()
-        .map(ClientKey::spki_der)
-        .collect();
+    let mut out: Vec<Vec<u8>> = [
+        ClientKey::p256(),
+        ClientKey::p384(),
+        ClientKey::rsa2048(),
+        ClientKey::ed25519(),
+    ]
+    .iter()
+    .map(ClientKey::spki_der)
+    .collect();
     out.push(p521.public_key().as_der().expect("P-521 SPKI").as_ref().to_vec());
     out
 }
@@ -240,8 +249,14 @@ pub(crate) fn signing_request_seeds(token: &str) -> Vec<Seed> {
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
         files.sort();
-        for f in files.iter().filter(|f| f.to_string_lossy().ends_with("signingCert.json")) {
-            let Some(capture) = std::fs::read(f).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
+        for f in files
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with("signingCert.json"))
+        {
+            let Some(capture) = std::fs::read(f)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            else {
                 continue;
             };
             if let Some(text) = capture.get("body_text").and_then(Value::as_str) {
@@ -282,10 +297,14 @@ fn ca_params(name: &str, path_len: u8) -> CertificateParams {
 impl Pki {
     /// A fresh root and issuing CA (P-256).
     pub(crate) fn new() -> Pki {
-        let root = CertifiedIssuer::self_signed(ca_params("Fuzz Root", 1), KeyPair::generate().expect("key"))
-            .expect("root");
-        let issuing = CertifiedIssuer::signed_by(ca_params("Fuzz Issuing CA", 0), KeyPair::generate().expect("key"), &root)
-            .expect("issuing CA");
+        let root =
+            CertifiedIssuer::self_signed(ca_params("Fuzz Root", 1), KeyPair::generate().expect("key")).expect("root");
+        let issuing = CertifiedIssuer::signed_by(
+            ca_params("Fuzz Issuing CA", 0),
+            KeyPair::generate().expect("key"),
+            &root,
+        )
+        .expect("issuing CA");
         Pki { root, issuing }
     }
 
@@ -301,7 +320,11 @@ impl Pki {
         let leaf = p
             .signed_by(&KeyPair::generate().expect("key"), &self.issuing)
             .expect("leaf");
-        vec![leaf.der().to_vec(), self.issuing.der().to_vec(), self.root.der().to_vec()]
+        vec![
+            leaf.der().to_vec(),
+            self.issuing.der().to_vec(),
+            self.root.der().to_vec(),
+        ]
     }
 
     /// The issuing CA's chain, issuing CA first.
@@ -312,8 +335,7 @@ impl Pki {
 
 /// An `add-chain` body.
 pub(crate) fn chain_body(chain: &[Vec<u8>]) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "chain": chain.iter().map(|c| STANDARD.encode(c)).collect::<Vec<_>>() }))
-        .expect("JSON")
+    serde_json::to_vec(&json!({ "chain": chain.iter().map(|c| STANDARD.encode(c)).collect::<Vec<_>>() })).expect("JSON")
 }
 
 /// The embedded log's options for tests: a short merge delay.
@@ -337,7 +359,10 @@ fn yaml_blocks(markdown: &str) -> Vec<String> {
             None if trimmed.starts_with("```yaml") => current = Some(Vec::new()),
             Some(lines) if trimmed.starts_with("```") => {
                 let indent = line.len() - trimmed.len();
-                let block: Vec<&str> = lines.iter().map(|l| l.get(indent..).unwrap_or(l.trim_start())).collect();
+                let block: Vec<&str> = lines
+                    .iter()
+                    .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
+                    .collect();
                 out.push(block.join("\n"));
                 current = None;
             }
@@ -395,7 +420,10 @@ health: { token: env:HEALTH }
 "#
         .to_string(),
     );
-    texts.into_iter().map(|t| Seed::new(Format::Yaml, t.into_bytes())).collect()
+    texts
+        .into_iter()
+        .map(|t| Seed::new(Format::Yaml, t.into_bytes()))
+        .collect()
 }
 
 /// A directory holding the files configuration seeds refer to (`fulcio.yaml`,
@@ -404,7 +432,11 @@ pub(crate) fn config_base(dir: &Path) {
     let fixture = std::fs::read_to_string(repo().join("config/fixtures/public-good.yaml")).expect("fixture");
     std::fs::write(dir.join("fulcio.yaml"), &fixture).expect("write fulcio.yaml");
     let value: Value = serde_saphyr::from_str(&fixture).expect("fixture is YAML");
-    std::fs::write(dir.join("fulcio-config.json"), serde_json::to_vec(&value).expect("JSON")).expect("write");
+    std::fs::write(
+        dir.join("fulcio-config.json"),
+        serde_json::to_vec(&value).expect("JSON"),
+    )
+    .expect("write");
 }
 
 /// Fulcio issuer-file seeds: the repository's public-good copy (as YAML and as JSON), Fulcio's
@@ -474,5 +506,8 @@ pub(crate) fn template_seeds() -> Vec<Seed> {
     );
     found.sort();
     found.dedup();
-    found.into_iter().map(|t| Seed::new(Format::Text, t.into_bytes())).collect()
+    found
+        .into_iter()
+        .map(|t| Seed::new(Format::Text, t.into_bytes()))
+        .collect()
 }
