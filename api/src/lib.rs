@@ -34,3 +34,6 @@ pub mod server;
 pub mod tls;
 pub mod trust;
 mod wire;
+
+/// The signing-request decoders the routes use, public for the fuzz tests.
+pub use wire::{decode_v1, decode_v2};

@@ -1,9 +1,16 @@
 //! Fulcio's JSON shapes with protojson's input rules: camelCase or snake_case names, unknown
 //! fields ignored, `bytes` as standard or URL-safe base64 with or without padding.
 
+use axum::body::Bytes as Body;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Deserializer};
+
+use crate::error::ApiError;
+use crate::issuance::{IssueRequest, KeyMaterial};
+use crate::routes::MAX_BODY_BYTES;
 
 /// A protojson `bytes` field.
 #[derive(Debug, Default, Clone)]
@@ -87,4 +94,89 @@ pub(crate) struct LegacyPublicKey {
     #[allow(dead_code)]
     pub(crate) algorithm: Option<serde_json::Value>,
     pub(crate) content: Option<Bytes>,
+}
+
+// ---- decoding a signing request ----
+//
+// These are public (re-exported at the crate root) because the body is the first thing an
+// attacker controls: the fuzz tests (`tests/tests/fuzz.rs`) feed them hostile bodies, and the
+// routes call exactly these.
+
+/// Decodes a `POST /api/v2/signingCert` body: the token from `credentials.oidcIdentityToken`,
+/// else `Authorization: Bearer`; a public key with its proof, or a CSR, never both.
+pub fn decode_v2(
+    request_id: String,
+    headers: &HeaderMap,
+    body: Result<Body, BytesRejection>,
+) -> Result<IssueRequest, ApiError> {
+    let req: CreateSigningCertificateRequest = body_json(body)?;
+    let token = req
+        .credentials
+        .and_then(|c| c.oidc_identity_token)
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(headers))
+        .unwrap_or_default();
+    let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
+    let key = match (req.public_key_request, csr) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "send either publicKeyRequest or certificateSigningRequest, not both".into(),
+            ));
+        }
+        (None, Some(csr)) => KeyMaterial::Csr { pem: csr.0 },
+        (pkr, None) => {
+            // A missing key is refused after the token is checked, so token errors come first,
+            // as in Fulcio.
+            let pkr = pkr.unwrap_or_default();
+            KeyMaterial::Signature {
+                public_key: pkr.public_key.and_then(|k| k.content).unwrap_or_default().into_bytes(),
+                proof: pkr.proof_of_possession.unwrap_or_default().0,
+            }
+        }
+    };
+    Ok(IssueRequest { token, key, request_id })
+}
+
+/// Decodes a legacy `POST /api/v1/signingCert` body (the token comes only from the header).
+pub fn decode_v1(
+    request_id: String,
+    headers: &HeaderMap,
+    body: Result<Body, BytesRejection>,
+) -> Result<IssueRequest, ApiError> {
+    let req: LegacyRequest = body_json(body)?;
+    let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
+    let key = req.public_key.and_then(|k| k.content).filter(|c| !c.0.is_empty());
+    let token = bearer(headers).unwrap_or_default();
+    let key = match (csr, key) {
+        (Some(csr), _) => KeyMaterial::Csr { pem: csr.0 },
+        (None, Some(key)) => KeyMaterial::Signature {
+            public_key: key.0,
+            proof: req.signed_email_address.unwrap_or_default().0,
+        },
+        // Fulcio answers this before looking at the token.
+        (None, None) => {
+            return Err(
+                keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into(),
+            );
+        }
+    };
+    Ok(IssueRequest { token, key, request_id })
+}
+
+/// Reads the body under the size limit (a rejection here means it was too large or unreadable).
+fn body_json<T: serde::de::DeserializeOwned>(body: Result<Body, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(str::to_string)
 }

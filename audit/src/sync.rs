@@ -215,15 +215,16 @@ fn parse_precert_extra(extra: &[u8]) -> Result<(&[u8], Vec<&[u8]>), String> {
 // ---------------------------------------------------------------------------------------------
 // Which entries are this CA's.
 
-/// The issuing CA, as entries are matched against it.
-struct IssuingCa {
+/// The issuing CA, as entries are matched against it (see [`read_entry`]).
+pub struct IssuingCa {
     key: PublicKey,
     key_hash: [u8; 32],
     subject: Vec<u8>,
 }
 
 impl IssuingCa {
-    fn from_chain(chain: &[Vec<u8>]) -> Result<IssuingCa, AuditError> {
+    /// The CA whose certificates a sync indexes: the first certificate of its chain (DER).
+    pub fn from_chain(chain: &[Vec<u8>]) -> Result<IssuingCa, AuditError> {
         let first = chain
             .first()
             .ok_or_else(|| AuditError::Setup("the CA chain is empty".into()))?;
@@ -352,12 +353,17 @@ fn describe(
 // ---------------------------------------------------------------------------------------------
 // HTTP.
 
+/// A `get-sth` answer as the log sent it; [`SthJson::verify`] turns it into a [`Sth`].
 #[derive(serde::Deserialize)]
-struct SthJson {
-    tree_size: u64,
-    timestamp: u64,
-    sha256_root_hash: String,
-    tree_head_signature: String,
+pub struct SthJson {
+    /// Entries in the tree.
+    pub tree_size: u64,
+    /// ms since the epoch.
+    pub timestamp: u64,
+    /// Base64 root hash.
+    pub sha256_root_hash: String,
+    /// Base64 TLS `DigitallySigned`.
+    pub tree_head_signature: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -365,23 +371,103 @@ struct ConsistencyJson {
     consistency: Vec<String>,
 }
 
+/// A `get-entries` answer as the log sent it.
 #[derive(serde::Deserialize)]
-struct EntriesJson {
-    entries: Vec<EntryJson>,
+pub struct EntriesJson {
+    /// The entries, from the first asked for (a log may send fewer than asked).
+    pub entries: Vec<EntryJson>,
 }
 
+/// One `get-entries` entry as the log sent it; [`read_entry`] reads it.
 #[derive(serde::Deserialize)]
-struct EntryJson {
-    leaf_input: String,
-    extra_data: String,
+pub struct EntryJson {
+    /// Base64 `MerkleTreeLeaf`.
+    pub leaf_input: String,
+    /// Base64 `extra_data` (the chain; for a precertificate, the precertificate first).
+    pub extra_data: String,
 }
 
-/// A verified signed tree head.
-struct Sth {
-    tree_size: u64,
-    timestamp: u64,
-    root: Hash,
-    signature: Vec<u8>,
+/// A signed tree head whose signature verified with the log key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sth {
+    /// Entries in the tree.
+    pub tree_size: u64,
+    /// ms since the epoch.
+    pub timestamp: u64,
+    /// The Merkle root.
+    pub root: Hash,
+    /// The TLS `DigitallySigned` the log sent.
+    pub signature: Vec<u8>,
+}
+
+// The log's answers are read by these public functions, which `sync` calls on every answer: the
+// log is untrusted, so the fuzz tests (`tests/tests/fuzz.rs`) feed them hostile answers.
+
+impl SthJson {
+    /// Decodes the tree head and verifies its signature with the log `key`; `log` names the log
+    /// in errors.
+    pub fn verify(&self, key: &PublicKey, log: &str) -> Result<Sth, AuditError> {
+        let root: Hash = STANDARD
+            .decode(&self.sha256_root_hash)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| AuditError::Log("get-sth: sha256_root_hash is not a base64 32-byte hash".into()))?;
+        let signature = STANDARD
+            .decode(&self.tree_head_signature)
+            .map_err(|_| AuditError::Log("get-sth: tree_head_signature is not base64".into()))?;
+        let (hash_alg, sig_alg, sig) = ct::Sct::parse_digitally_signed(&signature)
+            .ok_or_else(|| AuditError::Log("get-sth: tree_head_signature is not a TLS DigitallySigned".into()))?;
+        if (hash_alg, sig_alg) != (ct::HASH_SHA256, ct::SIG_ECDSA) {
+            return Err(AuditError::Log(format!(
+                "get-sth: the tree head is signed with hash {hash_alg} / signature {sig_alg}, not SHA-256 / ECDSA"
+            )));
+        }
+        let data = keyless_ctlog::tls::tree_head_signed_data(self.timestamp, self.tree_size, &root);
+        if !key.verify(Digest::Sha256, &data, &sig) {
+            return Err(AuditError::Log(format!(
+                "the tree head of size {} from {log} does not verify with the log key",
+                self.tree_size
+            )));
+        }
+        Ok(Sth {
+            tree_size: self.tree_size,
+            timestamp: self.timestamp,
+            root,
+            signature,
+        })
+    }
+}
+
+/// What a sync makes of entry `at` of log `log_id` (hex): its Merkle leaf hash, and its index
+/// row if it is a certificate of `ca`. An entry that is not a `MerkleTreeLeaf`, or that names
+/// `ca` without verifying, is still hashed (it is in the tree) but not indexed, with a warning.
+/// Only base64 that does not decode is an error (naming the field).
+pub fn read_entry(
+    ca: &IssuingCa,
+    log_id: &str,
+    at: u64,
+    entry: &EntryJson,
+) -> Result<(Hash, Option<IndexedCert>), &'static str> {
+    let leaf_input = STANDARD.decode(&entry.leaf_input).map_err(|_| "leaf_input")?;
+    let extra = STANDARD.decode(&entry.extra_data).map_err(|_| "extra_data")?;
+    let h = merkle::leaf_hash(&leaf_input);
+    let cert = match parse_leaf(&leaf_input) {
+        Err(why) => {
+            tracing::warn!(log_id, entry = at, %why, "unparseable CT log entry");
+            None
+        }
+        Ok(leaf) => match ca.describe(log_id, at, &leaf, &extra) {
+            Ok(cert) => cert,
+            Err(why) => {
+                tracing::warn!(
+                    log_id, entry = at, %why,
+                    "CT log entry names this CA but does not verify; not indexed"
+                );
+                None
+            }
+        },
+    };
+    Ok((h, cert))
 }
 
 struct LogClient {
@@ -443,34 +529,7 @@ impl LogClient {
 
     async fn sth(&self, key: &PublicKey) -> Result<Sth, AuditError> {
         let j: SthJson = self.get("get-sth", MAX_SMALL_BYTES).await?;
-        let root: Hash = STANDARD
-            .decode(&j.sha256_root_hash)
-            .ok()
-            .and_then(|r| r.try_into().ok())
-            .ok_or_else(|| AuditError::Log("get-sth: sha256_root_hash is not a base64 32-byte hash".into()))?;
-        let signature = STANDARD
-            .decode(&j.tree_head_signature)
-            .map_err(|_| AuditError::Log("get-sth: tree_head_signature is not base64".into()))?;
-        let (hash_alg, sig_alg, sig) = ct::Sct::parse_digitally_signed(&signature)
-            .ok_or_else(|| AuditError::Log("get-sth: tree_head_signature is not a TLS DigitallySigned".into()))?;
-        if (hash_alg, sig_alg) != (ct::HASH_SHA256, ct::SIG_ECDSA) {
-            return Err(AuditError::Log(format!(
-                "get-sth: the tree head is signed with hash {hash_alg} / signature {sig_alg}, not SHA-256 / ECDSA"
-            )));
-        }
-        let data = keyless_ctlog::tls::tree_head_signed_data(j.timestamp, j.tree_size, &root);
-        if !key.verify(Digest::Sha256, &data, &sig) {
-            return Err(AuditError::Log(format!(
-                "the tree head of size {} from {} does not verify with the log key",
-                j.tree_size, self.base
-            )));
-        }
-        Ok(Sth {
-            tree_size: j.tree_size,
-            timestamp: j.timestamp,
-            root,
-            signature,
-        })
+        j.verify(key, &self.base)
     }
 
     async fn consistency(&self, first: u64, second: u64) -> Result<Vec<Hash>, AuditError> {
@@ -907,29 +966,16 @@ pub async fn sync_with_limits(
             }
             for e in entries.iter().take((end - pos + 1) as usize) {
                 let at = chunk.size();
-                let bad = |what: &str| {
+                let (h, cert) = read_entry(&ca, &log_id, at, e).map_err(|what| {
                     kept(
                         AuditError::Log(format!("entry {at}: {what} is not base64")),
                         next,
                         next - first,
                     )
-                };
-                let leaf_input = STANDARD.decode(&e.leaf_input).map_err(|_| bad("leaf_input"))?;
-                let extra = STANDARD.decode(&e.extra_data).map_err(|_| bad("extra_data"))?;
-                let h = merkle::leaf_hash(&leaf_input);
+                })?;
                 chunk.push(h);
                 leaves.push(h);
-                match parse_leaf(&leaf_input) {
-                    Err(why) => tracing::warn!(log = %url, entry = at, %why, "unparseable CT log entry"),
-                    Ok(leaf) => match ca.describe(&log_id, at, &leaf, &extra) {
-                        Ok(Some(cert)) => certificates.push(cert),
-                        Ok(None) => {}
-                        Err(why) => tracing::warn!(
-                            log = %url, entry = at, %why,
-                            "CT log entry names this CA but does not verify; not indexed"
-                        ),
-                    },
-                }
+                certificates.extend(cert);
             }
             meter.update(chunk.size(), signed.tree_size);
             if std::time::Instant::now() >= deadline {

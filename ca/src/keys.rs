@@ -153,7 +153,15 @@ impl PublicKey {
                 let Ok(X509PublicKey::RSA(rsa)) = spki.parsed() else {
                     return Err(Error::KeyParse("malformed RSA public key".into()));
                 };
-                rsa_policy(rsa.modulus, rsa.exponent)?
+                let kt = rsa_policy(rsa.modulus, rsa.exponent)?;
+                let pkcs1 = crate::der::seq(&[
+                    &crate::der::unsigned_integer(rsa.modulus),
+                    &crate::der::unsigned_integer(rsa.exponent),
+                ]);
+                if pkcs1 != key_bits {
+                    return Err(not_der());
+                }
+                kt
             }
             OID_ED25519 => {
                 if key_bits.len() != 32 {
@@ -169,6 +177,9 @@ impl PublicKey {
                 )));
             }
         };
+        if canonical_spki(key_type, &key_bits) != der {
+            return Err(not_der());
+        }
         Ok(PublicKey {
             spki: der.to_vec(),
             key_type,
@@ -240,6 +251,28 @@ impl PublicKey {
                 .is_ok()
         })
     }
+}
+
+/// The client's SPKI is copied verbatim into the certificate, so it must be exactly DER.
+/// x509-parser is lenient in places (it reads an OBJECT IDENTIFIER under any tag, found by
+/// `tests/tests/fuzz.rs`), so an accepted key is re-encoded here and must match byte for byte.
+fn canonical_spki(key_type: KeyType, key_bits: &[u8]) -> Vec<u8> {
+    use crate::der;
+    const EC_PUBLIC_KEY: &[u64] = &[1, 2, 840, 10045, 2, 1];
+    let alg = match key_type {
+        KeyType::P256 => der::seq(&[&der::oid(EC_PUBLIC_KEY), &der::oid(&[1, 2, 840, 10045, 3, 1, 7])]),
+        KeyType::P384 => der::seq(&[&der::oid(EC_PUBLIC_KEY), &der::oid(&[1, 3, 132, 0, 34])]),
+        KeyType::P521 => der::seq(&[&der::oid(EC_PUBLIC_KEY), &der::oid(&[1, 3, 132, 0, 35])]),
+        KeyType::Rsa(_) => der::seq(&[&der::oid(&[1, 2, 840, 113549, 1, 1, 1]), &[der::NULL, 0]]),
+        KeyType::Ed25519 => der::seq(&[&der::oid(&[1, 3, 101, 112])]),
+    };
+    der::seq(&[&alg, &der::bit_string(key_bits)])
+}
+
+fn not_der() -> Error {
+    Error::KeyParse(
+        "the SubjectPublicKeyInfo is not in DER form (RSA parameters must be NULL, integers minimal)".into(),
+    )
 }
 
 /// `r‖s` → DER `ECDSA-Sig-Value`.
@@ -471,6 +504,60 @@ mod tests {
         use aws_lc_rs::signature::KeyPair as _;
         let key = PublicKey::from_spki_der(&spki(pair.public_key().as_ref())).unwrap();
         assert!(key.verify(Hash::None, b"sub", pair.sign(b"sub").as_ref()));
+    }
+
+    /// Found by `tests/tests/fuzz.rs` (regression `tests/fuzz-regressions/public_key/`):
+    /// x509-parser read an algorithm OID under the wrong tag, and the key was accepted and
+    /// would have been copied, not DER, into a certificate.
+    #[test]
+    fn only_der_spkis_are_accepted() {
+        use aws_lc_rs::encoding::AsDer as _;
+        use aws_lc_rs::signature::KeyPair as _;
+        let not_der = |der: &[u8]| {
+            let err = PublicKey::from_spki_der(der).unwrap_err();
+            assert!(matches!(&err, Error::KeyParse(_)), "{err}");
+        };
+        let ed = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+        let good = ed.public_key().as_der().unwrap().as_ref().to_vec();
+        assert!(PublicKey::from_spki_der(&good).is_ok());
+        assert_eq!(&good[4..6], &[0x06, 0x03]);
+        let mut mistagged = good.clone();
+        mistagged[4] = 0x07; // OBJECT IDENTIFIER -> ObjectDescriptor
+        not_der(&mistagged);
+
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let alg = &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let ec = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).unwrap();
+        let good = ec.public_key().as_der().unwrap().as_ref().to_vec();
+        assert!(PublicKey::from_spki_der(&good).is_ok());
+        // The named curve under another tag (OCTET STRING).
+        let curve_at = good.windows(2).position(|w| w == [0x06, 0x08]).unwrap();
+        let mut mistagged = good.clone();
+        mistagged[curve_at] = 0x04;
+        not_der(&mistagged);
+
+        // RSA: parameters absent instead of NULL, and a modulus with a superfluous zero byte.
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let good = rsa.public_key().as_der().unwrap().as_ref().to_vec();
+        let key = PublicKey::from_spki_der(&good).unwrap();
+        let pkcs1 = key.key_bits().to_vec();
+        let rsa_oid = crate::der::oid(&[1, 2, 840, 113549, 1, 1, 1]);
+        let wrap = |alg: &[u8], bits: &[u8]| crate::der::seq(&[alg, &crate::der::bit_string(bits)]);
+        assert_eq!(
+            wrap(&crate::der::seq(&[&rsa_oid, &[crate::der::NULL, 0]]), &pkcs1),
+            good
+        );
+        not_der(&wrap(&crate::der::seq(&[&rsa_oid]), &pkcs1));
+        let (n, e) = {
+            let (seq, _) = crate::der::read_tlv(&pkcs1).unwrap();
+            let items = crate::der::read_all(seq.content).unwrap();
+            (items[0].content.to_vec(), items[1].content.to_vec())
+        };
+        let padded_n = crate::der::wrap(crate::der::INTEGER, &[&[0], &n]);
+        let e_der = crate::der::wrap(crate::der::INTEGER, &[&e]);
+        let loose = crate::der::seq(&[&padded_n, &e_der]);
+        not_der(&wrap(&crate::der::seq(&[&rsa_oid, &[crate::der::NULL, 0]]), &loose));
     }
 
     #[test]

@@ -188,7 +188,7 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
 pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
     let root: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) => serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax("", e))?,
+        Err(_) => crate::parse_yaml(text).map_err(|e| ConfigError::syntax("", e))?,
     };
     let Value::Object(root) = root else {
         return Err(ConfigError::rule(

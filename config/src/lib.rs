@@ -323,7 +323,7 @@ impl Config {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax("", e))?
+            parse_yaml(text).map_err(|e| ConfigError::syntax("", e))?
         };
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
@@ -459,7 +459,7 @@ impl RawConfig {
             let path = resolve(base, &file);
             issuers_file = Some(path.clone());
             let text = read_limited(&path)?;
-            issuers.extend(fulcio::parse(&text).map_err(|e| e.in_file(&path))?);
+            issuers.extend(parse_issuers_file(&text).map_err(|e| e.in_file(&path))?);
         }
         for (i, raw) in self.issuers.into_iter().enumerate() {
             issuers.push(raw.validate(base).map_err(|e| e.under(&format!("issuers[{i}]")))?);
@@ -663,7 +663,26 @@ pub const PUBLIC_GOOD_ISSUERS: &str = include_str!("../fixtures/public-good.yaml
 
 /// Parses the built-in public-good issuer set.
 pub fn public_good_issuers() -> Result<Vec<IssuerConfig>, ConfigError> {
-    fulcio::parse(PUBLIC_GOOD_ISSUERS)
+    parse_issuers_file(PUBLIC_GOOD_ISSUERS)
+}
+
+/// Parses the text of a Fulcio issuer file (JSON or YAML), as `issuers_file` is read. Public so
+/// the fuzz tests (`tests/tests/fuzz.rs`) reach the parser loading uses, not a copy of it.
+pub fn parse_issuers_file(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
+    fulcio::parse(text)
+}
+
+/// Alias replays (events copied in by `*alias`) allowed in one configuration or issuer file.
+/// Files use aliases for a few scalars (Fulcio's file: the issuer types); without this bound a
+/// few hundred bytes of nested aliases expand to the parser's 250,000-node budget, about half a
+/// second of CPU in a debug build for each load (found by `tests/tests/fuzz.rs`).
+pub const MAX_YAML_ALIAS_EVENTS: usize = 10_000;
+
+/// Parses YAML with alias replay bounded by [`MAX_YAML_ALIAS_EVENTS`].
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits.max_total_replayed_events = MAX_YAML_ALIAS_EVENTS;
+    serde_saphyr::from_str_with_options(text, options)
 }
 
 /// Config and issuer files are small; refuse anything absurd before parsing it.
@@ -691,6 +710,25 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_yaml(text, Path::new("/etc/keyless"))
+    }
+
+    /// Found by `tests/tests/fuzz.rs`: 429 bytes of nested aliases took over half a second to
+    /// refuse (the regression input is `tests/fuzz-regressions/config/`).
+    #[test]
+    fn nested_aliases_are_refused_before_they_expand() {
+        let mut text = String::from("a: &a [x, x]\n");
+        let mut prev = "a".to_string();
+        for i in 0..20 {
+            text.push_str(&format!("b{i}: &b{i} [*{prev}, *{prev}]\n"));
+            prev = format!("b{i}");
+        }
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.contains("alias replay limit"), "{e}");
+        let e = fulcio::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("alias replay limit"), "{e}");
+        // A few aliases, as Fulcio's own file has, are fine.
+        let few = "define:\n  - &t github-workflow\noidc-issuers:\n  https://a.example:\n    type: *t\n  https://b.example:\n    type: *t\n";
+        assert_eq!(fulcio::parse(few).unwrap().len(), 2);
     }
 
     #[test]

@@ -34,6 +34,12 @@ enum Expr {
 /// The data a template sees: claim names to their text.
 pub type Data = BTreeMap<String, String>;
 
+/// The deepest nesting of `if`s, or of parentheses in one action, a template may have. Rendering,
+/// evaluating and dropping a template recurse once per level, so without a limit a nested
+/// template overflows the stack (found by `tests/tests/fuzz.rs`); Fulcio's templates nest at
+/// most two levels.
+pub const MAX_NESTING: usize = 64;
+
 impl Template {
     /// Parses `src`; errors name the offset of the bad action.
     pub fn parse(src: &str) -> Result<Template, String> {
@@ -63,6 +69,9 @@ impl Template {
                 .trim();
             let at = offset + start;
             if let Some(cond) = action.strip_prefix("if ") {
+                if stack.len() > MAX_NESTING {
+                    return Err(format!("offset {at}: ifs nested deeper than {MAX_NESTING} levels"));
+                }
                 stack.push((
                     Some(parse_expr(cond).map_err(|e| format!("offset {at}: {e}"))?),
                     Vec::new(),
@@ -161,6 +170,17 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
 
 fn parse_expr(s: &str) -> Result<Expr, String> {
     let toks = tokens(s)?;
+    let mut depth = 0usize;
+    for t in &toks {
+        match t.as_str() {
+            "(" => depth += 1,
+            ")" => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return Err(format!("parentheses nested deeper than {MAX_NESTING} levels"));
+        }
+    }
     let mut pos = 0;
     let e = expr(&toks, &mut pos)?;
     if pos != toks.len() {
@@ -302,6 +322,30 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.clone(), claim_text(v)))
             .collect()
+    }
+
+    /// Found by `tests/tests/fuzz.rs`: deeply nested `if`s or parentheses overflowed the stack
+    /// when parsed, rendered or dropped. Nesting is now limited when the template is parsed.
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let d = data(json!({"a": "x"}));
+        let ifs = format!("{}{}", "{{ if .a }}".repeat(20_000), "{{ end }}".repeat(20_000));
+        let e = Template::parse(&ifs).unwrap_err();
+        assert!(e.contains("nested deeper than 64"), "{e}");
+        let parens = format!("{{{{ {}.a{} }}}}", "(".repeat(20_000), ")".repeat(20_000));
+        let e = Template::parse(&parens).unwrap_err();
+        assert!(e.contains("nested deeper than 64"), "{e}");
+        let eqs = format!(
+            "{{{{ if {}.a{} }}}}x{{{{ end }}}}",
+            "eq (".repeat(20_000),
+            " \"x\")".repeat(20_000)
+        );
+        assert!(Template::parse(&eqs).unwrap_err().contains("nested deeper than 64"));
+        // Up to the limit, nesting works.
+        let ok = format!("{}x{}", "{{ if .a }}".repeat(64), "{{ end }}".repeat(64));
+        assert_eq!(Template::parse(&ok).unwrap().render(&d).unwrap(), "x");
+        let ok = format!("{{{{ {}.a{} }}}}", "(".repeat(64), ")".repeat(64));
+        assert_eq!(Template::parse(&ok).unwrap().render(&d).unwrap(), "x");
     }
 
     #[test]

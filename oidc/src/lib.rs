@@ -702,7 +702,19 @@ async fn fetch_keys(issuer: &str, http: &reqwest::Client, timeout: Duration) -> 
 
 async fn fetch_keys_unbounded(issuer: &str, http: &reqwest::Client) -> Result<IssuerKeys, String> {
     let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-    let doc: Discovery = serde_json::from_slice(&get(http, &discovery_url).await?)
+    let jwks_url = parse_discovery(issuer, &get(http, &discovery_url).await?)?;
+    let keys = parse_jwks(&get(http, jwks_url.as_str()).await?)?;
+    tracing::info!(issuer, keys = keys.len(), "fetched OIDC signing keys");
+    Ok(keys)
+}
+
+/// Reads the discovery document fetched for `issuer`: it must name exactly `issuer` and a
+/// `jwks_uri` that is `https` (plain `http` only on loopback). Returns where the keys are.
+///
+/// Public because the document comes from whatever host a token names, so the fuzz tests
+/// (`tests/tests/fuzz.rs`) feed it hostile bytes; the key fetch calls exactly this.
+pub fn parse_discovery(issuer: &str, body: &[u8]) -> Result<url::Url, String> {
+    let doc: Discovery = serde_json::from_slice(body)
         .map_err(|e| format!("discovery document is not valid JSON with issuer and jwks_uri: {e}"))?;
     if doc.issuer != issuer {
         return Err(format!(
@@ -720,13 +732,18 @@ async fn fetch_keys_unbounded(issuer: &str, http: &reqwest::Client) -> Result<Is
             doc.jwks_uri
         ));
     }
-    let jwks: JwkSet = serde_json::from_slice(&get(http, jwks_url.as_str()).await?)
-        .map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
+    Ok(jwks_url)
+}
+
+/// Reads a fetched JWKS into the keys that can verify tokens; a set with none is an error.
+///
+/// Public for the same reason as [`parse_discovery`]: the key fetch calls exactly this.
+pub fn parse_jwks(body: &[u8]) -> Result<IssuerKeys, String> {
+    let jwks: JwkSet = serde_json::from_slice(body).map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
     let keys = IssuerKeys::from_jwks(&jwks);
     if keys.is_empty() {
         return Err("JWKS holds no usable signing key".into());
     }
-    tracing::info!(issuer, keys = keys.len(), "fetched OIDC signing keys");
     Ok(keys)
 }
 
