@@ -20,7 +20,7 @@ use keyless_oidc::{IssuerHealth, OidcVerifier};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::issuance::{IssueRequest, KeyMaterial};
+use crate::issuance::IssueRequest;
 use crate::protect::{RateLimiter, RequestId};
 use crate::wire;
 
@@ -156,7 +156,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
 /// Anyone may ask whether each component is ready; only a caller presenting `health.token` as a
 /// bearer token learns why one is not (causes name hosts and TLS errors). The causes are logged.
 async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let authorized = match (&state.health_token, bearer(&headers)) {
+    let authorized = match (&state.health_token, wire::bearer(&headers)) {
         (Some(want), Some(got)) => {
             aws_lc_rs::constant_time::verify_slices_are_equal(want.expose().as_bytes(), got.as_bytes()).is_ok()
         }
@@ -265,25 +265,7 @@ async fn readiness(state: &AppState) -> (StatusCode, Value) {
     (status, body)
 }
 
-/// Reads the body under the size limit (a rejection here means it was too large or unreadable).
-fn body_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(MAX_BODY_BYTES)
-        } else {
-            ApiError::BadRequest(format!("cannot read the request body: {e}"))
-        }
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
-}
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    v.strip_prefix("Bearer ").map(str::to_string)
-}
 
 /// Decodes with `decode`, runs the issuance service, and records a refusal of a request that
 /// could not be decoded (the service records every other outcome itself).
@@ -313,7 +295,7 @@ async fn signing_cert_v2(
     signing(
         &state,
         request_id,
-        |request_id| decode_v2(request_id, &headers, body),
+        |request_id| wire::decode_v2(request_id, &headers, body),
         |chain| {
             let certificates: Vec<String> = chain.iter().map(|p| p.trim_end().to_string()).collect();
             Json(json!({ "signedCertificateEmbeddedSct": { "chain": { "certificates": certificates } } }))
@@ -322,38 +304,6 @@ async fn signing_cert_v2(
     .await
 }
 
-fn decode_v2(
-    request_id: String,
-    headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<IssueRequest, ApiError> {
-    let req: wire::CreateSigningCertificateRequest = body_json(body)?;
-    let token = req
-        .credentials
-        .and_then(|c| c.oidc_identity_token)
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer(headers))
-        .unwrap_or_default();
-    let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
-    let key = match (req.public_key_request, csr) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "send either publicKeyRequest or certificateSigningRequest, not both".into(),
-            ));
-        }
-        (None, Some(csr)) => KeyMaterial::Csr { pem: csr.0 },
-        (pkr, None) => {
-            // A missing key is refused after the token is checked, so token errors come first,
-            // as in Fulcio.
-            let pkr = pkr.unwrap_or_default();
-            KeyMaterial::Signature {
-                public_key: pkr.public_key.and_then(|k| k.content).unwrap_or_default().into_bytes(),
-                proof: pkr.proof_of_possession.unwrap_or_default().0,
-            }
-        }
-    };
-    Ok(IssueRequest { token, key, request_id })
-}
 
 async fn signing_cert_v1(
     State(state): State<Arc<AppState>>,
@@ -364,7 +314,7 @@ async fn signing_cert_v1(
     signing(
         &state,
         request_id,
-        |request_id| decode_v1(request_id, &headers, body),
+        |request_id| wire::decode_v1(request_id, &headers, body),
         |chain| {
             let body = chain.iter().map(|p| p.trim_end()).collect::<Vec<_>>().join("\n");
             (
@@ -378,28 +328,6 @@ async fn signing_cert_v1(
     .await
 }
 
-fn decode_v1(
-    request_id: String,
-    headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<IssueRequest, ApiError> {
-    let req: wire::LegacyRequest = body_json(body)?;
-    let csr = req.certificate_signing_request.filter(|c| !c.0.is_empty());
-    let key = req.public_key.and_then(|k| k.content).filter(|c| !c.0.is_empty());
-    let token = bearer(headers).unwrap_or_default();
-    let key = match (csr, key) {
-        (Some(csr), _) => KeyMaterial::Csr { pem: csr.0 },
-        (None, Some(key)) => KeyMaterial::Signature {
-            public_key: key.0,
-            proof: req.signed_email_address.unwrap_or_default().0,
-        },
-        // Fulcio answers this before looking at the token.
-        (None, None) => {
-            return Err(keyless_ca::Error::KeyParse("send publicKey.content or certificateSigningRequest".into()).into());
-        }
-    };
-    Ok(IssueRequest { token, key, request_id })
-}
 
 async fn trust_bundle(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "chains": [ { "certificates": state.chain_pem } ] }))

@@ -25,6 +25,28 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// protojson messages are JSON objects (or null) only; serde's derive would also read a struct
+/// from an array of its fields, which no Fulcio client sends and Fulcio refuses.
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    struct ObjectOnly<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(ObjectOnly(std::marker::PhantomData))
+}
+
 pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
@@ -36,9 +58,11 @@ pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct CreateSigningCertificateRequest {
+    #[serde(deserialize_with = "object")]
     pub(crate) credentials: Option<Credentials>,
     #[serde(alias = "public_key_request")]
     #[serde(rename = "publicKeyRequest")]
+    #[serde(deserialize_with = "object")]
     pub(crate) public_key_request: Option<PublicKeyRequest>,
     #[serde(alias = "certificate_signing_request")]
     #[serde(rename = "certificateSigningRequest")]
@@ -58,6 +82,7 @@ pub(crate) struct Credentials {
 pub(crate) struct PublicKeyRequest {
     #[serde(alias = "public_key")]
     #[serde(rename = "publicKey")]
+    #[serde(deserialize_with = "object")]
     pub(crate) public_key: Option<PublicKey>,
     #[serde(alias = "proof_of_possession")]
     #[serde(rename = "proofOfPossession")]
@@ -79,6 +104,7 @@ pub(crate) struct PublicKey {
 pub(crate) struct LegacyRequest {
     #[serde(rename = "publicKey")]
     #[serde(alias = "public_key")]
+    #[serde(deserialize_with = "object")]
     pub(crate) public_key: Option<LegacyPublicKey>,
     #[serde(rename = "signedEmailAddress")]
     #[serde(alias = "signed_email_address")]
@@ -172,11 +198,43 @@ fn body_json<T: serde::de::DeserializeOwned>(body: Result<Body, BytesRejection>)
             ApiError::BadRequest(format!("cannot read the request body: {e}"))
         }
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}"));
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let req = object(&mut de).map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    req.ok_or_else(|| ApiError::BadRequest("request body is not valid JSON for this endpoint: expected a JSON object, found null".into()))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2(body: &str) -> Result<IssueRequest, ApiError> {
+        decode_v2(String::new(), &HeaderMap::new(), Ok(Body::from(body.to_string())))
+    }
+
+    #[test]
+    fn messages_are_objects_never_arrays() {
+        for body in [
+            r#"{"credentials": ["eyJ.x.y"]}"#,
+            r#"["eyJ.x.y"]"#,
+            r#"{"publicKeyRequest": [{"content": "k"}, "c2ln"]}"#,
+            r#"{"publicKeyRequest": {"publicKey": ["ECDSA", "k"]}}"#,
+            "null",
+            r#"{"credentials": {}} trailing"#,
+        ] {
+            assert!(matches!(v2(body), Err(ApiError::BadRequest(_))), "{body}");
+        }
+        let ok = v2(r#"{"credentials": {"oidcIdentityToken": "t"}, "publicKeyRequest": {"publicKey": {"content": "k"}, "proofOfPossession": "c2ln"}}"#)
+            .unwrap();
+        assert_eq!(ok.token, "t");
+        assert!(matches!(ok.key, KeyMaterial::Signature { ref public_key, ref proof } if public_key == b"k" && proof == b"sig"));
+        assert_eq!(v2(r#"{"credentials": null}"#).unwrap().token, "");
+    }
 }
