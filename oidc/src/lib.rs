@@ -71,7 +71,7 @@ impl Default for VerifierOptions {
             fetch_timeout: FETCH_TIMEOUT,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
-            max_waiters: 32,
+            max_waiters: 256,
             keys_ttl: KEYS_TTL,
             unknown_kid_interval: UNKNOWN_KID_REFRESH_INTERVAL,
             max_meta_issuers: MAX_META_ISSUERS,
