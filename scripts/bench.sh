@@ -29,7 +29,7 @@ for arg in "$@"; do
   esac
 done
 
-cargo build --release -p keyless-api -p keyless-tests --bin keyless --bin keyless-loadgen
+cargo build --release -p keyless-cli -p keyless-tests --bin keyless --bin keyless-loadgen
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 keyless="$target_dir/release/keyless"

@@ -1,27 +1,24 @@
 //! The one place where errors become HTTP responses.
 //!
-//! Client mistakes are 4xx with Fulcio's message prefix followed by exactly what was wrong. Server
-//! faults are 5xx with a fixed message; their cause is logged once here and never sent.
+//! The issuance service says what kind of refusal it is and what to tell the client
+//! ([`keyless_service::Error`]); this maps that, and the HTTP surface's own refusals (bodies,
+//! headers, routes, load), to a status and Fulcio's JSON error shape. Server faults are 5xx with a
+//! fixed message; their cause is logged once here and never sent.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use keyless_ca::Class;
-use keyless_oidc::OidcError;
+use keyless_service::Kind;
+use keyless_service::error::retry_secs;
 use serde_json::json;
 
 /// Everything a handler can fail with.
 #[derive(Debug)]
 pub enum ApiError {
-    /// The issuance core refused the request or failed.
-    Ca(keyless_ca::Error),
-    /// An OIDC issuer could not be reached.
-    IssuerUnavailable {
-        /// Issuer URL (public information).
-        issuer: String,
-        /// Cause, for the log only.
-        cause: String,
-    },
+    /// The issuance service refused the request or failed.
+    Service(keyless_service::Error),
     /// The request body or headers are malformed.
     BadRequest(String),
     /// The body is over the size limit (bytes).
@@ -29,7 +26,7 @@ pub enum ApiError {
     /// The body did not arrive within the deadline or at the minimum rate (408).
     SlowBody {
         /// The whole body's deadline.
-        timeout: std::time::Duration,
+        timeout: Duration,
         /// Bytes per second required after the first second.
         min_rate: u64,
     },
@@ -37,39 +34,23 @@ pub enum ApiError {
     NotFound,
     /// Known route, wrong method.
     MethodNotAllowed,
-    /// A fault that is neither the client's nor a known backend's.
-    Internal(String),
-    /// A rate limit refused the request (429).
-    RateLimited {
-        /// Which limit, for whom (the client's own identity and issuer only).
-        detail: String,
-        /// When the bucket has a token again.
-        retry_after: std::time::Duration,
-    },
-    /// The server is at its concurrency limit and sheds the request (503).
+    /// The listener is at its concurrency limit and sheds the request (503).
     Overloaded,
     /// The request took longer than the configured timeout (503).
-    TimedOut(std::time::Duration),
+    TimedOut(Duration),
     /// The request's header block is over the limit (431).
     HeadersTooLarge(usize),
-    /// The issuance record cannot be written (disk full, I/O error): nothing is issued (503).
-    RecordUnavailable(String),
+}
+
+impl From<keyless_service::Error> for ApiError {
+    fn from(e: keyless_service::Error) -> Self {
+        ApiError::Service(e)
+    }
 }
 
 impl From<keyless_ca::Error> for ApiError {
     fn from(e: keyless_ca::Error) -> Self {
-        ApiError::Ca(e)
-    }
-}
-
-impl From<OidcError> for ApiError {
-    fn from(e: OidcError) -> Self {
-        match e {
-            OidcError::Token(e) => ApiError::Ca(e),
-            OidcError::IssuerUnavailable { issuer, cause } => ApiError::IssuerUnavailable { issuer, cause },
-            OidcError::NewIssuerRefused { pattern, cause } => ApiError::IssuerUnavailable { issuer: pattern, cause },
-            other => ApiError::Internal(other.to_string()),
-        }
+        ApiError::Service(e.into())
     }
 }
 
@@ -84,59 +65,25 @@ const UNAVAILABLE: u16 = 14;
 
 impl ApiError {
     /// Status, gRPC code and the client-facing message. A client mistake's message quotes what
-    /// the client sent; it is bounded and stripped of anything shaped like a credential here,
-    /// once, for the response, the log and the issuance record alike.
+    /// the client sent; it is bounded and stripped of anything shaped like a credential, once,
+    /// for the response, the log and the issuance record alike.
     pub fn parts(&self) -> (StatusCode, u16, String) {
-        let (status, code, message) = self.raw_parts();
-        if status.is_client_error() {
-            (status, code, crate::redact::message(&message))
-        } else {
-            (status, code, message)
-        }
-    }
-
-    fn raw_parts(&self) -> (StatusCode, u16, String) {
         match self {
-            ApiError::Ca(keyless_ca::Error::CtLog { log, .. }) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                format!("Error entering certificate in CTL: CT log {log} is unavailable; try again later"),
+            ApiError::Service(e) => {
+                let (status, code) = match e.kind() {
+                    Kind::Invalid => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
+                    Kind::Denied => (StatusCode::FORBIDDEN, PERMISSION_DENIED),
+                    Kind::Limited => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
+                    Kind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+                    Kind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
+                };
+                (status, code, e.message())
+            }
+            ApiError::BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                keyless_service::redact::message(m),
             ),
-            ApiError::Ca(e @ keyless_ca::Error::Policy { .. }) => (
-                StatusCode::FORBIDDEN,
-                PERMISSION_DENIED,
-                format!("{}: {}", e.fulcio_message(), e.client_detail().unwrap_or_default()),
-            ),
-            ApiError::Ca(keyless_ca::Error::Signer(_)) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                "signing backend unavailable; try again later".into(),
-            ),
-            ApiError::Ca(keyless_ca::Error::CaValidity(_)) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                "the CA certificate cannot cover a new certificate's validity; the operator must rotate the CA".into(),
-            ),
-            ApiError::Ca(e) => match e.client_detail() {
-                Some(detail) => (
-                    StatusCode::BAD_REQUEST,
-                    INVALID_ARGUMENT,
-                    format!("{}: {detail}", e.fulcio_message()),
-                ),
-                None => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    INTERNAL,
-                    e.fulcio_message().to_string(),
-                ),
-            },
-            ApiError::IssuerUnavailable { issuer, .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                format!(
-                    "There was an error processing the identity token: issuer {issuer} is unavailable; try again later"
-                ),
-            ),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m.clone()),
             ApiError::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 INVALID_ARGUMENT,
@@ -152,15 +99,6 @@ impl ApiError {
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, NOT_FOUND, "Not Found".into()),
             ApiError::MethodNotAllowed => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED, "Method Not Allowed".into()),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, "internal error".into()),
-            ApiError::RateLimited { detail, retry_after } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                RESOURCE_EXHAUSTED,
-                format!(
-                    "rate limit exceeded: {detail}; retry after {} s",
-                    retry_secs(*retry_after)
-                ),
-            ),
             ApiError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
@@ -169,20 +107,12 @@ impl ApiError {
             ApiError::TimedOut(limit) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
-                format!(
-                    "the request did not complete within {} ms; try again",
-                    limit.as_millis()
-                ),
+                format!("the request did not complete within {} ms; try again", limit.as_millis()),
             ),
             ApiError::HeadersTooLarge(limit) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 INVALID_ARGUMENT,
                 format!("request headers are larger than {limit} bytes"),
-            ),
-            ApiError::RecordUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                "the issuance record is unavailable, so nothing can be issued; try again later".into(),
             ),
         }
     }
@@ -190,69 +120,27 @@ impl ApiError {
     /// Seconds for `Retry-After`: on every 429 and 503.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
+            ApiError::Service(e) => e.retry_after().map(retry_secs),
             _ if self.parts().0 == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         }
     }
 
-    /// Reason class for logs and metrics.
+    /// Reason class for logs, metrics and the record.
     pub fn class(&self) -> &'static str {
         match self {
-            ApiError::Ca(e) => match e.class() {
-                Class::Token => "token",
-                Class::Key => "key",
-                Class::Policy => "policy",
-                Class::Possession => "pop",
-                Class::Request => "request",
-                Class::Server => "server",
-                Class::CtLog => "ct_log",
-            },
-            ApiError::IssuerUnavailable { .. } => "issuer_unavailable",
+            ApiError::Service(e) => e.class(),
             ApiError::BadRequest(_)
             | ApiError::TooLarge(_)
             | ApiError::SlowBody { .. }
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::HeadersTooLarge(_) => "request",
-            ApiError::Internal(_) => "server",
-            ApiError::RateLimited { .. } => "rate_limit",
             ApiError::Overloaded => "overload",
-            ApiError::RecordUnavailable(_) => "record_unavailable",
             ApiError::TimedOut(_) => "timeout",
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = self.parts();
-        crate::metrics::rejected(self.class());
-        // Log once, graded by fault. Causes of server faults are logged, never returned. A flood
-        // of one kind of refusal is logged in aggregate, so nobody can grow the log at will.
-        if !LOG_BUDGET.allow(self.class()) {
-            return self.response(status, code, message);
-        }
-        match &self {
-            ApiError::Ca(e) if e.client_detail().is_none() => {
-                tracing::error!(cause = %e, "issuance failed")
-            }
-            ApiError::IssuerUnavailable { issuer, cause } => {
-                tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
-            }
-            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            // Shedding is logged in aggregate (metrics), not once per refused request; a record
-            // outage is logged once by the record's writer, when it starts and when it ends.
-            ApiError::Overloaded | ApiError::RecordUnavailable(_) => {}
-            // Policy refusals are logged where the subject is known (issuance::decide).
-            ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::Ca(keyless_ca::Error::Policy { .. }) => {}
-            _ => tracing::warn!(class = self.class(), %message, "request refused"),
-        }
-        self.response(status, code, message)
-    }
-}
-
-impl ApiError {
     fn response(&self, status: StatusCode, code: u16, message: String) -> Response {
         let mut resp = (status, Json(json!({ "code": code, "message": message, "details": [] }))).into_response();
         if let Some(secs) = self.retry_after() {
@@ -260,6 +148,34 @@ impl ApiError {
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        metrics::counter!("keyless_rejections_total", "class" => self.class()).increment(1);
+        // Log once, graded by fault. Causes of server faults are logged, never returned. A flood
+        // of one kind of refusal is logged in aggregate, so nobody can grow the log at will.
+        if !LOG_BUDGET.allow(self.class()) {
+            return self.response(status, code, message);
+        }
+        match &self {
+            // A record outage is logged once by the record's writer, when it starts and when it
+            // ends; policy refusals where the subject is known (the service).
+            ApiError::Service(keyless_service::Error::RecordUnavailable(_))
+            | ApiError::Service(keyless_service::Error::Ca(keyless_ca::Error::Policy { .. })) => {}
+            ApiError::Service(keyless_service::Error::IssuerUnavailable { issuer, cause }) => {
+                tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
+            }
+            ApiError::Service(e) if e.cause().is_some() => {
+                tracing::error!(class = e.class(), cause = e.cause().unwrap_or_default(), "issuance failed")
+            }
+            // Shedding is logged in aggregate (metrics), not once per refused request.
+            ApiError::Overloaded | ApiError::NotFound | ApiError::MethodNotAllowed => {}
+            _ => tracing::warn!(class = self.class(), %message, "request refused"),
+        }
+        self.response(status, code, message)
     }
 }
 
@@ -277,7 +193,7 @@ impl LogBudget {
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
         let (since, counts) = guard.get_or_insert_with(|| (now, Default::default()));
-        if now.duration_since(*since) >= std::time::Duration::from_secs(1) {
+        if now.duration_since(*since) >= Duration::from_secs(1) {
             for (class, n) in counts.drain() {
                 if n > LOG_LINES_PER_SECOND {
                     tracing::warn!(
@@ -295,44 +211,34 @@ impl LogBudget {
     }
 }
 
-/// Whole seconds, rounded up, at least 1.
-fn retry_secs(d: std::time::Duration) -> u64 {
-    d.as_secs_f64().ceil().max(1.0) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn server_faults_hide_their_cause() {
-        let e = ApiError::Ca(keyless_ca::Error::Signer("PKCS#11 CKR_DEVICE_ERROR in slot 3".into()));
-        let (status, code, message) = e.parts();
-        assert_eq!((status, code), (StatusCode::SERVICE_UNAVAILABLE, 14));
-        assert_eq!(message, "signing backend unavailable; try again later");
-        let e = ApiError::Ca(keyless_ca::Error::Setup("chain file /etc/x".into()));
-        let (status, code, message) = e.parts();
-        assert_eq!((status, code), (StatusCode::INTERNAL_SERVER_ERROR, 13));
-        assert_eq!(message, "error communicating with CA backend");
-        let e = ApiError::Internal("db path /var/lib/x".into());
-        assert!(!e.parts().2.contains("/var/lib"));
-    }
-
-    #[test]
-    fn client_faults_carry_fulcio_prefix_and_detail() {
-        let e = ApiError::Ca(keyless_ca::Error::InsecureKey("RSA modulus is 1024 bits".into()));
-        let (status, code, message) = e.parts();
-        assert_eq!((status, code), (StatusCode::BAD_REQUEST, 3));
-        assert_eq!(
-            message,
-            "The public key supplied in the request is insecure: RSA modulus is 1024 bits"
-        );
-        let e = ApiError::IssuerUnavailable {
-            issuer: "https://idp.example".into(),
-            cause: "connect refused 10.0.0.1".into(),
-        };
-        let (status, _, message) = e.parts();
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(message.contains("https://idp.example") && !message.contains("10.0.0.1"));
+    fn service_refusals_map_to_fulcio_statuses() {
+        let cases: Vec<(ApiError, u16, u16)> = vec![
+            (keyless_ca::Error::InsecureKey("RSA modulus is 1024 bits".into()).into(), 400, 3),
+            (keyless_ca::Error::Policy { issuer: "i".into(), detail: "denied by rule \"x\"".into() }.into(), 403, 7),
+            (keyless_ca::Error::Signer("CKR_DEVICE_ERROR".into()).into(), 503, 14),
+            (keyless_ca::Error::Setup("chain".into()).into(), 500, 13),
+            (
+                keyless_service::Error::RateLimited { detail: "d".into(), retry_after: Duration::from_millis(1500) }.into(),
+                429,
+                8,
+            ),
+            (keyless_service::Error::RecordUnavailable("ENOSPC".into()).into(), 503, 14),
+        ];
+        for (e, status, code) in cases {
+            let (s, c, m) = e.parts();
+            assert_eq!((s.as_u16(), c), (status, code), "{e:?}");
+            assert!(!m.contains("CKR_") && !m.contains("ENOSPC"), "{m}");
+            if status == 429 {
+                assert_eq!(e.retry_after(), Some(2));
+            }
+            if status == 503 {
+                assert!(e.retry_after().is_some());
+            }
+        }
     }
 }

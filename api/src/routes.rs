@@ -5,7 +5,7 @@
 //! [`crate::issuance::issue`], which decides, issues and records.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -14,69 +14,54 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use keyless_ca::CertificateAuthority;
-use keyless_config::{IssuerConfig, RateLimits};
-use keyless_oidc::{IssuerHealth, OidcVerifier};
+use keyless_config::Limits;
+use keyless_oidc::IssuerHealth;
+use keyless_service::{IssueRequest, Readiness, Service};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::issuance::IssueRequest;
-use crate::protect::{RateLimiter, RequestId};
+use crate::protect::RequestId;
 use crate::wire;
 
 /// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// The trusted issuers and their verifier: swapped as a whole on reload, so a request sees one
-/// consistent set from start to end.
-pub struct Issuers {
-    /// Token verification.
-    pub oidc: OidcVerifier,
-    /// Issuers as advertised by `/api/v2/configuration`.
-    pub list: Vec<IssuerConfig>,
-    /// Rate limits for issuers without their own.
-    pub rate_limits: RateLimits,
-}
-
-/// How readiness reaches the CT log.
-pub enum CtProbe {
-    /// `ct_log: disabled`.
-    Disabled,
-    /// In this process: ready while it runs.
-    Embedded,
-    /// A remote RFC 6962 log: `get-sth` must answer.
-    Remote(keyless_ctlog::RemoteLog),
-}
-
-/// What the handlers share.
+/// What the handlers share: the issuance service, and what only the HTTP surface needs.
 pub struct AppState {
-    /// The issuing CA.
-    pub ca: Arc<CertificateAuthority>,
-    /// The current issuers (replaced atomically by a configuration reload).
-    pub issuers: std::sync::RwLock<Arc<Issuers>>,
-    /// The chain as PEM (newline-terminated), issuing CA first, root last.
-    pub chain_pem: Vec<String>,
-    /// Where certificates are logged: a log URL, or `disabled`.
-    pub ct_log: String,
-    /// How `/readyz` checks the CT log.
-    pub ct_probe: CtProbe,
-    /// Per-identity and per-issuer token buckets.
-    pub limiter: RateLimiter,
-    /// The last readiness answer, reused for a second so probes cannot hammer the HSM.
-    pub readiness: Mutex<Option<(Instant, StatusCode, Value)>>,
-    /// The issuance record (`None` when `audit.enabled` is false).
-    pub audit: Option<keyless_audit::store::AuditLog>,
+    /// The issuance service every signing route calls.
+    pub service: Arc<Service>,
     /// `health.token`: lets `/readyz` callers see causes.
     pub health_token: Option<keyless_config::Secret>,
-    /// Issuances in progress (they outlive their requests, so they are bounded on their own).
-    pub issuing: Arc<tokio::sync::Semaphore>,
+    /// The last readiness answer, reused for a second so probes cannot hammer the HSM.
+    readiness: Mutex<Option<(Instant, StatusCode, Value)>>,
 }
 
 impl AppState {
-    /// The issuer set in force now.
-    pub fn current_issuers(&self) -> Arc<Issuers> {
-        self.issuers.read().expect("poisoned").clone()
+    /// The HTTP surface's state over `service`.
+    pub fn new(service: Arc<Service>, health_token: Option<keyless_config::Secret>) -> AppState {
+        AppState {
+            service,
+            health_token,
+            readiness: Mutex::new(None),
+        }
     }
+}
+
+/// The whole API as served: [`router`] plus `extra` routes (the development issuer), CORS, the
+/// guard (header limit, whole body, load shedding, request timeout) and request ids, with leading
+/// slashes collapsed before routing. Tests drive it in process with `tower::ServiceExt::oneshot`.
+pub fn app(state: Arc<AppState>, limits: &Limits, extra: Router) -> Router {
+    let guard = crate::protect::Guard::new(limits.clone(), MAX_BODY_BYTES, &["/healthz", "/readyz"]);
+    let app = router(state)
+        .merge(extra)
+        .layer(crate::protect::cors())
+        .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard))
+        .layer(axum::middleware::from_fn(crate::protect::request_id));
+    // Outside the router, so the rewritten path is what gets routed.
+    Router::new().fallback_service(tower::Layer::layer(
+        &axum::middleware::map_request(collapse_leading_slashes),
+        app,
+    ))
 }
 
 /// The API router. Extra routes (the development issuer) are merged by the caller.
@@ -146,7 +131,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Liveness: the process serves requests.
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({"status": "SERVING", "ctLog": state.ct_log}))
+    Json(json!({"status": "SERVING", "ctLog": state.service.ct_log()}))
 }
 
 /// Readiness: the signer signs and verifies a probe, the CA chain covers a new certificate, the
@@ -195,37 +180,18 @@ fn without_causes(mut body: Value) -> Value {
 }
 
 async fn readiness(state: &AppState) -> (StatusCode, Value) {
-    let ca = state.ca.clone();
-    let signer = match tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || ca.check_signer()),
-    )
-    .await
-    {
-        Ok(Ok(Ok(()))) => state.ca.check_validity(SystemTime::now()),
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Err(e)) => Err(format!("signer check failed: {e}")),
-        Err(_) => Err("signer did not answer within 5 s".to_string()),
+    let r: Readiness = state.service.readiness().await;
+    let ready = r.ready();
+    if !ready {
+        tracing::warn!(signer = ?r.signer.as_ref().err(), ct_log = ?r.ct_log.as_ref().err(), config = ?r.config.as_ref().err(), record = ?r.record.as_ref().err(), "not ready");
+    }
+    let text = |r: Result<&str, &String>| match r {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unavailable: {e}"),
     };
-    let ct = match &state.ct_probe {
-        CtProbe::Disabled => Ok("disabled"),
-        CtProbe::Embedded => Ok("ok"),
-        CtProbe::Remote(log) => match tokio::time::timeout(Duration::from_secs(3), log.probe()).await {
-            Ok(Ok(_)) => Ok("ok"),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("{} did not answer get-sth within 3 s", state.ct_log)),
-        },
-    };
-    let issuers = state.current_issuers();
-    let config: Result<(), String> = if issuers.list.is_empty() {
-        Err("no issuers are configured".into())
-    } else {
-        Ok(())
-    };
-    let per_issuer: serde_json::Map<String, Value> = issuers
-        .oidc
-        .health()
-        .into_iter()
+    let per_issuer: serde_json::Map<String, Value> = r
+        .issuers
+        .iter()
         .map(|(url, h)| {
             let text = match h {
                 IssuerHealth::Ok => "ok".to_string(),
@@ -233,28 +199,15 @@ async fn readiness(state: &AppState) -> (StatusCode, Value) {
                 IssuerHealth::Stale(c) => format!("using cached keys; last fetch failed: {c}"),
                 IssuerHealth::Failing(c) => format!("unavailable: {c}"),
             };
-            (url, Value::String(text))
+            (url.clone(), Value::String(text))
         })
         .collect();
-    let record: Result<&str, String> = match &state.audit {
-        None => Ok("disabled"),
-        Some(a) if a.available() => Ok("ok"),
-        Some(_) => Err("the issuance record cannot be written (see the log)".into()),
-    };
-    let ready = signer.is_ok() && ct.is_ok() && config.is_ok() && record.is_ok();
-    if !ready {
-        tracing::warn!(signer = ?signer.as_ref().err(), ct_log = ?ct.as_ref().err(), config = ?config.as_ref().err(), record = ?record.as_ref().err(), "not ready");
-    }
-    let text = |r: Result<&str, &String>| match r {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("unavailable: {e}"),
-    };
     let body = json!({
         "ready": ready,
-        "signer": text(signer.as_ref().map(|()| "ok")),
-        "ctLog": text(ct.as_ref().copied()),
-        "config": text(config.as_ref().map(|()| "ok")),
-        "record": text(record.as_ref().copied()),
+        "signer": text(r.signer.as_ref().map(|()| "ok")),
+        "ctLog": text(r.ct_log.as_ref().copied()),
+        "config": text(r.config.as_ref().map(|()| "ok")),
+        "record": text(r.record.as_ref().copied()),
         "issuers": per_issuer,
     });
     let status = if ready {
@@ -264,8 +217,6 @@ async fn readiness(state: &AppState) -> (StatusCode, Value) {
     };
     (status, body)
 }
-
-
 
 /// Decodes with `decode`, runs the issuance service, and records a refusal of a request that
 /// could not be decoded (the service records every other outcome itself).
@@ -279,11 +230,11 @@ async fn signing<T>(
     let req = match decode(id.clone()) {
         Ok(req) => req,
         Err(e) => {
-            crate::issuance::refuse_undecoded(state, &id, &e);
+            state.service.refuse_undecoded(&id, e.class(), &e.parts().2);
             return Err(e);
         }
     };
-    crate::issuance::issue(state, req).await.map(encode)
+    Ok(state.service.issue(req).await.map(encode)?)
 }
 
 async fn signing_cert_v2(
@@ -330,12 +281,13 @@ async fn signing_cert_v1(
 
 
 async fn trust_bundle(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "chains": [ { "certificates": state.chain_pem } ] }))
+    Json(json!({ "chains": [ { "certificates": state.service.chain_pem() } ] }))
 }
 
 async fn root_cert(State(state): State<Arc<AppState>>) -> Response {
     let body = state
-        .chain_pem
+        .service
+        .chain_pem()
         .iter()
         .map(|p| format!("{p}\n"))
         .collect::<String>()
@@ -345,7 +297,7 @@ async fn root_cert(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn configuration(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let current = state.current_issuers();
+    let current = state.service.current_issuers();
     let issuers: Vec<Value> = current
         .list
         .iter()

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
-use crate::issuance::{IssueRequest, KeyMaterial};
+use keyless_service::{IssueRequest, KeyMaterial};
 use crate::routes::MAX_BODY_BYTES;
 
 /// A protojson `bytes` field.

@@ -33,7 +33,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keyless_ca::ceremony::{self, CaNames};
 use keyless_ca::pipeline::pem_encode;
 use keyless_ca::{
-    CertificateAuthority, IssuerKeys, KeyRequest, SignatureAlgorithm, SoftwareSigner, identity, possession, token,
+    CertificateAuthority, IssuerKeys, KeyRequest, SignatureAlgorithm, SoftwareSigner, identity, policy, possession, token,
 };
 use keyless_config::{IssuerConfig, IssuerKind};
 use serde_json::json;
@@ -157,7 +157,8 @@ fn fixture() -> Fixture {
             },
         )
         .expect("prove");
-        block_on(ca.issue(principal, proven, SystemTime::now())).expect("issue")
+        let permitted = policy::permit(&verified, principal, |_| Ok::<(), ()>(())).expect("permit");
+        block_on(ca.issue(permitted, proven, SystemTime::now())).expect("issue")
     };
     let (_, leaf) = x509_parser::parse_x509_certificate(&fixture_leaf.der).expect("leaf parses");
     let tbs = leaf.tbs_certificate.as_ref().to_vec();
@@ -199,7 +200,8 @@ impl Fixture {
             },
         )
         .expect("prove");
-        block_on(self.ca.issue(principal, proven, SystemTime::now())).expect("issue")
+        let permitted = policy::permit(&verified, principal, |_| Ok::<(), ()>(())).expect("permit");
+        block_on(self.ca.issue(permitted, proven, SystemTime::now())).expect("issue")
     }
 
     fn bare_rs256_verify(&self) {
@@ -343,7 +345,10 @@ fn steps(c: &mut Criterion, fx: &Fixture) {
     });
     group.bench_function("CertificateAuthority::issue", |b| {
         b.iter_batched(
-            || (principal.clone(), proven.clone()),
+            || {
+                let permitted = policy::permit(&verified, principal.clone(), |_| Ok::<(), ()>(())).expect("permit");
+                (permitted, proven.clone())
+            },
             |(p, k)| block_on(fx.ca.issue(p, k, SystemTime::now())).expect("issue"),
             BatchSize::SmallInput,
         )

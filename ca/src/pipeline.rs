@@ -17,6 +17,7 @@ use crate::Error;
 use crate::cert::{self, Tbs, ext};
 use crate::ct::{self, CtLog, Sct};
 use crate::identity::Principal;
+use crate::policy::Permitted;
 use crate::keys::{PublicKey, signature_oid_hash};
 use crate::possession::ProvenKey;
 use crate::profile;
@@ -222,8 +223,8 @@ impl CertificateAuthority {
 
     /// Issues a leaf for `principal` and `key`: [`CertificateAuthority::prepare`] then
     /// [`CertificateAuthority::complete`], for callers with nothing to record in between.
-    pub async fn issue(&self, principal: Principal, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
-        let prepared = self.prepare(&principal, &key, now)?;
+    pub async fn issue(&self, permitted: Permitted, key: ProvenKey, now: SystemTime) -> Result<Issued, Error> {
+        let prepared = self.prepare(&permitted, &key, now)?;
         self.complete(prepared).await
     }
 
@@ -234,7 +235,8 @@ impl CertificateAuthority {
     /// Refuses (server fault) a leaf the CA chain cannot cover: a certificate that outlives its
     /// issuer fails verification in strict clients, so the CA stops issuing rather than
     /// shortening leaves silently.
-    pub fn prepare(&self, principal: &Principal, key: &ProvenKey, now: SystemTime) -> Result<Prepared, Error> {
+    pub fn prepare(&self, permitted: &Permitted, key: &ProvenKey, now: SystemTime) -> Result<Prepared, Error> {
+        let principal = permitted.principal();
         if let Some(name) = key.proven_for()
             && !principal.challenges().any(|c| c == name)
         {
@@ -504,7 +506,13 @@ mod tests {
         CertificateAuthority::new(signer, &chain, Duration::from_secs(600), now)
     }
 
-    fn principal_and_key() -> (Principal, ProvenKey) {
+    /// Passes the policy gate with no rate limiter (the core's tests have none).
+    pub(crate) fn permitted(token: &VerifiedToken) -> Permitted {
+        let principal = crate::identity::principal(token).unwrap();
+        crate::policy::permit(token, principal, |_| Ok::<(), ()>(())).unwrap()
+    }
+
+    fn principal_and_key() -> (Permitted, ProvenKey) {
         let issuer = IssuerConfig::new("https://issuer.example", IssuerKind::Email);
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
         let token = VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone());
@@ -520,7 +528,7 @@ mod tests {
             },
         )
         .unwrap();
-        (principal, key)
+        (permitted(&token), key)
     }
 
     #[test]
@@ -573,11 +581,10 @@ mod tests {
         let (_, key) = principal_and_key();
         let issuer = IssuerConfig::new("https://issuer.example", IssuerKind::Email);
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});
-        let other = crate::identity::principal(&VerifiedToken::unchecked_for_tests(
+        let other = permitted(&VerifiedToken::unchecked_for_tests(
             issuer,
             claims.as_object().unwrap().clone(),
-        ))
-        .unwrap();
+        ));
         assert!(matches!(
             block_on(ca.issue(other, key, SystemTime::now())),
             Err(Error::Possession(_))

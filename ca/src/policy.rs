@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::Error;
+use crate::identity::Principal;
 use crate::token::VerifiedToken;
 
 fn claim_text(v: &Value) -> Option<String> {
@@ -15,7 +16,8 @@ fn claim_text(v: &Value) -> Option<String> {
     }
 }
 
-/// Applies the issuer's policy to the token's claims.
+/// Applies the issuer's policy to the token's claims (without charging anything: `keyless config
+/// check` explains a token with it; issuance goes through [`permit`]).
 pub fn check(token: &VerifiedToken) -> Result<(), Error> {
     let issuer = token.issuer();
     let policy = &issuer.policy;
@@ -39,4 +41,40 @@ pub fn check(token: &VerifiedToken) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// A principal whose issuer's claim policy passed and whose rate limits were charged. Only
+/// [`permit`] makes one, and only a `Permitted` principal can have a certificate prepared
+/// ([`crate::CertificateAuthority::prepare`]), so no front door can skip either gate.
+#[derive(Debug)]
+pub struct Permitted {
+    principal: Principal,
+}
+
+impl Permitted {
+    /// The identity that passed.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+/// Why [`permit`] refused.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// A deny rule matched, or no allow rule did.
+    Policy(Error),
+    /// The rate limiter refused (its own error).
+    Limited(E),
+}
+
+/// The policy gate then the rate-limit gate, in that order: `charge` (the caller's limiter) runs
+/// only for an identity the policy allows, so refused identities never spend anyone's allowance.
+pub fn permit<E>(
+    token: &VerifiedToken,
+    principal: Principal,
+    charge: impl FnOnce(&Principal) -> Result<(), E>,
+) -> Result<Permitted, Refused<E>> {
+    check(token).map_err(Refused::Policy)?;
+    charge(&principal).map_err(Refused::Limited)?;
+    Ok(Permitted { principal })
 }

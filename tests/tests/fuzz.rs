@@ -316,12 +316,12 @@ fn signing_request() {
                 }
                 let _ = token::parse(&req.token);
                 match req.key {
-                    keyless_api::issuance::KeyMaterial::Signature { public_key, proof } => {
+                    keyless_service::KeyMaterial::Signature { public_key, proof } => {
                         if let Ok(key) = PublicKey::from_pem_or_der(&public_key) {
                             let _ = key.verify(key.key_type().default_hash(), b"alice@example.com", &proof);
                         }
                     }
-                    keyless_api::issuance::KeyMaterial::Csr { pem } => {
+                    keyless_service::KeyMaterial::Csr { pem } => {
                         let _ = possession::prove_csr(&pem);
                     }
                 }

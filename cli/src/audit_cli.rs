@@ -144,7 +144,7 @@ fn load(config: &Path) -> anyhow::Result<(Config, PathBuf)> {
 }
 
 fn pem_der(path: &Path) -> anyhow::Result<Vec<u8>> {
-    crate::server::read_public_key(path)
+    crate::serve::read_public_key(path)
 }
 
 /// The CA chain (DER, issuing CA first) of a configuration.
@@ -366,7 +366,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 bail!("the review page listens beyond loopback ({listen}) only with --token-file");
             }
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(crate::review::serve(cfg, dir, listen, token))?;
+            rt.block_on(keyless_review::serve(cfg, dir, listen, token, crate::serve::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

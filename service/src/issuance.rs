@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use keyless_audit::record::{Decision, Intent, Record, Rejection, hex};
+use keyless_ca::policy::{Permitted, Refused};
 use keyless_ca::{KeyRequest, Prepared, identity, possession};
 use tracing::Instrument as _;
 
-use crate::error::ApiError;
-use crate::redact;
-use crate::routes::AppState;
+use crate::{Error, Service, redact};
 
 /// The client's key, owned, so an issuance can outlive the request that asked for it.
 pub enum KeyMaterial {
@@ -54,6 +53,18 @@ pub struct IssueRequest {
     pub request_id: String,
 }
 
+impl IssueRequest {
+    /// The raw token (only digests of it are ever recorded).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The key material.
+    pub fn key(&self) -> &KeyMaterial {
+        &self.key
+    }
+}
+
 /// What the record learns about a request on its way through. No `Debug`, so the token it points
 /// at cannot reach a log; digests are computed only when a record needs them.
 #[derive(Default)]
@@ -65,9 +76,22 @@ struct Facts {
     claims_sha256: Option<String>,
 }
 
-/// Decides `req` and, if it passes, issues: returns the PEM chain (leaf first, through the root).
-/// Every outcome is recorded: refusals best effort, everything from the intent on durably.
-pub async fn issue(state: &Arc<AppState>, req: IssueRequest) -> Result<Vec<String>, ApiError> {
+impl Service {
+    /// Decides `req` and, if it passes, issues: returns the PEM chain (leaf first, through the
+    /// root). Every outcome is recorded: refusals best effort, everything from the intent on
+    /// durably.
+    pub async fn issue(self: &Arc<Self>, req: IssueRequest) -> Result<Vec<String>, Error> {
+        issue(self, req).await
+    }
+
+    /// Records the refusal of a request a front door could not even decode (`class` and the
+    /// message it answered, which is bounded and redacted here).
+    pub fn refuse_undecoded(&self, request_id: &str, class: &'static str, message: &str) {
+        record_refusal(self, request_id, Facts::default(), class, redact::message(message));
+    }
+}
+
+async fn issue(state: &Arc<Service>, req: IssueRequest) -> Result<Vec<String>, Error> {
     let mut facts = Facts::default();
     match decide(state, &req, &mut facts).await {
         Ok((prepared, permit)) => {
@@ -86,7 +110,7 @@ pub async fn issue(state: &Arc<AppState>, req: IssueRequest) -> Result<Vec<Strin
                 .instrument(span),
             )
             .await
-            .map_err(|e| ApiError::Internal(format!("issuance task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("issuance task failed: {e}")))?
         }
         Err(e) => {
             refuse(state, &req.request_id, Some(&req), facts, &e);
@@ -96,34 +120,35 @@ pub async fn issue(state: &Arc<AppState>, req: IssueRequest) -> Result<Vec<Strin
 }
 
 /// Everything that may refuse before the CA commits to a certificate.
+/// Everything that may refuse before the CA commits to a certificate, each gate producing the
+/// capability the next one needs.
 async fn decide(
-    state: &AppState,
+    state: &Service,
     req: &IssueRequest,
     facts: &mut Facts,
-) -> Result<(Prepared, tokio::sync::OwnedSemaphorePermit), ApiError> {
+) -> Result<(Prepared, tokio::sync::OwnedSemaphorePermit), Error> {
     let issuers = state.current_issuers();
     let token = issuers.oidc.verify(&req.token).await?;
     let principal = identity::principal(&token)?;
     facts.issuer = Some(principal.issuer_url().to_string());
     facts.kind = Some(principal.kind().as_str());
     facts.subject = Some(principal.san().value().to_string());
-    if let Err(e) = keyless_ca::policy::check(&token) {
-        tracing::warn!(issuer = principal.issuer_url(), subject = principal.san().value(), cause = %e, "refused by policy");
-        return Err(e.into());
-    }
     let limits = issuers.rate_limits.with(&token.issuer().options.rate_limits);
-    state
-        .limiter
-        .check(principal.issuer_url(), principal.rate_key(), limits, Instant::now())?;
-    let proven = possession::prove(&principal, req.key.as_request())?;
+    let permitted: Permitted = keyless_ca::policy::permit(&token, principal, |p| {
+        state.limiter.check(p.issuer_url(), p.rate_key(), limits, Instant::now())
+    })
+    .map_err(|refused| match refused {
+        Refused::Policy(e) => {
+            tracing::warn!(issuer = facts.issuer.as_deref(), subject = facts.subject.as_deref(), cause = %e, "refused by policy");
+            Error::from(e)
+        }
+        Refused::Limited(e) => e,
+    })?;
+    let proven = possession::prove(permitted.principal(), req.key.as_request())?;
     facts.key_sha256 = Some(hex(&keyless_ca::keys::sha256(proven.public_key().spki_der())));
-    let prepared = state.ca.prepare(&principal, &proven, SystemTime::now())?;
+    let prepared = state.ca.prepare(&permitted, &proven, SystemTime::now())?;
     // Issuances outlive their requests, so their number is bounded on its own.
-    let permit = state
-        .issuing
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded)?;
+    let permit = state.issuing.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
     Ok((prepared, permit))
 }
 
@@ -152,15 +177,15 @@ fn record(request_id: &str, facts: &Facts, decision: Decision, rule: String) -> 
     }
 }
 
-fn audit_error(e: keyless_audit::AuditError) -> ApiError {
+fn audit_error(e: keyless_audit::AuditError) -> Error {
     match e {
-        keyless_audit::AuditError::Unavailable(cause) => ApiError::RecordUnavailable(cause),
-        other => ApiError::Internal(format!("issuance record: {other}")),
+        keyless_audit::AuditError::Unavailable(cause) => Error::RecordUnavailable(cause),
+        other => Error::Internal(format!("issuance record: {other}")),
     }
 }
 
 /// Records the intent, logs and signs, records the outcome.
-async fn complete(state: &AppState, request_id: &str, facts: Facts, prepared: Prepared) -> Result<Vec<String>, ApiError> {
+async fn complete(state: &Service, request_id: &str, facts: Facts, prepared: Prepared) -> Result<Vec<String>, Error> {
     let issuer = facts.issuer.clone().unwrap_or_default();
     let kind = facts.kind.unwrap_or("unknown");
     let san = facts.subject.clone().unwrap_or_default();
@@ -172,7 +197,7 @@ async fn complete(state: &AppState, request_id: &str, facts: Facts, prepared: Pr
     if let (Some(audit), Some(_)) = (&state.audit, state.ca.ct_log_id()) {
         let mut r = record(request_id, &facts, Decision::Intent, rule.clone());
         r.intent = Some(
-            Intent::of_tbs(prepared.tbs_der(), &state.ct_log).map_err(|e| ApiError::Internal(format!("intent: {e}")))?,
+            Intent::of_tbs(prepared.tbs_der(), &state.ct_log).map_err(|e| Error::Internal(format!("intent: {e}")))?,
         );
         intent = r.intent.clone();
         match audit.append_durable(r).await {
@@ -191,17 +216,17 @@ async fn complete(state: &AppState, request_id: &str, facts: Facts, prepared: Pr
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || handle.block_on(ca.complete(prepared)))
             .await
-            .map_err(|e| ApiError::Internal(format!("issuance task failed: {e}")))
-            .and_then(|r| r.map_err(ApiError::from))
+            .map_err(|e| Error::Internal(format!("issuance task failed: {e}")))
+            .and_then(|r| r.map_err(Error::from))
     } else {
-        state.ca.complete(prepared).await.map_err(ApiError::from)
+        state.ca.complete(prepared).await.map_err(Error::from)
     };
     let issued = match issued {
         Ok(i) => i,
         Err(e) => {
             match (&state.audit, intent_seq) {
                 (Some(audit), Some(seq)) => {
-                    let (_, _, message) = e.parts();
+                    let message = e.message();
                     let mut r = record(request_id, &facts, Decision::Abandoned, e.class().to_string());
                     r.intent_seq = Some(seq);
                     r.intent = intent;
@@ -226,7 +251,7 @@ async fn complete(state: &AppState, request_id: &str, facts: Facts, prepared: Pr
             issued.sct.as_ref().map(|s| (&s.log_id, s.timestamp)),
             issued.leaf_index,
         )
-        .map_err(|e| ApiError::Internal(format!("audit record: {e}")))?;
+        .map_err(|e| Error::Internal(format!("audit record: {e}")))?;
         let mut r = record(request_id, &facts, Decision::Issued, rule);
         r.certificate = Some(certificate);
         r.intent_seq = intent_seq;
@@ -237,7 +262,7 @@ async fn complete(state: &AppState, request_id: &str, facts: Facts, prepared: Pr
         None => ("none (CT disabled)".to_string(), 0),
     };
     tracing::info!(issuer, kind, subject = %san, serial = %issued.serial_hex, sct_log_id, sct_timestamp, leaf_index = ?issued.leaf_index, "certificate issued");
-    crate::metrics::issued(kind, &issuer);
+    crate::count_issued(kind, &issuer);
     let mut chain = vec![issued.pem()];
     chain.extend(state.chain_pem.iter().cloned());
     Ok(chain)
@@ -247,10 +272,9 @@ async fn complete(state: &AppState, request_id: &str, facts: Facts, prepared: Pr
 /// let refusals slow or fail issuance. What it keeps of the client's input is bounded and
 /// redacted: the claimed issuer and subject, digests of the claims and of the key, and the message
 /// the client got.
-fn refuse(state: &AppState, request_id: &str, req: Option<&IssueRequest>, mut facts: Facts, err: &ApiError) {
-    let Some(audit) = &state.audit else { return };
-    // Load shedding and timeouts are not decisions about an identity.
-    if matches!(err, ApiError::Overloaded | ApiError::TimedOut(_)) {
+fn refuse(state: &Service, request_id: &str, req: Option<&IssueRequest>, mut facts: Facts, err: &Error) {
+    // Shedding is not a decision about an identity.
+    if matches!(err, Error::Overloaded) {
         return;
     }
     if let Some(req) = req {
@@ -271,16 +295,15 @@ fn refuse(state: &AppState, request_id: &str, req: Option<&IssueRequest>, mut fa
                 .map(|k| hex(&keyless_ca::keys::sha256(k.spki_der())));
         }
     }
-    let (_, _, message) = err.parts();
-    let mut r = record(request_id, &facts, Decision::Rejected, err.class().to_string());
+    record_refusal(state, request_id, facts, err.class(), err.message());
+}
+
+fn record_refusal(state: &Service, request_id: &str, facts: Facts, class: &'static str, message: String) {
+    let Some(audit) = &state.audit else { return };
+    let mut r = record(request_id, &facts, Decision::Rejected, class.to_string());
     r.rejection = Some(Rejection {
-        class: err.class().to_string(),
+        class: class.to_string(),
         message,
     });
     audit.append(r);
-}
-
-/// Records the refusal of a request that could not even be decoded.
-pub fn refuse_undecoded(state: &AppState, request_id: &str, err: &ApiError) {
-    refuse(state, request_id, None, Facts::default(), err);
 }

@@ -28,8 +28,14 @@ struct Page {
     ca_name: String,
 }
 
-/// Serves the page on `listen` until SIGINT/SIGTERM.
-pub async fn serve(config: Config, dir: PathBuf, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+/// Serves the page on `listen` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    dir: PathBuf,
+    listen: SocketAddr,
+    token: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let ca_name = config.ca.file(&config.data_dir).chain.display().to_string();
     let page = Arc::new(Page { dir, token, ca_name });
     let app = Router::new()
@@ -42,7 +48,7 @@ pub async fn serve(config: Config, dir: PathBuf, listen: SocketAddr, token: Opti
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     println!("keyless: review page on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::server::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
 }

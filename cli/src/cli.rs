@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use keyless_ca::ceremony::CaNames;
 use keyless_config::Config;
 
-use crate::dev::DevIssuer;
+use keyless_api::dev::DevIssuer;
 
 /// Keyless CA: a short-lived code-signing certificate authority, wire-compatible with Sigstore's
 /// Fulcio.
@@ -247,7 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.listen))?;
-                crate::server::serve(config, listener, crate::server::shutdown_signal()).await
+                crate::serve::serve(config, listener, crate::serve::shutdown_signal()).await
             })
         }
         Command::Ca {
@@ -372,8 +372,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
-                let server = crate::server::start_embedded_log(&cfg, &settings, &roots).await?;
-                crate::server::shutdown_signal().await;
+                let server = crate::serve::start_embedded_log(&cfg, &settings, &roots).await?;
+                crate::serve::shutdown_signal().await;
                 server.shutdown().await;
                 Ok(())
             })

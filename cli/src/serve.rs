@@ -14,9 +14,10 @@ use keyless_ctlog::{EmbeddedLog, LogOptions, RemoteLog};
 use keyless_oidc::OidcVerifier;
 use tokio::net::TcpListener;
 
-use crate::dev::DevIssuer;
-use crate::instrument::MeteredLog;
-use crate::routes::{AppState, CtProbe, Issuers, router};
+use keyless_api::AppState;
+use keyless_api::dev::DevIssuer;
+use keyless_service::instrument::{MeteredLog, MeteredSigner};
+use keyless_service::{CtProbe, IssuerSet, Parts, Service};
 
 /// Opens the CA the configuration describes, generating the default file CA on first start.
 /// Returns the CA and its chain as PEM (issuing CA first, root last).
@@ -33,6 +34,7 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
         CaConfig::Pkcs11(p) => {
             let signer =
                 Arc::new(keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?);
+            #[cfg(feature = "insecure-test-hooks")]
             if std::env::var("KEYLESS_INSECURE_TEST_HOOKS").as_deref() == Ok("1") {
                 insecure_logout_on_sigusr1(signer.clone());
             }
@@ -42,15 +44,18 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
         }
         _ => keyless_hsm::load_file_ca(&file).with_context(|| "loading the CA key".to_string())?,
     };
-    let signer: Arc<dyn keyless_ca::Signer> = Arc::new(crate::instrument::MeteredSigner(signer));
+    let signer: Arc<dyn keyless_ca::Signer> = Arc::new(MeteredSigner(signer));
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
         .with_context(|| format!("checking the CA key against {}", file.chain.display()))?;
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
     Ok((ca, chain_pem))
 }
 
-/// Test hook (`KEYLESS_INSECURE_TEST_HOOKS=1` only): SIGUSR1 logs the process out of the token,
-/// so the fault-injection test can invalidate the signer's sessions from the side.
+/// Test hook (a binary built with the `insecure-test-hooks` feature, run with
+/// `KEYLESS_INSECURE_TEST_HOOKS=1`): SIGUSR1 logs the process out of the token, so the
+/// fault-injection test can invalidate the signer's sessions from the side. The shipped binary is
+/// built without the feature and has no such code.
+#[cfg(feature = "insecure-test-hooks")]
 fn insecure_logout_on_sigusr1(signer: Arc<keyless_hsm::Pkcs11Signer>) {
     #[cfg(unix)]
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -106,7 +111,7 @@ pub async fn start_embedded_log(
     let key = log_key(config, settings)?;
     let log = tokio::task::block_in_place(|| EmbeddedLog::open(&dir, roots, opts, key))
         .with_context(|| format!("opening the embedded CT log in {}", dir.display()))?;
-    let guard = crate::protect::Guard::new(
+    let guard = keyless_api::protect::Guard::new(
         config.limits.clone(),
         keyless_ctlog::http::MAX_SUBMISSION_BYTES,
         &[],
@@ -116,10 +121,10 @@ pub async fn start_embedded_log(
             &format!("/{}", settings.prefix),
             keyless_ctlog::http::router(log.clone(), settings.submissions),
         )
-        .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard));
+        .layer(axum::middleware::from_fn_with_state(guard, keyless_api::protect::guard));
     let stop = Arc::new(tokio::sync::Notify::new());
     let s = stop.clone();
-    let server = crate::conn::Server {
+    let server = keyless_api::conn::Server {
         name: "ctlog",
         limits: config.limits.clone(),
         tls: None,
@@ -164,17 +169,24 @@ pub fn read_public_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("{}: malformed PEM", path.display()))
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    if config.metrics_listen.is_some() {
-        // Before anything is measured, so start-up (the signer self-test) counts too.
-        crate::metrics::handle();
-    }
-    let (mut ca, chain_pem) = open_ca(&config)?;
+/// What [`build`] makes from a configuration: the service, the routes beside the API (the
+/// development issuer), and what must be stopped in order at shutdown.
+pub struct Built {
+    /// The issuance service.
+    pub service: Arc<Service>,
+    /// Routes merged into the API (the development issuer's discovery and JWKS).
+    pub extra: axum::Router,
+    /// The embedded CT log's listener, when it runs.
+    pub ct_server: Option<CtLogServer>,
+    /// Issuers added by this process rather than the configuration file (`--dev`): kept across
+    /// reloads.
+    pub dev_issuers: Vec<keyless_config::IssuerConfig>,
+}
+
+/// Builds the issuance service from `config` for an API listening on `addr`: the CA (checked),
+/// the CT log (the embedded one started on its own listener), the issuers and the record.
+pub async fn build(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<Built> {
+    let (mut ca, chain_pem) = open_ca(config)?;
     let mut ct_server = None;
     let mut ct_probe = CtProbe::Disabled;
     let ct_description = match &config.ct_log {
@@ -186,10 +198,10 @@ pub async fn serve(
         }
         CtLogConfig::Embedded(settings) => {
             let root = ca.chain_der().last().cloned().into_iter().collect::<Vec<_>>();
-            let server = start_embedded_log(&config, settings, &root).await?;
+            let server = start_embedded_log(config, settings, &root).await?;
             let spki = server.log.public_key_spki().to_vec();
             ca = ca.with_ct_log(Arc::new(MeteredLog(Arc::new(server.log.clone()))), &spki)?;
-            crate::instrument::watch_embedded_log(server.log.clone());
+            keyless_service::instrument::watch_embedded_log(server.log.clone());
             ct_probe = CtProbe::Embedded;
             let url = server.url.clone();
             ct_server = Some(server);
@@ -207,9 +219,7 @@ pub async fn serve(
             remote.url.clone()
         }
     };
-    let ca = Arc::new(ca);
-    let addr = listener.local_addr()?;
-    let mut issuers = effective_issuers(&config)?;
+    let mut issuers = effective_issuers(config)?;
     let configured = issuers.len();
     let mut extra = axum::Router::new();
     if config.insecure_dev_issuer {
@@ -229,43 +239,58 @@ pub async fn serve(
     }
     let dev_issuers: Vec<_> = issuers[configured..].to_vec();
     let oidc = OidcVerifier::new(&issuers)?;
-    let state = Arc::new(AppState {
-        ca,
-        issuers: std::sync::RwLock::new(Arc::new(Issuers {
-            oidc,
-            list: issuers,
-            rate_limits: config.rate_limits,
-        })),
+    let service = Arc::new(Service::new(Parts {
+        ca: Arc::new(ca),
         chain_pem,
         ct_log: ct_description,
         ct_probe,
-        limiter: Default::default(),
-        readiness: Default::default(),
-        audit: open_audit(&config)?,
-        health_token: config
-            .health_token
-            .as_ref()
-            .map(|r| r.resolve().map_err(|e| anyhow::anyhow!("health.token: {e}")))
-            .transpose()?,
-        issuing: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_requests)),
+        issuers: IssuerSet {
+            oidc,
+            list: issuers,
+            rate_limits: config.rate_limits,
+        },
+        audit: open_audit(config)?,
+        max_in_progress: config.limits.max_concurrent_requests,
+    }));
+    Ok(Built {
+        service,
+        extra,
+        ct_server,
+        dev_issuers,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` completes: [`build`], then
+/// [`keyless_api::app`] on [`keyless_api::conn::Server`], then [`shut_down`].
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.metrics_listen.is_some() {
+        // Before anything is measured, so start-up (the signer self-test) counts too.
+        crate::metrics::handle();
+    }
+    let addr = listener.local_addr()?;
+    let built = build(&config, addr).await?;
+    let reload = config.source.clone().map(|path| {
+        tokio::spawn(reload_loop(
+            built.service.clone(),
+            path,
+            config.clone(),
+            built.dev_issuers.clone(),
+        ))
     });
-    let reload = config
-        .source
-        .clone()
-        .map(|path| tokio::spawn(reload_loop(state.clone(), path, config.clone(), dev_issuers)));
-    // Held so the CA (and its HSM sessions) can be released deliberately at shutdown.
-    let held = Arc::downgrade(&state);
-    let audit_stopped = state.audit.as_ref().map(keyless_audit::store::AuditLog::stopped);
-    let guard = crate::protect::Guard::new(
-        config.limits.clone(),
-        crate::routes::MAX_BODY_BYTES,
-        &["/healthz", "/readyz"],
+    let health_token = config
+        .health_token
+        .as_ref()
+        .map(|r| r.resolve().map_err(|e| anyhow::anyhow!("health.token: {e}")))
+        .transpose()?;
+    let app = keyless_api::app(
+        Arc::new(AppState::new(built.service.clone(), health_token)),
+        &config.limits,
+        built.extra.clone(),
     );
-    let app = router(state)
-        .merge(extra)
-        .layer(crate::protect::cors())
-        .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard))
-        .layer(axum::middleware::from_fn(crate::protect::request_id));
     if let Some(m) = config.metrics_listen {
         let listener = TcpListener::bind(m)
             .await
@@ -276,16 +301,11 @@ pub async fn serve(
         );
         tokio::spawn(crate::metrics::serve(listener));
     }
-    // Outside the router, so the rewritten path is what gets routed.
-    let app = axum::Router::new().fallback_service(tower::Layer::layer(
-        &axum::middleware::map_request(crate::routes::collapse_leading_slashes),
-        app,
-    ));
-    let tls = config.tls.as_ref().map(crate::tls::Acceptor::new).transpose()?;
+    let tls = config.tls.as_ref().map(keyless_api::tls::Acceptor::new).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("keyless: listening on {scheme}://{addr}");
     tracing::info!(%addr, tls = tls.is_some(), "serving");
-    let server = crate::conn::Server {
+    let server = keyless_api::conn::Server {
         name: "api",
         limits: config.limits.clone(),
         tls,
@@ -307,13 +327,25 @@ pub async fn serve(
     } else {
         tracing::warn!(?grace, "shutdown grace elapsed; dropping the requests still in flight");
     }
-    // The router is gone; stop the reloader and release the CA: dropping the signer closes its
-    // PKCS#11 sessions (and the login with them) before the process exits.
     if let Some(task) = reload {
         task.abort();
         let _ = task.await;
     }
-    // Connection tasks drop their share of the state a moment after the last response.
+    shut_down(built).await;
+    Ok(())
+}
+
+/// Stops what [`build`] started, in order, once no request is being served: releases the CA
+/// (dropping the signer closes its PKCS#11 sessions, and the login with them), lets the record's
+/// writer commit what is queued, and flushes the embedded log's tree head before its listener stops.
+pub async fn shut_down(built: Built) {
+    let Built {
+        service, ct_server, ..
+    } = built;
+    let audit_stopped = service.audit().map(keyless_audit::store::AuditLog::stopped);
+    let held = Arc::downgrade(&service);
+    drop(service);
+    // Connection tasks and issuances finishing drop their share a moment after the last response.
     let release_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while held.strong_count() > 0 && tokio::time::Instant::now() < release_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -323,7 +355,7 @@ pub async fn serve(
     } else {
         tracing::warn!("CA signer still in use by requests past the grace period; released at exit");
     }
-    // With the state gone, the issuance record's writer commits what is queued and stops.
+    // With the service gone, the issuance record's writer commits what is queued and stops.
     if let Some(stopped) = audit_stopped {
         let done = tokio::task::spawn_blocking(move || stopped.wait(Duration::from_secs(5)))
             .await
@@ -350,7 +382,6 @@ pub async fn serve(
         ct.shutdown().await;
     }
     tracing::info!("shut down");
-    Ok(())
 }
 
 /// Opens the issuance record in the data directory (refusing to start if it fails verification).
@@ -416,7 +447,7 @@ fn modified(config: &Config) -> Vec<Option<SystemTime>> {
 /// atomically (requests in flight finish with the set they started with); if not, the old one
 /// stays and the error is logged with its path. Settings other than issuers need a restart.
 async fn reload_loop(
-    state: Arc<AppState>,
+    service: Arc<Service>,
     path: std::path::PathBuf,
     mut current: Config,
     dev_issuers: Vec<keyless_config::IssuerConfig>,
@@ -490,9 +521,9 @@ async fn reload_loop(
         list.extend(dev_issuers.iter().cloned());
         // Unchanged issuers keep their cached keys, health and back-off across the swap, so an
         // IdP outage that overlaps a reload does not turn into refusals.
-        match state.current_issuers().oidc.rebuild(&list) {
+        match service.current_issuers().oidc.rebuild(&list) {
             Ok(oidc) => {
-                *state.issuers.write().expect("poisoned") = Arc::new(Issuers {
+                service.replace_issuers(IssuerSet {
                     oidc,
                     list,
                     rate_limits: next.rate_limits,

@@ -73,7 +73,7 @@ pub fn trusted_root(config: &Config, urls: &Urls) -> anyhow::Result<Value> {
     let ctlogs = match &config.ct_log {
         CtLogConfig::Disabled => Vec::new(),
         CtLogConfig::Embedded(e) => {
-            let spki = match crate::server::log_key(config, e)? {
+            let spki = match crate::serve::log_key(config, e)? {
                 Some(key) => key.public_key_spki().to_vec(),
                 None => keyless_ctlog::log_public_key(&config.data_dir.join("ctlog"))?,
             };
@@ -84,7 +84,7 @@ pub fn trusted_root(config: &Config, urls: &Urls) -> anyhow::Result<Value> {
             vec![log_entry(&url, &spki, start)?]
         }
         CtLogConfig::Remote(r) => {
-            let spki = crate::server::read_public_key(&r.public_key)?;
+            let spki = crate::serve::read_public_key(&r.public_key)?;
             vec![log_entry(urls.ct.as_deref().unwrap_or(&r.url), &spki, start)?]
         }
     };

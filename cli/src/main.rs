@@ -3,5 +3,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    keyless_api::cli::main()
+    keyless_cli::cli::main()
 }
