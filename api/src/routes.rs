@@ -2,7 +2,7 @@
 //!
 //! The handlers only decode and encode: a `signingCert` request (either version) is decoded into an
 //! [`IssueRequest`] (token from the body or `Authorization: Bearer`, the key or CSR) and handed to
-//! [`crate::issuance::issue`], which decides, issues and records.
+//! [`keyless_service::Service::issue`], which decides, issues and records.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,10 +21,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::protect::RequestId;
-use crate::wire;
-
-/// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
-pub const MAX_BODY_BYTES: usize = 4 << 20;
+use crate::wire::{self, MAX_BODY_BYTES};
 
 /// What the handlers share: the issuance service, and what only the HTTP surface needs.
 pub struct AppState {

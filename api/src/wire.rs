@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
 use keyless_service::{IssueRequest, KeyMaterial};
-use crate::routes::MAX_BODY_BYTES;
+
+/// Bodies larger than this are refused before parsing (Fulcio's 4 MiB).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// A protojson `bytes` field.
 #[derive(Debug, Default, Clone)]
