@@ -279,12 +279,12 @@ fn refuse(state: &Service, request_id: &str, req: Option<&IssueRequest>, mut fac
     }
     if let Some(req) = req {
         facts.claims_sha256 = keyless_ca::token::claims_sha256(&req.token).map(|d| hex(&d));
-        if facts.issuer.is_none() || facts.subject.is_none() {
-            if let Ok(token) = keyless_ca::token::parse(&req.token) {
-                facts.issuer.get_or_insert_with(|| redact::field(token.issuer()));
-                if let Some(sub) = token.subject() {
-                    facts.subject.get_or_insert_with(|| redact::field(sub));
-                }
+        if (facts.issuer.is_none() || facts.subject.is_none())
+            && let Ok(token) = keyless_ca::token::parse(&req.token)
+        {
+            facts.issuer.get_or_insert_with(|| redact::field(token.issuer()));
+            if let Some(sub) = token.subject() {
+                facts.subject.get_or_insert_with(|| redact::field(sub));
             }
         }
         if facts.key_sha256.is_none()

@@ -27,8 +27,7 @@ pub fn field(text: &str) -> String {
 fn bounded(text: &str, max_chars: usize) -> String {
     let redacted = redact(text);
     let mut out = String::with_capacity(redacted.len().min(max_chars * 4));
-    let mut count = 0;
-    for c in redacted.chars() {
+    for (count, c) in redacted.chars().enumerate() {
         if count == max_chars {
             let rest = redacted.len() - out.len();
             out.push_str(&format!("… ({rest} more bytes)"));
@@ -39,7 +38,6 @@ fn bounded(text: &str, max_chars: usize) -> String {
         } else {
             out.push(c);
         }
-        count += 1;
     }
     out
 }
