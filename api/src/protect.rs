@@ -52,6 +52,11 @@ fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// When the request will have been answered 503 by the request timeout: the issuance service
+/// starts no issuance for a request past it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
 /// The request's id, for handlers (the audit record keeps it).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -107,6 +112,8 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
         }
     };
     let limit = guard.limits.request_timeout;
+    let mut req = req;
+    req.extensions_mut().insert(Deadline(Instant::now() + limit));
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::TimedOut(limit).into_response(),

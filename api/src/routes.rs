@@ -20,7 +20,7 @@ use keyless_service::{IssueRequest, Readiness, Service};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::protect::RequestId;
+use crate::protect::{Deadline, RequestId};
 use crate::wire::{self, MAX_BODY_BYTES};
 
 /// What the handlers share: the issuance service, and what only the HTTP surface needs.
@@ -219,12 +219,16 @@ async fn readiness(state: &AppState) -> (StatusCode, Value) {
 /// could not be decoded (the service records every other outcome itself).
 async fn signing<T>(
     state: &Arc<AppState>,
-    request_id: Option<axum::Extension<RequestId>>,
+    (request_id, deadline): (Option<axum::Extension<RequestId>>, Option<axum::Extension<Deadline>>),
     decode: impl FnOnce(String) -> Result<IssueRequest, ApiError>,
     encode: impl FnOnce(Vec<String>) -> T,
 ) -> Result<T, ApiError> {
     let id = request_id.map(|r| r.0.0).unwrap_or_default();
-    let req = match decode(id.clone()) {
+    let decoded = decode(id.clone()).map(|mut req| {
+        req.deadline = deadline.map(|d| d.0.0);
+        req
+    });
+    let req = match decoded {
         Ok(req) => req,
         Err(e) => {
             state.service.refuse_undecoded(&id, e.class(), &e.parts().2);
@@ -237,12 +241,13 @@ async fn signing<T>(
 async fn signing_cert_v2(
     State(state): State<Arc<AppState>>,
     request_id: Option<axum::Extension<RequestId>>,
+    deadline: Option<axum::Extension<Deadline>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     signing(
         &state,
-        request_id,
+        (request_id, deadline),
         |request_id| wire::decode_v2(request_id, &headers, body),
         |chain| {
             let certificates: Vec<String> = chain.iter().map(|p| p.trim_end().to_string()).collect();
@@ -256,12 +261,13 @@ async fn signing_cert_v2(
 async fn signing_cert_v1(
     State(state): State<Arc<AppState>>,
     request_id: Option<axum::Extension<RequestId>>,
+    deadline: Option<axum::Extension<Deadline>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     signing(
         &state,
-        request_id,
+        (request_id, deadline),
         |request_id| wire::decode_v1(request_id, &headers, body),
         |chain| {
             let body = chain.iter().map(|p| p.trim_end()).collect::<Vec<_>>().join("\n");

@@ -162,7 +162,12 @@ pub fn decode_v2(
             }
         }
     };
-    Ok(IssueRequest { token, key, request_id })
+    Ok(IssueRequest {
+        token,
+        key,
+        request_id,
+        deadline: None,
+    })
 }
 
 /// Decodes a legacy `POST /api/v1/signingCert` body (the token comes only from the header).
@@ -188,7 +193,12 @@ pub fn decode_v1(
             );
         }
     };
-    Ok(IssueRequest { token, key, request_id })
+    Ok(IssueRequest {
+        token,
+        key,
+        request_id,
+        deadline: None,
+    })
 }
 
 /// Reads the body under the size limit (a rejection here means it was too large or unreadable).

@@ -35,6 +35,9 @@ pub enum Error {
     /// The bound on issuances in progress is reached.
     #[error("too many issuances in progress")]
     Overloaded,
+    /// The front door's deadline passed before an issuance started.
+    #[error("the request's deadline passed")]
+    DeadlineExceeded,
     /// The issuance record cannot be written (disk full, I/O error): nothing is issued.
     #[error("issuance record unavailable: {0}")]
     RecordUnavailable(String),
@@ -86,7 +89,10 @@ impl Error {
             Error::Ca(e) if e.client_detail().is_some() => Kind::Invalid,
             Error::Ca(_) | Error::Internal(_) => Kind::Internal,
             Error::RateLimited { .. } => Kind::Limited,
-            Error::IssuerUnavailable { .. } | Error::Overloaded | Error::RecordUnavailable(_) => Kind::Unavailable,
+            Error::IssuerUnavailable { .. }
+            | Error::Overloaded
+            | Error::DeadlineExceeded
+            | Error::RecordUnavailable(_) => Kind::Unavailable,
         }
     }
 
@@ -114,6 +120,7 @@ impl Error {
                 retry_secs(*retry_after)
             ),
             Error::Overloaded => "the CA is at its concurrency limit; try again shortly".into(),
+            Error::DeadlineExceeded => "the request did not complete in time; try again".into(),
             Error::RecordUnavailable(_) => {
                 "the issuance record is unavailable, so nothing can be issued; try again later".into()
             }
@@ -140,6 +147,7 @@ impl Error {
             Error::IssuerUnavailable { .. } => "issuer_unavailable",
             Error::RateLimited { .. } => "rate_limit",
             Error::Overloaded => "overload",
+            Error::DeadlineExceeded => "timeout",
             Error::RecordUnavailable(_) => "record_unavailable",
             Error::Internal(_) => "server",
         }

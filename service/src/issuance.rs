@@ -51,6 +51,9 @@ pub struct IssueRequest {
     pub key: KeyMaterial,
     /// The request id, for the record and the log.
     pub request_id: String,
+    /// When the front door will have given up on the request: past it, no issuance is started
+    /// (and waiting for an IdP's keys ends).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl IssueRequest {
@@ -128,7 +131,12 @@ async fn decide(
     facts: &mut Facts,
 ) -> Result<(Prepared, tokio::sync::OwnedSemaphorePermit), Error> {
     let issuers = state.current_issuers();
-    let token = issuers.oidc.verify(&req.token).await?;
+    let token = match req.deadline {
+        None => issuers.oidc.verify(&req.token).await?,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), issuers.oidc.verify(&req.token))
+            .await
+            .map_err(|_| Error::DeadlineExceeded)??,
+    };
     let principal = identity::principal(&token)?;
     facts.issuer = Some(principal.issuer_url().to_string());
     facts.kind = Some(principal.kind().as_str());
@@ -146,6 +154,9 @@ async fn decide(
     })?;
     let proven = possession::prove(permitted.principal(), req.key.as_request())?;
     facts.key_sha256 = Some(hex(&keyless_ca::keys::sha256(proven.public_key().spki_der())));
+    if req.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(Error::DeadlineExceeded);
+    }
     let prepared = state.ca.prepare(&permitted, &proven, SystemTime::now())?;
     // Issuances outlive their requests, so their number is bounded on its own.
     let permit = state.issuing.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
@@ -273,8 +284,8 @@ async fn complete(state: &Service, request_id: &str, facts: Facts, prepared: Pre
 /// redacted: the claimed issuer and subject, digests of the claims and of the key, and the message
 /// the client got.
 fn refuse(state: &Service, request_id: &str, req: Option<&IssueRequest>, mut facts: Facts, err: &Error) {
-    // Shedding is not a decision about an identity.
-    if matches!(err, Error::Overloaded) {
+    // Shedding and deadlines are not decisions about an identity.
+    if matches!(err, Error::Overloaded | Error::DeadlineExceeded) {
         return;
     }
     if let Some(req) = req {
