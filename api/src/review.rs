@@ -30,7 +30,7 @@ struct Page {
 
 /// Serves the page on `listen` until SIGINT/SIGTERM.
 pub async fn serve(config: Config, dir: PathBuf, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
-    let ca_name = config.ca.file(&config.data_dir).chain.display().to_string();
+    let ca_name = config.ca.chain_path().display().to_string();
     let page = Arc::new(Page { dir, token, ca_name });
     let app = Router::new()
         .route("/", get(index))
