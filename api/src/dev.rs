@@ -100,7 +100,7 @@ impl DevIssuer {
 
     /// The issuer as the CA trusts it: an email issuer with the default audience.
     pub fn issuer_config(&self) -> IssuerConfig {
-        IssuerConfig::new(self.url.clone(), IssuerKind::Email)
+        IssuerConfig::new(self.url.clone(), IssuerKind::Email(Default::default()))
     }
 
     /// Discovery and JWKS routes.

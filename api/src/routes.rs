@@ -310,10 +310,10 @@ async fn configuration(State(state): State<Arc<AppState>>) -> Json<Value> {
                 url_key: i.url,
                 "audience": i.client_id,
                 "challengeClaim": i.challenge_claim(),
-                "spiffeTrustDomain": i.spiffe_trust_domain.clone().unwrap_or_default(),
+                "spiffeTrustDomain": i.kind.spiffe_trust_domain().unwrap_or_default(),
                 "issuerType": i.kind.as_str(),
-                "subjectDomain": i.subject_domain.clone().unwrap_or_default(),
-                "skipEmailVerification": i.skip_email_verification,
+                "subjectDomain": i.kind.subject_domain().unwrap_or_default(),
+                "skipEmailVerification": i.kind.skip_email_verification(),
             })
         })
         .collect();

@@ -30,7 +30,7 @@ fn app(limits: Limits) -> axum::Router {
     let inter = ceremony::intermediate_certificate(&root, &root_der, issuing.public_key_spki(), &names, year, now).unwrap();
     let chain_pem = vec![pem_encode(&inter), pem_encode(&root_der)];
     let ca = CertificateAuthority::new(Arc::new(issuing), &chain_pem.concat(), Duration::from_secs(600), now).unwrap();
-    let list = vec![IssuerConfig::new(ISSUER, IssuerKind::Email)];
+    let list = vec![IssuerConfig::new(ISSUER, IssuerKind::Email(Default::default()))];
     let service = Service::new(Parts {
         ca: Arc::new(ca),
         chain_pem,

@@ -109,7 +109,7 @@ fn fixture() -> Fixture {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("bench-key".into());
     let raw_token = jsonwebtoken::encode(&header, &claims, &encoding_key).expect("token");
-    let issuer = Arc::new(IssuerConfig::new(ISSUER_URL, IssuerKind::Email));
+    let issuer = Arc::new(IssuerConfig::new(ISSUER_URL, IssuerKind::Email(Default::default())));
 
     // The client: a P-256 key and a DER ECDSA-SHA256 signature over the email.
     let rng = SystemRandom::new();

@@ -513,7 +513,7 @@ mod tests {
     }
 
     fn principal_and_key() -> (Permitted, ProvenKey) {
-        let issuer = IssuerConfig::new("https://issuer.example", IssuerKind::Email);
+        let issuer = IssuerConfig::new("https://issuer.example", IssuerKind::Email(Default::default()));
         let claims = serde_json::json!({"email": "a@example.com", "email_verified": true, "sub": "a"});
         let token = VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone());
         let principal = crate::identity::principal(&token).unwrap();
@@ -579,7 +579,7 @@ mod tests {
         let signer = Arc::new(SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0);
         let ca = ca_with(signer, &root).unwrap();
         let (_, key) = principal_and_key();
-        let issuer = IssuerConfig::new("https://issuer.example", IssuerKind::Email);
+        let issuer = IssuerConfig::new("https://issuer.example", IssuerKind::Email(Default::default()));
         let claims = serde_json::json!({"email": "b@example.com", "email_verified": true});
         let other = permitted(&VerifiedToken::unchecked_for_tests(
             issuer,

@@ -149,8 +149,8 @@ fn pem_der(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// The CA chain (DER, issuing CA first) of a configuration.
 fn ca_chain(cfg: &Config) -> anyhow::Result<Vec<Vec<u8>>> {
-    let file = cfg.ca.file(&cfg.data_dir);
-    let text = std::fs::read_to_string(&file.chain).with_context(|| format!("reading {}", file.chain.display()))?;
+    let chain = cfg.ca.chain_path();
+    let text = std::fs::read_to_string(chain).with_context(|| format!("reading {}", chain.display()))?;
     Ok(keyless_ca::pipeline::parse_pem_chain(&text)?)
 }
 

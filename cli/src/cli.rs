@@ -304,7 +304,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if root_only || intermediate_from.is_some() {
                 bail!("--root-only and --intermediate-from need `ca.pkcs11` (an offline root lives in a token)");
             }
-            let file = cfg.ca.file(&cfg.data_dir);
+            let Some(file) = cfg.ca.key_file() else {
+                bail!("ca: `{}` has no key file to initialise", cfg.ca.backend());
+            };
             let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
             println!("issuing key:   {}", file.key.display());
             println!("chain:         {}", file.chain.display());
@@ -362,9 +364,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let keyless_config::CtLogConfig::Embedded(settings) = cfg.ct_log.clone() else {
                 bail!("ct_log: `keyless ctlog serve` runs the embedded log; set ct_log: embedded");
             };
-            let file = cfg.ca.file(&cfg.data_dir);
+            let chain_path = cfg.ca.chain_path();
             let chain =
-                std::fs::read_to_string(&file.chain).with_context(|| format!("reading {}", file.chain.display()))?;
+                std::fs::read_to_string(chain_path).with_context(|| format!("reading {}", chain_path.display()))?;
             let roots: Vec<Vec<u8>> = keyless_ca::pipeline::parse_pem_chain(&chain)?
                 .into_iter()
                 .last()

@@ -22,15 +22,19 @@ use keyless_service::{CtProbe, IssuerSet, Parts, Service};
 /// Opens the CA the configuration describes, generating the default file CA on first start.
 /// Returns the CA and its chain as PEM (issuing CA first, root last).
 pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<String>)> {
-    let file = config.ca.file(&config.data_dir);
-    if config.ca == CaConfig::Generated && !file.key.exists() && !file.chain.exists() {
-        let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
-        tracing::warn!(
-            key = %file.key.display(), chain = %file.chain.display(), root_sha256 = %report.root_sha256,
-            "generated a new unencrypted file CA because `ca:` is not configured; use `keyless ca init` with a password or an HSM in production"
-        );
-    }
     let (signer, chain): (Arc<dyn keyless_ca::Signer>, String) = match &config.ca {
+        CaConfig::Generated(generated) => {
+            let file = generated.file_config();
+            if !file.key.exists() && !file.chain.exists() {
+                let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
+                tracing::warn!(
+                    key = %file.key.display(), chain = %file.chain.display(), root_sha256 = %report.root_sha256,
+                    "generated a new unencrypted file CA because `ca:` is not configured; use `keyless ca init` with a password or an HSM in production"
+                );
+            }
+            keyless_hsm::load_file_ca(&file).context("loading the CA key")?
+        }
+        CaConfig::File(file) => keyless_hsm::load_file_ca(file).context("loading the CA key")?,
         CaConfig::Pkcs11(p) => {
             let signer =
                 Arc::new(keyless_hsm::Pkcs11Signer::open(p).context("opening the CA key in the PKCS#11 token")?);
@@ -42,11 +46,10 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
             tracing::info!(module = %p.module.display(), token = %p.token_label, key = %p.key_label, "CA key is in a PKCS#11 token");
             (signer, chain)
         }
-        _ => keyless_hsm::load_file_ca(&file).with_context(|| "loading the CA key".to_string())?,
     };
     let signer: Arc<dyn keyless_ca::Signer> = Arc::new(MeteredSigner(signer));
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
-        .with_context(|| format!("checking the CA key against {}", file.chain.display()))?;
+        .with_context(|| format!("checking the CA key against {}", config.ca.chain_path().display()))?;
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
     Ok((ca, chain_pem))
 }
@@ -145,14 +148,16 @@ pub async fn start_embedded_log(
 
 /// The embedded log's key when it lives in the CA's PKCS#11 token (`None`: the file key).
 pub fn log_key(config: &Config, settings: &EmbeddedCtLog) -> anyhow::Result<Option<Arc<dyn keyless_ca::Signer>>> {
-    match (&settings.pkcs11_key_label, &config.ca) {
-        (Some(label), CaConfig::Pkcs11(p)) => {
+    let Some(label) = &settings.pkcs11_key_label else {
+        return Ok(None);
+    };
+    match &config.ca {
+        CaConfig::Pkcs11(p) => {
             let signer = keyless_hsm::Pkcs11Signer::open_other(p, label)
                 .with_context(|| format!("ct_log.embedded.pkcs11_key_label: opening {label:?}"))?;
             Ok(Some(Arc::new(signer)))
         }
-        (Some(_), _) => bail!("ct_log.embedded.pkcs11_key_label needs ca.pkcs11"),
-        (None, _) => Ok(None),
+        CaConfig::Generated(_) | CaConfig::File(_) => bail!("ct_log.embedded.pkcs11_key_label needs ca.pkcs11"),
     }
 }
 

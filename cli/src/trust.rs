@@ -32,11 +32,11 @@ fn url_for(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<String> {
 
 /// The `TrustedRoot` JSON for this configuration.
 pub fn trusted_root(config: &Config, urls: &Urls) -> anyhow::Result<Value> {
-    let file = config.ca.file(&config.data_dir);
-    let chain_text = std::fs::read_to_string(&file.chain).with_context(|| {
+    let chain_path = config.ca.chain_path();
+    let chain_text = std::fs::read_to_string(chain_path).with_context(|| {
         format!(
             "reading {} (run `keyless ca init` or start the CA once)",
-            file.chain.display()
+            chain_path.display()
         )
     })?;
     let chain = parse_pem_chain(&chain_text)?;

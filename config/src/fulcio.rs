@@ -5,10 +5,14 @@
 //! `oidc_issuers` are one key. Unknown keys are ignored, as Fulcio does (its public file carries a
 //! `define:` list used only for YAML anchors).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::ConfigError;
-use crate::issuer::{self, IssuerConfig};
+use crate::issuer::{self, CiProvider, IssuerConfig, IssuerType};
+use crate::template::Template;
 
 fn fold(k: &str) -> String {
     k.chars()
@@ -57,11 +61,8 @@ pub(crate) const EXTENSION_FIELDS: &[&str] = &[
 ];
 
 /// `CIIssuerMetadata`: every template is parsed now, so a syntax error stops the load.
-fn ci_providers(
-    root: &Map<String, Value>,
-) -> Result<std::collections::BTreeMap<String, std::sync::Arc<crate::CiProvider>>, ConfigError> {
-    use crate::template::Template;
-    let mut out = std::collections::BTreeMap::new();
+fn ci_providers(root: &Map<String, Value>) -> Result<BTreeMap<String, Arc<CiProvider>>, ConfigError> {
+    let mut out = BTreeMap::new();
     let Some(meta) = get(root, "ciissuermetadata") else {
         return Ok(out);
     };
@@ -76,7 +77,7 @@ fn ci_providers(
         let Value::Object(m) = m else {
             return Err(ConfigError::rule(path, "expected a mapping"));
         };
-        let mut defaults = std::collections::BTreeMap::new();
+        let mut defaults = BTreeMap::new();
         if let Some(Value::Object(d)) = get(m, "defaulttemplatevalues") {
             for (k, v) in d {
                 defaults.insert(k.clone(), crate::template::claim_text(v));
@@ -126,18 +127,21 @@ fn ci_providers(
         }
         out.insert(
             name.clone(),
-            std::sync::Arc::new(crate::CiProvider {
-                name: name.clone(),
-                defaults,
-                san,
-                extensions,
-            }),
+            Arc::new(CiProvider::new(name.clone(), defaults, san, extensions)),
         );
     }
     Ok(out)
 }
 
-fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<IssuerConfig, ConfigError> {
+/// One `OIDCIssuers`/`MetaIssuers` entry. A `ci-provider` entry gets its templates from
+/// `providers` (named by `CIProvider`), so one without usable templates never loads.
+fn entry_issuer(
+    url: &str,
+    entry: &Value,
+    path: &str,
+    wildcard: bool,
+    providers: &BTreeMap<String, Arc<CiProvider>>,
+) -> Result<IssuerConfig, ConfigError> {
     let Value::Object(e) = entry else {
         return Err(ConfigError::rule(path, "expected a mapping"));
     };
@@ -167,7 +171,7 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
             ));
         }
     };
-    let fields = issuer::Fields {
+    let fields = issuer::raw::Fields {
         url: issuer_url,
         kind,
         client_id: string(e, "clientid", path)?,
@@ -177,10 +181,27 @@ fn entry_issuer(url: &str, entry: &Value, path: &str, wildcard: bool) -> Result<
         spiffe_trust_domain: string(e, "spiffetrustdomain", path)?,
         issuer_claim: string(e, "issuerclaim", path)?,
     };
-    let mut issuer = issuer::build(fields, &issuer::Keys::FULCIO).map_err(|err| err.under(path))?;
+    let named = get(e, "ciprovider").and_then(Value::as_str);
+    let templates = || match named {
+        Some(name) => providers.get(name).cloned().ok_or_else(|| {
+            ConfigError::rule(
+                "CIProvider",
+                format!("unknown provider {name:?} (not in CIIssuerMetadata)"),
+            )
+        }),
+        None => Err(ConfigError::rule("CIProvider", "is required for ci-provider issuers")),
+    };
+    let mut issuer =
+        issuer::raw::build(fields, &issuer::raw::Keys::FULCIO, templates).map_err(|err| err.under(path))?;
     if let Some(pem) = string(e, "cacert", path)? {
-        issuer::check_pem(&pem).map_err(|err| ConfigError::rule(format!("{path}.CACert"), err))?;
+        issuer::raw::check_pem(&pem).map_err(|err| ConfigError::rule(format!("{path}.CACert"), err))?;
         issuer.options.ca_cert_pem = Some(pem);
+    }
+    if named.is_some() && issuer.kind.issuer_type() != IssuerType::CiProvider {
+        return Err(ConfigError::rule(
+            format!("{path}.CIProvider"),
+            "applies only to issuers of type ci-provider",
+        ));
     }
     Ok(issuer)
 }
@@ -208,36 +229,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
         };
         for (url, entry) in issuers {
             let path = format!("{section}[{url:?}]");
-            let mut issuer = entry_issuer(url, entry, &path, wildcard)?;
-            let named = entry
-                .as_object()
-                .and_then(|e| get(e, "ciprovider"))
-                .and_then(Value::as_str);
-            match (issuer.kind, named) {
-                (crate::IssuerKind::CiProvider, Some(name)) => {
-                    let p = providers.get(name).ok_or_else(|| {
-                        ConfigError::rule(
-                            format!("{path}.CIProvider"),
-                            format!("unknown provider {name:?} (not in CIIssuerMetadata)"),
-                        )
-                    })?;
-                    issuer.ci_provider = Some(p.clone());
-                }
-                (crate::IssuerKind::CiProvider, None) => {
-                    return Err(ConfigError::rule(
-                        format!("{path}.CIProvider"),
-                        "is required for ci-provider issuers",
-                    ));
-                }
-                (_, Some(_)) => {
-                    return Err(ConfigError::rule(
-                        format!("{path}.CIProvider"),
-                        "applies only to issuers of type ci-provider",
-                    ));
-                }
-                _ => {}
-            }
-            out.push(issuer);
+            out.push(entry_issuer(url, entry, &path, wildcard, &providers)?);
         }
     }
     Ok(out)
@@ -246,7 +238,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::IssuerKind;
+    use crate::IssuerType;
 
     #[test]
     fn json_and_yaml_spellings() {
@@ -257,8 +249,8 @@ mod tests {
             let mut v = parse(text).unwrap();
             v.sort_by(|a, b| a.url.cmp(&b.url));
             assert_eq!(v.len(), 2);
-            assert_eq!(v[0].kind, IssuerKind::Email);
-            assert_eq!(v[1].kind, IssuerKind::GithubWorkflow);
+            assert_eq!(v[0].kind.issuer_type(), IssuerType::Email);
+            assert_eq!(v[1].kind, crate::IssuerKind::GithubWorkflow);
             assert_eq!(v[1].client_id, "sigstore");
         }
     }
@@ -282,7 +274,7 @@ mod tests {
     fn meta_issuers() {
         let v = parse(r#"{"MetaIssuers": {"https://oidc.eks.*.amazonaws.com/id/*": {"ClientID": "sigstore", "Type": "kubernetes"}}}"#)
             .unwrap();
-        assert!(v[0].wildcard && v[0].kind == IssuerKind::Kubernetes);
+        assert!(v[0].wildcard && v[0].kind == crate::IssuerKind::Kubernetes);
         assert!(v[0].matches("https://oidc.eks.eu-west-1.amazonaws.com/id/ABC"));
         let e = parse(r#"{"MetaIssuers": {"https://spire.*.example.com": {"Type": "spiffe", "SPIFFETrustDomain": "example.com"}}}"#)
             .unwrap_err()
@@ -292,5 +284,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("MetaIssuers"), "{e}");
+    }
+
+    /// A ci-provider entry loads only with usable templates; every refusal names the entry.
+    #[test]
+    fn ci_provider_entries_need_usable_templates() {
+        let meta = "ci-issuer-metadata:\n  my-ci:\n    subject-alternative-name-template: \"{{ .url }}/{{ .repo }}\"\n";
+        let entry =
+            |extra: &str| format!("{meta}oidc-issuers:\n  https://ci.example.com:\n    type: ci-provider\n{extra}");
+        let v = parse(&entry("    ci-provider: my-ci\n")).unwrap();
+        let crate::IssuerKind::CiProvider(p) = &v[0].kind else {
+            panic!("{:?}", v[0].kind)
+        };
+        assert_eq!(p.name(), "my-ci");
+        assert_eq!(
+            parse(&entry("")).unwrap_err().to_string(),
+            r#"OIDCIssuers["https://ci.example.com"].CIProvider: is required for ci-provider issuers"#
+        );
+        assert_eq!(
+            parse(&entry("    ci-provider: other\n")).unwrap_err().to_string(),
+            r#"OIDCIssuers["https://ci.example.com"].CIProvider: unknown provider "other" (not in CIIssuerMetadata)"#
+        );
+        let e = parse("ci-issuer-metadata:\n  my-ci:\n    subject-alternative-name-template: \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            r#"CIIssuerMetadata["my-ci"].SubjectAlternativeNameTemplate: is required and must not be empty"#
+        );
+        let e = parse(&format!(
+            "{meta}oidc-issuers:\n  https://gh.example.com:\n    type: github-workflow\n    ci-provider: my-ci\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            r#"OIDCIssuers["https://gh.example.com"].CIProvider: applies only to issuers of type ci-provider"#
+        );
+    }
+
+    /// Fulcio's spellings of kind settings reach the kind that owns them.
+    #[test]
+    fn kind_settings_from_fulcio_keys() {
+        let v = parse(
+            r#"{"OIDCIssuers": {
+                "https://spire.example.com": {"Type": "spiffe", "SPIFFETrustDomain": "example.com"},
+                "https://id.example.com": {"Type": "username", "SubjectDomain": "example.com"},
+                "https://dex.example.com": {"Type": "email", "IssuerClaim": "$.federated_claims.connector_id", "SkipEmailVerification": true}}}"#,
+        )
+        .unwrap();
+        let by = |u: &str| &v.iter().find(|i| i.url == u).unwrap().kind;
+        assert_eq!(
+            by("https://spire.example.com").spiffe_trust_domain(),
+            Some("example.com")
+        );
+        assert_eq!(by("https://id.example.com").subject_domain(), Some("example.com"));
+        let crate::IssuerKind::Email(e) = by("https://dex.example.com") else {
+            panic!("an email issuer")
+        };
+        assert!(e.skip_email_verification && !e.allow_sub_challenge);
+        assert_eq!(
+            e.issuer_claim.as_ref().map(|p| p.as_str()),
+            Some("$.federated_claims.connector_id")
+        );
+        let e = parse(r#"{"OIDCIssuers": {"https://dex.example.com": {"Type": "email", "IssuerClaim": "connector"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(r#"OIDCIssuers["https://dex.example.com"].IssuerClaim:"#),
+            "{e}"
+        );
     }
 }

@@ -310,8 +310,11 @@ impl RawLimits {
                 ));
             }
         }
-        limits.header_read_timeout =
-            duration("limits.header_read_timeout", self.header_read_timeout, limits.header_read_timeout)?;
+        limits.header_read_timeout = duration(
+            "limits.header_read_timeout",
+            self.header_read_timeout,
+            limits.header_read_timeout,
+        )?;
         limits.idle_timeout = duration("limits.idle_timeout", self.idle_timeout, limits.idle_timeout)?;
         limits.body_timeout = duration("limits.body_timeout", self.body_timeout, limits.body_timeout)?;
         for (path, d) in [

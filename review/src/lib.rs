@@ -36,7 +36,7 @@ pub async fn serve(
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ca_name = config.ca.file(&config.data_dir).chain.display().to_string();
+    let ca_name = config.ca.chain_path().display().to_string();
     let page = Arc::new(Page { dir, token, ca_name });
     let app = Router::new()
         .route("/", get(index))

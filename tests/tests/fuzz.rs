@@ -54,7 +54,7 @@ fn tokens(words: &[&str]) -> Vec<Vec<u8>> {
 fn identity_token() {
     let t = seeds::Tokens::new();
     let keys = keyless_oidc::parse_jwks(&serde_json::to_vec(&t.jwks).unwrap()).unwrap();
-    let issuer = Arc::new(IssuerConfig::new(seeds::ISSUER, IssuerKind::Email));
+    let issuer = Arc::new(IssuerConfig::new(seeds::ISSUER, IssuerKind::Email(Default::default())));
     let seeds = t.token_seeds();
     // Every seed is a genuine token (or a foreign one that cannot verify here).
     let signed: HashSet<String> = seeds
@@ -111,7 +111,7 @@ fn identity_token() {
 #[test]
 fn jwks() {
     let t = seeds::Tokens::new();
-    let issuer = Arc::new(IssuerConfig::new(seeds::ISSUER, IssuerKind::Email));
+    let issuer = Arc::new(IssuerConfig::new(seeds::ISSUER, IssuerKind::Email(Default::default())));
     let dict = tokens(&[
         "\"kty\":\"RSA\"",
         "\"kty\":\"EC\"",
@@ -665,10 +665,13 @@ fn check_issuers(issuers: &[IssuerConfig], unique: bool) -> Result<(), String> {
         if !a.wildcard && !a.matches(&a.url) {
             return Err(format!("issuer {} does not match its own URL", a.url));
         }
-        if (a.kind == IssuerKind::CiProvider) != a.ci_provider.is_some() {
+        // (A ci-provider issuer without templates cannot be represented: its kind holds them.)
+        if a.challenge_claim() != a.kind.default_challenge_claim() {
             return Err(format!(
-                "issuer {}: ci-provider without templates, or templates without ci-provider",
-                a.url
+                "issuer {}: advertises challenge claim {:?}, but proofs are verified over {:?}",
+                a.url,
+                a.challenge_claim(),
+                a.kind.default_challenge_claim()
             ));
         }
     }

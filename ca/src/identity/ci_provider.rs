@@ -2,7 +2,8 @@
 //! templates (parsed when the configuration loads). The data a template sees is the provider's
 //! defaults overlaid by the token's top-level claims.
 
-use keyless_config::template::{Data, claim_text};
+use keyless_config::CiProvider;
+use keyless_config::template::{Data, Template, claim_text};
 
 use crate::Error;
 use crate::identity::{Mapping, San};
@@ -36,26 +37,22 @@ fn fact(field: &str) -> Option<Fact> {
     })
 }
 
-pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
+/// `provider` comes from the issuer's kind, so an issuer without templates cannot reach here.
+pub(super) fn map(token: &VerifiedToken, provider: &CiProvider) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
-    let provider = token
-        .issuer()
-        .ci_provider
-        .as_ref()
-        .ok_or_else(|| Error::claim(url, "sub", "issuer has no ci-provider templates configured"))?;
     let sub = token.string_claim("sub")?;
-    let mut data: Data = provider.defaults.clone();
+    let mut data: Data = provider.defaults().clone();
     // Every claim is converted (linear in the token, which is capped); what the templates make of
     // them is bounded below.
     for (k, v) in token.claims() {
         data.insert(k.clone(), claim_text(v));
     }
-    let render = |what: &str, t: &keyless_config::template::Template| {
+    let render = |what: &str, t: &Template| {
         let text = t.render(&data).map_err(|e| {
             Error::claim(
                 url,
                 what,
-                format!("cannot be rendered by provider {}: {e}", provider.name),
+                format!("cannot be rendered by provider {}: {e}", provider.name()),
             )
         })?;
         // Templates may repeat a claim; the output, not only each claim, is bounded.
@@ -66,7 +63,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
                 format!(
                     "renders {} bytes with provider {}, over the limit of {MAX_VALUE_BYTES}",
                     text.len(),
-                    provider.name
+                    provider.name()
                 ),
             ));
         }
@@ -75,10 +72,10 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let san = San::uri(
         url,
         "subject alternative name",
-        render("subject alternative name", &provider.san)?,
+        render("subject alternative name", provider.san())?,
     )?;
     let mut facts = Vec::new();
-    for (field, template) in &provider.extensions {
+    for (field, template) in provider.extensions() {
         if let Some(f) = fact(field) {
             let value = render(field, template)?;
             if !value.is_empty() {

@@ -1,5 +1,6 @@
 //! `email` issuers (Google, Dex, Keycloak, ...): the verified `email` claim is the identity.
 
+use keyless_config::EmailSettings;
 use serde_json::Value;
 
 use crate::Error;
@@ -7,7 +8,7 @@ use crate::identity::{Mapping, San};
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
+pub(super) fn map(token: &VerifiedToken, settings: &EmailSettings) -> Result<Mapping, Error> {
     let issuer = token.issuer();
     let email = token.string_claim("email")?;
     if !looks_like_email(email) {
@@ -17,7 +18,7 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
             format!("{email:?} is not an email address"),
         ));
     }
-    if !issuer.skip_email_verification {
+    if !settings.skip_email_verification {
         // Accept a JSON bool or the strings some IdPs send; absent means unverified.
         let verified = match token.claims().get("email_verified") {
             None | Some(Value::Null) => false,
@@ -38,21 +39,18 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     }
     // A federated issuer (Dex) names the real upstream issuer in a claim.
     let mut facts = Vec::new();
-    if let Some(path) = &issuer.issuer_claim {
-        let steps = keyless_config::json_path(path).map_err(|e| Error::claim(&issuer.url, path, e))?;
-        let mut value: Option<&Value> = None;
-        for (i, step) in steps.iter().enumerate() {
-            value = if i == 0 {
-                token.claims().get(step)
-            } else {
-                value.and_then(|v| v.get(step))
-            };
-        }
-        let text = match value {
-            Some(Value::String(s)) if !s.is_empty() => token.bounded(path, s)?.to_string(),
+    if let Some(path) = &settings.issuer_claim {
+        let text = match path.select(token.claims()) {
+            Some(Value::String(s)) if !s.is_empty() => token.bounded(path.as_str(), s)?.to_string(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Bool(b)) => b.to_string(),
-            _ => return Err(Error::claim(&issuer.url, path, "is missing or empty (issuer claim)")),
+            _ => {
+                return Err(Error::claim(
+                    &issuer.url,
+                    path.as_str(),
+                    "is missing or empty (issuer claim)",
+                ));
+            }
         };
         facts.push((Fact::Issuer, text));
     }

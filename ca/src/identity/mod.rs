@@ -1,7 +1,8 @@
 //! From a verified token to a certificate identity (a [`Principal`]).
 //!
 //! One module per issuer kind; [`principal`] dispatches with an exhaustive match on
-//! [`IssuerKind`], so a kind added to the configuration does not compile until it has a mapping.
+//! [`IssuerKind`], handing each module only its own kind's settings, so a kind added to the
+//! configuration does not compile until it has a mapping.
 
 mod buildkite_job;
 mod chainguard_identity;
@@ -19,7 +20,7 @@ mod username;
 #[cfg(test)]
 mod tests;
 
-use keyless_config::IssuerKind;
+use keyless_config::{IssuerKind, IssuerType};
 use serde_json::Value;
 
 use crate::Error;
@@ -37,7 +38,7 @@ type Mapping = (String, San, Vec<(Fact, String)>);
 #[derive(Debug, Clone)]
 pub struct Principal {
     issuer_url: String,
-    kind: IssuerKind,
+    kind: IssuerType,
     /// The value of the claim `/api/v2/configuration` advertises as the challenge.
     name: String,
     /// Other strings a proof may sign, see [`Principal::challenges`].
@@ -80,7 +81,7 @@ impl Principal {
     }
 
     /// The issuer kind.
-    pub fn kind(&self) -> IssuerKind {
+    pub fn kind(&self) -> IssuerType {
         self.kind
     }
 
@@ -98,18 +99,19 @@ impl Principal {
 /// Maps a verified token to its principal according to its issuer's kind.
 pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     let issuer = token.issuer();
-    let (fulcio_name, san, mut facts) = match issuer.kind {
-        IssuerKind::Email => email::map(token)?,
+    let kind = issuer.kind.issuer_type();
+    let (fulcio_name, san, mut facts) = match &issuer.kind {
+        IssuerKind::Email(settings) => email::map(token, settings)?,
         IssuerKind::GithubWorkflow => github_workflow::map(token)?,
         IssuerKind::GitlabPipeline => gitlab_pipeline::map(token)?,
         IssuerKind::BuildkiteJob => buildkite_job::map(token)?,
         IssuerKind::CodefreshWorkflow => codefresh_workflow::map(token)?,
         IssuerKind::ChainguardIdentity => chainguard_identity::map(token)?,
         IssuerKind::Kubernetes => kubernetes::map(token)?,
-        IssuerKind::Spiffe => spiffe::map(token)?,
-        IssuerKind::Uri => uri::map(token)?,
-        IssuerKind::Username => username::map(token)?,
-        IssuerKind::CiProvider => ci_provider::map(token)?,
+        IssuerKind::Spiffe(settings) => spiffe::map(token, settings)?,
+        IssuerKind::Uri(settings) => uri::map(token, settings)?,
+        IssuerKind::Username(settings) => username::map(token, settings)?,
+        IssuerKind::CiProvider(provider) => ci_provider::map(token, provider)?,
     };
     // Every kind carries the issuer (1.1, 1.8) and the raw subject (1.24).
     if !facts.iter().any(|(f, _)| *f == Fact::Issuer) {
@@ -134,13 +136,13 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     }
     // The server verifies the proof over the advertised claim (the kind's default: configuration
     // refuses any other `challenge_claim`), so a client that follows /api/v2/configuration works.
-    let name = token.string_claim(issuer.kind.default_challenge_claim())?.to_string();
+    let name = token.string_claim(kind.default_challenge_claim())?.to_string();
     let mut other_challenges = Vec::new();
     if fulcio_name != name {
         other_challenges.push(fulcio_name);
     }
-    if issuer.kind == IssuerKind::Email
-        && issuer.options.allow_sub_challenge
+    if let IssuerKind::Email(settings) = &issuer.kind
+        && settings.allow_sub_challenge
         && let Some(sub) = sub
         && sub != name
     {
@@ -152,14 +154,14 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     if san.value().chars().any(|c| c.is_control()) || (ia5 && !san.value().is_ascii()) {
         return Err(Error::claim(
             &issuer.url,
-            san_claim(issuer.kind),
+            san_claim(kind),
             "must be ASCII to fit a certificate SAN",
         ));
     }
     let rate_key = rate_key(token, &name, sub)?;
     Ok(Principal {
         issuer_url: issuer.url.clone(),
-        kind: issuer.kind,
+        kind,
         name,
         other_challenges,
         san,
@@ -190,18 +192,18 @@ fn rate_key(token: &VerifiedToken, name: &str, sub: Option<&str>) -> Result<Stri
             .collect::<Result<Vec<_>, _>>()
             .map(|v| v.join(" "))
     };
-    let owner = match issuer.kind {
-        IssuerKind::GithubWorkflow => first_of(&["repository_id", "repository"])?,
-        IssuerKind::GitlabPipeline => first_of(&["project_id", "project_path"])?,
-        IssuerKind::BuildkiteJob => all_of(&["organization_slug", "pipeline_slug"])?,
-        IssuerKind::CodefreshWorkflow => all_of(&["account_id", "pipeline_id"])?,
-        IssuerKind::Email => format!("email={name:?}"),
-        IssuerKind::ChainguardIdentity
-        | IssuerKind::Kubernetes
-        | IssuerKind::Spiffe
-        | IssuerKind::Uri
-        | IssuerKind::Username
-        | IssuerKind::CiProvider => match sub {
+    let owner = match issuer.kind.issuer_type() {
+        IssuerType::GithubWorkflow => first_of(&["repository_id", "repository"])?,
+        IssuerType::GitlabPipeline => first_of(&["project_id", "project_path"])?,
+        IssuerType::BuildkiteJob => all_of(&["organization_slug", "pipeline_slug"])?,
+        IssuerType::CodefreshWorkflow => all_of(&["account_id", "pipeline_id"])?,
+        IssuerType::Email => format!("email={name:?}"),
+        IssuerType::ChainguardIdentity
+        | IssuerType::Kubernetes
+        | IssuerType::Spiffe
+        | IssuerType::Uri
+        | IssuerType::Username
+        | IssuerType::CiProvider => match sub {
             Some(sub) => format!("sub={sub:?}"),
             None => return Err(Error::claim(&issuer.url, "sub", "is missing (it keys the rate limit)")),
         },
@@ -209,19 +211,19 @@ fn rate_key(token: &VerifiedToken, name: &str, sub: Option<&str>) -> Result<Stri
     Ok(format!("{} {owner}", issuer.url))
 }
 
-fn san_claim(kind: IssuerKind) -> &'static str {
+fn san_claim(kind: IssuerType) -> &'static str {
     match kind {
-        IssuerKind::Email => "email",
-        IssuerKind::GithubWorkflow => "job_workflow_ref",
-        IssuerKind::GitlabPipeline => "ci_config_ref_uri",
-        IssuerKind::BuildkiteJob => "pipeline_slug",
-        IssuerKind::CodefreshWorkflow => "pipeline_name",
-        IssuerKind::Kubernetes => "kubernetes.io",
-        IssuerKind::ChainguardIdentity
-        | IssuerKind::Spiffe
-        | IssuerKind::Uri
-        | IssuerKind::Username
-        | IssuerKind::CiProvider => "sub",
+        IssuerType::Email => "email",
+        IssuerType::GithubWorkflow => "job_workflow_ref",
+        IssuerType::GitlabPipeline => "ci_config_ref_uri",
+        IssuerType::BuildkiteJob => "pipeline_slug",
+        IssuerType::CodefreshWorkflow => "pipeline_name",
+        IssuerType::Kubernetes => "kubernetes.io",
+        IssuerType::ChainguardIdentity
+        | IssuerType::Spiffe
+        | IssuerType::Uri
+        | IssuerType::Username
+        | IssuerType::CiProvider => "sub",
     }
 }
 

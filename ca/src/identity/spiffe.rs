@@ -1,13 +1,15 @@
 //! `spiffe` issuers: `sub` is a SPIFFE ID in the configured trust domain.
 
+use keyless_config::SpiffeSettings;
+
 use crate::Error;
 use crate::identity::{Mapping, San};
 use crate::token::VerifiedToken;
 
-pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
+pub(super) fn map(token: &VerifiedToken, settings: &SpiffeSettings) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
     let sub = token.string_claim("sub")?;
-    let td = token.issuer().spiffe_trust_domain.as_deref().unwrap_or_default();
+    let td = settings.trust_domain();
     let rest = sub
         .strip_prefix("spiffe://")
         .ok_or_else(|| Error::claim(url, "sub", format!("{sub:?} is not a SPIFFE ID (spiffe://...)")))?;

@@ -1,6 +1,6 @@
 //! Golden tests per issuer kind, with claim sets shaped like real tokens.
 
-use keyless_config::{IssuerConfig, IssuerKind};
+use keyless_config::{Config, EmailSettings, IssuerConfig, IssuerKind, IssuerType, JsonPath};
 use serde_json::{Value, json};
 
 use super::{San, principal};
@@ -9,13 +9,26 @@ use crate::profile::Fact;
 use crate::signer::{SignatureAlgorithm, Signer, SoftwareSigner};
 use crate::token::{MAX_CLAIM_BYTES, VerifiedToken};
 
-fn token(url: &str, kind: IssuerKind, claims: Value, sd: Option<&str>, td: Option<&str>) -> VerifiedToken {
-    let issuer = IssuerConfig {
-        subject_domain: sd.map(Into::into),
-        spiffe_trust_domain: td.map(Into::into),
-        ..IssuerConfig::new(url, kind)
-    };
-    VerifiedToken::unchecked_for_tests(issuer, claims.as_object().unwrap().clone())
+/// An issuer as the configuration loader builds it (its kind's settings validated there).
+fn issuer(url: &str, kind: IssuerType, sd: Option<&str>, td: Option<&str>) -> IssuerConfig {
+    let mut entry = format!("{{url: {url:?}, type: {}", kind.as_str());
+    if let Some(sd) = sd {
+        entry.push_str(&format!(", subject_domain: {sd:?}"));
+    }
+    if let Some(td) = td {
+        entry.push_str(&format!(", spiffe_trust_domain: {td:?}"));
+    }
+    let yaml = format!("issuers:\n - {entry}}}\n");
+    let mut config = Config::from_yaml(&yaml, std::path::Path::new("/")).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+    config.issuers.remove(0)
+}
+
+fn token(url: &str, kind: IssuerType, claims: Value, sd: Option<&str>, td: Option<&str>) -> VerifiedToken {
+    VerifiedToken::unchecked_for_tests(issuer(url, kind, sd, td), claims.as_object().unwrap().clone())
+}
+
+fn email_issuer(url: &str, settings: EmailSettings) -> IssuerConfig {
+    IssuerConfig::new(url, IssuerKind::Email(settings))
 }
 
 fn fact(p: &super::Principal, f: Fact) -> Option<&str> {
@@ -41,7 +54,7 @@ fn gitlab_claims() -> Value {
 fn gitlab_self_managed_uses_its_own_host() {
     let p = principal(&token(
         "https://gitlab.example.com",
-        IssuerKind::GitlabPipeline,
+        IssuerType::GitlabPipeline,
         gitlab_claims(),
         None,
         None,
@@ -77,15 +90,15 @@ fn gitlab_self_managed_uses_its_own_host() {
 
     let mut c = gitlab_claims();
     c["ref_type"] = json!("tag");
-    let p = principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).unwrap();
+    let p = principal(&token("https://gitlab.com", IssuerType::GitlabPipeline, c, None, None)).unwrap();
     assert_eq!(fact(&p, Fact::SourceRepositoryRef), Some("refs/tags/main"));
     let mut c = gitlab_claims();
     c["runner_id"] = json!("1");
-    let e = principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).unwrap_err();
+    let e = principal(&token("https://gitlab.com", IssuerType::GitlabPipeline, c, None, None)).unwrap_err();
     assert!(e.to_string().contains("runner_id"), "{e}");
     let mut c = gitlab_claims();
     c["ref_type"] = json!("commit");
-    assert!(principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).is_err());
+    assert!(principal(&token("https://gitlab.com", IssuerType::GitlabPipeline, c, None, None)).is_err());
 }
 
 #[test]
@@ -93,7 +106,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     let bk = json!({"sub": "organization:acme:pipeline:app:ref:refs/heads/main", "organization_slug": "acme", "pipeline_slug": "app"});
     let p = principal(&token(
         "https://agent.buildkite.com",
-        IssuerKind::BuildkiteJob,
+        IssuerType::BuildkiteJob,
         bk,
         None,
         None,
@@ -107,7 +120,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
         "runner_environment": "saas"});
     let p = principal(&token(
         "https://oidc.codefresh.io",
-        IssuerKind::CodefreshWorkflow,
+        IssuerType::CodefreshWorkflow,
         cf,
         None,
         None,
@@ -130,7 +143,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     let cg = json!({"sub": "abc123", "email": "dev@example.com", "email_verified": true});
     let p = principal(&token(
         "https://issuer.enforce.dev",
-        IssuerKind::ChainguardIdentity,
+        IssuerType::ChainguardIdentity,
         cg,
         None,
         None,
@@ -150,7 +163,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     assert!(
         principal(&token(
             "https://issuer.enforce.dev",
-            IssuerKind::ChainguardIdentity,
+            IssuerType::ChainguardIdentity,
             cg,
             None,
             None
@@ -161,7 +174,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     assert_eq!(
         principal(&token(
             "https://issuer.enforce.dev",
-            IssuerKind::ChainguardIdentity,
+            IssuerType::ChainguardIdentity,
             cg,
             None,
             None
@@ -174,7 +187,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     let k8s = json!({"sub": "system:serviceaccount:default:builder", "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "builder"}}});
     let p = principal(&token(
         "https://kubernetes.default.svc",
-        IssuerKind::Kubernetes,
+        IssuerType::Kubernetes,
         k8s,
         None,
         None,
@@ -188,7 +201,7 @@ fn buildkite_codefresh_chainguard_kubernetes() {
     assert!(
         principal(&token(
             "https://kubernetes.default.svc",
-            IssuerKind::Kubernetes,
+            IssuerType::Kubernetes,
             k8s,
             None,
             None
@@ -202,7 +215,7 @@ fn spiffe_uri_username() {
     let t = |sub: &str| {
         token(
             "https://spire.example.com",
-            IssuerKind::Spiffe,
+            IssuerType::Spiffe,
             json!({"sub": sub}),
             None,
             Some("example.com"),
@@ -227,7 +240,7 @@ fn spiffe_uri_username() {
     let u = |sub: &str| {
         token(
             "https://accounts.example.com",
-            IssuerKind::Uri,
+            IssuerType::Uri,
             json!({"sub": sub}),
             Some("https://example.com"),
             None,
@@ -244,7 +257,7 @@ fn spiffe_uri_username() {
     let n = |sub: &str| {
         token(
             "https://accounts.example.com",
-            IssuerKind::Username,
+            IssuerType::Username,
             json!({"sub": sub}),
             Some("example.com"),
             None,
@@ -269,7 +282,7 @@ fn spiffe_uri_username() {
 fn federated_issuer_claim() {
     let mut t = token(
         "https://oauth2.example.dev/auth",
-        IssuerKind::Email,
+        IssuerType::Email,
         json!({"sub": "x", "email": "a@example.com", "email_verified": true,
                "federated_claims": {"connector_id": "https://github.com/login/oauth", "user_id": "1"}}),
         None,
@@ -280,11 +293,15 @@ fn federated_issuer_claim() {
         issuer_claim(&t).unwrap().as_deref(),
         Some("https://oauth2.example.dev/auth")
     );
+    let federated = |path: &str| EmailSettings {
+        issuer_claim: Some(JsonPath::parse(path).unwrap()),
+        ..EmailSettings::default()
+    };
     t = VerifiedToken::unchecked_for_tests(
-        IssuerConfig {
-            issuer_claim: Some("$.federated_claims.connector_id".into()),
-            ..t.issuer().clone()
-        },
+        email_issuer(
+            "https://oauth2.example.dev/auth",
+            federated("$.federated_claims.connector_id"),
+        ),
         t.claims().clone(),
     );
     assert_eq!(
@@ -292,10 +309,10 @@ fn federated_issuer_claim() {
         Some("https://github.com/login/oauth")
     );
     let t = VerifiedToken::unchecked_for_tests(
-        IssuerConfig {
-            issuer_claim: Some("$.federated_claims.missing".into()),
-            ..t.issuer().clone()
-        },
+        email_issuer(
+            "https://oauth2.example.dev/auth",
+            federated("$.federated_claims.missing"),
+        ),
         t.claims().clone(),
     );
     let e = issuer_claim(&t).unwrap_err().to_string();
@@ -324,7 +341,7 @@ fn ci_provider_templates_match_built_in_kinds() {
         "run_id": "42", "run_attempt": "1",
     });
     let url = "https://token.actions.githubusercontent.com";
-    let built_in = principal(&token(url, IssuerKind::GithubWorkflow, gh_claims.clone(), None, None)).unwrap();
+    let built_in = principal(&token(url, IssuerType::GithubWorkflow, gh_claims.clone(), None, None)).unwrap();
     let templated = principal(&VerifiedToken::unchecked_for_tests(
         by_url(url),
         gh_claims.as_object().unwrap().clone(),
@@ -347,7 +364,7 @@ fn ci_provider_templates_match_built_in_kinds() {
     );
 
     let url = "https://gitlab.com";
-    let built_in = principal(&token(url, IssuerKind::GitlabPipeline, gitlab_claims(), None, None)).unwrap();
+    let built_in = principal(&token(url, IssuerType::GitlabPipeline, gitlab_claims(), None, None)).unwrap();
     let templated = principal(&VerifiedToken::unchecked_for_tests(
         by_url(url),
         gitlab_claims().as_object().unwrap().clone(),
@@ -381,63 +398,63 @@ fn github_claims(repository: &str, repository_id: &str) -> Value {
 }
 
 /// One issuer and one realistic claim set per kind.
-fn example(kind: IssuerKind) -> VerifiedToken {
+fn example(kind: IssuerType) -> VerifiedToken {
     let t = |url: &str, claims: Value| token(url, kind, claims, None, None);
     match kind {
-        IssuerKind::Email => t(
+        IssuerType::Email => t(
             "https://accounts.example.com",
             json!({"sub": "1234", "email": "dev@example.com", "email_verified": true}),
         ),
-        IssuerKind::GithubWorkflow => t(
+        IssuerType::GithubWorkflow => t(
             "https://token.actions.githubusercontent.com",
             github_claims("octo-org/app", "101"),
         ),
-        IssuerKind::GitlabPipeline => t("https://gitlab.com", gitlab_claims()),
-        IssuerKind::BuildkiteJob => t(
+        IssuerType::GitlabPipeline => t("https://gitlab.com", gitlab_claims()),
+        IssuerType::BuildkiteJob => t(
             "https://agent.buildkite.com",
             json!({"sub": "organization:acme:pipeline:app:ref:refs/heads/main", "organization_slug": "acme", "pipeline_slug": "app"}),
         ),
-        IssuerKind::CodefreshWorkflow => t(
+        IssuerType::CodefreshWorkflow => t(
             "https://oidc.codefresh.io",
             json!({"sub": "account:a1:pipeline:p1", "account_id": "a1", "account_name": "acct", "pipeline_id": "p1",
                    "pipeline_name": "proj/build", "workflow_id": "w1"}),
         ),
-        IssuerKind::ChainguardIdentity => t(
+        IssuerType::ChainguardIdentity => t(
             "https://issuer.enforce.dev",
             json!({"sub": "abc123", "email": "dev@example.com", "email_verified": true}),
         ),
-        IssuerKind::Kubernetes => t(
+        IssuerType::Kubernetes => t(
             "https://kubernetes.default.svc",
             json!({"sub": "system:serviceaccount:default:builder", "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "builder"}}}),
         ),
-        IssuerKind::Spiffe => token(
+        IssuerType::Spiffe => token(
             "https://spire.example.com",
             kind,
             json!({"sub": "spiffe://example.com/ns/prod/sa/web"}),
             None,
             Some("example.com"),
         ),
-        IssuerKind::Uri => token(
+        IssuerType::Uri => token(
             "https://accounts.example.com",
             kind,
             json!({"sub": "https://example.com/users/1"}),
             Some("https://example.com"),
             None,
         ),
-        IssuerKind::Username => token(
+        IssuerType::Username => token(
             "https://accounts.example.com",
             kind,
             json!({"sub": "alice"}),
             Some("example.com"),
             None,
         ),
-        IssuerKind::CiProvider => {
+        IssuerType::CiProvider => {
             let issuers = keyless_config::public_good_issuers().unwrap();
             let gh = issuers
                 .iter()
                 .find(|i| i.url == "https://token.actions.githubusercontent.com")
                 .unwrap();
-            assert_eq!(gh.kind, IssuerKind::CiProvider);
+            assert_eq!(gh.kind.issuer_type(), IssuerType::CiProvider);
             VerifiedToken::unchecked_for_tests(
                 gh.clone(),
                 github_claims("octo-org/app", "101").as_object().unwrap().clone(),
@@ -471,7 +488,7 @@ fn the_advertised_challenge_claim_is_what_the_proof_signs() {
         assert!(proof_over(value).is_ok(), "{kind:?}: proof over {advertised}");
         for (claim, other) in token.claims() {
             let Some(other) = other.as_str() else { continue };
-            let fulcio_name = kind == IssuerKind::ChainguardIdentity && claim == "email";
+            let fulcio_name = kind == IssuerType::ChainguardIdentity && claim == "email";
             if other != value && !fulcio_name {
                 assert!(
                     proof_over(other).is_err(),
@@ -479,7 +496,7 @@ fn the_advertised_challenge_claim_is_what_the_proof_signs() {
                 );
             }
         }
-        let expected = if kind == IssuerKind::ChainguardIdentity { 2 } else { 1 };
+        let expected = if kind == IssuerType::ChainguardIdentity { 2 } else { 1 };
         assert_eq!(p.challenges().count(), expected, "{kind:?}");
     }
 }
@@ -490,15 +507,20 @@ fn sub_challenge_is_opt_in_for_email_issuers() {
     let claims = json!({"sub": "1234", "email": "dev@example.com", "email_verified": true});
     let off = principal(&token(
         "https://accounts.example.com",
-        IssuerKind::Email,
+        IssuerType::Email,
         claims.clone(),
         None,
         None,
     ))
     .unwrap();
     assert_eq!(off.challenges().collect::<Vec<_>>(), ["dev@example.com"]);
-    let mut issuer = IssuerConfig::new("https://accounts.example.com", IssuerKind::Email);
-    issuer.options.allow_sub_challenge = true;
+    let issuer = email_issuer(
+        "https://accounts.example.com",
+        EmailSettings {
+            allow_sub_challenge: true,
+            ..EmailSettings::default()
+        },
+    );
     let on = principal(&VerifiedToken::unchecked_for_tests(
         issuer,
         claims.as_object().unwrap().clone(),
@@ -518,7 +540,7 @@ fn rate_keys_name_the_owner() {
     let gh = "https://token.actions.githubusercontent.com";
     let a = principal(&token(
         gh,
-        IssuerKind::GithubWorkflow,
+        IssuerType::GithubWorkflow,
         github_claims("octo-org/a", "101"),
         None,
         None,
@@ -526,7 +548,7 @@ fn rate_keys_name_the_owner() {
     .unwrap();
     let b = principal(&token(
         gh,
-        IssuerKind::GithubWorkflow,
+        IssuerType::GithubWorkflow,
         github_claims("octo-org/b", "202"),
         None,
         None,
@@ -537,41 +559,41 @@ fn rate_keys_name_the_owner() {
     assert_ne!(a.rate_key(), b.rate_key(), "two repositories: two buckets");
     let expected = [
         (
-            IssuerKind::Email,
+            IssuerType::Email,
             "https://accounts.example.com email=\"dev@example.com\"",
         ),
         (
-            IssuerKind::GithubWorkflow,
+            IssuerType::GithubWorkflow,
             "https://token.actions.githubusercontent.com repository_id=\"101\"",
         ),
-        (IssuerKind::GitlabPipeline, "https://gitlab.com project_id=\"42831435\""),
+        (IssuerType::GitlabPipeline, "https://gitlab.com project_id=\"42831435\""),
         (
-            IssuerKind::BuildkiteJob,
+            IssuerType::BuildkiteJob,
             "https://agent.buildkite.com organization_slug=\"acme\" pipeline_slug=\"app\"",
         ),
         (
-            IssuerKind::CodefreshWorkflow,
+            IssuerType::CodefreshWorkflow,
             "https://oidc.codefresh.io account_id=\"a1\" pipeline_id=\"p1\"",
         ),
         (
-            IssuerKind::ChainguardIdentity,
+            IssuerType::ChainguardIdentity,
             "https://issuer.enforce.dev sub=\"abc123\"",
         ),
         (
-            IssuerKind::Kubernetes,
+            IssuerType::Kubernetes,
             "https://kubernetes.default.svc sub=\"system:serviceaccount:default:builder\"",
         ),
         (
-            IssuerKind::Spiffe,
+            IssuerType::Spiffe,
             "https://spire.example.com sub=\"spiffe://example.com/ns/prod/sa/web\"",
         ),
         (
-            IssuerKind::Uri,
+            IssuerType::Uri,
             "https://accounts.example.com sub=\"https://example.com/users/1\"",
         ),
-        (IssuerKind::Username, "https://accounts.example.com sub=\"alice\""),
+        (IssuerType::Username, "https://accounts.example.com sub=\"alice\""),
         (
-            IssuerKind::CiProvider,
+            IssuerType::CiProvider,
             "https://token.actions.githubusercontent.com sub=\"repo:octo-org/app:ref:refs/heads/main\"",
         ),
     ];
@@ -583,7 +605,7 @@ fn rate_keys_name_the_owner() {
     let bk = |org: &str, pipeline: &str| {
         let c = json!({"sub": "x", "organization_slug": org, "pipeline_slug": pipeline});
         super::rate_key(
-            &token("https://agent.buildkite.com", IssuerKind::BuildkiteJob, c, None, None),
+            &token("https://agent.buildkite.com", IssuerType::BuildkiteJob, c, None, None),
             "x",
             Some("x"),
         )
@@ -606,7 +628,7 @@ fn uri_sans_from_claims_are_parsed() {
     let u = |sub: &str| {
         token(
             "https://accounts.example.com",
-            IssuerKind::Uri,
+            IssuerType::Uri,
             json!({"sub": sub}),
             Some("https://example.com"),
             None,
@@ -634,7 +656,7 @@ fn uri_sans_from_claims_are_parsed() {
         c[field] = json!(value);
         token(
             "https://token.actions.githubusercontent.com",
-            IssuerKind::GithubWorkflow,
+            IssuerType::GithubWorkflow,
             c,
             None,
             None,
@@ -653,13 +675,13 @@ fn uri_sans_from_claims_are_parsed() {
     let mut c = gitlab_claims();
     c["ci_config_ref_uri"] = json!("evil.example\\@gitlab.com/g/p//.gitlab-ci.yml@refs/heads/main");
     refused(
-        token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None),
+        token("https://gitlab.com", IssuerType::GitlabPipeline, c, None, None),
         "ci_config_ref_uri",
         "backslash",
     );
     let k8s = json!({"sub": "x", "kubernetes.io": {"namespace": "de\u{1}fault", "serviceaccount": {"name": "b"}}});
     refused(
-        token("https://k8s.example.com", IssuerKind::Kubernetes, k8s, None, None),
+        token("https://k8s.example.com", IssuerType::Kubernetes, k8s, None, None),
         "kubernetes.io",
         "control byte 0x01",
     );
@@ -667,7 +689,7 @@ fn uri_sans_from_claims_are_parsed() {
     refused(
         token(
             "https://issuer.enforce.dev",
-            IssuerKind::ChainguardIdentity,
+            IssuerType::ChainguardIdentity,
             cg,
             None,
             None,
@@ -680,7 +702,7 @@ fn uri_sans_from_claims_are_parsed() {
     refused(
         token(
             "https://oidc.codefresh.io",
-            IssuerKind::CodefreshWorkflow,
+            IssuerType::CodefreshWorkflow,
             cf,
             None,
             None,
@@ -714,7 +736,7 @@ fn oversized_claims_are_refused_by_name() {
     c["workflow"] = json!(big);
     let e = principal(&token(
         "https://token.actions.githubusercontent.com",
-        IssuerKind::GithubWorkflow,
+        IssuerType::GithubWorkflow,
         c,
         None,
         None,
@@ -725,11 +747,11 @@ fn oversized_claims_are_refused_by_name() {
     assert!(e.len() < 300, "the value is not echoed: {}", e.len());
     let mut c = gitlab_claims();
     c["environment"] = json!(big);
-    let e = principal(&token("https://gitlab.com", IssuerKind::GitlabPipeline, c, None, None)).unwrap_err();
+    let e = principal(&token("https://gitlab.com", IssuerType::GitlabPipeline, c, None, None)).unwrap_err();
     assert!(e.to_string().contains("claim \"environment\""), "{e}");
     let e = principal(&token(
         "https://accounts.example.com",
-        IssuerKind::Email,
+        IssuerType::Email,
         json!({"sub": big, "email": "a@example.com", "email_verified": true}),
         None,
         None,
@@ -750,4 +772,41 @@ fn oversized_claims_are_refused_by_name() {
     ))
     .unwrap_err();
     assert!(e.to_string().contains("over the limit"), "{e}");
+}
+
+/// Each module reads its own kind's settings, as the configuration loader built them.
+#[test]
+fn kind_settings_reach_their_module() {
+    let url = "https://accounts.example.com";
+    let unverified = json!({"sub": "1", "email": "dev@example.com"});
+    let with = |settings: EmailSettings| {
+        principal(&VerifiedToken::unchecked_for_tests(
+            email_issuer(url, settings),
+            unverified.as_object().unwrap().clone(),
+        ))
+    };
+    let e = with(EmailSettings::default()).unwrap_err().to_string();
+    assert!(e.contains("email_verified"), "{e}");
+    let lenient = EmailSettings {
+        skip_email_verification: true,
+        ..EmailSettings::default()
+    };
+    assert_eq!(with(lenient).unwrap().san().value(), "dev@example.com");
+    // The uri subject domain was parsed at load: its host compares as parsed, not as written.
+    let u = token(
+        url,
+        IssuerType::Uri,
+        json!({"sub": "https://example.com/users/1"}),
+        Some("https://EXAMPLE.com"),
+        None,
+    );
+    assert_eq!(principal(&u).unwrap().san().value(), "https://example.com/users/1");
+    let n = token(
+        url,
+        IssuerType::Username,
+        json!({"sub": "alice"}),
+        Some("example.org.example.com"),
+        None,
+    );
+    assert_eq!(principal(&n).unwrap().san().value(), "alice!example.org.example.com");
 }

@@ -244,14 +244,14 @@ impl axum::serve::Listener for TlsListener {
 
 /// An exact email issuer.
 pub fn email(url: &str) -> IssuerConfig {
-    IssuerConfig::new(url, IssuerKind::Email)
+    IssuerConfig::new(url, IssuerKind::Email(Default::default()))
 }
 
 /// A meta-issuer pattern (`*` matches one path segment run).
 pub fn pattern(url: &str) -> IssuerConfig {
     IssuerConfig {
         wildcard: true,
-        ..IssuerConfig::new(url, IssuerKind::Email)
+        ..IssuerConfig::new(url, IssuerKind::Email(Default::default()))
     }
 }
 
