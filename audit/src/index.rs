@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use keyless_ca::Serial;
 use keyless_ctlog::merkle::Hash;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -75,14 +76,14 @@ pub struct IndexedCert {
     pub entry_type: String,
     /// The entry's timestamp (ms), from the leaf.
     pub timestamp: u64,
-    /// Serial, as [`crate::record::serial_hex`].
+    /// Serial, as [`keyless_ca::Serial`] shows it.
     pub serial: String,
     /// SAN, as [`crate::record::san_text`].
     pub san: String,
     /// The OIDC issuer: extension 1.8, else 1.1, else empty.
     pub issuer: String,
     /// Hex SHA-256 of the TBS without the CT poison and SCT-list extensions (see
-    /// [`crate::sync::tbs_sha256_of_certificate`]): a precertificate entry and the final
+    /// [`crate::tbs::tbs_sha256_of_certificate`]): a precertificate entry and the final
     /// certificate issued from it have the same value.
     pub tbs_sha256: String,
     /// Every extension, decoded (the SAN's value is the SAN text, as in the record).
@@ -193,14 +194,6 @@ fn sth_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VerifiedSth> {
 
 const STH_COLUMNS: &str = "log_id, url, tree_size, root, timestamp, verified_at, signed_size";
 
-/// A serial as the index stores it: lower-case hex, no `0x`, colons or leading zeros.
-fn normalize_serial(serial: &str) -> String {
-    let s = serial.trim().to_ascii_lowercase().replace(':', "");
-    let s = s.strip_prefix("0x").unwrap_or(&s);
-    let t = s.trim_start_matches('0');
-    if t.is_empty() { "0".into() } else { t.to_string() }
-}
-
 fn check_ca(conn: &Connection, ca_key_sha256: &str, path: &Path) -> Result<(), AuditError> {
     let bound: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'ca_key_sha256'", [], |r| r.get(0))
@@ -293,9 +286,14 @@ impl LogIndex {
         )
     }
 
-    /// The entries with this serial (hex; case, `0x`, colons and leading zeros do not matter).
+    /// The entries with this serial (hex as [`Serial::parse_hex`] reads it: case, `0x`, colons
+    /// and leading zeros do not matter; text that is not hex matches nothing).
     pub fn find_serial(&self, serial: &str) -> Result<Vec<IndexedCert>, AuditError> {
-        let serial = normalize_serial(serial);
+        let Some(serial) = Serial::parse_hex(serial) else {
+            return Ok(Vec::new());
+        };
+        // Stored as `Serial` shows it, so one text comparison finds it.
+        let serial = serial.to_string();
         self.read_certs(
             &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1 ORDER BY log_id, leaf_index"),
             &[&serial],
@@ -397,7 +395,7 @@ impl LogIndex {
                 "the stored {what} of log {log_id} is malformed: the index was damaged"
             ))
         };
-        let prefix_root = crate::sync::unhex32(&prefix.root).ok_or_else(|| damaged("root"))?;
+        let prefix_root = crate::hex::unhex32(&prefix.root).ok_or_else(|| damaged("root"))?;
         let signed = match s_root {
             None => SignedHead {
                 tree_size: prefix.tree_size,
@@ -504,7 +502,7 @@ impl LogIndex {
             }
         }
         let s = c.sth;
-        let root_bytes = crate::sync::unhex32(&s.root);
+        let root_bytes = crate::hex::unhex32(&s.root);
         let (signed_size, signed_root, signed_timestamp, signed_signature, signed_at) = match c.signed {
             Some(h) => (
                 h.tree_size,

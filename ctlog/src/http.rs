@@ -38,13 +38,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyless_ca::ct::Sct;
 use keyless_config::{Bucket, SubmissionLimits};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::merkle::Hash;
+use crate::wire::{
+    AddChainRequest, AddChainResponse, GetProofByHashResponse, GetRootsResponse, GetSthConsistencyResponse,
+    GetSthResponse, encode_hashes,
+};
 use crate::{EmbeddedLog, LogError, store};
 
 /// Submissions larger than this are refused (a full chain of 128 KiB DER in base64 JSON fits).
@@ -57,66 +60,6 @@ pub const MAX_GET_ENTRIES_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_HEAVY_READS: usize = 4;
 /// Source addresses with their own token bucket at once.
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
-
-/// RFC 6962 `add-chain` / `add-pre-chain` response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AddChainResponse {
-    /// Always 0 (v1).
-    pub sct_version: u8,
-    /// Base64 log id.
-    pub id: String,
-    /// Milliseconds.
-    pub timestamp: u64,
-    /// Base64 extensions.
-    pub extensions: String,
-    /// Base64 TLS `DigitallySigned`.
-    pub signature: String,
-}
-
-impl AddChainResponse {
-    /// From an SCT.
-    pub fn from_sct(sct: &Sct) -> Self {
-        AddChainResponse {
-            sct_version: 0,
-            id: STANDARD.encode(sct.log_id),
-            timestamp: sct.timestamp,
-            extensions: STANDARD.encode(&sct.extensions),
-            signature: STANDARD.encode(sct.digitally_signed()),
-        }
-    }
-
-    /// To an SCT, checking field sizes.
-    pub fn to_sct(&self) -> Result<Sct, String> {
-        if self.sct_version != 0 {
-            return Err(format!("unsupported SCT version {}", self.sct_version));
-        }
-        let id = STANDARD.decode(&self.id).map_err(|_| "id is not base64")?;
-        let log_id: [u8; 32] = id.try_into().map_err(|_| "id is not 32 bytes")?;
-        let extensions = STANDARD
-            .decode(&self.extensions)
-            .map_err(|_| "extensions is not base64")?;
-        let ds = STANDARD
-            .decode(&self.signature)
-            .map_err(|_| "signature is not base64")?;
-        let (hash_algorithm, signature_algorithm, signature) =
-            Sct::parse_digitally_signed(&ds).ok_or("signature is not a TLS DigitallySigned")?;
-        Ok(Sct {
-            log_id,
-            timestamp: self.timestamp,
-            extensions,
-            hash_algorithm,
-            signature_algorithm,
-            signature,
-        })
-    }
-}
-
-/// `add-chain` request.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AddChainRequest {
-    /// Base64 DER certificates, leaf first.
-    pub chain: Vec<String>,
-}
 
 /// A refusal: status, JSON `{"error": …}`, and `Retry-After` (seconds) when retrying can help.
 struct HttpError {
@@ -176,8 +119,6 @@ fn busy(m: impl Into<String>) -> HttpError {
 fn json_body(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
-
-type Json = axum::Json<serde_json::Value>;
 
 /// The state behind the routes.
 #[derive(Clone)]
@@ -469,31 +410,13 @@ async fn submit(
 fn decode_chain(body: &Bytes) -> Result<Vec<Vec<u8>>, HttpError> {
     let req: AddChainRequest =
         serde_json::from_slice(body).map_err(|e| bad(format!("body is not {{\"chain\": [...]}}: {e}")))?;
-    req.chain
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            STANDARD
-                .decode(c)
-                .map_err(|_| bad(format!("chain[{i}] is not base64 DER")))
-        })
-        .collect()
+    Ok(req.decode()?)
 }
 
 // ---- reads ----
 
-async fn get_sth(State(api): State<Api>) -> Json {
-    let sth = api.log.sth();
-    axum::Json(json!({
-        "tree_size": sth.tree_size,
-        "timestamp": sth.timestamp,
-        "sha256_root_hash": STANDARD.encode(sth.root),
-        "tree_head_signature": STANDARD.encode(&sth.signature),
-    }))
-}
-
-fn b64_hashes(hashes: &[Hash]) -> Vec<String> {
-    hashes.iter().map(|h| STANDARD.encode(h)).collect()
+async fn get_sth(State(api): State<Api>) -> axum::Json<GetSthResponse> {
+    axum::Json(GetSthResponse::from_sth(&api.log.sth()))
 }
 
 #[derive(Deserialize)]
@@ -502,9 +425,14 @@ struct Consistency {
     second: u64,
 }
 
-async fn get_sth_consistency(State(api): State<Api>, Query(q): Query<Consistency>) -> Result<Json, HttpError> {
+async fn get_sth_consistency(
+    State(api): State<Api>,
+    Query(q): Query<Consistency>,
+) -> Result<axum::Json<GetSthConsistencyResponse>, HttpError> {
     let proof = api.log.shared().consistency(q.first, q.second)?;
-    Ok(axum::Json(json!({ "consistency": b64_hashes(&proof) })))
+    Ok(axum::Json(GetSthConsistencyResponse {
+        consistency: encode_hashes(&proof),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -513,16 +441,20 @@ struct ProofByHash {
     tree_size: u64,
 }
 
-async fn get_proof_by_hash(State(api): State<Api>, Query(q): Query<ProofByHash>) -> Result<Json, HttpError> {
+async fn get_proof_by_hash(
+    State(api): State<Api>,
+    Query(q): Query<ProofByHash>,
+) -> Result<axum::Json<GetProofByHashResponse>, HttpError> {
     // A literal '+' in a query string decodes to a space; undo that for standard base64.
     let hash = STANDARD
         .decode(q.hash.replace(' ', "+"))
         .map_err(|_| bad("hash must be base64"))?;
     let hash: Hash = hash.try_into().map_err(|_| bad("hash must be 32 bytes"))?;
     let (index, proof) = api.log.shared().proof_by_hash(&hash, q.tree_size)?;
-    Ok(axum::Json(
-        json!({ "leaf_index": index, "audit_path": b64_hashes(&proof) }),
-    ))
+    Ok(axum::Json(GetProofByHashResponse {
+        audit_path: encode_hashes(&proof),
+        leaf_index: index,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -564,9 +496,10 @@ async fn get_entries(State(api): State<Api>, Query(q): Query<Entries>) -> Result
     Ok(json_body(body))
 }
 
-async fn get_roots(State(api): State<Api>) -> Json {
-    let roots: Vec<String> = api.log.roots().iter().map(|r| STANDARD.encode(r)).collect();
-    axum::Json(json!({ "certificates": roots }))
+async fn get_roots(State(api): State<Api>) -> axum::Json<GetRootsResponse> {
+    axum::Json(GetRootsResponse {
+        certificates: api.log.roots().iter().map(|r| STANDARD.encode(r)).collect(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -583,7 +516,7 @@ async fn get_entry_and_proof(State(api): State<Api>, Query(q): Query<EntryAndPro
         .ok_or_else(|| bad("no such entry"))?;
     // `entry` is a JSON object; add the audit path to it without parsing it again.
     let path =
-        serde_json::to_string(&b64_hashes(&proof)).map_err(|e| HttpError::from(LogError::Storage(e.to_string())))?;
+        serde_json::to_string(&encode_hashes(&proof)).map_err(|e| HttpError::from(LogError::Storage(e.to_string())))?;
     let mut body = entry;
     body.pop();
     body.push_str(",\"audit_path\":");
