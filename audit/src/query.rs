@@ -352,6 +352,15 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(seqs(&by_serial), [1, 2]);
+        // Serials are compared as `Serial`s: the colon form finds them too, non-hex finds nothing.
+        for (text, want) in [("00:5e:ed", vec![1, 2]), ("5eedx", vec![]), ("", vec![])] {
+            let f = Filter {
+                intents: true,
+                serial: Some(text.into()),
+                ..Filter::default()
+            };
+            assert_eq!(seqs(&f), want, "{text:?}");
+        }
         let by_identity = Filter {
             intents: true,
             identity: Some("alice@*".into()),
