@@ -4,7 +4,7 @@
 //! extends the last verified one (a smaller tree is a rollback, a different root for the same size
 //! or a failed consistency proof is a fork, and nothing is stored); refuse it if the log cannot
 //! have grown that fast (`head`); then fetch the new entries chunk by chunk, hash each chunk onto
-//! the verified prefix (kept as a compact Merkle [`frontier`](Frontier), so memory is bounded by
+//! the verified prefix (kept as a compact Merkle frontier, so memory is bounded by
 //! the chunk), prove the chunk's root is a prefix of the signed root (`get-sth-consistency`), and
 //! commit the chunk's leaf hashes, the entries that chain to this CA (`entries`) and the new
 //! verified prefix in one transaction. A run is bounded by [`SyncLimits`]; it ends cleanly and the
@@ -142,11 +142,6 @@ pub async fn sync(
     )
     .await
 }
-
-/// [`sync`] within `limits`. The tree head must verify with the log key, extend the last one
-/// verified (else: rollback or fork, nothing stored) and be plausible; then entries are fetched
-/// in chunks, each hashed onto the verified prefix, proven consistent with the signed tree head
-/// (`get-sth-consistency`) and committed with its certificates, so a run that stops (a limit,
 
 /// [`sync`] within `limits`. The tree head must verify with the log key, extend the last one
 /// verified (else: rollback or fork, nothing stored) and be plausible; then entries are fetched
