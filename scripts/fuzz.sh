@@ -33,7 +33,7 @@ entry() {
     signing_request) echo '`keyless_api::decode_v2` / `decode_v1`' ;;
     ct_submission) echo '`keyless_ctlog::http::router` add-chain / add-pre-chain' ;;
     ct_sct_response) echo '`AddChainResponse::to_sct`' ;;
-    ct_sth) echo '`keyless_audit::sync::SthJson::verify`' ;;
+    ct_sth) echo '`keyless_ctlog::wire::GetSthResponse::verify`' ;;
     ct_entries) echo '`keyless_audit::sync::read_entry`' ;;
     config) echo '`keyless_config::Config::from_yaml`' ;;
     fulcio_issuer_file) echo '`keyless_config::parse_issuers_file`' ;;

@@ -11,7 +11,7 @@
 //! means the CA key signed something the service did not issue.
 //!
 //! Records and entries are matched by the TBS hash without the CT extensions
-//! ([`crate::sync::tbs_sha256_of_certificate`]), which a final certificate and its precertificate
+//! ([`crate::tbs::tbs_sha256_of_certificate`]), which a final certificate and its precertificate
 //! entry share.
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +21,7 @@ use base64::Engine as _;
 use crate::AuditError;
 use crate::index::{IndexedCert, LogIndex};
 use crate::record::{Decision, Record};
-use crate::sync::tbs_sha256_of_certificate;
+use crate::tbs::tbs_sha256_of_certificate;
 
 /// How long after its SCT a certificate may still be missing from a tree head: the log's
 /// maximum merge delay plus clock skew.
@@ -242,7 +242,7 @@ mod tests {
     use super::*;
     use crate::record::{Decision, certificate_facts, hex};
     use crate::sync::sync;
-    use crate::sync::testkit::*;
+    use crate::testkit::*;
 
     const ISSUER: &str = "https://issuer.example";
 
@@ -365,9 +365,8 @@ mod tests {
         let mut r = crate::record::test_refusal(seq);
         r.decision = Decision::Intent;
         r.rejection = None;
-        r.intent = Some(
-            crate::record::Intent::of_tbs(&crate::sync::testkit::tbs(&leaf.precert), "http://ct.example").unwrap(),
-        );
+        r.intent =
+            Some(crate::record::Intent::of_tbs(&crate::testkit::tbs(&leaf.precert), "http://ct.example").unwrap());
         r
     }
 

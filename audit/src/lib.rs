@@ -12,19 +12,39 @@
 //!   issued;
 //! - [`crosscheck`]: record versus log, both ways (announced but abandoned issuances apart);
 //! - [`query`] and [`watch`]: finding certificates, and reporting those outside a watchlist;
-//! - [`state`]: the outcome of the last `verify` and `cross-check`, for the review page.
+//! - [`state`]: the outcome of the last `verify` and `cross-check`, for the review page;
+//! - [`checkpoint`], [`files`] and [`tbs`]: what the writer, the verifier, the sync and the
+//!   cross-check share (signed checkpoints, file locations, the TBS hash that links records to
+//!   log entries), so none of them depends on another's internals.
+//!
+//! Serials are produced and compared through [`keyless_ca::Serial`]; RFC 6962 is read and
+//! spoken through `keyless_ctlog::wire` and `keyless_ctlog::client`.
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod crosscheck;
+pub mod files;
+mod hex;
 pub mod index;
 pub mod query;
 pub mod record;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod tbs;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod verify;
 pub mod watch;
+
+/// Milliseconds since the epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Everything the audit functions fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,11 +67,27 @@ pub enum AuditError {
     Unreachable(String),
 }
 
+/// A remote log's failure as the audit tools report it: a log that cannot be reached, times out
+/// or answers 5xx/429 is unreachable (try again later); any other refusal or a malformed answer
+/// is the log misbehaving.
+impl From<keyless_ctlog::LogError> for AuditError {
+    fn from(e: keyless_ctlog::LogError) -> Self {
+        use keyless_ctlog::LogError;
+        match e {
+            LogError::Unreachable(m) | LogError::Unavailable(m) => AuditError::Unreachable(m),
+            LogError::Status { status, message } if status == 429 || status >= 500 => AuditError::Unreachable(message),
+            LogError::Setup(m) => AuditError::Setup(m),
+            LogError::Storage(m) => AuditError::Storage(m),
+            other => AuditError::Log(other.to_string()),
+        }
+    }
+}
+
 /// A certificate as the watchlist, the query table and the review page see it, whether it came
 /// from the issuance record or from a CT log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CertSummary {
-    /// Serial number (hex, no leading zeros).
+    /// Serial number, as [`keyless_ca::Serial`] shows it.
     pub serial: String,
     /// `email:…`, `uri:…`, `othername:…`.
     pub san: String,

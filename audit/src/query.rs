@@ -3,6 +3,7 @@
 //! filtered by identity, issuer, repository, workflow, trigger, time or serial, as a table, CSV
 //! or JSON.
 
+use keyless_ca::Serial;
 use serde_json::json;
 
 use crate::record::{Decision, Record};
@@ -34,7 +35,8 @@ pub struct Filter {
     pub since_ms: Option<u64>,
     /// Before this time (ms since the epoch).
     pub until_ms: Option<u64>,
-    /// Serial number (hex; leading zeros and case ignored).
+    /// Serial number (hex as [`Serial::parse_hex`] reads it: case, `0x`, colons and leading
+    /// zeros ignored; text that is not hex selects nothing).
     pub serial: Option<String>,
     /// Include refused requests.
     pub rejected: bool,
@@ -92,8 +94,8 @@ impl Filter {
             return false;
         }
         if let Some(s) = &self.serial {
-            let want = s.trim_start_matches("0x").trim_start_matches('0').to_lowercase();
-            if r.serial() != Some(want.as_str()) {
+            let want = Serial::parse_hex(s);
+            if want.is_none() || r.serial().and_then(Serial::parse_hex) != want {
                 return false;
             }
         }
@@ -350,6 +352,15 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(seqs(&by_serial), [1, 2]);
+        // Serials are compared as `Serial`s: the colon form finds them too, non-hex finds nothing.
+        for (text, want) in [("00:5e:ed", vec![1, 2]), ("5eedx", vec![]), ("", vec![])] {
+            let f = Filter {
+                intents: true,
+                serial: Some(text.into()),
+                ..Filter::default()
+            };
+            assert_eq!(seqs(&f), want, "{text:?}");
+        }
         let by_identity = Filter {
             intents: true,
             identity: Some("alice@*".into()),

@@ -4,6 +4,7 @@
 //! re-encoding: `hash = SHA-256("keyless-audit-v1\n" ‖ prev_hash ‖ json)`. The first record's
 //! `prev_hash` is 32 zero bytes.
 
+use keyless_ca::Serial;
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::*;
 
@@ -53,7 +54,7 @@ pub struct Extension {
 /// The certificate part of an `issued` record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateFacts {
-    /// Serial number, lower-case hex without leading zeros.
+    /// Serial number as [`Serial`] shows it: lower-case hex without leading zeros.
     pub serial: String,
     /// SHA-256 of the DER certificate, hex.
     pub sha256: String,
@@ -88,9 +89,9 @@ pub struct Rejection {
 /// precertificate, identified by the TBS hash the log's entry will have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
-    /// Serial number, as [`serial_hex`].
+    /// Serial number, as [`Serial`] shows it.
     pub serial: String,
-    /// [`crate::sync::tbs_sha256`] of the TBS: equal to the log entry's and the final
+    /// [`crate::tbs::tbs_sha256`] of the TBS: equal to the log entry's and the final
     /// certificate's (CT extensions are left out of the hash).
     pub tbs_sha256: String,
     /// The SAN as `email:…`, `uri:…` or `othername:…`.
@@ -108,12 +109,12 @@ impl Intent {
     /// to `log`.
     pub fn of_tbs(tbs_der: &[u8], log: &str) -> Result<Intent, crate::AuditError> {
         let bad = |why: String| crate::AuditError::Setup(format!("intent: {why}"));
-        let wrapped = crate::sync::wrap_tbs(tbs_der).ok_or_else(|| bad("the TBSCertificate is not DER".into()))?;
+        let wrapped = crate::tbs::wrap_tbs(tbs_der).ok_or_else(|| bad("the TBSCertificate is not DER".into()))?;
         let (_, cert) =
             X509Certificate::from_der(&wrapped).map_err(|e| bad(format!("the TBSCertificate does not parse: {e}")))?;
         Ok(Intent {
-            serial: serial_hex(cert.raw_serial()),
-            tbs_sha256: crate::sync::tbs_sha256(tbs_der)?,
+            serial: Serial::from_be_bytes(cert.raw_serial()).to_string(),
+            tbs_sha256: crate::tbs::tbs_sha256(tbs_der)?,
             san: san_text(&cert),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
@@ -167,17 +168,7 @@ pub fn chain_hash(prev: &[u8; 32], json: &[u8]) -> [u8; 32] {
     keyless_ca::keys::sha256(&input)
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Lower-case hex of a big-endian number, without leading zeros (how serials are shown).
-pub fn serial_hex(bytes: &[u8]) -> String {
-    let s = hex(bytes);
-    let t = s.trim_start_matches('0');
-    if t.is_empty() { "0".into() } else { t.to_string() }
-}
+pub use crate::hex::hex;
 
 /// The name of a Sigstore extension by its last arc, from the certificate profile table.
 fn sigstore_name(arc: u64) -> Option<&'static str> {
@@ -300,7 +291,7 @@ pub fn certificate_facts(
         }
     }
     Ok(CertificateFacts {
-        serial: serial_hex(cert.raw_serial()),
+        serial: Serial::from_be_bytes(cert.raw_serial()).to_string(),
         sha256: hex(&keyless_ca::keys::sha256(der)),
         san,
         extensions,
@@ -367,7 +358,7 @@ pub(crate) fn test_refusal(seq: u64) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::testkit::TestCa;
+    use crate::testkit::TestCa;
 
     /// A record as the first release wrote it, byte for byte.
     const OLD: &str = r#"{"seq":3,"time_ms":1700000000003,"request_id":"req-3","issuer":"https://issuer.example","subject":"user3@example.com","claims_sha256":"00","key_sha256":null,"decision":"rejected","rule":"token","certificate":null,"rejection":{"class":"token","message":"refusal 3"}}"#;
@@ -387,13 +378,13 @@ mod tests {
     fn an_intent_names_the_tbs_hash_of_the_certificate_and_its_log_entry() {
         let ca = TestCa::new("Audit Test CA");
         let leaf = ca.leaf("alice@example.com", "https://issuer.example");
-        let precert_tbs = crate::sync::testkit::tbs(&leaf.precert);
+        let precert_tbs = crate::testkit::tbs(&leaf.precert);
         let intent = Intent::of_tbs(&precert_tbs, "https://ct.example/log").unwrap();
         assert_eq!(
             intent.tbs_sha256,
-            crate::sync::tbs_sha256_of_certificate(&leaf.final_cert).unwrap()
+            crate::tbs::tbs_sha256_of_certificate(&leaf.final_cert).unwrap()
         );
-        assert_eq!(intent.tbs_sha256, crate::sync::tbs_sha256(&leaf.log_tbs).unwrap());
+        assert_eq!(intent.tbs_sha256, crate::tbs::tbs_sha256(&leaf.log_tbs).unwrap());
         assert_eq!(
             Intent::of_tbs(&leaf.log_tbs, "x").unwrap().tbs_sha256,
             intent.tbs_sha256

@@ -23,7 +23,7 @@ fn path(dir: &Path, check: &str) -> PathBuf {
 /// Saves the outcome of `check` (`verify` or `cross-check`).
 pub fn save(dir: &Path, check: &str, ok: bool, lines: Vec<String>) -> Result<(), crate::AuditError> {
     let state = CheckState {
-        time_ms: crate::store::now_ms(),
+        time_ms: crate::now_ms(),
         ok,
         lines,
     };

@@ -12,8 +12,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::AuditError;
+use crate::checkpoint::{Checkpoint, checkpoint_signed_data};
+use crate::files::db_path;
 use crate::record::chain_hash;
-use crate::store::{Checkpoint, checkpoint_signed_data, db_path};
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -222,7 +223,8 @@ pub(crate) fn verify_db(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AuditLog, AuditOptions, public_key_path};
+    use crate::files::public_key_path;
+    use crate::store::{AuditLog, AuditOptions};
 
     fn spki(dir: &Path) -> Vec<u8> {
         let pem = std::fs::read_to_string(public_key_path(dir)).unwrap();

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::cert::{self, Tbs, ext};
+use crate::serial::Serial;
 use crate::signer::Signer;
 
 /// Who the CA certificates name.
@@ -56,9 +57,9 @@ pub fn root_certificate(
         ext::subject_key_identifier(&key_bits),
         ext::authority_key_identifier(&id),
     ];
-    let serial = cert::random_serial()?;
+    let serial = Serial::random()?;
     let tbs = Tbs {
-        serial: &serial,
+        serial: serial.as_bytes(),
         algorithm: root.algorithm(),
         issuer: &name,
         not_before: nb,
@@ -101,9 +102,9 @@ pub fn intermediate_certificate(
         ext::subject_key_identifier(&key_bits),
         ext::authority_key_identifier(&cert::key_identifier(&root_bits)),
     ];
-    let serial = cert::random_serial()?;
+    let serial = Serial::random()?;
     let tbs = Tbs {
-        serial: &serial,
+        serial: serial.as_bytes(),
         algorithm: root.algorithm(),
         issuer: root_cert.subject().as_raw(),
         not_before: nb,

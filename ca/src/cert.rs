@@ -83,17 +83,6 @@ pub(crate) fn key_identifier(key_bits: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// A fresh positive serial of at most 159 bits (20 random bytes, top bit cleared).
-pub(crate) fn random_serial() -> Result<[u8; 20], Error> {
-    let mut s = [0u8; 20];
-    aws_lc_rs::rand::fill(&mut s).map_err(|_| Error::Signer("random number generator failed".into()))?;
-    s[0] &= 0x7f;
-    if s.iter().all(|b| *b == 0) {
-        s[19] = 1;
-    }
-    Ok(s)
-}
-
 /// X.509 extensions used by the leaf and CA profiles.
 pub(crate) mod ext {
     use super::*;

@@ -9,7 +9,9 @@
 //! - [`profile`]: the leaf certificate profile as one table of Sigstore extensions;
 //! - [`pipeline`]: the [`CertificateAuthority`] that checks its chain and signer at start-up and
 //!   issues verified leaves;
-//! - [`ct`]: SCTs, what a CT log signs, and the [`ct::CtLog`] trait log adapters implement;
+//! - [`ct`]: SCTs, what a CT log signs, the TLS encodings both use, and the [`ct::CtLog`] trait log
+//!   adapters implement (the rest of RFC 6962 lives in `keyless-ctlog`'s `wire` module);
+//! - [`serial`]: the [`Serial`] type and its one text form, shared with the issuance record;
 //! - [`signer`]: the [`Signer`] trait that key backends (file, PKCS#11) implement elsewhere;
 //! - [`ceremony`]: root and intermediate certificates for `keyless ca init`.
 //!
@@ -28,6 +30,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod possession;
 pub mod profile;
+pub mod serial;
 pub mod signer;
 pub mod token;
 
@@ -35,5 +38,6 @@ pub use crate::error::{Class, Error};
 pub use crate::identity::{Principal, San};
 pub use crate::pipeline::{CertificateAuthority, Issued, Prepared};
 pub use crate::possession::{KeyRequest, ProvenKey};
+pub use crate::serial::Serial;
 pub use crate::signer::{SignError, SignatureAlgorithm, Signer, SoftwareSigner};
 pub use crate::token::{IssuerKeys, UnverifiedToken, VerifiedToken};

@@ -21,6 +21,7 @@ use crate::policy::Permitted;
 use crate::keys::{PublicKey, signature_oid_hash};
 use crate::possession::ProvenKey;
 use crate::profile;
+use crate::serial::Serial;
 use crate::signer::Signer;
 
 /// A certificate as issued.
@@ -28,8 +29,8 @@ use crate::signer::Signer;
 pub struct Issued {
     /// DER bytes.
     pub der: Vec<u8>,
-    /// Serial number, lower-case hex.
-    pub serial_hex: String,
+    /// Serial number.
+    pub serial: Serial,
     /// Start of validity.
     pub not_before: OffsetDateTime,
     /// End of validity.
@@ -58,8 +59,7 @@ pub fn pem_encode(der: &[u8]) -> String {
 /// A leaf whose every field is fixed but which nobody has signed yet.
 #[derive(Debug)]
 pub struct Prepared {
-    serial: [u8; 20],
-    serial_hex: String,
+    serial: Serial,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     spki: Vec<u8>,
@@ -70,9 +70,9 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Serial number, lower-case hex without leading zeros.
-    pub fn serial_hex(&self) -> &str {
-        &self.serial_hex
+    /// Serial number.
+    pub fn serial(&self) -> &Serial {
+        &self.serial
     }
 
     /// The DER TBSCertificate without CT extensions.
@@ -242,7 +242,7 @@ impl CertificateAuthority {
         {
             return Err(Error::Possession("the proof was made for a different identity".into()));
         }
-        let serial = cert::random_serial()?;
+        let serial = Serial::random()?;
         let secs = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_err(|_| Error::Signer("clock before 1970".into()))?
@@ -257,7 +257,6 @@ impl CertificateAuthority {
             )));
         }
         let mut prepared = Prepared {
-            serial_hex: hex(&serial),
             serial,
             not_before,
             not_after,
@@ -272,7 +271,7 @@ impl CertificateAuthority {
     /// The leaf's TBSCertificate with `extensions` (the prepared ones, plus poison or SCT list).
     fn tbs(&self, leaf: &Prepared, extensions: &[Vec<u8>]) -> Vec<u8> {
         Tbs {
-            serial: &leaf.serial,
+            serial: leaf.serial.as_bytes(),
             algorithm: self.signer.algorithm(),
             issuer: &self.issuer_name,
             not_before: leaf.not_before,
@@ -336,7 +335,7 @@ impl CertificateAuthority {
         };
         Ok(Issued {
             der,
-            serial_hex: prepared.serial_hex,
+            serial: prepared.serial,
             not_before: prepared.not_before,
             not_after: prepared.not_after,
             sct,
@@ -359,12 +358,6 @@ impl CertificateAuthority {
         exts.extend(profile::render(principal.facts()));
         exts
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let t = s.trim_start_matches('0');
-    if t.is_empty() { "0".into() } else { t.to_string() }
 }
 
 /// Splits a PEM chain into DER certificates; anything but CERTIFICATE blocks is refused.

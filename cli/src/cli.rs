@@ -281,22 +281,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     p.token_label,
                     p.module.display()
                 );
-                for k in report.record["keys"].as_array().into_iter().flatten() {
+                for k in &report.record.keys {
                     println!(
                         "{:<8} key:          {} (id {}, {}, sensitive, never extractable)",
-                        k["role"].as_str().unwrap_or(""),
-                        k["label"].as_str().unwrap_or(""),
-                        k["id"].as_str().unwrap_or(""),
-                        k["algorithm"].as_str().unwrap_or("")
+                        k.role, k.label, k.id, k.algorithm
                     );
                 }
                 println!("chain:                 {}", p.chain.display());
-                for c in report.record["certificates"].as_array().into_iter().flatten() {
-                    println!(
-                        "{} SHA-256: {}",
-                        c["role"].as_str().unwrap_or(""),
-                        c["sha256"].as_str().unwrap_or("")
-                    );
+                for c in &report.record.certificates {
+                    println!("{} SHA-256: {}", c.role, c.sha256);
                 }
                 println!("ceremony record:       {}", report.record_path.display());
                 return Ok(());

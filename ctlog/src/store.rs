@@ -3,23 +3,14 @@
 
 use std::path::Path;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use crate::LogError;
 use crate::merkle::Hash;
+use crate::wire::{SignedTreeHead, entry_json_len, write_entry_json};
 
 fn storage(e: rusqlite::Error) -> LogError {
     LogError::Storage(e.to_string())
-}
-
-/// A stored signed tree head.
-pub(crate) struct StoredSth {
-    pub(crate) tree_size: u64,
-    pub(crate) timestamp: u64,
-    pub(crate) root: Hash,
-    pub(crate) signature: Vec<u8>,
 }
 
 /// Opens (creating if needed) the log database for writing, migrating an older schema.
@@ -141,7 +132,7 @@ pub(crate) fn leaf_hashes(conn: &Connection) -> Result<Vec<Hash>, LogError> {
 }
 
 /// Every stored STH, oldest first.
-pub(crate) fn sths(conn: &Connection) -> Result<Vec<StoredSth>, LogError> {
+pub(crate) fn sths(conn: &Connection) -> Result<Vec<SignedTreeHead>, LogError> {
     let mut stmt = conn
         .prepare("SELECT tree_size, timestamp, root, signature FROM sths ORDER BY timestamp")
         .map_err(storage)?;
@@ -161,7 +152,7 @@ pub(crate) fn sths(conn: &Connection) -> Result<Vec<StoredSth>, LogError> {
         let root = root
             .try_into()
             .map_err(|_| LogError::Setup("stored STH has a malformed root".into()))?;
-        out.push(StoredSth {
+        out.push(SignedTreeHead {
             tree_size: size as u64,
             timestamp: ts as u64,
             root,
@@ -266,39 +257,13 @@ pub(crate) fn append(conn: &mut Connection, first_index: u64, batch: &[NewEntry<
 }
 
 /// Records a published STH.
-pub(crate) fn insert_sth(conn: &Connection, sth: &StoredSth) -> Result<(), LogError> {
+pub(crate) fn insert_sth(conn: &Connection, sth: &SignedTreeHead) -> Result<(), LogError> {
     conn.execute(
         "INSERT OR REPLACE INTO sths (tree_size, timestamp, root, signature) VALUES (?1, ?2, ?3, ?4)",
         params![sth.tree_size as i64, sth.timestamp as i64, &sth.root[..], sth.signature],
     )
     .map(|_| ())
     .map_err(storage)
-}
-
-/// Base64 length of `n` bytes.
-fn b64_len(n: usize) -> usize {
-    n.div_ceil(3) * 4
-}
-
-/// Appends `{"leaf_input":"…","extra_data":"…"}` to `out`, encoding `prefix ‖ chain` straight into
-/// it (the concatenation is never built).
-fn write_entry(out: &mut String, leaf_input: &[u8], prefix: &[u8], chain: &[u8]) {
-    use std::io::Write as _;
-    out.push_str("{\"leaf_input\":\"");
-    STANDARD.encode_string(leaf_input, out);
-    out.push_str("\",\"extra_data\":\"");
-    {
-        let mut enc = base64::write::EncoderStringWriter::from_consumer(&mut *out, &STANDARD);
-        // Writing to a String cannot fail.
-        let _ = enc.write_all(prefix).and_then(|_| enc.write_all(chain));
-        enc.into_inner();
-    }
-    out.push_str("\"}");
-}
-
-/// JSON size of one entry written by [`write_entry`].
-fn entry_json_len(leaf_input: usize, extra: usize) -> usize {
-    r#"{"leaf_input":"","extra_data":""}"#.len() + b64_len(leaf_input) + b64_len(extra)
 }
 
 /// The `get-entries` body for entries `[start, end]`, stopping before the entry that would take
@@ -332,7 +297,7 @@ pub(crate) fn entries_json(
         if count > 0 {
             out.push(',');
         }
-        write_entry(&mut out, leaf, prefix, &chain);
+        write_entry_json(&mut out, leaf, prefix, &chain);
         count += 1;
     }
     out.push_str("]}");
@@ -354,7 +319,7 @@ pub(crate) fn entry_json(conn: &Connection, index: u64) -> Result<Option<String>
     let hash = r.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(storage)?;
     let chain = ChainCache::default().get(conn, hash)?;
     let mut out = String::with_capacity(entry_json_len(leaf.len(), prefix.len() + chain.len()));
-    write_entry(&mut out, leaf, prefix, &chain);
+    write_entry_json(&mut out, leaf, prefix, &chain);
     Ok(Some(out))
 }
 

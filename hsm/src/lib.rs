@@ -11,7 +11,10 @@ mod file;
 mod pkcs11;
 
 pub use crate::file::{FileCaReport, init_file_ca, load_file_ca};
-pub use crate::pkcs11::{CeremonyMode, Pkcs11CeremonyReport, Pkcs11Signer, init_pkcs11_ca};
+pub use crate::pkcs11::{
+    CeremonyMode, CeremonyRecord, CertificateRecord, KeyRecord, Pkcs11CeremonyReport, Pkcs11Signer, TokenRecord,
+    init_pkcs11_ca,
+};
 
 /// A key backend failure. Messages name files and rules, never passwords or key bytes.
 #[derive(Debug, thiserror::Error)]

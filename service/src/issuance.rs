@@ -220,7 +220,7 @@ async fn complete(state: &Service, request_id: &str, facts: Facts, prepared: Pre
             }
         }
     }
-    let serial = prepared.serial_hex().to_string();
+    let serial = prepared.serial().to_string();
     let issued = if state.ca.signer_blocks() {
         // An HSM round trip must not stall the async workers: issue on a blocking thread.
         let ca = state.ca.clone();
@@ -272,7 +272,7 @@ async fn complete(state: &Service, request_id: &str, facts: Facts, prepared: Pre
         Some(sct) => (hex(&sct.log_id), sct.timestamp),
         None => ("none (CT disabled)".to_string(), 0),
     };
-    tracing::info!(issuer, kind, subject = %san, serial = %issued.serial_hex, sct_log_id, sct_timestamp, leaf_index = ?issued.leaf_index, "certificate issued");
+    tracing::info!(issuer, kind, subject = %san, serial = %issued.serial, sct_log_id, sct_timestamp, leaf_index = ?issued.leaf_index, "certificate issued");
     crate::count_issued(kind, &issuer);
     let mut chain = vec![issued.pem()];
     chain.extend(state.chain_pem.iter().cloned());

@@ -34,11 +34,12 @@ fn audit(ks: &Keyless, args: &[&str]) -> (i32, String, String) {
 async fn setup() -> (TestIssuer, TestIssuer, Keyless) {
     let email = TestIssuer::start("/email").await;
     let github = TestIssuer::start("/gh").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 200ms}}}}\naudit: {{export: records.jsonl}}\n\
          issuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
         email.url, github.url
-    ));
+    ))
+    .start();
     (email, github, ks)
 }
 
@@ -227,7 +228,11 @@ async fn queries_match_what_was_issued_and_refusals_hold_no_token() {
     // Two issuances (each an intent, then the issued record naming it) and two refusals.
     let kinds: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let count = |d: &str| kinds.iter().filter(|r| r["decision"] == d).count();
-    assert_eq!((count("intent"), count("issued"), count("rejected")), (2, 2, 2), "every decision is exported:\n{export}");
+    assert_eq!(
+        (count("intent"), count("issued"), count("rejected")),
+        (2, 2, 2),
+        "every decision is exported:\n{export}"
+    );
     for issued in kinds.iter().filter(|r| r["decision"] == "issued") {
         let intent = &kinds[issued["intent_seq"].as_u64().expect("issued names its intent") as usize];
         assert_eq!(intent["decision"], "intent");

@@ -13,7 +13,8 @@ use keyless_audit::AuditError;
 use keyless_audit::crosscheck::cross_check;
 use keyless_audit::index::LogIndex;
 use keyless_audit::record::{Decision, Record, certificate_facts};
-use keyless_audit::sync::{sync, tbs_sha256_of_certificate};
+use keyless_audit::sync::sync;
+use keyless_audit::tbs::tbs_sha256_of_certificate;
 use keyless_tests::ct::{self, sth_at_least};
 use keyless_tests::{ClientKey, Keyless, TestIssuer, inspect, openssl};
 use serde_json::json;
@@ -124,7 +125,7 @@ fn log_id(spki: &[u8]) -> [u8; 32] {
 #[tokio::test]
 async fn sync_follows_the_embedded_log_and_indexes_exactly_what_was_issued() {
     let idp = TestIssuer::start("/idp").await;
-    let ks = Keyless::start(&config(&idp));
+    let ks = Keyless::builder(&config(&idp)).start();
     let spki = log_spki(&ks);
     let chain = ca_chain(&ks);
     let audit = tempfile::tempdir().unwrap();
@@ -220,7 +221,10 @@ async fn sync_follows_the_embedded_log_and_indexes_exactly_what_was_issued() {
     // The service's own issuance record and the log agree, down to each leaf index.
     let records = keyless_audit::store::read_records(&ks.dir.path().join("data/audit")).unwrap();
     assert_eq!(records.len(), 10, "an intent and an issued record per certificate");
-    for r in records.iter().filter(|r| r.decision == keyless_audit::record::Decision::Issued) {
+    for r in records
+        .iter()
+        .filter(|r| r.decision == keyless_audit::record::Decision::Issued)
+    {
         let c = r.certificate.as_ref().unwrap();
         assert_eq!(Some(index.find_serial(&c.serial).unwrap()[0].leaf_index), c.leaf_index);
     }
@@ -232,7 +236,7 @@ async fn sync_follows_the_embedded_log_and_indexes_exactly_what_was_issued() {
 #[tokio::test]
 async fn a_log_that_forks_is_caught_and_the_index_stays_at_the_last_good_tree_head() {
     let idp = TestIssuer::start("/idp").await;
-    let a = Keyless::start(&config(&idp));
+    let a = Keyless::builder(&config(&idp)).start();
     // B: its own CA and entries, but the same log key, so its tree heads verify as A's log.
     let dir_b = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir_b.path().join("data/ctlog")).unwrap();
@@ -241,7 +245,7 @@ async fn a_log_that_forks_is_caught_and_the_index_stays_at_the_last_good_tree_he
         dir_b.path().join("data/ctlog/log-key.pem"),
     )
     .unwrap();
-    let b = Keyless::start_in(dir_b, &config(&idp));
+    let b = Keyless::builder(&config(&idp)).dir(dir_b).start();
     let spki = log_spki(&a);
     assert_eq!(log_spki(&b), spki, "both logs sign with one key");
 
@@ -280,7 +284,7 @@ async fn a_log_that_forks_is_caught_and_the_index_stays_at_the_last_good_tree_he
 #[tokio::test]
 async fn a_certificate_signed_with_the_ca_key_outside_the_service_is_unrecorded() {
     let idp = TestIssuer::start("/idp").await;
-    let ks = Keyless::start(&config(&idp));
+    let ks = Keyless::builder(&config(&idp)).start();
     let spki = log_spki(&ks);
     let chain = ca_chain(&ks);
     let legit = issue(&idp, &ks, "legit@example.com").await;
@@ -411,8 +415,8 @@ async fn a_certificate_signed_with_the_ca_key_outside_the_service_is_unrecorded(
 #[tokio::test]
 async fn a_recorded_certificate_the_log_does_not_hold_is_missing() {
     let idp = TestIssuer::start("/idp").await;
-    let a = Keyless::start(&config(&idp));
-    let b = Keyless::start(&config(&idp)); // another CA, another log
+    let a = Keyless::builder(&config(&idp)).start();
+    let b = Keyless::builder(&config(&idp)).start(); // another CA, another log
     let (spki_a, spki_b) = (log_spki(&a), log_spki(&b));
     assert_ne!(spki_a, spki_b);
     let on_a = issue(&idp, &a, "a@example.com").await;

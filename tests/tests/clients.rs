@@ -37,10 +37,10 @@ fn setup() -> Setup {
     let email = MockServerIssuer::start();
     let github = MockServerIssuer::start();
     // `allow_sub_challenge`: `@sigstore/cli` 0.8 signs `sub` for issuers it does not know.
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 300ms}}}}\nissuers:\n  - {{url: \"{}\", type: email, allow_sub_challenge: true}}\n  - {{url: \"{}\", type: github-workflow}}\n",
         email.url, github.url
-    ));
+    )).start();
     // Nothing listens on port 9: the Rekor step is out of this project's scope.
     let (trusted_root, client_config, log_id) = write_trust(&ks, "http://127.0.0.1:9");
     Setup {
@@ -282,10 +282,11 @@ async fn sigstore_python_cli_signs_up_to_the_rekor_step() {
 #[tokio::test]
 async fn oidc_provider_mock_tokens_without_kid_and_with_array_aud() {
     let idp = OidcProviderMock::start().await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let (trusted_root, client_config, log_id) = write_trust(&ks, "http://127.0.0.1:9");
 
     let token = idp.token("dana", "dana@example.com");
@@ -311,10 +312,11 @@ async fn oidc_provider_mock_tokens_without_kid_and_with_array_aud() {
 #[tokio::test]
 async fn clients_refuse_foreign_trust_and_show_the_cas_errors() {
     let s = setup();
-    let other = Keyless::start(&format!(
+    let other = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         s.email.url
-    ));
+    ))
+    .start();
     let (other_root, other_config, _) = write_trust(&other, "http://127.0.0.1:9");
     let token = s.email.mint(&email_claims(&s.email.url, "erin@example.com")).await;
 

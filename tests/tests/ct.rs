@@ -15,7 +15,7 @@ const EMBEDDED: &str = "ct_log: {embedded: {listen: \"127.0.0.1:0\", mmd: 300ms}
 
 async fn setup(ct: &str) -> (TestIssuer, Keyless) {
     let idp = TestIssuer::start("/idp").await;
-    let ks = Keyless::start(&format!("{ct}issuers:\n  - {{url: \"{}\", type: email}}\n", idp.url));
+    let ks = Keyless::builder(&format!("{ct}issuers:\n  - {{url: \"{}\", type: email}}\n", idp.url)).start();
     (idp, ks)
 }
 

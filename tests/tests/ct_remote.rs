@@ -131,13 +131,11 @@ async fn remote_log_failures_fail_closed_and_recover() {
         });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let ks = Keyless::start_in(
-        dir,
-        &format!(
-            "ca:\n  file: {{key: pki/key.pem, chain: pki/chain.pem}}\nct_log: {{url: \"{proxy_url}\", public_key: log-pub.pem, timeout: 500ms, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
+    let yaml = format!(
+        "ca:\n  file: {{key: pki/key.pem, chain: pki/chain.pem}}\nct_log: {{url: \"{proxy_url}\", public_key: log-pub.pem, timeout: 500ms, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
     );
+    let ks = Keyless::builder(&yaml).dir(dir).start();
     assert_eq!(ks.get("/healthz").await.json()["ctLog"], proxy_url.as_str());
     let attempt = |n: usize| {
         let email = format!("remote{n}@example.com");
@@ -192,23 +190,45 @@ async fn remote_log_failures_fail_closed_and_recover() {
     // log sees an abandoned issuance, never "the CA key signed something the service did not issue".
     let sth_deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let sth: Value = reqwest::get(format!("{log_url}/ct/v1/get-sth")).await.unwrap().json().await.unwrap();
+        let sth: Value = reqwest::get(format!("{log_url}/ct/v1/get-sth"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if sth["tree_size"].as_u64() == Some(3) {
             break;
         }
-        assert!(Instant::now() < sth_deadline, "the log publishes its three entries: {sth}");
+        assert!(
+            Instant::now() < sth_deadline,
+            "the log publishes its three entries: {sth}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let d = ks.dir.path();
     let out = run_keyless(
-        &["audit", "sync", "--config", "keyless.yaml", "--log", &log_url, "--log-key", "log-pub.pem", "--quiet"],
+        &[
+            "audit",
+            "sync",
+            "--config",
+            "keyless.yaml",
+            "--log",
+            &log_url,
+            "--log-key",
+            "log-pub.pem",
+            "--quiet",
+        ],
         d,
         &[],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run_keyless(&["audit", "cross-check", "--config", "keyless.yaml"], d, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "an abandoned issuance is not a finding:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "an abandoned issuance is not a finding:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("1 abandoned issuance(s) in the log"), "{text}");
     assert!(text.contains("abandoned (record"), "{text}");
     assert!(!text.contains("did not issue"), "{text}");
@@ -232,13 +252,11 @@ async fn unreachable_remote_log_is_503() {
     use aws_lc_rs::signature::KeyPair;
     let spki = pair.public_key().as_der().unwrap();
     std::fs::write(dir.path().join("log.pem"), pem("PUBLIC KEY", spki.as_ref())).unwrap();
-    let ks = Keyless::start_in(
-        dir,
-        &format!(
-            "metrics_listen: 127.0.0.1:0\nct_log: {{url: \"http://127.0.0.1:9/log\", public_key: log.pem, timeout: 1s, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
+    let yaml = format!(
+        "metrics_listen: 127.0.0.1:0\nct_log: {{url: \"http://127.0.0.1:9/log\", public_key: log.pem, timeout: 1s, attempts: 2}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
     );
+    let ks = Keyless::builder(&yaml).dir(dir).start();
     let k = ClientKey::p256();
     let body = json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("u@example.com"))}, "publicKeyRequest": k.public_key_request("u@example.com")});
     let r = ks.sign_v2(&body, None).await;

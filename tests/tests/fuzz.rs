@@ -361,16 +361,16 @@ fn unlimited() -> SubmissionLimits {
     }
 }
 
-/// The log's signed tree head, checked with the audit sync's own reader and the log's key.
+/// The log's signed tree head, checked with the reader the audit sync uses and the log's key.
 fn verified_sth(
     rt: &tokio::runtime::Runtime,
     router: &axum::Router,
     log: &keyless_ctlog::EmbeddedLog,
-) -> keyless_audit::sync::Sth {
+) -> keyless_ctlog::wire::SignedTreeHead {
     let (status, body) = rt.block_on(call(router, "GET", "/ct/v1/get-sth", vec![]));
     assert_eq!(status, 200);
     let key = PublicKey::from_spki_der(log.public_key_spki()).unwrap();
-    let sth: keyless_audit::sync::SthJson = serde_json::from_slice(&body).unwrap();
+    let sth: keyless_ctlog::wire::GetSthResponse = serde_json::from_slice(&body).unwrap();
     sth.verify(&key, "embedded").expect("the tree head verifies")
 }
 
@@ -411,7 +411,7 @@ fn ct_submission() {
             match status {
                 200 => {
                     accepted = true;
-                    let resp: keyless_ctlog::http::AddChainResponse =
+                    let resp: keyless_ctlog::wire::AddChainResponse =
                         serde_json::from_slice(&body).map_err(|e| format!("{path}: 200 without an SCT: {e}"))?;
                     let sct = resp.to_sct().map_err(|e| format!("{path}: 200 with a bad SCT: {e}"))?;
                     if sct.log_id != log.log_id() {
@@ -498,7 +498,7 @@ fn ct_sct_response() {
         BOUND,
         inputs(seeds, tokens(&["\"sct_version\":", "\"signature\":", "BAMA"])),
         |bytes| {
-            let Ok(resp) = serde_json::from_slice::<keyless_ctlog::http::AddChainResponse>(bytes) else {
+            let Ok(resp) = serde_json::from_slice::<keyless_ctlog::wire::AddChainResponse>(bytes) else {
                 return Ok(false);
             };
             let Ok(sct) = resp.to_sct() else { return Ok(false) };
@@ -511,7 +511,7 @@ fn ct_sct_response() {
             if !same {
                 return Err("the parsed SCT differs from the answer".into());
             }
-            let again = keyless_ctlog::http::AddChainResponse::from_sct(&sct).to_sct();
+            let again = keyless_ctlog::wire::AddChainResponse::from_sct(&sct).to_sct();
             if again.as_ref().ok() != Some(&sct) {
                 return Err(format!("the SCT does not survive re-encoding: {again:?}"));
             }
@@ -520,16 +520,16 @@ fn ct_sct_response() {
     );
 }
 
-/// 8b. `get-sth` answers: the audit sync's `SthJson::verify` with the log's key.
+/// 8b. `get-sth` answers: `GetSthResponse::verify` (what the audit sync reads them with) with the log's key.
 #[test]
 fn ct_sth() {
     let a = log_answers();
     let key = PublicKey::from_spki_der(a.log.public_key_spki()).unwrap();
-    let genuine: Vec<keyless_audit::sync::Sth> = a
+    let genuine: Vec<keyless_ctlog::wire::SignedTreeHead> = a
         .sths
         .iter()
         .map(|b| {
-            serde_json::from_slice::<keyless_audit::sync::SthJson>(b)
+            serde_json::from_slice::<keyless_ctlog::wire::GetSthResponse>(b)
                 .unwrap()
                 .verify(&key, "log")
                 .unwrap()
@@ -544,7 +544,7 @@ fn ct_sth() {
             tokens(&["\"tree_size\":", "\"timestamp\":", "\"sha256_root_hash\":"]),
         ),
         |bytes| {
-            let Ok(j) = serde_json::from_slice::<keyless_audit::sync::SthJson>(bytes) else {
+            let Ok(j) = serde_json::from_slice::<keyless_ctlog::wire::GetSthResponse>(bytes) else {
                 return Ok(false);
             };
             let Ok(sth) = j.verify(&key, "log") else {
@@ -571,7 +571,7 @@ fn ct_entries() {
     let a = log_answers();
     let ca = keyless_audit::sync::IssuingCa::from_chain(&a.pki.ca_chain()).unwrap();
     let log_id = "fuzz-log";
-    let parsed: keyless_audit::sync::EntriesJson = serde_json::from_slice(&a.entries).unwrap();
+    let parsed: keyless_ctlog::wire::GetEntriesResponse = serde_json::from_slice(&a.entries).unwrap();
     let indexed = parsed
         .entries
         .iter()
@@ -590,7 +590,7 @@ fn ct_entries() {
         BOUND,
         inputs(seeds, tokens(&["\"leaf_input\":", "\"extra_data\":", "AAAA"])),
         |bytes| {
-            let Ok(answer) = serde_json::from_slice::<keyless_audit::sync::EntriesJson>(bytes) else {
+            let Ok(answer) = serde_json::from_slice::<keyless_ctlog::wire::GetEntriesResponse>(bytes) else {
                 return Ok(false);
             };
             let mut indexed = false;

@@ -75,10 +75,10 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_and_misplaced_tokens_leave_no_trace() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "log: {{format: json}}\nct_log: disabled\naudit: {{export: export.jsonl}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     legitimate(&ks, &idp, "first@example.com").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let data = ks.dir.path().join("data");
@@ -146,11 +146,11 @@ async fn junk_and_misplaced_tokens_leave_no_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_never_starve_a_legitimate_one() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nlimits: {{max_concurrent_requests: 8, header_read_timeout: 2s, body_timeout: 3s, min_body_rate: 512}}\n\
          issuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     let addr = addr_of(&ks.url);
     let mut silent = Vec::new();
     let mut heads = Vec::new();
@@ -186,11 +186,17 @@ async fn slow_clients_never_starve_a_legitimate_one() {
     }
     // Past the deadlines every attacking connection has been closed by the server.
     for s in silent.iter_mut().chain(heads.iter_mut()) {
-        assert!(closed_within(s, Duration::from_secs(4)).await, "a stalled connection is still open");
+        assert!(
+            closed_within(s, Duration::from_secs(4)).await,
+            "a stalled connection is still open"
+        );
     }
     let mut bodies = trickle.await.unwrap();
     for b in bodies.iter_mut() {
-        assert!(closed_within(b, Duration::from_secs(4)).await, "a trickling body is still open");
+        assert!(
+            closed_within(b, Duration::from_secs(4)).await,
+            "a trickling body is still open"
+        );
     }
     legitimate(&ks, &idp, "after@example.com").await;
 }
@@ -199,10 +205,10 @@ async fn slow_clients_never_starve_a_legitimate_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_floods_are_capped_per_address() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nmetrics_listen: 127.0.0.1:0\nlimits: {{max_connections_per_address: 40}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     let addr = addr_of(&ks.url);
     let mut held = Vec::new();
     for _ in 0..200 {
@@ -214,12 +220,17 @@ async fn connection_floods_are_capped_per_address() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 160, "40 connections admitted from one address, the rest closed at once");
+    assert_eq!(
+        refused, 160,
+        "40 connections admitted from one address, the rest closed at once"
+    );
     legitimate(&ks, &idp, "neighbour@example.com").await;
     let metrics = ks.metrics().await;
     assert!(
-        metrics.lines().any(|l| l
-            == "keyless_connections_refused_total{listener=\"api\",reason=\"max_connections_per_address\"} 160"),
+        metrics
+            .lines()
+            .any(|l| l
+                == "keyless_connections_refused_total{listener=\"api\",reason=\"max_connections_per_address\"} 160"),
         "{metrics}"
     );
 }
@@ -229,10 +240,10 @@ async fn connection_floods_are_capped_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_stream_floods_are_capped() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nlimits: {{max_concurrent_requests: 8, max_h2_streams: 16, body_timeout: 3s}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     let addr = addr_of(&ks.url);
     let mut clients = Vec::new();
     let mut streams = Vec::new();
@@ -278,21 +289,26 @@ async fn h2_stream_floods_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ct_listener_closes_stalled_connections() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "limits: {{header_read_timeout: 1s}}\nct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     let ct = addr_of(ks.ct_url.as_deref().unwrap());
     let mut stalled = Vec::new();
     for _ in 0..100 {
         let mut s = connect_from("127.0.0.5", ct).await.unwrap();
-        s.write_all(b"GET /keyless/ct/v1/get-sth HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /keyless/ct/v1/get-sth HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         stalled.push(s);
     }
     legitimate(&ks, &idp, "ct@example.com").await;
     assert!(ks.ct_get("/ct/v1/get-sth").await["tree_size"].as_u64().is_some());
     for s in stalled.iter_mut() {
-        assert!(closed_within(s, Duration::from_secs(3)).await, "a stalled CT connection is still open");
+        assert!(
+            closed_within(s, Duration::from_secs(3)).await,
+            "a stalled CT connection is still open"
+        );
     }
 }
 
@@ -303,10 +319,11 @@ async fn a_hanging_idp_costs_one_fetch_and_nobody_else_waits() {
     let idp = TestIssuer::start("/email").await;
     let hanging = HangingServer::start().await;
     let stuck = format!("{}/idp", hanging.url);
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{stuck}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let mut claims = idp.email_claims("stuck@example.com");
     claims["iss"] = json!(stuck);
     let body = sign_body(&idp.mint(&claims), &ClientKey::p256(), "stuck@example.com");
@@ -338,20 +355,28 @@ async fn a_hanging_idp_costs_one_fetch_and_nobody_else_waits() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.message().contains(&stuck), "{}", r.body);
     assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
-    assert_eq!(hanging.accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one fetch in all");
+    assert_eq!(
+        hanging.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one fetch in all"
+    );
 }
 
 /// A claim built to make a policy glob backtrack is matched in linear time; the CA keeps answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_glob_bomb_claim_is_matched_in_linear_time() {
     let gh = TestIssuer::start("/gh").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - url: \"{}\"\n    type: github-workflow\n    policy:\n      allow: [{{name: tags, when: {{ref: \"*a*a*a*a*b\"}}}}]\n",
         gh.url
-    ));
+    )).start();
     let mut claims = gh.github_claims();
     claims["ref"] = json!("a".repeat(1500));
-    let body = sign_body(&gh.mint(&claims), &ClientKey::p256(), "repo:octo-org/octo-repo:ref:refs/heads/main");
+    let body = sign_body(
+        &gh.mint(&claims),
+        &ClientKey::p256(),
+        "repo:octo-org/octo-repo:ref:refs/heads/main",
+    );
     let start = Instant::now();
     let r = ks.sign_v2(&body, None).await;
     assert_eq!(r.status, 403, "{}", r.body);
@@ -364,10 +389,11 @@ async fn a_glob_bomb_claim_is_matched_in_linear_time() {
 #[tokio::test]
 async fn uri_identities_that_go_would_refuse_are_refused() {
     let idp = TestIssuer::start("/uri").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: uri, subject_domain: \"http://127.0.0.1\"}}\n",
         idp.url
-    ));
+    ))
+    .start();
     for sub in [
         "http://evil.example\\@127.0.0.1/x",
         "http://evil.example\\127.0.0.1/x",
@@ -386,7 +412,10 @@ async fn uri_identities_that_go_would_refuse_are_refused() {
     let mut claims = idp.email_claims("x@example.com");
     claims["sub"] = json!("http://127.0.0.1/team/a");
     let r = ks
-        .sign_v2(&sign_body(&idp.mint(&claims), &ClientKey::p256(), "http://127.0.0.1/team/a"), None)
+        .sign_v2(
+            &sign_body(&idp.mint(&claims), &ClientKey::p256(), "http://127.0.0.1/team/a"),
+            None,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
@@ -397,10 +426,11 @@ async fn uri_identities_that_go_would_refuse_are_refused() {
 async fn a_reload_during_an_idp_outage_keeps_issuing() {
     let idp = TestIssuer::start("/email").await;
     let other = TestIssuer::start("/other").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let tokens: Vec<String> = (0..3)
         .map(|i| idp.mint(&idp.email_claims(&format!("r{i}@example.com"))))
         .collect();
@@ -427,7 +457,11 @@ async fn a_reload_during_an_idp_outage_keeps_issuing() {
     std::fs::write(&path, format!("{text}  - {{url: \"{}\", type: email}}\n", other.url)).unwrap();
     wait_for("configuration reloaded", 1).await;
     let r = ks.sign_v2(&sign(2), None).await;
-    assert_eq!(r.status, 200, "after the swap the down IdP's cached keys still verify: {}", r.body);
+    assert_eq!(
+        r.status, 200,
+        "after the swap the down IdP's cached keys still verify: {}",
+        r.body
+    );
     assert!(fetches >= 1);
 }
 
@@ -436,10 +470,11 @@ async fn a_reload_during_an_idp_outage_keeps_issuing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_hang_up_raise_no_false_alarm() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 100ms}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let addr = addr_of(&ks.url);
     for i in 0..20 {
         let who = format!("gone{i}@example.com");
@@ -482,7 +517,17 @@ async fn clients_that_hang_up_raise_no_false_alarm() {
     let d = ks.dir.path();
     let log_url = ks.ct_url.clone().unwrap();
     let out = keyless_tests::run_keyless(
-        &["audit", "sync", "--config", "keyless.yaml", "--log", &log_url, "--log-key", "log.pem", "--quiet"],
+        &[
+            "audit",
+            "sync",
+            "--config",
+            "keyless.yaml",
+            "--log",
+            &log_url,
+            "--log-key",
+            "log.pem",
+            "--quiet",
+        ],
         d,
         &[],
     );
@@ -500,13 +545,17 @@ async fn the_embedded_log_deduplicates_validates_and_rations() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 100ms}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let who = "logged@example.com";
     let chain = ks
-        .sign_v2(&sign_body(&idp.mint(&idp.email_claims(who)), &ClientKey::p256(), who), None)
+        .sign_v2(
+            &sign_body(&idp.mint(&idp.email_claims(who)), &ClientKey::p256(), who),
+            None,
+        )
         .await
         .chain();
     let der = |p: &str| {
@@ -567,7 +616,11 @@ async fn the_embedded_log_deduplicates_validates_and_rations() {
     }
     assert!(limited >= 10, "only {limited} of 40 rapid submissions were limited");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ks.ct_get("/ct/v1/get-sth").await["tree_size"], 1, "nothing new was logged");
+    assert_eq!(
+        ks.ct_get("/ct/v1/get-sth").await["tree_size"],
+        1,
+        "nothing new was logged"
+    );
     legitimate(&ks, &idp, "meanwhile@example.com").await;
 }
 
@@ -579,12 +632,20 @@ async fn audit_sync_refuses_an_implausible_log() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", idp.url));
+    let ks = Keyless::builder(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ))
+    .start();
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
     let key = std::sync::Arc::new(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap());
     let spki = aws_lc_rs::encoding::AsDer::as_der(key.public_key()).unwrap();
-    std::fs::write(ks.dir.path().join("hostile.pem"), keyless_tests::pem("PUBLIC KEY", spki.as_ref())).unwrap();
+    std::fs::write(
+        ks.dir.path().join("hostile.pem"),
+        keyless_tests::pem("PUBLIC KEY", spki.as_ref()),
+    )
+    .unwrap();
     let size: u64 = 1 << 40;
     let sth = {
         let key = key.clone();
@@ -625,7 +686,17 @@ async fn audit_sync_refuses_an_implausible_log() {
         let dir = ks.dir.path().to_path_buf();
         move || {
             keyless_tests::run_keyless(
-                &["audit", "sync", "--config", "keyless.yaml", "--log", &url, "--log-key", "hostile.pem", "--quiet"],
+                &[
+                    "audit",
+                    "sync",
+                    "--config",
+                    "keyless.yaml",
+                    "--log",
+                    &url,
+                    "--log-key",
+                    "hostile.pem",
+                    "--quiet",
+                ],
                 &dir,
                 &[],
             )
@@ -636,8 +707,14 @@ async fn audit_sync_refuses_an_implausible_log() {
     assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("1099511627776"), "the refusal names the claimed size: {err}");
-    assert!(requests.load(std::sync::atomic::Ordering::SeqCst) <= 2, "at most a look at entry 0");
+    assert!(
+        err.contains("1099511627776"),
+        "the refusal names the claimed size: {err}"
+    );
+    assert!(
+        requests.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "at most a look at entry 0"
+    );
 }
 
 /// A flood of refusals is recorded best effort: beyond the bounded queue refusals are dropped
@@ -645,10 +722,10 @@ async fn audit_sync_refuses_an_implausible_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_flood_never_slows_issuance() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nmetrics_listen: 127.0.0.1:0\naudit: {{refusal_queue: 16}}\nrate_limits: {{per_identity: off}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     let flood = {
         let url = ks.url.clone();
         tokio::spawn(async move {
@@ -678,7 +755,10 @@ async fn a_refusal_flood_never_slows_issuance() {
         worst = worst.max(legitimate(&ks, &idp, &format!("busy{i}@example.com")).await);
     }
     flood.await.unwrap();
-    assert!(worst < Duration::from_secs(1), "issuance took {worst:?} during the flood");
+    assert!(
+        worst < Duration::from_secs(1),
+        "issuance took {worst:?} during the flood"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let metrics = ks.metrics().await;
     let dropped: usize = metrics
@@ -692,7 +772,11 @@ async fn a_refusal_flood_never_slows_issuance() {
     let rejected = records.len() - issued;
     // Every refusal is accounted for: recorded, or dropped and counted.
     assert_eq!(rejected + dropped, 16 * 200, "{rejected} recorded, {dropped} dropped");
-    assert!(ks.log().len() < 512 * 1024, "the log stays bounded: {} bytes", ks.log().len());
+    assert!(
+        ks.log().len() < 512 * 1024,
+        "the log stays bounded: {} bytes",
+        ks.log().len()
+    );
 }
 
 /// A small filesystem mounted for the data directory; unmounted when dropped.
@@ -737,10 +821,12 @@ async fn a_full_disk_fails_closed_and_recovers() {
             return;
         }
     };
-    let ks = Keyless::start_in(
-        dir,
-        &format!("ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n", idp.url),
-    );
+    let ks = Keyless::builder(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ))
+    .dir(dir)
+    .start();
     legitimate(&ks, &idp, "before@example.com").await;
     // Fill the disk.
     let filler = data.join("filler");
@@ -755,7 +841,10 @@ async fn a_full_disk_fails_closed_and_recovers() {
     for i in 0..20 {
         let who = format!("full{i}@example.com");
         let r = ks
-            .sign_v2(&sign_body(&idp.mint(&idp.email_claims(&who)), &ClientKey::p256(), &who), None)
+            .sign_v2(
+                &sign_body(&idp.mint(&idp.email_claims(&who)), &ClientKey::p256(), &who),
+                None,
+            )
             .await;
         if r.status != 200 {
             refused = Some(r);
@@ -774,7 +863,10 @@ async fn a_full_disk_fails_closed_and_recovers() {
     loop {
         let who = "after@example.com";
         let r = ks
-            .sign_v2(&sign_body(&idp.mint(&idp.email_claims(who)), &ClientKey::p256(), who), None)
+            .sign_v2(
+                &sign_body(&idp.mint(&idp.email_claims(who)), &ClientKey::p256(), who),
+                None,
+            )
             .await;
         if r.status == 200 {
             break;
@@ -786,7 +878,12 @@ async fn a_full_disk_fails_closed_and_recovers() {
     assert!(log.contains("issuance record"), "the outage is logged:\n{log}");
     // The record came through the outage intact.
     let out = keyless_tests::run_keyless(&["audit", "verify", "--config", "keyless.yaml"], ks.dir.path(), &[]);
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Detach the small disk first so the temporary directory can be removed after it.
     drop(disk);
     drop(ks);
@@ -810,9 +907,27 @@ impl Rng {
 /// Mutations of a valid input: truncation, byte flips, splices of hostile fragments, repetition.
 fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
     const FRAGMENTS: &[&[u8]] = &[
-        b"\"", b"\\", b"\\u0000", b"{", b"[", b"]", b"}", b",", b":", b"null", b"1e999999", b"-0",
-        b"\"eyJhbGciOiJub25lIn0.e30.\"", b"\xff\xfe", b"\x00", b"%", b"..", b"=", b"-----BEGIN",
-        b"18446744073709551616", b"true",
+        b"\"",
+        b"\\",
+        b"\\u0000",
+        b"{",
+        b"[",
+        b"]",
+        b"}",
+        b",",
+        b":",
+        b"null",
+        b"1e999999",
+        b"-0",
+        b"\"eyJhbGciOiJub25lIn0.e30.\"",
+        b"\xff\xfe",
+        b"\x00",
+        b"%",
+        b"..",
+        b"=",
+        b"-----BEGIN",
+        b"18446744073709551616",
+        b"true",
     ];
     let mut out = valid.to_vec();
     for _ in 0..=rng.below(4) {
@@ -851,11 +966,12 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_inputs_get_bounded_answers() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\", submissions: {{per_address: off, total: off}}}}}}\n\
          rate_limits: {{per_identity: off}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let key = ClientKey::p256();
     let who = "valid@example.com";
     let valid = sign_body(&idp.mint(&idp.email_claims(who)), &key, who).to_string();
@@ -884,14 +1000,21 @@ async fn malformed_inputs_get_bounded_answers() {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        assert!(start.elapsed() < Duration::from_secs(2), "input {i} took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "input {i} took {:?}",
+            start.elapsed()
+        );
         assert!(text.len() < 4096, "input {i}: a {}-byte answer", text.len());
         match status {
             // A mutation that left the request valid (whitespace, a flipped bit in an ignored
             // field) may issue; a CT resubmission of a valid chain is deduplicated.
             200 => issued += 1,
             400..=499 => {}
-            other => panic!("input {i} ({url}) got {other}: {text}\n{}", String::from_utf8_lossy(&body)),
+            other => panic!(
+                "input {i} ({url}) got {other}: {text}\n{}",
+                String::from_utf8_lossy(&body)
+            ),
         }
     }
     assert!(issued < 60, "{issued} of 600 mutated inputs were accepted");

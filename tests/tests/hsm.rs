@@ -195,13 +195,12 @@ async fn token_fault_under_load_is_503_and_fails_fast() {
     use std::time::{Duration, Instant};
 
     let idp = TestIssuer::start("/idp").await;
-    let ks = Keyless::start_with_backend(
-        Backend::softhsm(),
-        &format!(
-            "metrics_listen: 127.0.0.1:0\nct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
-    );
+    let ks = Keyless::builder(&format!(
+        "metrics_listen: 127.0.0.1:0\nct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ))
+    .backend(Backend::softhsm())
+    .start();
     let tokens_dir = ks.hsm.as_ref().unwrap().dir.path().join("tokens");
     let token = std::fs::read_dir(&tokens_dir).unwrap().next().unwrap().unwrap().path();
     let body = |n: usize| {
@@ -270,14 +269,13 @@ async fn sessions_logged_out_under_load_recover_without_restart() {
     use std::time::Duration;
 
     let idp = TestIssuer::start("/idp").await;
-    let ks = Keyless::start_with_backend_env(
-        Backend::softhsm(),
-        &format!(
-            "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
-        &[("KEYLESS_INSECURE_TEST_HOOKS", "1")],
-    );
+    let ks = Keyless::builder(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ))
+    .backend(Backend::softhsm())
+    .env("KEYLESS_INSECURE_TEST_HOOKS", "1")
+    .start();
     let body = |n: usize| {
         let email = format!("s{n}@example.com");
         let key = ClientKey::p256();
@@ -411,7 +409,7 @@ async fn offline_root_in_a_separate_token() {
 
     // The CA starts from the online token (its start-up checks the chain against the key).
     let config = std::fs::read_to_string(d.join("keyless.yaml")).unwrap();
-    let ks = Keyless::start_full(dir, &config, env(&hsm));
+    let ks = Keyless::builder(&config).dir(dir).envs(env(&hsm)).start();
     assert!(ks.healthy().await);
     let bundle = ks.get("/api/v2/trustBundle").await.json();
     assert_eq!(bundle["chains"][0]["certificates"].as_array().unwrap().len(), 2);
@@ -441,7 +439,7 @@ async fn ct_log_key_in_the_same_token() {
         .expect("log key in the token");
     assert!(block.contains("never extractable"), "{block}");
 
-    let ks = Keyless::start_full(dir, &config, env(&hsm));
+    let ks = Keyless::builder(&config).dir(dir).envs(env(&hsm)).start();
     let spki = base64::engine::general_purpose::STANDARD
         .decode(
             ks.trusted_root()["ctlogs"][0]["publicKey"]["rawBytes"]

@@ -39,13 +39,11 @@ on_both_backends!(
 async fn setup(backend: Backend) -> Setup {
     let email = TestIssuer::start("/email").await;
     let github = TestIssuer::start("/gh").await;
-    let keyless = Keyless::start_with_backend(
-        backend,
-        &format!(
-            "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
-            email.url, github.url
-        ),
+    let yaml = format!(
+        "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
+        email.url, github.url
     );
+    let keyless = Keyless::builder(&yaml).backend(backend).start();
     Setup { email, github, keyless }
 }
 

@@ -9,10 +9,10 @@ use serde_json::json;
 async fn self_managed_gitlab_and_username() {
     let gitlab = TestIssuer::start("/gitlab").await;
     let users = TestIssuer::start("/users").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: gitlab-pipeline}}\n  - {{url: \"{}\", type: username, subject_domain: \"127.0.0.1\"}}\n",
         gitlab.url, users.url
-    ));
+    )).start();
     let base = gitlab.url.trim_end_matches("/gitlab").to_string();
     let mut c = gitlab.email_claims("unused@example.com");
     let o = c.as_object_mut().unwrap();
@@ -85,7 +85,8 @@ async fn self_managed_gitlab_and_username() {
 async fn meta_issuer_wildcards() {
     let a = TestIssuer::start("/tenant-a").await;
     let nested = TestIssuer::start("/tenant-b/extra").await;
-    let ks = Keyless::start("ct_log: disabled\nissuers:\n  - {url: \"http://127.0.0.1:*/tenant-*\", type: email}\n");
+    let ks = Keyless::builder("ct_log: disabled\nissuers:\n  - {url: \"http://127.0.0.1:*/tenant-*\", type: email}\n")
+        .start();
     let key = ClientKey::p256();
     let body = |idp: &TestIssuer| {
         json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("m@example.com"))},
@@ -111,7 +112,7 @@ async fn meta_issuer_wildcards() {
 #[tokio::test]
 async fn claim_policy_allow_and_deny() {
     let gh = TestIssuer::start("/gh").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         r#"ct_log: disabled
 issuers:
   - url: "{}"
@@ -131,7 +132,8 @@ issuers:
             ref: {{equals: refs/heads/main}}
 "#,
         gh.url
-    ));
+    ))
+    .start();
     let key = ClientKey::p256();
     let send = |claims: serde_json::Value| {
         let sub = claims["sub"].as_str().unwrap().to_string();
@@ -191,10 +193,10 @@ issuers:
 #[tokio::test]
 async fn per_issuer_audiences_algorithms_and_token_age() {
     let idp = TestIssuer::start("/idp").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email, audiences: [fleet-ci], algorithms: [RS256], max_token_age: 5m}}\n",
         idp.url
-    ));
+    )).start();
     let key = ClientKey::p256();
     let send = |token: String| {
         let body = json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request("o@example.com")});
@@ -316,7 +318,7 @@ async fn live_reload_under_load() {
         "ct_log: disabled\nmetrics_listen: 127.0.0.1:0\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         a.url
     );
-    let ks = Keyless::start(&only_a);
+    let ks = Keyless::builder(&only_a).start();
     let config_path = ks.dir.path().join("keyless.yaml");
     let original = std::fs::read_to_string(&config_path).unwrap();
 
@@ -432,7 +434,7 @@ async fn live_reload_under_load() {
 /// issuer set (loaded from Keyless CA's copy of Fulcio's file, templates included).
 #[tokio::test]
 async fn default_issuers_are_the_public_good_set() {
-    let ks = Keyless::start("ct_log: disabled\n");
+    let ks = Keyless::builder("ct_log: disabled\n").start();
     let conf = ks.get("/api/v2/configuration").await.json();
     let issuers = conf["issuers"].as_array().unwrap();
     let gh = issuers
@@ -473,13 +475,11 @@ async fn golden_certificates_for_every_kind() {
         ),
     )
     .unwrap();
-    let ks = Keyless::start_in(
-        dir,
-        &format!(
-            "ct_log: disabled\nissuers_file: fulcio.yaml\nissuers:\n  - {{url: \"{}\", type: buildkite-job}}\n  - {{url: \"{}\", type: codefresh-workflow}}\n  - {{url: \"{}\", type: chainguard-identity}}\n  - {{url: \"{}\", type: kubernetes}}\n  - {{url: \"{}\", type: spiffe, spiffe_trust_domain: example.org}}\n  - {{url: \"{}\", type: uri, subject_domain: \"http://127.0.0.1\"}}\n",
-            idps[0].url, idps[1].url, idps[2].url, idps[3].url, idps[4].url, idps[5].url
-        ),
+    let yaml = format!(
+        "ct_log: disabled\nissuers_file: fulcio.yaml\nissuers:\n  - {{url: \"{}\", type: buildkite-job}}\n  - {{url: \"{}\", type: codefresh-workflow}}\n  - {{url: \"{}\", type: chainguard-identity}}\n  - {{url: \"{}\", type: kubernetes}}\n  - {{url: \"{}\", type: spiffe, spiffe_trust_domain: example.org}}\n  - {{url: \"{}\", type: uri, subject_domain: \"http://127.0.0.1\"}}\n",
+        idps[0].url, idps[1].url, idps[2].url, idps[3].url, idps[4].url, idps[5].url
     );
+    let ks = Keyless::builder(&yaml).dir(dir).start();
     let base = |i: usize| {
         let mut c = idps[i].email_claims("x@example.com");
         let o = c.as_object_mut().unwrap();
@@ -608,13 +608,12 @@ async fn issuer_behind_a_private_ca() {
     let (idp, ca_pem) = keyless_tests::TestIssuer::start_tls("/private").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("idp-ca.pem"), &ca_pem).unwrap();
-    let ks = Keyless::start_in(
-        dir,
-        &format!(
-            "ct_log: disabled\nissuers:\n  - {{url: \"{u}\", type: email, ca_cert: idp-ca.pem}}\n",
-            u = idp.url
-        ),
-    );
+    let ks = Keyless::builder(&format!(
+        "ct_log: disabled\nissuers:\n  - {{url: \"{u}\", type: email, ca_cert: idp-ca.pem}}\n",
+        u = idp.url
+    ))
+    .dir(dir)
+    .start();
     let key = ClientKey::p256();
     let body = json!({"credentials": {"oidcIdentityToken": idp.mint(&idp.email_claims("p@example.com"))},
                       "publicKeyRequest": key.public_key_request("p@example.com")});
@@ -622,10 +621,11 @@ async fn issuer_behind_a_private_ca() {
     assert_eq!(inspect::san(&inspect::parse(&chain[0])).1, "email:p@example.com");
     assert!(idp.url.starts_with("https://127.0.0.1:"));
     // The same IdP without its CA bundle cannot be reached (the system roots do not trust it).
-    let without = Keyless::start(&format!(
+    let without = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let r = without.sign_v2(&body, None).await;
     assert_eq!(r.status, 503, "{}", r.body);
 }

@@ -35,12 +35,13 @@ fn sample(all: &HashMap<String, f64>, key: &str) -> f64 {
 async fn metrics_count_exactly_the_mix_of_requests() {
     let email = TestIssuer::start("/email").await;
     let github = TestIssuer::start("/gh").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "metrics_listen: 127.0.0.1:0\nct_log: {{embedded: {{listen: \"127.0.0.1:0\", mmd: 200ms}}}}\n\
          rate_limits: {{per_identity: {{rate: 1/min, burst: 2}}}}\n\
          issuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{}\", type: github-workflow}}\n",
         email.url, github.url
-    ));
+    ))
+    .start();
     let ok = |r: &keyless_tests::Reply| assert_eq!(r.status, 200, "{}", r.body);
     // Four certificates: alice twice, bob, one workflow.
     for who in ["alice@example.com", "alice@example.com", "bob@example.com"] {
@@ -139,10 +140,10 @@ async fn metrics_count_exactly_the_mix_of_requests() {
 async fn rate_limits_throttle_one_identity_not_its_neighbours() {
     let email = TestIssuer::start("/email").await;
     let github = TestIssuer::start("/gh").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nrate_limits: {{per_identity: {{rate: 60/min, burst: 3}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n  - url: \"{}\"\n    type: github-workflow\n    rate_limits: {{per_identity: off, per_issuer: {{rate: 1/h, burst: 2}}}}\n",
         email.url, github.url
-    ));
+    )).start();
     let sign = |who: &str| sign_body(&email.mint(&email.email_claims(who)), &ClientKey::p256(), who);
     for _ in 0..3 {
         assert_eq!(ks.sign_v2(&sign("alice@example.com"), None).await.status, 200);
@@ -205,14 +206,13 @@ async fn overload_is_shed_fast_with_bounded_memory() {
     let log = HangingServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     throwaway_log_key(&dir.path().join("log.pem"));
-    let ks = Keyless::start_in(
-        dir,
-        &format!(
-            "ct_log: {{url: \"{}/log\", public_key: log.pem, timeout: 20s, attempts: 1}}\n\
+    let ks = Keyless::builder(&format!(
+        "ct_log: {{url: \"{}/log\", public_key: log.pem, timeout: 20s, attempts: 1}}\n\
              limits: {{max_concurrent_requests: 4, request_timeout: 3s}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            log.url, idp.url
-        ),
-    );
+        log.url, idp.url
+    ))
+    .dir(dir)
+    .start();
     let stalled_body = sign_body(
         &idp.mint(&idp.email_claims("stalled@example.com")),
         &ClientKey::p256(),
@@ -300,7 +300,9 @@ async fn overload_is_shed_fast_with_bounded_memory() {
         assert_eq!(s.await.unwrap().status(), 503);
     }
     // Capacity is back: a request is decided again (refused for its token, not shed).
-    let r = ks.sign_v2(&sign_body("not-a-token", &ClientKey::p256(), "x@example.com"), None).await;
+    let r = ks
+        .sign_v2(&sign_body("not-a-token", &ClientKey::p256(), "x@example.com"), None)
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
     let m = ks.log();
     assert!(!m.contains("panicked"), "{m}");
@@ -309,13 +311,11 @@ async fn overload_is_shed_fast_with_bounded_memory() {
 #[tokio::test]
 async fn request_ids_json_logs_and_no_secrets_in_them() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start_with_backend(
-        Backend::softhsm(),
-        &format!(
-            "log: {{format: json}}\nct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
+    let yaml = format!(
+        "log: {{format: json}}\nct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
     );
+    let ks = Keyless::builder(&yaml).backend(Backend::softhsm()).start();
     let http = reqwest::Client::new();
     let mut secrets: Vec<String> = vec![HSM_PIN.to_string()];
 
@@ -423,10 +423,10 @@ async fn request_ids_json_logs_and_no_secrets_in_them() {
 async fn readiness_reports_each_dependency() {
     let idp = TestIssuer::start("/email").await;
     let dead_issuer = "http://127.0.0.1:9/idp";
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\nissuers:\n  - {{url: \"{}\", type: email}}\n  - {{url: \"{dead_issuer}\", type: email}}\n",
         idp.url
-    ));
+    )).start();
     let r = ks.get("/readyz").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
@@ -464,19 +464,23 @@ async fn readiness_reports_each_dependency() {
         dir.path(),
     );
     openssl(&["ec", "-in", "log.key", "-pubout", "-out", "log.pem"], dir.path());
-    let ks = Keyless::start_full(
-        dir,
-        &format!(
-            "health: {{token: env:KEYLESS_HEALTH_TOKEN}}\n\
+    let yaml = format!(
+        "health: {{token: env:KEYLESS_HEALTH_TOKEN}}\n\
              ct_log: {{url: \"http://127.0.0.1:9/log\", public_key: log.pem, timeout: 500ms, attempts: 1}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
-        vec![("KEYLESS_HEALTH_TOKEN".into(), "probe-secret-7".into())],
+        idp.url
     );
+    let ks = Keyless::builder(&yaml)
+        .dir(dir)
+        .env("KEYLESS_HEALTH_TOKEN", "probe-secret-7")
+        .start();
     let r = ks.get("/readyz").await;
     assert_eq!(r.status, 503, "{}", r.body);
     let v = r.json();
-    assert_eq!((v["ready"].clone(), v["ctLog"].clone()), (json!(false), json!("unavailable")), "{v}");
+    assert_eq!(
+        (v["ready"].clone(), v["ctLog"].clone()),
+        (json!(false), json!("unavailable")),
+        "{v}"
+    );
     assert!(!r.body.contains("127.0.0.1:9"), "{}", r.body);
     assert_eq!(v["signer"], "ok");
     // With the token, the cause.
@@ -495,17 +499,21 @@ async fn readiness_reports_each_dependency() {
         .send()
         .await
         .unwrap();
-    assert!(!wrong.text().await.unwrap().contains("127.0.0.1:9"), "a wrong token learns nothing");
+    assert!(
+        !wrong.text().await.unwrap().contains("127.0.0.1:9"),
+        "a wrong token learns nothing"
+    );
     assert_eq!(ks.get("/healthz").await.status, 200);
 }
 
 #[tokio::test]
 async fn cors_header_limit_and_methods() {
     let idp = TestIssuer::start("/email").await;
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nlimits: {{max_header_bytes: 4096}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let http = reqwest::Client::new();
     // A browser preflight for a JSON POST is allowed from any origin ...
     let r = http
@@ -562,13 +570,12 @@ async fn tls_is_served_and_a_rotated_certificate_is_picked_up() {
     let first = TestTls::new("Keyless Test TLS CA 1");
     std::fs::write(dir.path().join("tls.crt"), &first.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &first.key_pem).unwrap();
-    let ks = Keyless::start_in(
-        dir,
-        &format!(
-            "tls: {{cert: tls.crt, key: tls.key}}\nct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
-            idp.url
-        ),
-    );
+    let ks = Keyless::builder(&format!(
+        "tls: {{cert: tls.crt, key: tls.key}}\nct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    ))
+    .dir(dir)
+    .start();
     assert!(ks.url.starts_with("https://127.0.0.1:"), "{}", ks.url);
     let old_client = https_client(&first.ca_pem);
     let r = old_client.get(format!("{}/healthz", ks.url)).send().await.unwrap();

@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 
 async fn setup() -> (TestIssuer, Keyless) {
     let issuer = TestIssuer::start("/idp").await;
-    let keyless = Keyless::start(&format!(
+    let keyless = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
         issuer.url
-    ));
+    ))
+    .start();
     (issuer, keyless)
 }
 
@@ -361,10 +362,11 @@ async fn unreachable_issuer_is_503_and_does_not_affect_others() {
     let idp = TestIssuer::start("/up").await;
     // Port 9 on loopback: nothing listens, so the connection is refused at once.
     let down = "http://127.0.0.1:9/down";
-    let ks = Keyless::start(&format!(
+    let ks = Keyless::builder(&format!(
         "ct_log: disabled\nissuers:\n  - {{url: \"{down}\", type: email}}\n  - {{url: \"{}\", type: email}}\n",
         idp.url
-    ));
+    ))
+    .start();
     let key = ClientKey::p256();
     let mut claims = idp.email_claims("x@example.com");
     claims["iss"] = json!(down);

@@ -43,7 +43,9 @@ async fn fulcio_issuer_file_is_accepted_unchanged() {
     let fulcio =
         json!({"OIDCIssuers": {idp.url.clone(): {"IssuerURL": idp.url, "ClientID": "sigstore", "Type": "email"}}});
     std::fs::write(dir.path().join("fulcio-config.json"), fulcio.to_string()).unwrap();
-    let ks = Keyless::start_in(dir, "ct_log: disabled\nissuers_file: fulcio-config.json\n");
+    let ks = Keyless::builder("ct_log: disabled\nissuers_file: fulcio-config.json\n")
+        .dir(dir)
+        .start();
     let key = ClientKey::p256();
     let token = idp.mint(&idp.email_claims("fed@example.com"));
     let body = json!({"credentials": {"oidcIdentityToken": token}, "publicKeyRequest": key.public_key_request("fed@example.com")});

@@ -9,11 +9,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use keyless_ca::Serial;
 use keyless_ctlog::merkle::Hash;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::AuditError;
 use crate::record::Extension;
+
+mod commit;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use self::commit::Commit;
 
 /// The index database file.
 pub fn index_path(audit_dir: &Path) -> PathBuf {
@@ -75,14 +82,14 @@ pub struct IndexedCert {
     pub entry_type: String,
     /// The entry's timestamp (ms), from the leaf.
     pub timestamp: u64,
-    /// Serial, as [`crate::record::serial_hex`].
+    /// Serial, as [`keyless_ca::Serial`] shows it.
     pub serial: String,
     /// SAN, as [`crate::record::san_text`].
     pub san: String,
     /// The OIDC issuer: extension 1.8, else 1.1, else empty.
     pub issuer: String,
     /// Hex SHA-256 of the TBS without the CT poison and SCT-list extensions (see
-    /// [`crate::sync::tbs_sha256_of_certificate`]): a precertificate entry and the final
+    /// [`crate::tbs::tbs_sha256_of_certificate`]): a precertificate entry and the final
     /// certificate issued from it have the same value.
     pub tbs_sha256: String,
     /// Every extension, decoded (the SAN's value is the SAN text, as in the record).
@@ -193,49 +200,6 @@ fn sth_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VerifiedSth> {
 
 const STH_COLUMNS: &str = "log_id, url, tree_size, root, timestamp, verified_at, signed_size";
 
-/// A serial as the index stores it: lower-case hex, no `0x`, colons or leading zeros.
-fn normalize_serial(serial: &str) -> String {
-    let s = serial.trim().to_ascii_lowercase().replace(':', "");
-    let s = s.strip_prefix("0x").unwrap_or(&s);
-    let t = s.trim_start_matches('0');
-    if t.is_empty() { "0".into() } else { t.to_string() }
-}
-
-fn check_ca(conn: &Connection, ca_key_sha256: &str, path: &Path) -> Result<(), AuditError> {
-    let bound: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'ca_key_sha256'", [], |r| r.get(0))
-        .optional()
-        .map_err(storage)?;
-    match bound {
-        Some(b) if b != ca_key_sha256 => Err(AuditError::Setup(format!(
-            "the CT index in {} was built for the issuing CA key {b}, not {ca_key_sha256}: use another audit directory for another CA",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// What a sync commits in one transaction (one chunk).
-pub(crate) struct Commit<'a> {
-    /// Hex SHA-256 of the issuing CA's SPKI the entries were matched against.
-    pub(crate) ca_key_sha256: &'a str,
-    /// The verified prefix the chunk started from (must still be the stored one).
-    pub(crate) previous: Option<&'a VerifiedSth>,
-    /// The newly verified prefix.
-    pub(crate) sth: &'a VerifiedSth,
-    /// The signature of the tree head `sth.timestamp` belongs to (TLS `DigitallySigned`);
-    /// empty when no signed tree head is complete yet.
-    pub(crate) signature: &'a [u8],
-    /// The latest signed tree head verified; `None`: the prefix itself is one.
-    pub(crate) signed: Option<&'a SignedHead>,
-    /// The compact frontier of the new prefix.
-    pub(crate) frontier: Option<&'a [Hash]>,
-    /// Leaf hashes from `previous.tree_size` on.
-    pub(crate) leaves: &'a [Hash],
-    /// The new entries that chain to this CA.
-    pub(crate) certificates: &'a [IndexedCert],
-}
-
 impl LogIndex {
     /// Opens the index in `audit_dir`, creating the directory and the database on first use.
     pub fn open(audit_dir: &Path) -> Result<LogIndex, AuditError> {
@@ -293,9 +257,14 @@ impl LogIndex {
         )
     }
 
-    /// The entries with this serial (hex; case, `0x`, colons and leading zeros do not matter).
+    /// The entries with this serial (hex as [`Serial::parse_hex`] reads it: case, `0x`, colons
+    /// and leading zeros do not matter; text that is not hex matches nothing).
     pub fn find_serial(&self, serial: &str) -> Result<Vec<IndexedCert>, AuditError> {
-        let serial = normalize_serial(serial);
+        let Some(serial) = Serial::parse_hex(serial) else {
+            return Ok(Vec::new());
+        };
+        // Stored as `Serial` shows it, so one text comparison finds it.
+        let serial = serial.to_string();
         self.read_certs(
             &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1 ORDER BY log_id, leaf_index"),
             &[&serial],
@@ -397,7 +366,7 @@ impl LogIndex {
                 "the stored {what} of log {log_id} is malformed: the index was damaged"
             ))
         };
-        let prefix_root = crate::sync::unhex32(&prefix.root).ok_or_else(|| damaged("root"))?;
+        let prefix_root = crate::hex::unhex32(&prefix.root).ok_or_else(|| damaged("root"))?;
         let signed = match s_root {
             None => SignedHead {
                 tree_size: prefix.tree_size,
@@ -430,276 +399,5 @@ impl LogIndex {
             signed,
             frontier,
         }))
-    }
-
-    /// The index belongs to one issuing CA (hex SHA-256 of its SPKI), bound by the first commit;
-    /// a different CA is refused, so "chains to this CA" keeps one meaning.
-    pub(crate) fn check_ca(&self, ca_key_sha256: &str) -> Result<(), AuditError> {
-        check_ca(&self.conn(), ca_key_sha256, &self.path)
-    }
-
-    /// Stores what a sync verified, all or nothing. Fails (storing nothing) if another sync of
-    /// the same log committed in the meantime.
-    pub(crate) fn commit(&self, c: Commit<'_>) -> Result<(), AuditError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(storage)?;
-        check_ca(&tx, c.ca_key_sha256, &self.path)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('ca_key_sha256', ?1)",
-            [c.ca_key_sha256],
-        )
-        .map_err(storage)?;
-        let log_id = c.sth.log_id.as_str();
-        let current: Option<(i64, String)> = tx
-            .query_row("SELECT tree_size, root FROM logs WHERE log_id = ?1", [log_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(storage)?;
-        let expected = c.previous.map(|p| (p.tree_size as i64, p.root.clone()));
-        if current != expected {
-            return Err(AuditError::Storage(format!(
-                "another sync of log {log_id} finished first; run the sync again"
-            )));
-        }
-        let first = c.previous.map_or(0, |p| p.tree_size);
-        let stored: i64 = tx
-            .query_row("SELECT COUNT(*) FROM leaves WHERE log_id = ?1", [log_id], |r| r.get(0))
-            .map_err(storage)?;
-        if stored as u64 != first {
-            return Err(storage(format!(
-                "the index holds {stored} leaves of log {log_id} but its tree head covers {first}: it was damaged"
-            )));
-        }
-        {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO leaves (log_id, leaf_index, hash) VALUES (?1, ?2, ?3)")
-                .map_err(storage)?;
-            for (i, h) in c.leaves.iter().enumerate() {
-                insert
-                    .execute(params![log_id, (first + i as u64) as i64, h.as_slice()])
-                    .map_err(storage)?;
-            }
-            let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO certificates ({CERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ))
-                .map_err(storage)?;
-            for cert in c.certificates {
-                let extensions = serde_json::to_string(&cert.extensions).map_err(storage)?;
-                insert
-                    .execute(params![
-                        cert.log_id,
-                        cert.leaf_index as i64,
-                        cert.entry_type,
-                        cert.timestamp as i64,
-                        cert.serial,
-                        cert.san,
-                        cert.issuer,
-                        cert.tbs_sha256,
-                        extensions,
-                        cert.not_before,
-                    ])
-                    .map_err(storage)?;
-            }
-        }
-        let s = c.sth;
-        let root_bytes = crate::sync::unhex32(&s.root);
-        let (signed_size, signed_root, signed_timestamp, signed_signature, signed_at) = match c.signed {
-            Some(h) => (
-                h.tree_size,
-                h.root.to_vec(),
-                h.timestamp,
-                h.signature.clone(),
-                h.verified_at,
-            ),
-            None => (
-                s.tree_size,
-                root_bytes.map(|r| r.to_vec()).unwrap_or_default(),
-                s.timestamp,
-                c.signature.to_vec(),
-                s.verified_at,
-            ),
-        };
-        if signed_size < s.tree_size {
-            return Err(storage(format!(
-                "log {log_id}: a verified prefix of {} entries cannot exceed the signed tree head of {signed_size}",
-                s.tree_size
-            )));
-        }
-        let frontier: Option<Vec<u8>> = c.frontier.map(|f| f.concat());
-        tx.execute(
-            "INSERT INTO logs (log_id, url, tree_size, root, timestamp, signature, verified_at,
-                 signed_size, signed_root, signed_timestamp, signed_signature, signed_verified_at, frontier)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT (log_id) DO UPDATE SET url = ?2, tree_size = ?3, root = ?4, timestamp = ?5,
-                 signature = ?6, verified_at = ?7, signed_size = ?8, signed_root = ?9,
-                 signed_timestamp = ?10, signed_signature = ?11, signed_verified_at = ?12, frontier = ?13",
-            params![
-                s.log_id,
-                s.url,
-                s.tree_size as i64,
-                s.root,
-                s.timestamp as i64,
-                c.signature,
-                s.verified_at as i64,
-                signed_size as i64,
-                signed_root,
-                signed_timestamp as i64,
-                signed_signature,
-                signed_at as i64,
-                frontier,
-            ],
-        )
-        .map_err(storage)?;
-        tx.commit().map_err(storage)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cert(log: &str, index: u64, serial: &str) -> IndexedCert {
-        IndexedCert {
-            log_id: log.into(),
-            leaf_index: index,
-            entry_type: "precert".into(),
-            timestamp: 1_700_000_000_000 + index,
-            serial: serial.into(),
-            san: format!("email:u{index}@example.com"),
-            issuer: "https://issuer.example".into(),
-            tbs_sha256: format!("{index:064x}"),
-            extensions: vec![Extension {
-                oid: "1.3.6.1.4.1.57264.1.8".into(),
-                name: "Issuer (V2)".into(),
-                value: "https://issuer.example".into(),
-                critical: false,
-            }],
-            not_before: 1_700_000_000,
-        }
-    }
-
-    fn sth(log: &str, size: u64, root: &str) -> VerifiedSth {
-        VerifiedSth {
-            log_id: log.into(),
-            url: format!("http://{log}.example"),
-            tree_size: size,
-            root: root.into(),
-            timestamp: 1_700_000_000_000 + size,
-            verified_at: 1_700_000_000_500,
-            signed_size: size,
-        }
-    }
-
-    #[test]
-    fn commits_reads_back_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let index = LogIndex::open(dir.path()).unwrap();
-            assert!(index.logs().unwrap().is_empty());
-            assert!(index.certificates().unwrap().is_empty());
-            assert_eq!(index.verified_sth("aa").unwrap(), None);
-            let first = sth("bb", 3, "r3");
-            index
-                .commit(Commit {
-                    ca_key_sha256: "ca",
-                    previous: None,
-                    sth: &first,
-                    signature: b"sig",
-                    signed: None,
-                    frontier: None,
-                    leaves: &[[1; 32], [2; 32], [3; 32]],
-                    certificates: &[cert("bb", 2, "a"), cert("bb", 0, "1f")],
-                })
-                .unwrap();
-            let other = sth("aa", 1, "r1");
-            index
-                .commit(Commit {
-                    ca_key_sha256: "ca",
-                    previous: None,
-                    sth: &other,
-                    signature: b"sig",
-                    signed: None,
-                    frontier: None,
-                    leaves: &[[9; 32]],
-                    certificates: &[cert("aa", 0, "a")],
-                })
-                .unwrap();
-            // A sync that started from a stale view of the log is refused, storing nothing.
-            let stale = index
-                .commit(Commit {
-                    ca_key_sha256: "ca",
-                    previous: None,
-                    sth: &sth("bb", 4, "r4"),
-                    signature: b"sig",
-                    signed: None,
-                    frontier: None,
-                    leaves: &[[4; 32]],
-                    certificates: &[cert("bb", 3, "33")],
-                })
-                .unwrap_err();
-            assert!(stale.to_string().contains("another sync"), "{stale}");
-            let next = sth("bb", 4, "r4");
-            index
-                .commit(Commit {
-                    ca_key_sha256: "ca",
-                    previous: Some(&first),
-                    sth: &next,
-                    signature: b"sig",
-                    signed: None,
-                    frontier: None,
-                    leaves: &[[4; 32]],
-                    certificates: &[],
-                })
-                .unwrap();
-        }
-        let index = LogIndex::open(dir.path()).unwrap();
-        let mode: String = index.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        assert_eq!(mode, "wal");
-        let certs = index.certificates().unwrap();
-        let order: Vec<(&str, u64)> = certs.iter().map(|c| (c.log_id.as_str(), c.leaf_index)).collect();
-        assert_eq!(order, [("aa", 0), ("bb", 0), ("bb", 2)]);
-        assert_eq!(certs[2], cert("bb", 2, "a"));
-        assert_eq!(index.verified_sth("bb").unwrap(), Some(sth("bb", 4, "r4")));
-        assert_eq!(index.verified_sth("BB").unwrap(), Some(sth("bb", 4, "r4")));
-        let logs: Vec<String> = index.logs().unwrap().into_iter().map(|s| s.log_id).collect();
-        assert_eq!(logs, ["aa", "bb"]);
-        assert_eq!(index.leaf_hashes("bb").unwrap(), [[1; 32], [2; 32], [3; 32], [4; 32]]);
-        assert_eq!(index.find_serial("0x0A").unwrap().len(), 2);
-        assert_eq!(index.find_serial("1F").unwrap()[0].leaf_index, 0);
-        assert_eq!(index.find_serial("00:1f").unwrap().len(), 1);
-        assert!(index.find_serial("2").unwrap().is_empty());
-        assert_eq!(index.find_tbs(&format!("{:064x}", 2)).unwrap().len(), 1);
-        let summary = certs[2].summary();
-        assert_eq!(summary.leaf_index, Some(2));
-        assert_eq!(summary.time_ms, 1_700_000_000_000);
-        assert_eq!(summary.issuer, "https://issuer.example");
-    }
-
-    #[test]
-    fn the_index_belongs_to_one_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = LogIndex::open(dir.path()).unwrap();
-        index.check_ca("aa").unwrap();
-        index.check_ca("bb").unwrap();
-        let first = sth("l1", 0, "r");
-        let commit = |ca, sth| Commit {
-            ca_key_sha256: ca,
-            previous: None,
-            sth,
-            signature: b"",
-            signed: None,
-            frontier: None,
-            leaves: &[],
-            certificates: &[],
-        };
-        index.commit(commit("aa", &first)).unwrap();
-        index.check_ca("aa").unwrap();
-        let err = index.check_ca("bb").unwrap_err();
-        assert!(err.to_string().contains("another audit directory"), "{err}");
-        let err = index.commit(commit("bb", &sth("l2", 0, "r"))).unwrap_err();
-        assert!(err.to_string().contains("another audit directory"), "{err}");
-        assert_eq!(index.logs().unwrap().len(), 1);
     }
 }
