@@ -47,6 +47,12 @@ if [ "$(cat tests/clients/node_modules/.installed-from 2>/dev/null)" != "$lock" 
   echo "$lock" > tests/clients/node_modules/.installed-from
 fi
 
+# Lints, enforced like the tests: formatting, clippy with warnings as errors, and the cargo-fuzz
+# targets compiled (they run on nightly only, see fuzz/README.md) so they cannot rot.
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo build --locked --manifest-path fuzz/Cargo.toml --target-dir target
+
 # The black-box tests run this binary as a subprocess, built with the test-only hooks (the HSM
 # fault-injection test logs the CA out of its token with SIGUSR1); the shipped binary never has them.
 cargo build --locked --bin keyless --features keyless-cli/insecure-test-hooks

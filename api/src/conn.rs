@@ -265,7 +265,9 @@ impl Server {
         let _ = stop_tx.send(true);
         // Every connection task holds a permit; all of them back means every connection ended.
         let all = admission.max_total as u32;
-        let finished = tokio::time::timeout(grace, admission.total.acquire_many(all)).await.is_ok();
+        let finished = tokio::time::timeout(grace, admission.total.acquire_many(all))
+            .await
+            .is_ok();
         Ok(finished)
     }
 }
@@ -411,7 +413,11 @@ mod tests {
         assert_eq!(s.expired(&limits), None, "between requests the idle timeout applies");
         s.on_read();
         std::thread::sleep(Duration::from_millis(120));
-        assert_eq!(s.expired(&limits), Some("header_read_timeout"), "a head that never completes");
+        assert_eq!(
+            s.expired(&limits),
+            Some("header_read_timeout"),
+            "a head that never completes"
+        );
     }
 
     #[test]

@@ -107,7 +107,10 @@ impl ApiError {
             ApiError::TimedOut(limit) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
-                format!("the request did not complete within {} ms; try again", limit.as_millis()),
+                format!(
+                    "the request did not complete within {} ms; try again",
+                    limit.as_millis()
+                ),
             ),
             ApiError::HeadersTooLarge(limit) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -169,7 +172,11 @@ impl IntoResponse for ApiError {
                 tracing::error!(%issuer, %cause, "OIDC issuer unavailable")
             }
             ApiError::Service(e) if e.cause().is_some() => {
-                tracing::error!(class = e.class(), cause = e.cause().unwrap_or_default(), "issuance failed")
+                tracing::error!(
+                    class = e.class(),
+                    cause = e.cause().unwrap_or_default(),
+                    "issuance failed"
+                )
             }
             // Shedding is logged in aggregate (metrics), not once per refused request.
             ApiError::Overloaded | ApiError::NotFound | ApiError::MethodNotAllowed => {}
@@ -218,16 +225,36 @@ mod tests {
     #[test]
     fn service_refusals_map_to_fulcio_statuses() {
         let cases: Vec<(ApiError, u16, u16)> = vec![
-            (keyless_ca::Error::InsecureKey("RSA modulus is 1024 bits".into()).into(), 400, 3),
-            (keyless_ca::Error::Policy { issuer: "i".into(), detail: "denied by rule \"x\"".into() }.into(), 403, 7),
+            (
+                keyless_ca::Error::InsecureKey("RSA modulus is 1024 bits".into()).into(),
+                400,
+                3,
+            ),
+            (
+                keyless_ca::Error::Policy {
+                    issuer: "i".into(),
+                    detail: "denied by rule \"x\"".into(),
+                }
+                .into(),
+                403,
+                7,
+            ),
             (keyless_ca::Error::Signer("CKR_DEVICE_ERROR".into()).into(), 503, 14),
             (keyless_ca::Error::Setup("chain".into()).into(), 500, 13),
             (
-                keyless_service::Error::RateLimited { detail: "d".into(), retry_after: Duration::from_millis(1500) }.into(),
+                keyless_service::Error::RateLimited {
+                    detail: "d".into(),
+                    retry_after: Duration::from_millis(1500),
+                }
+                .into(),
                 429,
                 8,
             ),
-            (keyless_service::Error::RecordUnavailable("ENOSPC".into()).into(), 503, 14),
+            (
+                keyless_service::Error::RecordUnavailable("ENOSPC".into()).into(),
+                503,
+                14,
+            ),
         ];
         for (e, status, code) in cases {
             let (s, c, m) = e.parts();

@@ -257,7 +257,6 @@ async fn signing_cert_v2(
     .await
 }
 
-
 async fn signing_cert_v1(
     State(state): State<Arc<AppState>>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -281,7 +280,6 @@ async fn signing_cert_v1(
     )
     .await
 }
-
 
 async fn trust_bundle(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "chains": [ { "certificates": state.service.chain_pem() } ] }))

@@ -210,11 +210,16 @@ fn body_json<T: serde::de::DeserializeOwned>(body: Result<Body, BytesRejection>)
             ApiError::BadRequest(format!("cannot read the request body: {e}"))
         }
     })?;
-    let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}"));
+    let invalid =
+        |e: serde_json::Error| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}"));
     let mut de = serde_json::Deserializer::from_slice(&body);
     let req = object(&mut de).map_err(invalid)?;
     de.end().map_err(invalid)?;
-    req.ok_or_else(|| ApiError::BadRequest("request body is not valid JSON for this endpoint: expected a JSON object, found null".into()))
+    req.ok_or_else(|| {
+        ApiError::BadRequest(
+            "request body is not valid JSON for this endpoint: expected a JSON object, found null".into(),
+        )
+    })
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -246,7 +251,9 @@ mod tests {
         let ok = v2(r#"{"credentials": {"oidcIdentityToken": "t"}, "publicKeyRequest": {"publicKey": {"content": "k"}, "proofOfPossession": "c2ln"}}"#)
             .unwrap();
         assert_eq!(ok.token, "t");
-        assert!(matches!(ok.key, KeyMaterial::Signature { ref public_key, ref proof } if public_key == b"k" && proof == b"sig"));
+        assert!(
+            matches!(ok.key, KeyMaterial::Signature { ref public_key, ref proof } if public_key == b"k" && proof == b"sig")
+        );
         assert_eq!(v2(r#"{"credentials": null}"#).unwrap().token, "");
     }
 }

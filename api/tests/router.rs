@@ -27,7 +27,8 @@ fn app(limits: Limits) -> axum::Router {
     let root = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).unwrap().0;
     let issuing = SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).unwrap().0;
     let root_der = ceremony::root_certificate(&root, &names, year, now).unwrap();
-    let inter = ceremony::intermediate_certificate(&root, &root_der, issuing.public_key_spki(), &names, year, now).unwrap();
+    let inter =
+        ceremony::intermediate_certificate(&root, &root_der, issuing.public_key_spki(), &names, year, now).unwrap();
     let chain_pem = vec![pem_encode(&inter), pem_encode(&root_der)];
     let ca = CertificateAuthority::new(Arc::new(issuing), &chain_pem.concat(), Duration::from_secs(600), now).unwrap();
     let list = vec![IssuerConfig::new(ISSUER, IssuerKind::Email(Default::default()))];
@@ -79,15 +80,28 @@ fn post_json(path: &str, body: &Value) -> Request<Body> {
 async fn routes_and_methods() {
     let app = app(Limits::default());
     let r = send(&app, Request::get("/nope").body(Body::empty()).unwrap()).await;
-    assert_eq!((r.status, r.json()), (StatusCode::NOT_FOUND, json!({"code": 5, "message": "Not Found", "details": []})));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"code": 5, "message": "Not Found", "details": []})
+        )
+    );
     // Fulcio's gateway answers a known path with the wrong method 501 (gRPC UNIMPLEMENTED).
     let r = send(&app, Request::get("/api/v2/signingCert").body(Body::empty()).unwrap()).await;
-    assert_eq!((r.status, r.json()["code"].clone()), (StatusCode::NOT_IMPLEMENTED, json!(12)));
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (StatusCode::NOT_IMPLEMENTED, json!(12))
+    );
     let r = send(&app, Request::get("/api/v2/trustBundle").body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["chains"][0]["certificates"].as_array().unwrap().len(), 2);
     // sigstore-js with a base URL ending in `/` asks for `//api/...`.
-    let r = send(&app, Request::get("//api/v2/configuration").body(Body::empty()).unwrap()).await;
+    let r = send(
+        &app,
+        Request::get("//api/v2/configuration").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["issuers"][0]["issuerUrl"], ISSUER);
     let r = send(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
@@ -138,19 +152,31 @@ async fn cors_is_answered_as_fulcio_does() {
     let r = send(&app, preflight).await;
     assert!(r.status.is_success(), "{}", r.status);
     assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-    let methods = r.headers[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().to_string();
+    let methods = r.headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap()
+        .to_string();
     for m in ["GET", "POST", "HEAD"] {
         assert!(methods.contains(m), "{methods}");
     }
-    let allowed = r.headers[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap().to_ascii_lowercase();
-    assert!(allowed.contains("content-type") && !allowed.contains("authorization"), "{allowed}");
+    let allowed = r.headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("content-type") && !allowed.contains("authorization"),
+        "{allowed}"
+    );
 }
 
 #[tokio::test]
 async fn refusals_map_to_fulcio_errors() {
     let app = app(Limits::default());
     let cases = [
-        (json!({"credentials": ["eyJ.x.y"]}), "request body is not valid JSON for this endpoint"),
+        (
+            json!({"credentials": ["eyJ.x.y"]}),
+            "request body is not valid JSON for this endpoint",
+        ),
         (
             json!({"credentials": {"oidcIdentityToken": "not-a-token"}, "publicKeyRequest": {"publicKey": {"content": "k"}, "proofOfPossession": "c2ln"}}),
             "There was an error processing the identity token",
@@ -175,12 +201,18 @@ async fn refusals_map_to_fulcio_errors() {
     let token = format!("{}.{payload}.c2ln", b64(json!({"alg": "RS256"})));
     let r = send(
         &app,
-        post_json("/api/v2/signingCert", &json!({"credentials": {"oidcIdentityToken": token}})),
+        post_json(
+            "/api/v2/signingCert",
+            &json!({"credentials": {"oidcIdentityToken": token}}),
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let message = r.json()["message"].as_str().unwrap().to_string();
-    assert!(message.contains("https://evil.example") && message.contains("not configured"), "{message}");
+    assert!(
+        message.contains("https://evil.example") && message.contains("not configured"),
+        "{message}"
+    );
     assert!(!message.contains(&payload), "{message}");
     // The legacy endpoint refuses a request without any key before looking at the token.
     let r = send(&app, post_json("/api/v1/signingCert", &json!({}))).await;

@@ -33,7 +33,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keyless_ca::ceremony::{self, CaNames};
 use keyless_ca::pipeline::pem_encode;
 use keyless_ca::{
-    CertificateAuthority, IssuerKeys, KeyRequest, SignatureAlgorithm, SoftwareSigner, identity, policy, possession, token,
+    CertificateAuthority, IssuerKeys, KeyRequest, SignatureAlgorithm, SoftwareSigner, identity, policy, possession,
+    token,
 };
 use keyless_config::{IssuerConfig, IssuerKind};
 use serde_json::json;

@@ -366,7 +366,13 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 bail!("the review page listens beyond loopback ({listen}) only with --token-file");
             }
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(keyless_review::serve(cfg, dir, listen, token, crate::serve::shutdown_signal()))?;
+            rt.block_on(keyless_review::serve(
+                cfg,
+                dir,
+                listen,
+                token,
+                crate::serve::shutdown_signal(),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }

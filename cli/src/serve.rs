@@ -114,11 +114,7 @@ pub async fn start_embedded_log(
     let key = log_key(config, settings)?;
     let log = tokio::task::block_in_place(|| EmbeddedLog::open(&dir, roots, opts, key))
         .with_context(|| format!("opening the embedded CT log in {}", dir.display()))?;
-    let guard = keyless_api::protect::Guard::new(
-        config.limits.clone(),
-        keyless_ctlog::http::MAX_SUBMISSION_BYTES,
-        &[],
-    );
+    let guard = keyless_api::protect::Guard::new(config.limits.clone(), keyless_ctlog::http::MAX_SUBMISSION_BYTES, &[]);
     let app = axum::Router::new()
         .nest(
             &format!("/{}", settings.prefix),
@@ -344,9 +340,7 @@ pub async fn serve(
 /// (dropping the signer closes its PKCS#11 sessions, and the login with them), lets the record's
 /// writer commit what is queued, and flushes the embedded log's tree head before its listener stops.
 pub async fn shut_down(built: Built) {
-    let Built {
-        service, ct_server, ..
-    } = built;
+    let Built { service, ct_server, .. } = built;
     let audit_stopped = service.audit().map(keyless_audit::store::AuditLog::stopped);
     let held = Arc::downgrade(&service);
     drop(service);

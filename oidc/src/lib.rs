@@ -28,8 +28,8 @@ use keyless_ca::token::{self, IssuerKeys, VerifiedToken};
 use keyless_config::IssuerConfig;
 use tokio::sync::watch;
 
-pub use crate::fetch::{parse_discovery, parse_jwks};
 use crate::fetch::{build_client, fetch_keys};
+pub use crate::fetch::{parse_discovery, parse_jwks};
 use crate::state::{Budget, Dynamic, Inner, IssuerState, Reason, WaitSlot, new_state, record};
 
 /// Default time allowed for one key fetch, discovery and JWKS together (well under the server's

@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(e.message(), "signing backend unavailable; try again later");
         assert!(e.cause().unwrap().contains("CKR_DEVICE_ERROR"));
         let e = Error::Ca(keyless_ca::Error::Setup("chain file /etc/x".into()));
-        assert_eq!((e.kind(), e.message().as_str()), (Kind::Internal, "error communicating with CA backend"));
+        assert_eq!(
+            (e.kind(), e.message().as_str()),
+            (Kind::Internal, "error communicating with CA backend")
+        );
         let e = Error::Internal("db path /var/lib/x".into());
         assert!(!e.message().contains("/var/lib"));
     }

@@ -159,7 +159,11 @@ async fn decide(
     }
     let prepared = state.ca.prepare(&permitted, &proven, SystemTime::now())?;
     // Issuances outlive their requests, so their number is bounded on its own.
-    let permit = state.issuing.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
+    let permit = state
+        .issuing
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::Overloaded)?;
     Ok((prepared, permit))
 }
 

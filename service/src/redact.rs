@@ -83,7 +83,10 @@ mod tests {
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL3gifQ.c2lnbmF0dXJlLWJ5dGVz";
         let m = message(&format!("invalid type: string \"{jwt}\", expected struct Credentials"));
         assert!(!m.contains("eyJ") && !m.contains("c2lnbmF0dXJl"), "{m}");
-        assert!(m.contains("token redacted") && m.contains("expected struct Credentials"), "{m}");
+        assert!(
+            m.contains("token redacted") && m.contains("expected struct Credentials"),
+            "{m}"
+        );
 
         let pem = format!(
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----",

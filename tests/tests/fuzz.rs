@@ -49,7 +49,7 @@ fn tokens(words: &[&str]) -> Vec<Vec<u8>> {
     words.iter().map(|w| w.as_bytes().to_vec()).collect()
 }
 
-/// 1. Identity tokens: `token::parse`, then `token::verify` against a real key set.
+/// Target 1: Identity tokens: `token::parse`, then `token::verify` against a real key set.
 #[test]
 fn identity_token() {
     let t = seeds::Tokens::new();
@@ -107,7 +107,7 @@ fn identity_token() {
     });
 }
 
-/// 2. JWKS: `keyless_oidc::parse_jwks` (JSON, then `IssuerKeys::from_jwks`).
+/// Target 2: JWKS: `keyless_oidc::parse_jwks` (JSON, then `IssuerKeys::from_jwks`).
 #[test]
 fn jwks() {
     let t = seeds::Tokens::new();
@@ -154,7 +154,7 @@ fn jwks() {
     });
 }
 
-/// 3. OIDC discovery documents: `keyless_oidc::parse_discovery`.
+/// Target 3: OIDC discovery documents: `keyless_oidc::parse_discovery`.
 #[test]
 fn discovery() {
     let dict = tokens(&[
@@ -220,7 +220,7 @@ fn check_key(key: &PublicKey, message: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// 4. CSRs: `possession::prove_csr`.
+/// Target 4: CSRs: `possession::prove_csr`.
 #[test]
 fn csr() {
     let dict = tokens(&[
@@ -243,7 +243,7 @@ fn csr() {
     });
 }
 
-/// 5. Public keys: `PublicKey::from_pem_or_der`, and `verify` on what it accepts.
+/// Target 5: Public keys: `PublicKey::from_pem_or_der`, and `verify` on what it accepts.
 #[test]
 fn public_key() {
     let spkis = seeds::client_spkis();
@@ -266,7 +266,7 @@ fn public_key() {
     });
 }
 
-/// 6. Signing request bodies: `keyless_api::decode_v2` / `decode_v1` (what the routes call),
+/// Target 6: Signing request bodies: `keyless_api::decode_v2` / `decode_v1` (what the routes call),
 /// then the key parsers on what they decode.
 #[test]
 fn signing_request() {
@@ -374,7 +374,7 @@ fn verified_sth(
     sth.verify(&key, "embedded").expect("the tree head verifies")
 }
 
-/// 7. CT submissions: `add-chain` and `add-pre-chain` bodies through the log's router.
+/// Target 7: CT submissions: `add-chain` and `add-pre-chain` bodies through the log's router.
 #[test]
 fn ct_submission() {
     let pki = seeds::Pki::new();
@@ -732,7 +732,7 @@ fn fulcio_issuer_file() {
     });
 }
 
-/// 10. ci-provider templates: `Template::parse`, then `render` against real claims.
+/// Target 10: ci-provider templates: `Template::parse`, then `render` against real claims.
 #[test]
 fn template() {
     let claims = keyless_tests::github_claims("https://token.actions.githubusercontent.com");

@@ -113,15 +113,18 @@ fn timed(check: &dyn Fn(&[u8]) -> Verdict, input: &[u8], bound: Duration) -> (Ve
     )
 }
 
+/// The case in progress: when it started, and its input.
+type Current = Arc<Mutex<Option<(Instant, Vec<u8>)>>>;
+
 /// Watches the case in progress and aborts the process if one hangs, saving its input first.
 struct Watchdog {
-    current: Arc<Mutex<Option<(Instant, Vec<u8>)>>>,
+    current: Current,
     done: Arc<AtomicBool>,
 }
 
 impl Watchdog {
     fn start(target: &'static str) -> Watchdog {
-        let current: Arc<Mutex<Option<(Instant, Vec<u8>)>>> = Arc::default();
+        let current: Current = Arc::default();
         let done = Arc::new(AtomicBool::new(false));
         let (c, d) = (current.clone(), done.clone());
         std::thread::spawn(move || {

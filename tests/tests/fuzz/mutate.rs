@@ -268,7 +268,7 @@ impl Mutator<'_> {
             // A long run: repeat a slice of the input (or a dictionary token) many times.
             5 => {
                 let i = at(op.a, len + 1);
-                let unit = if len > 0 && op.c % 2 == 0 {
+                let unit = if len > 0 && op.c.is_multiple_of(2) {
                     let s = at(op.c / 2, len);
                     let n = 1 + (op.b as usize % 16).min(len - s - 1);
                     v[s..s + n].to_vec()
@@ -330,7 +330,7 @@ impl Mutator<'_> {
     fn json_text(&mut self, input: &[u8], op: &Op) -> Option<Vec<u8>> {
         let mut value: Value = serde_json::from_slice(input).ok()?;
         self.json(&mut value, op);
-        Some(serde_json::to_vec(&value).ok()?)
+        serde_json::to_vec(&value).ok()
     }
 
     fn yaml_text(&mut self, input: &[u8], op: &Op) -> Option<Vec<u8>> {
@@ -338,7 +338,7 @@ impl Mutator<'_> {
         let mut value: Value = serde_saphyr::from_str(text).ok()?;
         self.json(&mut value, op);
         // Emitted as JSON (valid YAML) half the time, as YAML block style otherwise.
-        if op.c % 2 == 0 {
+        if op.c.is_multiple_of(2) {
             serde_json::to_vec(&value).ok()
         } else {
             serde_saphyr::to_string(&value).ok().map(String::into_bytes)
@@ -414,7 +414,7 @@ impl Mutator<'_> {
             // Many members or elements.
             5 => {
                 let n = 1 + op.b as usize % 2000;
-                *node = if op.c % 2 == 0 {
+                *node = if op.c.is_multiple_of(2) {
                     Value::Array(vec![node.clone(); n.min(200)])
                 } else {
                     Value::Object((0..n).map(|i| (format!("k{i}"), Value::from(i))).collect())
@@ -460,16 +460,18 @@ impl Mutator<'_> {
         {
             return String::from_utf8_lossy(&m).into_owned();
         }
-        if s.len() > 8 && s.bytes().filter(|b| *b == b'.').count() == 2 && !s.contains(' ') {
-            if let Some(m) = self.jws(
+        if s.len() > 8
+            && s.bytes().filter(|b| *b == b'.').count() == 2
+            && !s.contains(' ')
+            && let Some(m) = self.jws(
                 s.as_bytes(),
                 &Op {
                     kind: sub.kind | 128,
                     ..sub.clone()
                 },
-            ) {
-                return String::from_utf8_lossy(&m).into_owned();
-            }
+            )
+        {
+            return String::from_utf8_lossy(&m).into_owned();
         }
         if s.len() >= 8
             && let Ok(inner) = STANDARD.decode(s)
@@ -622,7 +624,7 @@ impl Mutator<'_> {
             // Re-encode the part with padding or in the standard alphabet.
             0 => {
                 let raw = URL_SAFE_NO_PAD.decode(&parts[i]).ok()?;
-                parts[i] = if op.c % 8 == 0 {
+                parts[i] = if op.c.is_multiple_of(8) {
                     STANDARD.encode(raw)
                 } else {
                     format!("{}==", parts[i])
@@ -725,9 +727,8 @@ fn tlvs(buf: &[u8], offset: usize, depth: usize, out: &mut Vec<Node>) {
         });
         let tag = buf[pos];
         let content = &buf[pos + header..end];
-        if tag & 0x20 != 0 {
-            tlvs(content, offset + pos + header, depth + 1, out);
-        } else if tag == 0x04 && content.first() == Some(&0x30) {
+        // Constructed values, and OCTET STRINGs wrapping a SEQUENCE (extension values).
+        if tag & 0x20 != 0 || (tag == 0x04 && content.first() == Some(&0x30)) {
             tlvs(content, offset + pos + header, depth + 1, out);
         } else if tag == 0x03 && content.len() > 1 && content[0] == 0 && content[1] == 0x30 {
             tlvs(&content[1..], offset + pos + header + 1, depth + 1, out);
