@@ -49,6 +49,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` on its own listener (unset: no metrics listener).
     pub metrics_listen: Option<SocketAddr>,
+    /// Fulcio's gRPC API (`dev.sigstore.fulcio.v2.CA` and `grpc.health.v1`) on its own listener
+    /// (unset: no gRPC).
+    pub grpc_listen: Option<SocketAddr>,
     /// Where generated state lives (the generated CA, the development issuer key, later the CT log).
     pub data_dir: PathBuf,
     /// Where the CA key and chain come from.
@@ -79,6 +82,9 @@ pub struct Config {
     /// `health.token`: callers of `/readyz` that present it as a bearer token see each
     /// component's reason; everyone else sees only ready / not ready per component.
     pub health_token: Option<SecretRef>,
+    /// The client key and signature algorithms accepted (Fulcio's `--client-signing-algorithms`,
+    /// e.g. `ecdsa-sha2-256-nistp256`); unset: every algorithm the key policy allows.
+    pub client_signing_algorithms: Option<Vec<String>>,
 }
 
 /// Leaf certificate settings.
@@ -123,6 +129,7 @@ impl Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
             metrics_listen: None,
+            grpc_listen: None,
             data_dir,
             ca,
             ct_log: CtLogConfig::Embedded(EmbeddedCtLog::default()),
@@ -139,6 +146,7 @@ impl Config {
             rate_limits: RateLimits::default(),
             audit: AuditConfig::default(),
             health_token: None,
+            client_signing_algorithms: None,
         }
     }
 }

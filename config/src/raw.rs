@@ -16,6 +16,7 @@ use crate::{
 pub(crate) struct RawConfig {
     listen: Option<String>,
     metrics_listen: Option<String>,
+    grpc_listen: Option<String>,
     data_dir: Option<String>,
     ca: Option<ca::RawCa>,
     ct_log: Option<serde_json::Value>,
@@ -32,6 +33,7 @@ pub(crate) struct RawConfig {
     rate_limits: Option<ops::RawRateLimits>,
     audit: Option<ops::RawAudit>,
     health: Option<RawHealth>,
+    client_signing_algorithms: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +56,13 @@ impl RawConfig {
                 .parse()
                 .map_err(|_| ConfigError::rule("listen", format!("{s:?} is not an address such as 127.0.0.1:5555")))?,
         };
+        let grpc_listen = self
+            .grpc_listen
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ConfigError::rule("grpc_listen", format!("{s:?} is not an address")))
+            })
+            .transpose()?;
         let metrics_listen = self
             .metrics_listen
             .map(|s| {
@@ -100,6 +109,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             metrics_listen,
+            grpc_listen,
             data_dir,
             ca,
             ct_log,
@@ -120,6 +130,7 @@ impl RawConfig {
                 Some(r) => RateLimits::default().with(&r.validate("rate_limits")?),
             },
             audit: self.audit.map(|a| a.validate(base)).transpose()?.unwrap_or_default(),
+            client_signing_algorithms: self.client_signing_algorithms,
             health_token: self
                 .health
                 .and_then(|h| h.token)
