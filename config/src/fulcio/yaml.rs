@@ -367,8 +367,9 @@ mod tests {
         assert_eq!(value("d: &k x\nm: {*k: 1}\n")["m"], json!({"x": "1"}));
         assert_eq!(value("d: &k x\nm:\n  *k : 1\n")["m"], json!({"x": "1"}));
         // A `*` in a quoted or block scalar, or in a comment, is text: never touched.
-        let v = value("d: &k x\nq: \"*k: 1\"\nb: |\n  *k: y\n# *k: z\np: a *k: b\n");
+        let v = value("d: &k x\nq: \"*k: 1\"\nb: |\n  *k: y\n# *k: z\np: a *k:b\n");
         assert_eq!((v["q"].as_str(), v["b"].as_str()), (Some("*k: 1"), Some("*k: y\n")));
+        assert_eq!(v["p"], "a *k:b");
         let e = parse("m:\n  *nope: 1\n").unwrap_err().to_string();
         assert!(e.contains("unknown alias"), "{e}");
     }
