@@ -165,10 +165,7 @@ impl Config {
         if !self.issuers.is_empty() || self.insecure_dev_issuer {
             return Ok(());
         }
-        Err(ConfigError::rule(
-            "issuers",
-            NO_ISSUERS,
-        ))
+        Err(ConfigError::rule("issuers", NO_ISSUERS))
     }
 }
 
@@ -396,44 +393,87 @@ mod tests {
     #[test]
     fn public_good_fixture_is_fulcios_file() {
         if let Ok(fulcio) = std::fs::read_to_string("/work/shared/reference/fulcio-files/public-good-config.yaml") {
-            assert_eq!(PUBLIC_GOOD_ISSUERS, fulcio, "the bundled copy is Fulcio's file unchanged");
+            assert_eq!(
+                PUBLIC_GOOD_ISSUERS, fulcio,
+                "the bundled copy is Fulcio's file unchanged"
+            );
         }
         let file = read_issuers_file(PUBLIC_GOOD_ISSUERS).unwrap();
         assert!(file.warnings.is_empty(), "{:?}", file.warnings);
         let exact: Vec<(&str, &str, Option<&str>)> = vec![
             ("https://accounts.google.com", "email", None),
             ("https://agent.buildkite.com", "ci-provider", Some("buildkite-job")),
-            ("https://asia-oidc.buddyusercontent.com", "ci-provider", Some("buddy-pipeline")),
-            ("https://auth.eclipse.org/auth/realms/foundation-service-accounts", "email", None),
-            ("https://dev-oidc.buddyusercontent.com", "ci-provider", Some("buddy-pipeline")),
+            (
+                "https://asia-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            (
+                "https://auth.eclipse.org/auth/realms/foundation-service-accounts",
+                "email",
+                None,
+            ),
+            (
+                "https://dev-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
             ("https://dev.gitlab.org", "ci-provider", Some("gitlab-pipeline")),
-            ("https://eu-oidc.buddyusercontent.com", "ci-provider", Some("buddy-pipeline")),
+            (
+                "https://eu-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
             ("https://gitlab.archlinux.org", "ci-provider", Some("gitlab-pipeline")),
             ("https://gitlab.com", "ci-provider", Some("gitlab-pipeline")),
             ("https://issuer.enforce.dev", "chainguard-identity", None),
             ("https://issuer.hello.coop", "email", None),
             ("https://oauth2.sigstage.dev/auth", "email", None),
             ("https://oauth2.sigstore.dev/auth", "email", None),
-            ("https://oidc.buddyusercontent.com", "ci-provider", Some("buddy-pipeline")),
+            (
+                "https://oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
             ("https://oidc.circleci.com", "ci-provider", Some("circleci-job")),
             ("https://oidc.codefresh.io", "ci-provider", Some("codefresh-workflow")),
             ("https://ops.gitlab.net", "ci-provider", Some("gitlab-pipeline")),
-            ("https://psd-oidc.buddyusercontent.com", "ci-provider", Some("buddy-pipeline")),
+            (
+                "https://psd-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
             ("https://sigstore.verify.ibm.com/oauth2", "email", None),
-            ("https://stage-oidc.buddyusercontent.com", "ci-provider", Some("buddy-pipeline")),
-            ("https://token.actions.githubusercontent.com", "ci-provider", Some("github-workflow")),
+            (
+                "https://stage-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            (
+                "https://token.actions.githubusercontent.com",
+                "ci-provider",
+                Some("github-workflow"),
+            ),
             ("https://www.kaggle.com/api/v1/models/signing", "email", None),
         ];
         let meta: Vec<(&str, &str, Option<&str>)> = vec![
             ("https://*.oic.prod-aks.azure.com/*/*", "kubernetes", None),
             ("https://*.oic.prod-aks.azure.com/*/*/", "kubernetes", None),
-            ("https://container.googleapis.com/v1/projects/*/locations/*/clusters/*", "kubernetes", None),
+            (
+                "https://container.googleapis.com/v1/projects/*/locations/*/clusters/*",
+                "kubernetes",
+                None,
+            ),
             ("https://oidc.circleci.com/org/*", "ci-provider", Some("circleci-job")),
             ("https://oidc.eks.*.amazonaws.com/id/*", "kubernetes", None),
             ("https://oidc.prod-aks.azure.com/*", "kubernetes", None),
             ("https://oidc.prod-aks.azure.com/*/", "kubernetes", None),
             ("https://oidc.prod-aks.azure.com/*/*", "kubernetes", None),
-            ("https://token.actions.githubusercontent.com/*", "ci-provider", Some("github-workflow")),
+            (
+                "https://token.actions.githubusercontent.com/*",
+                "ci-provider",
+                Some("github-workflow"),
+            ),
         ];
         let listed = |wildcard: bool| {
             let mut v: Vec<(&str, &str, Option<&str>)> = file
@@ -456,7 +496,11 @@ mod tests {
         for i in &file.issuers {
             assert_eq!(i.client_id, "sigstore", "{}", i.url);
             assert_eq!(i.challenge_claim, None, "{}", i.url);
-            let expected_claim = if i.kind.issuer_type() == IssuerType::Email { "email" } else { "sub" };
+            let expected_claim = if i.kind.issuer_type() == IssuerType::Email {
+                "email"
+            } else {
+                "sub"
+            };
             assert_eq!(i.challenge_claim(), expected_claim, "{}", i.url);
             if let IssuerKind::CiProvider(p) = &i.kind {
                 assert!(p.san().is_ok(), "{}: every provider renders a SAN", i.url);
@@ -464,13 +508,17 @@ mod tests {
         }
         let by = |u: &str| file.issuers.iter().find(|i| i.url == u).unwrap();
         for dex in ["https://oauth2.sigstore.dev/auth", "https://oauth2.sigstage.dev/auth"] {
-            let IssuerKind::Email(e) = &by(dex).kind else { panic!("{dex}") };
+            let IssuerKind::Email(e) = &by(dex).kind else {
+                panic!("{dex}")
+            };
             assert_eq!(
                 e.issuer_claim.as_ref().map(JsonPath::as_str),
                 Some("$.federated_claims.connector_id")
             );
         }
-        let IssuerKind::Email(google) = &by("https://accounts.google.com").kind else { panic!("google") };
+        let IssuerKind::Email(google) = &by("https://accounts.google.com").kind else {
+            panic!("google")
+        };
         assert!(google.issuer_claim.is_none() && !google.skip_email_verification);
         let IssuerKind::CiProvider(gh) = &by("https://token.actions.githubusercontent.com").kind else {
             panic!("github")
@@ -489,7 +537,10 @@ mod tests {
         assert!(c.issuers.is_empty() && !c.public_good_issuers);
         let e = c.check_trusts_issuers().unwrap_err().to_string();
         assert!(e.starts_with("issuers: no OIDC issuer is trusted"), "{e}");
-        assert!(e.contains("public_good_issuers: true") && e.contains("issuers_file:"), "{e}");
+        assert!(
+            e.contains("public_good_issuers: true") && e.contains("issuers_file:"),
+            "{e}"
+        );
         let c = load("public_good_issuers: true\n").unwrap();
         assert_eq!(c.issuers.len(), public_good_issuers().unwrap().len());
         assert!(c.check_trusts_issuers().is_ok() && c.warnings.is_empty());
@@ -512,10 +563,15 @@ mod tests {
         let w = c.warnings[0].to_string();
         let file = dir.join("fulcio.yaml").display().to_string();
         assert!(
-            w.starts_with(&format!("{file}: OIDCIssuers[\"https://a.example.com\"].SubjectDomain: ignored")),
+            w.starts_with(&format!(
+                "{file}: OIDCIssuers[\"https://a.example.com\"].SubjectDomain: ignored"
+            )),
             "{w}"
         );
-        assert!(c.warnings[0].clone().into_error().to_string() == w, "--strict reports the same text");
+        assert!(
+            c.warnings[0].clone().into_error().to_string() == w,
+            "--strict reports the same text"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -530,17 +586,30 @@ mod tests {
             panic!("a gitlab issuer")
         };
         assert_eq!(g.base_url(), Some("https://gitlab.com"));
-        let IssuerKind::GitlabPipeline(g) = one("{url: https://gitlab.example.com, type: gitlab-pipeline}").unwrap() else {
+        let IssuerKind::GitlabPipeline(g) = one("{url: https://gitlab.example.com, type: gitlab-pipeline}").unwrap()
+        else {
             panic!("a gitlab issuer")
         };
         assert_eq!(g.base_url(), None, "unset: the issuer's own host");
         for (entry, rule) in [
-            ("{url: https://g.example.com, type: gitlab-pipeline, gitlab_base_url: 'ftp://x'}", "http(s) URL"),
-            ("{url: https://g.example.com, type: gitlab-pipeline, gitlab_base_url: 'https://x/?a'}", "query"),
-            ("{url: https://g.example.com, type: email, gitlab_base_url: 'https://gitlab.com'}", "gitlab-pipeline"),
+            (
+                "{url: https://g.example.com, type: gitlab-pipeline, gitlab_base_url: 'ftp://x'}",
+                "http(s) URL",
+            ),
+            (
+                "{url: https://g.example.com, type: gitlab-pipeline, gitlab_base_url: 'https://x/?a'}",
+                "query",
+            ),
+            (
+                "{url: https://g.example.com, type: email, gitlab_base_url: 'https://gitlab.com'}",
+                "gitlab-pipeline",
+            ),
         ] {
             let e = one(entry).unwrap_err().to_string();
-            assert!(e.starts_with("issuers[0].gitlab_base_url:") && e.contains(rule), "{entry}: {e}");
+            assert!(
+                e.starts_with("issuers[0].gitlab_base_url:") && e.contains(rule),
+                "{entry}: {e}"
+            );
         }
     }
 

@@ -32,7 +32,9 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
         None | Some(Value::Null) => {}
         Some(Value::Object(internal)) => shape(
             "internal.service-principal",
-            internal.get("service-principal").is_none_or(|v| v.is_string() || v.is_null()),
+            internal
+                .get("service-principal")
+                .is_none_or(|v| v.is_string() || v.is_null()),
             "a string",
         )?,
         Some(_) => shape("internal", false, "an object")?,

@@ -117,26 +117,44 @@ mod tests {
     fn joins_as_go_does() {
         let j = |base: &str, elems: &[&str]| join_path(base, elems).unwrap();
         assert_eq!(
-            j("https://github.com/", &["sigstore/fulcio/.github/workflows/foo.yaml@refs/heads/main"]),
+            j(
+                "https://github.com/",
+                &["sigstore/fulcio/.github/workflows/foo.yaml@refs/heads/main"]
+            ),
             "https://github.com/sigstore/fulcio/.github/workflows/foo.yaml@refs/heads/main"
         );
         assert_eq!(
-            j("https://github.com/", &["repository", "actions/runs", "runID", "attempts", "runAttempt"]),
+            j(
+                "https://github.com/",
+                &["repository", "actions/runs", "runID", "attempts", "runAttempt"]
+            ),
             "https://github.com/repository/actions/runs/runID/attempts/runAttempt"
         );
         assert_eq!(
-            j("https://gitlab.com/", &["cpanato/testing-cosign", "/-/jobs/", "3659681386"]),
+            j(
+                "https://gitlab.com/",
+                &["cpanato/testing-cosign", "/-/jobs/", "3659681386"]
+            ),
             "https://gitlab.com/cpanato/testing-cosign/-/jobs/3659681386"
         );
         assert_eq!(
-            j("https://g.codefresh.io", &["codefresh-account", "oidc-test/get-token:628a/65e5"]),
+            j(
+                "https://g.codefresh.io",
+                &["codefresh-account", "oidc-test/get-token:628a/65e5"]
+            ),
             "https://g.codefresh.io/codefresh-account/oidc-test/get-token:628a/65e5"
         );
         // The path is cleaned: `..`, `.` and repeated slashes; a trailing slash is kept.
-        assert_eq!(j("https://github.com/", &["o/r/../x//y/./z"]), "https://github.com/o/x/y/z");
+        assert_eq!(
+            j("https://github.com/", &["o/r/../x//y/./z"]),
+            "https://github.com/o/x/y/z"
+        );
         assert_eq!(j("https://github.com/", &["../../etc"]), "https://github.com/etc");
         assert_eq!(j("https://x.example/base", &["a/"]), "https://x.example/base/a/");
-        assert_eq!(j("https://g.codefresh.io", &["", "p:1/2"]), "https://g.codefresh.io/p:1/2");
+        assert_eq!(
+            j("https://g.codefresh.io", &["", "p:1/2"]),
+            "https://g.codefresh.io/p:1/2"
+        );
         assert_eq!(j("https://x.example", &[]), "https://x.example");
         // Characters a path cannot hold are escaped; valid escapes and sub-delims are kept.
         assert_eq!(j("https://x.example/", &["a b?c#d"]), "https://x.example/a%20b%3Fc%23d");

@@ -19,6 +19,8 @@ mod uri;
 mod username;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
 
 use keyless_config::{IssuerKind, IssuerType};

@@ -159,10 +159,7 @@ impl Reader {
     /// Warns about each key of `m` not in `known` (folded).
     fn unknown_keys(&mut self, m: &Map<String, Value>, known: &[&str], path: &str) {
         for k in m.keys().filter(|k| !known.contains(&fold(k).as_str())) {
-            self.warn(
-                format!("{path}.{k}"),
-                "unknown key, ignored (Fulcio ignores it too)",
-            );
+            self.warn(format!("{path}.{k}"), "unknown key, ignored (Fulcio ignores it too)");
         }
     }
 
@@ -229,10 +226,7 @@ impl Reader {
                             continue; // always the token's iss and sub, as in Fulcio
                         }
                         if !EXTENSION_FIELDS.contains(&key.as_str()) {
-                            self.warn(
-                                field_path,
-                                "unknown extension field, ignored (Fulcio ignores it too)",
-                            );
+                            self.warn(field_path, "unknown extension field, ignored (Fulcio ignores it too)");
                             continue;
                         }
                         let src = match tpl {
@@ -480,11 +474,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ConfigError> {
         }
     };
     // `define:` is where Fulcio's public file keeps its anchors.
-    reader.unknown_keys(
-        &root,
-        &["oidcissuers", "metaissuers", "ciissuermetadata", "define"],
-        "",
-    );
+    reader.unknown_keys(&root, &["oidcissuers", "metaissuers", "ciissuermetadata", "define"], "");
     let providers = reader.ci_providers(&root)?;
     let mut issuers = Vec::new();
     for (section, key, meta) in [
@@ -562,7 +552,10 @@ mod tests {
         let e = error(r#"{"OIDCIssuers": {"http://x.example": {"Type": "email"}}}"#);
         assert!(e.starts_with(r#"OIDCIssuers["http://x.example"].IssuerURL:"#), "{e}");
         let e = error(r#"{"OIDCIssuers": {"https://x.example": {"Type": "email", "ClientID": 7}}}"#);
-        assert!(e.starts_with(r#"OIDCIssuers["https://x.example"].ClientID: expected a string"#), "{e}");
+        assert!(
+            e.starts_with(r#"OIDCIssuers["https://x.example"].ClientID: expected a string"#),
+            "{e}"
+        );
     }
 
     #[test]
@@ -586,7 +579,9 @@ mod tests {
     fn unusable_ci_providers_load_with_warnings() {
         let meta = "ci-issuer-metadata:\n  my-ci:\n    subject-alternative-name-template: \"{{ .url }}/{{ .repo }}\"\n";
         let entry = |extra: &str| {
-            format!("{meta}oidc-issuers:\n  https://ci.example.com:\n    client-id: sigstore\n    issuer-url: https://ci.example.com\n    type: ci-provider\n{extra}")
+            format!(
+                "{meta}oidc-issuers:\n  https://ci.example.com:\n    client-id: sigstore\n    issuer-url: https://ci.example.com\n    type: ci-provider\n{extra}"
+            )
         };
         let v = issuers(&entry("    ci-provider: my-ci\n"));
         let IssuerKind::CiProvider(p) = &v[0].kind else {
@@ -617,7 +612,9 @@ mod tests {
         let text = "ci-issuer-metadata:\n  my-ci:\n    subject-alternative-name-template: \" \"\n";
         assert_eq!(
             warnings(text),
-            [r#"CIIssuerMetadata["my-ci"].SubjectAlternativeNameTemplate: is missing or empty: every token from an issuer using provider "my-ci" is refused (Fulcio loads it and refuses them too)"#]
+            [
+                r#"CIIssuerMetadata["my-ci"].SubjectAlternativeNameTemplate: is missing or empty: every token from an issuer using provider "my-ci" is refused (Fulcio loads it and refuses them too)"#
+            ]
         );
         // CIProvider on another type is ignored, as Fulcio ignores it.
         let text = format!(
@@ -626,7 +623,9 @@ mod tests {
         assert_eq!(issuers(&text)[0].kind, IssuerKind::GithubWorkflow);
         assert_eq!(
             warnings(&text),
-            [r#"OIDCIssuers["https://gh.example.com"].CIProvider: ignored: only ci-provider issuers use it, not github-workflow (Fulcio ignores it too)"#]
+            [
+                r#"OIDCIssuers["https://gh.example.com"].CIProvider: ignored: only ci-provider issuers use it, not github-workflow (Fulcio ignores it too)"#
+            ]
         );
     }
 
@@ -664,12 +663,18 @@ mod tests {
             "{e}"
         );
         let e = error(r#"{"OIDCIssuers": {"https://x.example.com": {"Type": "kubernetes", "IssuerClaim": "$.a"}}}"#);
-        assert!(e.starts_with(r#"OIDCIssuers["https://x.example.com"].IssuerClaim:"#), "{e}");
+        assert!(
+            e.starts_with(r#"OIDCIssuers["https://x.example.com"].IssuerClaim:"#),
+            "{e}"
+        );
         // YAML's spellings of booleans, as yaml.v3 decodes them into Go's bool.
         let yes = "oidc-issuers:\n  https://a.example.com:\n    issuer-url: https://a.example.com\n    client-id: x\n    type: email\n    skip-email-verification: yes\n";
         assert!(issuers(yes)[0].kind.skip_email_verification());
         let e = error(&yes.replace("yes\n", "maybe\n"));
-        assert!(e.ends_with(r#"SkipEmailVerification: expected true or false, found "maybe""#), "{e}");
+        assert!(
+            e.ends_with(r#"SkipEmailVerification: expected true or false, found "maybe""#),
+            "{e}"
+        );
     }
 
     /// Everything Fulcio accepts at load loads here too, with a warning naming its path.
@@ -708,7 +713,11 @@ mod tests {
         assert!(parsed.issuers.iter().all(|i| i.url != "https://c.example.com"));
         assert_eq!(by("https://other.example.com").kind, IssuerKind::GithubWorkflow);
         assert_eq!(by("https://d.example.com").client_id, "sigstore");
-        assert_eq!(by("https://e.example.com").challenge_claim, None, "the default is not an override");
+        assert_eq!(
+            by("https://e.example.com").challenge_claim,
+            None,
+            "the default is not an override"
+        );
         assert!(by("https://*.f.example.com").wildcard);
     }
 

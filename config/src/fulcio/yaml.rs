@@ -64,7 +64,8 @@ fn separate_alias_keys(text: &str) -> Result<Cow<'_, str>, ConfigError> {
         let star = from + found;
         from = star + 1;
         let bytes = fixed.as_bytes();
-        let after_token_start = star == 0 || matches!(bytes[star - 1], b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',');
+        let after_token_start =
+            star == 0 || matches!(bytes[star - 1], b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',');
         let name_len = bytes[star + 1..]
             .iter()
             .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
@@ -182,7 +183,10 @@ fn read(text: &str) -> Result<Document, Stop> {
             Event::DocumentEnd => continue,
             Event::StreamEnd => break,
             Event::Scalar(value, style, anchor, tag) => {
-                let tag = tag.as_deref().filter(|t| t.is_yaml_core_schema()).map(|t| t.suffix().to_string());
+                let tag = tag
+                    .as_deref()
+                    .filter(|t| t.is_yaml_core_schema())
+                    .map(|t| t.suffix().to_string());
                 let untagged_plain = style == ScalarStyle::Plain && tag.is_none();
                 let null = (untagged_plain && matches!(&*value, "" | "~" | "null" | "Null" | "NULL"))
                     || tag.as_deref() == Some("null");
@@ -342,7 +346,12 @@ fn to_json(node: &Node) -> Value {
         Kind::Null => Value::Null,
         Kind::Str(s) => Value::String(s.clone()),
         Kind::Seq(items) => Value::Array(items.iter().map(|n| to_json(n)).collect()),
-        Kind::Map(entries) => Value::Object(entries.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<Map<_, _>>()),
+        Kind::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
     }
 }
 
