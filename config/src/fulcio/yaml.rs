@@ -159,15 +159,15 @@ fn read(text: &str) -> Result<Document, Stop> {
         emit_unresolved_aliases: true,
         emit_comments: false,
     };
-    let mut events = Parser::new_from_str_with_options(text, options);
+    let events = Parser::new_from_str_with_options(text, options);
     let mut anchors: HashMap<usize, Rc<Node>> = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut replayed = 0usize;
     let mut root = None;
     let mut warnings = Vec::new();
     let mut documents = 0;
-    while let Some(next) = events.next() {
-        let (event, span) = next.map_err(|e| syntax(e))?;
+    for next in events {
+        let (event, span) = next.map_err(syntax)?;
         let (node, anchor) = match event {
             Event::DocumentStart(..) => {
                 documents += 1;
