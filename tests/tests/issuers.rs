@@ -534,6 +534,23 @@ async fn config_check_reads_fulcios_file_and_reports_warnings() {
     let log = ks.log();
     assert_eq!(log.matches("configuration warning").count(), 1, "{log}");
     assert!(log.contains("SubjectDomain") && log.contains("ignored"), "{log}");
+
+    // A reload logs the warnings of the new configuration once more.
+    let file = ks.dir.path().join("config.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("# edited\n{text}")).unwrap();
+    ks.signal("HUP");
+    let start = std::time::Instant::now();
+    while !ks.log().contains("configuration reloaded") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no reload:\n{}",
+            ks.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = ks.log();
+    assert_eq!(log.matches("configuration warning").count(), 2, "{log}");
 }
 
 /// Golden certificates per issuer kind, through the binary, read back with an independent parser:
