@@ -1,5 +1,6 @@
 //! `keyless config check`: validate a configuration, optionally probe every issuer, and explain
-//! what a token would get — all without issuing anything.
+//! what a token would get — all without issuing anything. Warnings (what loads, as Fulcio loads
+//! it, but deserves attention) are reported apart from errors; `--strict` makes them errors.
 
 use std::path::Path;
 
@@ -9,17 +10,29 @@ use keyless_oidc::OidcVerifier;
 use serde_json::{Value, json};
 
 /// Runs the check; returns the report and whether everything passed.
-pub async fn run(path: &Path, token: Option<&str>, online: bool) -> (Value, bool) {
+pub async fn run(path: &Path, token: Option<&str>, online: bool, strict: bool) -> (Value, bool) {
+    let invalid = |errors: Vec<String>, warnings: Vec<String>| {
+        json!({"config": path.display().to_string(), "valid": false, "error": errors.join("\n"),
+               "errors": errors, "warnings": warnings})
+    };
     let config = match Config::load(path) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                json!({"config": path.display().to_string(), "valid": false, "error": e.to_string()}),
-                false,
-            );
-        }
+        Err(e) => return (invalid(vec![e.to_string()], Vec::new()), false),
     };
-    let mut report = json!({"config": path.display().to_string(), "valid": true, "issuers": config.issuers.len()});
+    let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    let mut errors = Vec::new();
+    // What `keyless serve` refuses at start-up is an error here too.
+    if let Err(e) = config.check_trusts_issuers() {
+        errors.push(e.to_string());
+    }
+    if strict {
+        errors.append(&mut warnings);
+    }
+    if !errors.is_empty() {
+        return (invalid(errors, warnings), false);
+    }
+    let mut report = json!({"config": path.display().to_string(), "valid": true, "issuers": config.issuers.len(),
+                            "warnings": warnings});
     let mut ok = true;
     let verifier = match OidcVerifier::new(&config.issuers) {
         Ok(v) => v,
@@ -99,12 +112,23 @@ async fn explain(verifier: &OidcVerifier, raw: &str) -> Value {
 /// Human-readable rendering of the report.
 pub fn render(report: &Value) -> String {
     let mut s = String::new();
+    let lines = |key: &str| {
+        report[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     if report["valid"] == false {
-        s += &format!(
-            "{}: INVALID\n  {}\n",
-            report["config"].as_str().unwrap_or(""),
-            report["error"].as_str().unwrap_or("")
-        );
+        s += &format!("{}: INVALID\n", report["config"].as_str().unwrap_or(""));
+        for e in lines("errors") {
+            s += &format!("  error: {e}\n");
+        }
+        for w in lines("warnings") {
+            s += &format!("  warning: {w}\n");
+        }
         return s;
     }
     s += &format!(
@@ -112,6 +136,9 @@ pub fn render(report: &Value) -> String {
         report["config"].as_str().unwrap_or(""),
         report["issuers"]
     );
+    for w in lines("warnings") {
+        s += &format!("  warning: {w}\n");
+    }
     for p in report["online"].as_array().into_iter().flatten() {
         match p["reachable"].as_bool() {
             Some(true) => {

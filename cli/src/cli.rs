@@ -123,6 +123,9 @@ enum ConfigCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Treat warnings (settings Fulcio ignores or Keyless CA applies differently) as errors.
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -318,10 +321,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     token,
                     online,
                     json,
+                    strict,
                 },
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let (report, ok) = rt.block_on(crate::check::run(&file, token.as_deref(), online));
+            let (report, ok) = rt.block_on(crate::check::run(&file, token.as_deref(), online, strict));
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -405,18 +405,22 @@ fn open_audit(config: &Config) -> anyhow::Result<Option<keyless_audit::store::Au
     Ok(Some(log))
 }
 
-/// The issuers a configuration trusts: its own, or — when it names none and is not `--dev` — the
-/// built-in public-good Sigstore issuer set.
+/// The issuers a configuration trusts: exactly those it names (`issuers`, `issuers_file`,
+/// `public_good_issuers: true`). One that names none, and is not `--dev`, is refused: trusting
+/// the world's CI systems must be a decision, not a default. Each configuration warning is logged
+/// here, so once at start-up and once per reload.
 pub fn effective_issuers(config: &Config) -> anyhow::Result<Vec<keyless_config::IssuerConfig>> {
-    if !config.issuers.is_empty() || config.issuers_file.is_some() || config.insecure_dev_issuer {
-        return Ok(config.issuers.clone());
+    config.check_trusts_issuers().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for warning in &config.warnings {
+        tracing::warn!(path = %warning.path, "configuration warning: {}", warning.message);
     }
-    let list = keyless_config::public_good_issuers().context("the built-in public-good issuer set")?;
-    tracing::info!(
-        issuers = list.len(),
-        "no issuers configured: trusting the built-in public-good Sigstore issuer set"
-    );
-    Ok(list)
+    if config.public_good_issuers {
+        tracing::info!(
+            issuers = config.issuers.len(),
+            "trusting the public-good Sigstore issuer set bundled with Keyless CA (public_good_issuers: true)"
+        );
+    }
+    Ok(config.issuers.clone())
 }
 
 /// SHA-256 (hex) of the configuration file and the issuers file it names: logged with every

@@ -80,3 +80,48 @@ impl ConfigError {
         }
     }
 }
+
+/// Something a configuration does that loads (Fulcio accepts it, so Keyless CA does too) but that
+/// an operator should know about: a setting that is ignored, or one Keyless CA applies
+/// differently. `keyless config check` prints these apart from errors; `--strict` makes them
+/// errors; `keyless serve` logs each at start-up and at every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Where, as in errors (`fulcio.yaml: OIDCIssuers["https://x"].ChallengeClaim`).
+    pub path: String,
+    /// What and why, in words.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", prefix(&self.path), self.message)
+    }
+}
+
+impl ConfigWarning {
+    pub(crate) fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        ConfigWarning {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The same finding as an error (`keyless config check --strict`).
+    pub fn into_error(self) -> ConfigError {
+        ConfigError::Rule {
+            path: self.path,
+            rule: self.message,
+        }
+    }
+
+    /// Names the file a warning came from.
+    pub(crate) fn in_file(self, file: &Path) -> Self {
+        let path = if self.path.is_empty() {
+            file.display().to_string()
+        } else {
+            format!("{}: {}", file.display(), self.path)
+        };
+        ConfigWarning { path, ..self }
+    }
+}

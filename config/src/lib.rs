@@ -24,10 +24,10 @@ use std::time::Duration;
 pub use crate::ca::{CaConfig, FileCaConfig, GeneratedCaConfig, Pkcs11CaConfig, Pkcs11Mechanism};
 pub use crate::ctlog::{CtLogConfig, DEFAULT_CT_LISTEN, EmbeddedCtLog, RemoteCtLog, SubmissionLimits};
 pub use crate::duration::parse_duration;
-pub use crate::error::ConfigError;
+pub use crate::error::{ConfigError, ConfigWarning};
 pub use crate::issuer::{
-    ALL_KINDS, CiProvider, EmailSettings, IssuerConfig, IssuerKind, IssuerOptions, IssuerType, JsonPath,
-    SpiffeSettings, TOKEN_ALGORITHMS, UriSettings, UsernameSettings, is_loopback_url,
+    ALL_KINDS, CiProvider, EmailSettings, GitlabSettings, IssuerConfig, IssuerKind, IssuerOptions, IssuerType,
+    JsonPath, SpiffeSettings, TOKEN_ALGORITHMS, UriSettings, UsernameSettings, is_loopback_url,
 };
 pub use crate::ops::{AuditConfig, AuditExport, Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig};
 pub use crate::policy::{Condition, Policy, Rule};
@@ -85,6 +85,12 @@ pub struct Config {
     /// The client key and signature algorithms accepted (Fulcio's `--client-signing-algorithms`,
     /// e.g. `ecdsa-sha2-256-nistp256`); unset: every algorithm the key policy allows.
     pub client_signing_algorithms: Option<Vec<String>>,
+    /// `public_good_issuers: true`: the public-good Sigstore issuer set bundled with Keyless CA
+    /// ([`PUBLIC_GOOD_ISSUERS`]) is in `issuers`, first. Off by default: nothing is trusted
+    /// unless the configuration names it.
+    pub public_good_issuers: bool,
+    /// What loaded but deserves the operator's attention (settings Fulcio ignores, and so on).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// Leaf certificate settings.
@@ -147,23 +153,67 @@ impl Config {
             audit: AuditConfig::default(),
             health_token: None,
             client_signing_algorithms: None,
+            public_good_issuers: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Refuses a configuration that trusts no OIDC issuer (and is not `--dev`): Keyless CA trusts
+    /// nothing by default, so serving would only refuse requests, and silently trusting the
+    /// world's CI systems would be worse. The error says how to name a set.
+    pub fn check_trusts_issuers(&self) -> Result<(), ConfigError> {
+        if !self.issuers.is_empty() || self.insecure_dev_issuer {
+            return Ok(());
+        }
+        Err(ConfigError::rule("issuers", NO_ISSUERS))
     }
 }
 
-/// Keyless CA's copy of the public-good Sigstore issuer set (Fulcio's issuer-file format); the
-/// issuers of `keyless serve` when a configuration names none.
+/// Why a configuration without issuers is refused, and what to write instead.
+pub const NO_ISSUERS: &str = "no OIDC issuer is trusted, and Keyless CA trusts none by default. Name the \
+issuers to trust with `issuers:` (a list), with `issuers_file:` (a Fulcio issuer file, JSON or YAML, e.g. \
+`issuers_file: /etc/fulcio-config/config.yaml`), or with `public_good_issuers: true` to trust the \
+public-good Sigstore set bundled with Keyless CA (config/fixtures/public-good.yaml, a copy of Fulcio's \
+config/identity/config.yaml: Google, GitHub Actions, GitLab, Buildkite, CircleCI, Codefresh, Buddy, \
+Chainguard, Sigstore's Dex and the EKS/GKE/AKS meta issuers)";
+
+/// The public-good Sigstore issuer set bundled with Keyless CA: Fulcio's own
+/// `config/identity/config.yaml`, unchanged. Trusted only with `public_good_issuers: true`.
 pub const PUBLIC_GOOD_ISSUERS: &str = include_str!("../fixtures/public-good.yaml");
 
-/// Parses the built-in public-good issuer set.
+/// Parses the bundled public-good issuer set.
 pub fn public_good_issuers() -> Result<Vec<IssuerConfig>, ConfigError> {
     parse_issuers_file(PUBLIC_GOOD_ISSUERS)
 }
 
-/// Parses the text of a Fulcio issuer file (JSON or YAML), as `issuers_file` is read. Public so
-/// the fuzz tests (`tests/tests/fuzz.rs`) reach the parser loading uses, not a copy of it.
+/// A Fulcio issuer file read: its issuers, and what loaded but deserves attention.
+#[derive(Debug, Clone)]
+pub struct IssuersFile {
+    /// The issuers, `OIDCIssuers` first, then `MetaIssuers`.
+    pub issuers: Vec<IssuerConfig>,
+    /// Settings Fulcio ignores or applies differently, with their paths.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Reads the text of a Fulcio issuer file (JSON or YAML, as Fulcio reads it), as `issuers_file`
+/// is read.
+pub fn read_issuers_file(text: &str) -> Result<IssuersFile, ConfigError> {
+    fulcio::parse(text).map(|p| IssuersFile {
+        issuers: p.issuers,
+        warnings: p.warnings,
+    })
+}
+
+/// [`read_issuers_file`] without the warnings. Public so the fuzz tests (`tests/tests/fuzz.rs`)
+/// reach the parser loading uses, not a copy of it.
 pub fn parse_issuers_file(text: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
-    fulcio::parse(text)
+    read_issuers_file(text).map(|f| f.issuers)
+}
+
+/// A Fulcio issuer file as the JSON value Fulcio reads from it (YAML aliases, alias keys and merge
+/// keys resolved; YAML scalars as text), e.g. to convert one format into the other.
+pub fn issuers_file_as_json(text: &str) -> Result<serde_json::Value, ConfigError> {
+    fulcio::value(text).map(|(v, _)| v)
 }
 
 /// Alias replays (events copied in by `*alias`) allowed in one configuration or issuer file.
@@ -222,7 +272,7 @@ mod tests {
         assert!(e.contains("alias replay limit"), "{e}");
         // A few aliases, as Fulcio's own file has, are fine.
         let few = "define:\n  - &t github-workflow\noidc-issuers:\n  https://a.example:\n    type: *t\n  https://b.example:\n    type: *t\n";
-        assert_eq!(fulcio::parse(few).unwrap().len(), 2);
+        assert_eq!(fulcio::parse(few).unwrap().issuers.len(), 2);
     }
 
     #[test]
@@ -338,35 +388,229 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The bundled public-good file is Fulcio's own `config/identity/config.yaml`, byte for byte,
+    /// and every issuer in it loads with Fulcio's settings.
     #[test]
-    fn public_good_fixture_loads_unchanged() {
-        let issuers = public_good_issuers().unwrap();
-        assert_eq!(issuers.len(), 10);
-        assert!(issuers.iter().all(|i| i.client_id == "sigstore"));
-        let gh = issuers
-            .iter()
-            .find(|i| i.url == "https://token.actions.githubusercontent.com")
-            .unwrap();
-        let IssuerKind::CiProvider(p) = &gh.kind else {
-            panic!("{:?}", gh.kind)
+    fn public_good_fixture_is_fulcios_file() {
+        if let Ok(fulcio) = std::fs::read_to_string("/work/shared/reference/fulcio-files/public-good-config.yaml") {
+            assert_eq!(
+                PUBLIC_GOOD_ISSUERS, fulcio,
+                "the bundled copy is Fulcio's file unchanged"
+            );
+        }
+        let file = read_issuers_file(PUBLIC_GOOD_ISSUERS).unwrap();
+        assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+        let exact: Vec<(&str, &str, Option<&str>)> = vec![
+            ("https://accounts.google.com", "email", None),
+            ("https://agent.buildkite.com", "ci-provider", Some("buildkite-job")),
+            (
+                "https://asia-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            (
+                "https://auth.eclipse.org/auth/realms/foundation-service-accounts",
+                "email",
+                None,
+            ),
+            (
+                "https://dev-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            ("https://dev.gitlab.org", "ci-provider", Some("gitlab-pipeline")),
+            (
+                "https://eu-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            ("https://gitlab.archlinux.org", "ci-provider", Some("gitlab-pipeline")),
+            ("https://gitlab.com", "ci-provider", Some("gitlab-pipeline")),
+            ("https://issuer.enforce.dev", "chainguard-identity", None),
+            ("https://issuer.hello.coop", "email", None),
+            ("https://oauth2.sigstage.dev/auth", "email", None),
+            ("https://oauth2.sigstore.dev/auth", "email", None),
+            (
+                "https://oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            ("https://oidc.circleci.com", "ci-provider", Some("circleci-job")),
+            ("https://oidc.codefresh.io", "ci-provider", Some("codefresh-workflow")),
+            ("https://ops.gitlab.net", "ci-provider", Some("gitlab-pipeline")),
+            (
+                "https://psd-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            ("https://sigstore.verify.ibm.com/oauth2", "email", None),
+            (
+                "https://stage-oidc.buddyusercontent.com",
+                "ci-provider",
+                Some("buddy-pipeline"),
+            ),
+            (
+                "https://token.actions.githubusercontent.com",
+                "ci-provider",
+                Some("github-workflow"),
+            ),
+            ("https://www.kaggle.com/api/v1/models/signing", "email", None),
+        ];
+        let meta: Vec<(&str, &str, Option<&str>)> = vec![
+            ("https://*.oic.prod-aks.azure.com/*/*", "kubernetes", None),
+            ("https://*.oic.prod-aks.azure.com/*/*/", "kubernetes", None),
+            (
+                "https://container.googleapis.com/v1/projects/*/locations/*/clusters/*",
+                "kubernetes",
+                None,
+            ),
+            ("https://oidc.circleci.com/org/*", "ci-provider", Some("circleci-job")),
+            ("https://oidc.eks.*.amazonaws.com/id/*", "kubernetes", None),
+            ("https://oidc.prod-aks.azure.com/*", "kubernetes", None),
+            ("https://oidc.prod-aks.azure.com/*/", "kubernetes", None),
+            ("https://oidc.prod-aks.azure.com/*/*", "kubernetes", None),
+            (
+                "https://token.actions.githubusercontent.com/*",
+                "ci-provider",
+                Some("github-workflow"),
+            ),
+        ];
+        let listed = |wildcard: bool| {
+            let mut v: Vec<(&str, &str, Option<&str>)> = file
+                .issuers
+                .iter()
+                .filter(|i| i.wildcard == wildcard)
+                .map(|i| {
+                    let provider = match &i.kind {
+                        IssuerKind::CiProvider(p) => Some(p.name()),
+                        _ => None,
+                    };
+                    (i.url.as_str(), i.kind.as_str(), provider)
+                })
+                .collect();
+            v.sort();
+            v
         };
-        assert_eq!(p.extensions().len(), 20);
-        let dex = issuers
-            .iter()
-            .find(|i| i.url == "https://oauth2.sigstore.dev/auth")
-            .unwrap();
-        let IssuerKind::Email(e) = &dex.kind else {
-            panic!("{:?}", dex.kind)
+        assert_eq!(listed(false), exact);
+        assert_eq!(listed(true), meta);
+        for i in &file.issuers {
+            assert_eq!(i.client_id, "sigstore", "{}", i.url);
+            assert_eq!(i.challenge_claim, None, "{}", i.url);
+            let expected_claim = if i.kind.issuer_type() == IssuerType::Email {
+                "email"
+            } else {
+                "sub"
+            };
+            assert_eq!(i.challenge_claim(), expected_claim, "{}", i.url);
+            if let IssuerKind::CiProvider(p) = &i.kind {
+                assert!(p.san().is_ok(), "{}: every provider renders a SAN", i.url);
+            }
+        }
+        let by = |u: &str| file.issuers.iter().find(|i| i.url == u).unwrap();
+        for dex in ["https://oauth2.sigstore.dev/auth", "https://oauth2.sigstage.dev/auth"] {
+            let IssuerKind::Email(e) = &by(dex).kind else {
+                panic!("{dex}")
+            };
+            assert_eq!(
+                e.issuer_claim.as_ref().map(JsonPath::as_str),
+                Some("$.federated_claims.connector_id")
+            );
+        }
+        let IssuerKind::Email(google) = &by("https://accounts.google.com").kind else {
+            panic!("google")
         };
-        assert_eq!(
-            e.issuer_claim.as_ref().map(JsonPath::as_str),
-            Some("$.federated_claims.connector_id")
+        assert!(google.issuer_claim.is_none() && !google.skip_email_verification);
+        let IssuerKind::CiProvider(gh) = &by("https://token.actions.githubusercontent.com").kind else {
+            panic!("github")
+        };
+        assert_eq!(gh.extensions().len(), 20);
+        assert_eq!(gh.defaults().get("url").map(String::as_str), Some("https://github.com"));
+        assert_eq!(gh.defaults().get("environment").map(String::as_str), Some(""));
+        let eks = by("https://oidc.eks.*.amazonaws.com/id/*");
+        assert!(eks.matches("https://oidc.eks.us-east-1.amazonaws.com/id/ABC"));
+    }
+
+    /// The bundled set is trusted only when asked for; warnings of an issuers_file name the file.
+    #[test]
+    fn issuers_are_trusted_only_when_named() {
+        let c = load("").unwrap();
+        assert!(c.issuers.is_empty() && !c.public_good_issuers);
+        let e = c.check_trusts_issuers().unwrap_err().to_string();
+        assert!(e.starts_with("issuers: no OIDC issuer is trusted"), "{e}");
+        assert!(
+            e.contains("public_good_issuers: true") && e.contains("issuers_file:"),
+            "{e}"
+        );
+        let c = load("public_good_issuers: true\n").unwrap();
+        assert_eq!(c.issuers.len(), public_good_issuers().unwrap().len());
+        assert!(c.check_trusts_issuers().is_ok() && c.warnings.is_empty());
+        assert!(Config::dev(PathBuf::from("/tmp/x")).check_trusts_issuers().is_ok());
+        let e = load("public_good_issuers: true\nissuers:\n - {url: https://accounts.google.com, type: email}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("configured twice"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("keyless-warn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("fulcio.yaml"),
+            "oidc-issuers:\n  https://a.example.com:\n    issuer-url: https://a.example.com\n    client-id: sigstore\n    type: kubernetes\n    subject-domain: example.com\n",
+        )
+        .unwrap();
+        let c = Config::from_yaml("issuers_file: fulcio.yaml\n", &dir).unwrap();
+        assert_eq!(c.issuers.len(), 1);
+        assert_eq!(c.warnings.len(), 1);
+        let w = c.warnings[0].to_string();
+        let file = dir.join("fulcio.yaml").display().to_string();
+        assert!(
+            w.starts_with(&format!(
+                "{file}: OIDCIssuers[\"https://a.example.com\"].SubjectDomain: ignored"
+            )),
+            "{w}"
         );
         assert!(
-            issuers
-                .iter()
-                .any(|i| i.wildcard && i.matches("https://oidc.eks.us-east-1.amazonaws.com/id/ABC"))
+            c.warnings[0].clone().into_error().to_string() == w,
+            "--strict reports the same text"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `gitlab_base_url` restores Fulcio's gitlab.com URLs for one issuer; it is checked at load.
+    #[test]
+    fn gitlab_base_url_is_per_issuer() {
+        let one = |entry: &str| load(&format!("issuers:\n - {entry}\n")).map(|mut c| c.issuers.remove(0).kind);
+        let IssuerKind::GitlabPipeline(g) =
+            one("{url: https://gitlab.example.com, type: gitlab-pipeline, gitlab_base_url: 'https://gitlab.com'}")
+                .unwrap()
+        else {
+            panic!("a gitlab issuer")
+        };
+        assert_eq!(g.base_url(), Some("https://gitlab.com"));
+        let IssuerKind::GitlabPipeline(g) = one("{url: https://gitlab.example.com, type: gitlab-pipeline}").unwrap()
+        else {
+            panic!("a gitlab issuer")
+        };
+        assert_eq!(g.base_url(), None, "unset: the issuer's own host");
+        for (entry, rule) in [
+            (
+                "{url: https://g.example.com, type: gitlab-pipeline, gitlab_base_url: 'ftp://x'}",
+                "http(s) URL",
+            ),
+            (
+                "{url: https://g.example.com, type: gitlab-pipeline, gitlab_base_url: 'https://x/?a'}",
+                "query",
+            ),
+            (
+                "{url: https://g.example.com, type: email, gitlab_base_url: 'https://gitlab.com'}",
+                "gitlab-pipeline",
+            ),
+        ] {
+            let e = one(entry).unwrap_err().to_string();
+            assert!(
+                e.starts_with("issuers[0].gitlab_base_url:") && e.contains(rule),
+                "{entry}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -378,10 +622,13 @@ mod tests {
             e.starts_with("CIIssuerMetadata[\"p\"].SubjectAlternativeNameTemplate: template:"),
             "{e}"
         );
-        let e = fulcio::parse("oidc-issuers:\n  https://x.example:\n    type: ci-provider\n    ci-provider: nope\n")
+        let e = fulcio::parse("ci-issuer-metadata:\n  p:\n    subject-alternative-name-template: x\n    extension-templates:\n      build-trigger: \"{{ if }}\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown provider \"nope\""), "{e}");
+        assert!(
+            e.starts_with("CIIssuerMetadata[\"p\"].ExtensionTemplates.build-trigger: template:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     CertificateConfig, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_VALIDITY, MAX_VALIDITY, RateLimits, SecretRef, ca,
-    ctlog, issuer, ops, parse_duration, parse_issuers_file, read_limited, resolve,
+    ctlog, issuer, ops, parse_duration, read_issuers_file, read_limited, resolve,
 };
 
 #[derive(Deserialize)]
@@ -34,6 +34,9 @@ pub(crate) struct RawConfig {
     audit: Option<ops::RawAudit>,
     health: Option<RawHealth>,
     client_signing_algorithms: Option<Vec<String>>,
+    /// Trust the public-good Sigstore issuer set bundled with Keyless CA.
+    #[serde(default)]
+    public_good_issuers: bool,
 }
 
 #[derive(Deserialize)]
@@ -75,12 +78,18 @@ impl RawConfig {
         let ct_log = ctlog::validate(self.ct_log, base)?;
         ctlog::check_log_key(&ct_log, &ca)?;
         let mut issuers = Vec::new();
+        let mut warnings = Vec::new();
+        if self.public_good_issuers {
+            issuers.extend(crate::public_good_issuers().map_err(|e| e.under("public_good_issuers"))?);
+        }
         let mut issuers_file = None;
         if let Some(file) = self.issuers_file {
             let path = resolve(base, &file);
             issuers_file = Some(path.clone());
             let text = read_limited(&path)?;
-            issuers.extend(parse_issuers_file(&text).map_err(|e| e.in_file(&path))?);
+            let read = read_issuers_file(&text).map_err(|e| e.in_file(&path))?;
+            issuers.extend(read.issuers);
+            warnings.extend(read.warnings.into_iter().map(|w| w.in_file(&path)));
         }
         for (i, raw) in self.issuers.into_iter().enumerate() {
             issuers.push(raw.validate(base).map_err(|e| e.under(&format!("issuers[{i}]")))?);
@@ -131,6 +140,8 @@ impl RawConfig {
             },
             audit: self.audit.map(|a| a.validate(base)).transpose()?.unwrap_or_default(),
             client_signing_algorithms: self.client_signing_algorithms,
+            public_good_issuers: self.public_good_issuers,
+            warnings,
             health_token: self
                 .health
                 .and_then(|h| h.token)

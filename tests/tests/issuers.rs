@@ -430,30 +430,127 @@ async fn live_reload_under_load() {
     assert!(!m.contains("@example.com"), "no subjects in labels");
 }
 
-/// Without issuers in its configuration, a production server trusts the built-in public-good
-/// issuer set (loaded from Keyless CA's copy of Fulcio's file, templates included).
+/// `public_good_issuers: true` trusts the public-good set bundled with Keyless CA (Fulcio's own
+/// `config/identity/config.yaml`, unchanged): the server advertises every issuer of that file,
+/// exact and meta, with Fulcio's type, audience and challenge claim.
 #[tokio::test]
-async fn default_issuers_are_the_public_good_set() {
-    let ks = Keyless::builder("ct_log: disabled\n").start();
+async fn public_good_issuers_serve_every_issuer_of_fulcios_file() {
+    let ks = Keyless::builder("ct_log: disabled\npublic_good_issuers: true\n").start();
     let conf = ks.get("/api/v2/configuration").await.json();
-    let issuers = conf["issuers"].as_array().unwrap();
-    let gh = issuers
+    let served = conf["issuers"].as_array().unwrap();
+    let file = keyless_config::read_issuers_file(keyless_config::PUBLIC_GOOD_ISSUERS).unwrap();
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    assert_eq!(served.len(), file.issuers.len());
+    for issuer in &file.issuers {
+        let key = if issuer.wildcard {
+            "wildcardIssuerUrl"
+        } else {
+            "issuerUrl"
+        };
+        let entry = served
+            .iter()
+            .find(|e| e[key] == issuer.url.as_str())
+            .unwrap_or_else(|| panic!("{} is not served", issuer.url));
+        assert_eq!(entry["issuerType"], issuer.kind.as_str(), "{}", issuer.url);
+        assert_eq!(entry["audience"], "sigstore", "{}", issuer.url);
+        assert_eq!(entry["challengeClaim"], issuer.challenge_claim(), "{}", issuer.url);
+    }
+    let gh = served
         .iter()
         .find(|i| i["issuerUrl"] == "https://token.actions.githubusercontent.com")
         .expect("GitHub Actions");
-    assert_eq!(gh["issuerType"], "ci-provider");
-    assert_eq!(gh["challengeClaim"], "sub");
-    assert!(
-        issuers
-            .iter()
-            .any(|i| i["wildcardIssuerUrl"] == "https://oidc.eks.*.amazonaws.com/id/*")
+    assert_eq!(
+        (gh["issuerType"].as_str(), gh["challengeClaim"].as_str()),
+        (Some("ci-provider"), Some("sub"))
     );
     assert!(
-        issuers
+        served
             .iter()
             .any(|i| i["issuerUrl"] == "https://accounts.google.com" && i["challengeClaim"] == "email")
     );
-    assert!(ks.log().contains("built-in public-good Sigstore issuer set"));
+    for meta in [
+        "https://oidc.eks.*.amazonaws.com/id/*",
+        "https://oidc.circleci.com/org/*",
+    ] {
+        assert!(served.iter().any(|i| i["wildcardIssuerUrl"] == meta), "{meta}");
+    }
+    assert!(
+        ks.log()
+            .contains("public-good Sigstore issuer set bundled with Keyless CA")
+    );
+}
+
+/// Fulcio's own issuer file, unchanged, through the binary: `keyless config check` accepts it
+/// with no warning; a setting Fulcio ignores is a warning (text and JSON), `--strict` makes it an
+/// error, and `keyless serve` logs it at start-up.
+#[tokio::test]
+async fn config_check_reads_fulcios_file_and_reports_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("config.yaml"), keyless_config::PUBLIC_GOOD_ISSUERS).unwrap();
+    std::fs::write(d.join("k.yaml"), "ct_log: disabled\nissuers_file: config.yaml\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = keyless_tests::run_keyless(args, d, &[]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&["config", "check", "k.yaml"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("valid (31 issuers)") && !out.contains("warning"), "{out}");
+
+    let idp = TestIssuer::start("/fulcio").await;
+    std::fs::write(
+        d.join("config.yaml"),
+        format!(
+            "oidc-issuers:\n  {u}:\n    issuer-url: {u}\n    client-id: sigstore\n    type: email\n    subject-domain: example.com\n",
+            u = idp.url
+        ),
+    )
+    .unwrap();
+    let warning = format!(
+        "{}: OIDCIssuers[\"{}\"].SubjectDomain: ignored: only uri and username issuers use it, not email",
+        d.join("config.yaml").canonicalize().unwrap().display(),
+        idp.url
+    );
+    let (code, out) = run(&["config", "check", "k.yaml"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("  warning: {warning}")), "{out}");
+    let (code, out) = run(&["config", "check", "--json", "k.yaml"]);
+    assert_eq!(code, Some(0), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        report["warnings"][0].as_str().unwrap().starts_with(&warning),
+        "{report}"
+    );
+    let (code, out) = run(&["config", "check", "--strict", "k.yaml"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("INVALID") && out.contains(&format!("  error: {warning}")),
+        "{out}"
+    );
+
+    let ks = Keyless::builder("ct_log: disabled\nissuers_file: config.yaml\n")
+        .dir(dir)
+        .start();
+    let log = ks.log();
+    assert_eq!(log.matches("configuration warning").count(), 1, "{log}");
+    assert!(log.contains("SubjectDomain") && log.contains("ignored"), "{log}");
+
+    // A reload logs the warnings of the new configuration once more.
+    let file = ks.dir.path().join("config.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("# edited\n{text}")).unwrap();
+    ks.signal("HUP");
+    let start = std::time::Instant::now();
+    while !ks.log().contains("configuration reloaded") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no reload:\n{}",
+            ks.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = ks.log();
+    assert_eq!(log.matches("configuration warning").count(), 2, "{log}");
 }
 
 /// Golden certificates per issuer kind, through the binary, read back with an independent parser:

@@ -36,6 +36,33 @@ fn bad_configuration_names_path_and_rule() {
     assert!(e.contains("ct_log:") && e.contains("ct_log: disabled"), "{e}");
 }
 
+/// Keyless CA trusts no issuer by default: a configuration naming none is refused at start-up
+/// and by `keyless config check`, with a message saying how to name a set, the bundled
+/// public-good file included.
+#[test]
+fn no_issuers_is_refused_with_the_ways_to_name_them() {
+    let e = serve_fails("ct_log: disabled\n", &[]);
+    for hint in [
+        "no OIDC issuer is trusted",
+        "issuers_file:",
+        "public_good_issuers: true",
+        "config/fixtures/public-good.yaml",
+    ] {
+        assert!(e.contains(hint), "{hint}: {e}");
+    }
+    let e = serve_fails("ct_log: disabled\nissuers: []\n", &[]);
+    assert!(e.contains("no OIDC issuer is trusted"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k.yaml"), "ct_log: disabled\n").unwrap();
+    let out = run_keyless(&["config", "check", "k.yaml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("INVALID") && stdout.contains("public_good_issuers: true"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn fulcio_issuer_file_is_accepted_unchanged() {
     let idp = keyless_tests::TestIssuer::start("/dex").await;

@@ -69,10 +69,19 @@ pub(super) fn map(token: &VerifiedToken, provider: &CiProvider) -> Result<Mappin
         }
         Ok(text)
     };
+    // A provider whose SAN template is empty or missing loaded with a warning (as Fulcio loads it);
+    // its tokens are refused here (as Fulcio refuses them).
+    let san_template = provider.san().map_err(|why| {
+        Error::claim(
+            url,
+            "subject alternative name",
+            format!("cannot be rendered by provider {:?}: {why}", provider.name()),
+        )
+    })?;
     let san = San::uri(
         url,
         "subject alternative name",
-        render("subject alternative name", provider.san())?,
+        render("subject alternative name", san_template)?,
     )?;
     let mut facts = Vec::new();
     for (field, template) in provider.extensions() {

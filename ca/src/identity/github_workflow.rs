@@ -1,12 +1,13 @@
 //! `github-workflow` issuers (GitHub Actions): the workflow is the identity and the run's facts
-//! become extensions, with the values Fulcio's built-in GitHub mapping produces.
+//! become extensions, with the values Fulcio's built-in GitHub mapping produces (its URLs are
+//! joined onto `https://github.com/` as Go's `url.JoinPath` joins them).
 
 use crate::Error;
-use crate::identity::{Mapping, San};
+use crate::identity::{Mapping, San, join_path};
 use crate::profile::Fact;
 use crate::token::VerifiedToken;
 
-const BASE: &str = "https://github.com";
+const BASE: &str = "https://github.com/";
 
 pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let c = |name: &str| token.string_claim(name);
@@ -28,7 +29,8 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let run_id = c("run_id")?;
     let run_attempt = c("run_attempt")?;
 
-    let signer_uri = join(job_workflow_ref);
+    let join = |claim: &str, elems: &[&str]| join_path(token, claim, BASE, elems);
+    let signer_uri = join("job_workflow_ref", &[job_workflow_ref])?;
     let san = San::uri(&token.issuer().url, "job_workflow_ref", signer_uri.clone())?;
     let facts = vec![
         (Fact::GithubWorkflowTrigger, event_name.to_string()),
@@ -39,18 +41,24 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
         (Fact::BuildSignerUri, signer_uri.clone()),
         (Fact::BuildSignerDigest, job_workflow_sha.to_string()),
         (Fact::RunnerEnvironment, runner_environment.to_string()),
-        (Fact::SourceRepositoryUri, join(repository)),
+        (Fact::SourceRepositoryUri, join("repository", &[repository])?),
         (Fact::SourceRepositoryDigest, sha.to_string()),
         (Fact::SourceRepositoryRef, git_ref.to_string()),
         (Fact::SourceRepositoryIdentifier, repository_id.to_string()),
-        (Fact::SourceRepositoryOwnerUri, join(repository_owner)),
+        (
+            Fact::SourceRepositoryOwnerUri,
+            join("repository_owner", &[repository_owner])?,
+        ),
         (Fact::SourceRepositoryOwnerIdentifier, repository_owner_id.to_string()),
-        (Fact::BuildConfigUri, join(workflow_ref)),
+        (Fact::BuildConfigUri, join("workflow_ref", &[workflow_ref])?),
         (Fact::BuildConfigDigest, workflow_sha.to_string()),
         (Fact::BuildTrigger, event_name.to_string()),
         (
             Fact::RunInvocationUri,
-            format!("{BASE}/{repository}/actions/runs/{run_id}/attempts/{run_attempt}"),
+            join(
+                "repository",
+                &[repository, "actions/runs", run_id, "attempts", run_attempt],
+            )?,
         ),
         (
             Fact::SourceRepositoryVisibilityAtSigning,
@@ -58,9 +66,4 @@ pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
         ),
     ];
     Ok((sub.to_string(), san, facts))
-}
-
-/// `https://github.com/` + path, without doubling the slash.
-fn join(path: &str) -> String {
-    format!("{BASE}/{}", path.trim_start_matches('/'))
 }

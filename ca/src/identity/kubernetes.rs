@@ -1,5 +1,7 @@
-//! `kubernetes` issuers: the service account is the identity. Unlike Fulcio, empty namespace or
-//! service-account names are refused rather than producing empty path segments.
+//! `kubernetes` issuers: the service account is the identity, with Fulcio's mapping:
+//! `https://kubernetes.io/namespaces/{kubernetes.io.namespace}/serviceaccounts/{kubernetes.io.serviceaccount.name}`.
+//! As in Fulcio, absent values are empty path segments; values of the wrong JSON type are refused,
+//! as Go's decoder refuses them.
 
 use serde_json::Value;
 
@@ -10,28 +12,31 @@ use crate::token::VerifiedToken;
 pub(super) fn map(token: &VerifiedToken) -> Result<Mapping, Error> {
     let url = &token.issuer().url;
     let sub = token.string_claim("sub")?;
-    let k8s = token.claims().get("kubernetes.io");
-    let ns = k8s
-        .and_then(|k| k.get("namespace"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let wrong = |claim: &str, what: &str| Error::claim(url, claim, format!("must be {what}"));
+    let object = |v: Option<&Value>, claim: &str| match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(_) => Err(wrong(claim, "an object")),
+    };
+    let string = |v: Option<&Value>, claim: &str| match v {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => token.bounded(claim, s).map(str::to_string),
+        Some(_) => Err(wrong(claim, "a string")),
+    };
+    let k8s = object(token.claims().get("kubernetes.io"), "kubernetes.io")?.unwrap_or_default();
+    let ns = string(k8s.get("namespace"), "kubernetes.io.namespace")?;
+    for nested in ["pod", "serviceaccount"] {
+        let claim = format!("kubernetes.io.{nested}");
+        let m = object(k8s.get(nested), &claim)?.unwrap_or_default();
+        for field in ["name", "uid"] {
+            string(m.get(field), &format!("{claim}.{field}"))?;
+        }
+    }
     let sa = k8s
-        .and_then(|k| k.get("serviceaccount"))
+        .get("serviceaccount")
         .and_then(|s| s.get("name"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if ns.is_empty() {
-        return Err(Error::claim(url, "kubernetes.io.namespace", "is missing or empty"));
-    }
-    if sa.is_empty() {
-        return Err(Error::claim(
-            url,
-            "kubernetes.io.serviceaccount.name",
-            "is missing or empty",
-        ));
-    }
-    token.bounded("kubernetes.io.namespace", ns)?;
-    token.bounded("kubernetes.io.serviceaccount.name", sa)?;
     let san = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/{sa}");
     Ok((sub.to_string(), San::uri(url, "kubernetes.io", san)?, Vec::new()))
 }

@@ -11,12 +11,15 @@ mod codefresh_workflow;
 mod email;
 mod github_workflow;
 mod gitlab_pipeline;
+mod gourl;
 mod kubernetes;
 mod san;
 mod spiffe;
 mod uri;
 mod username;
 
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;
 
@@ -103,7 +106,7 @@ pub fn principal(token: &VerifiedToken) -> Result<Principal, Error> {
     let (fulcio_name, san, mut facts) = match &issuer.kind {
         IssuerKind::Email(settings) => email::map(token, settings)?,
         IssuerKind::GithubWorkflow => github_workflow::map(token)?,
-        IssuerKind::GitlabPipeline => gitlab_pipeline::map(token)?,
+        IssuerKind::GitlabPipeline(settings) => gitlab_pipeline::map(token, settings)?,
         IssuerKind::BuildkiteJob => buildkite_job::map(token)?,
         IssuerKind::CodefreshWorkflow => codefresh_workflow::map(token)?,
         IssuerKind::ChainguardIdentity => chainguard_identity::map(token)?,
@@ -225,6 +228,25 @@ fn san_claim(kind: IssuerType) -> &'static str {
         | IssuerType::Username
         | IssuerType::CiProvider => "sub",
     }
+}
+
+/// A claim Fulcio decodes into a Go string field that may be absent: absent or null reads as
+/// empty, and anything but a string is refused, as Go's decoder refuses it.
+pub(crate) fn optional_string(token: &VerifiedToken, name: &str) -> Result<String, Error> {
+    match token.claims().get(name) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => token.bounded(name, s).map(str::to_string),
+        Some(other) => Err(Error::claim(
+            &token.issuer().url,
+            name,
+            format!("must be a string, found {}", crate::token::json_type(other)),
+        )),
+    }
+}
+
+/// Go's `url.JoinPath` of `elems` onto `base`, as Fulcio builds its URLs; an error names `claim`.
+pub(crate) fn join_path(token: &VerifiedToken, claim: &str, base: &str, elems: &[&str]) -> Result<String, Error> {
+    gourl::join_path(base, elems).map_err(|e| Error::claim(&token.issuer().url, claim, format!("gives no URL: {e}")))
 }
 
 /// `scheme://host[:port]` of an issuer URL (the base for self-hosted CI URLs).

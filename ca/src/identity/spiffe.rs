@@ -13,10 +13,21 @@ pub(super) fn map(token: &VerifiedToken, settings: &SpiffeSettings) -> Result<Ma
     let rest = sub
         .strip_prefix("spiffe://")
         .ok_or_else(|| Error::claim(url, "sub", format!("{sub:?} is not a SPIFFE ID (spiffe://...)")))?;
-    let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let path_ok = path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && path.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c));
-    if path.is_empty() || !path_ok {
+    // A SPIFFE ID may be the trust domain alone (`spiffe://example.org`), as go-spiffe (and so
+    // Fulcio) accepts; a path, if any, has non-empty segments other than `.` and `..`.
+    let (domain, path) = match rest.split_once('/') {
+        Some((domain, path)) => (domain, Some(path)),
+        None => (rest, None),
+    };
+    let path_ok = path.is_none_or(|path| {
+        path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            && path.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+    });
+    let domain_ok = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+    if !path_ok || !domain_ok {
         return Err(Error::claim(
             url,
             "sub",

@@ -106,8 +106,9 @@ pub enum IssuerKind {
     Email(EmailSettings),
     /// GitHub Actions workflows: `job_workflow_ref` becomes a URI SAN, the run's facts extensions.
     GithubWorkflow,
-    /// GitLab CI pipelines (gitlab.com or self-managed: URLs use the issuer's own host).
-    GitlabPipeline,
+    /// GitLab CI pipelines (gitlab.com or self-managed: URLs use the issuer's own host unless
+    /// [`GitlabSettings::base_url`] says otherwise).
+    GitlabPipeline(GitlabSettings),
     /// Buildkite jobs.
     BuildkiteJob,
     /// Codefresh workflows.
@@ -132,7 +133,7 @@ impl IssuerKind {
         match self {
             IssuerKind::Email(_) => IssuerType::Email,
             IssuerKind::GithubWorkflow => IssuerType::GithubWorkflow,
-            IssuerKind::GitlabPipeline => IssuerType::GitlabPipeline,
+            IssuerKind::GitlabPipeline(_) => IssuerType::GitlabPipeline,
             IssuerKind::BuildkiteJob => IssuerType::BuildkiteJob,
             IssuerKind::CodefreshWorkflow => IssuerType::CodefreshWorkflow,
             IssuerKind::ChainguardIdentity => IssuerType::ChainguardIdentity,
@@ -160,7 +161,7 @@ impl IssuerKind {
             IssuerKind::Spiffe(s) => Some(s.trust_domain()),
             IssuerKind::Email(_)
             | IssuerKind::GithubWorkflow
-            | IssuerKind::GitlabPipeline
+            | IssuerKind::GitlabPipeline(_)
             | IssuerKind::BuildkiteJob
             | IssuerKind::CodefreshWorkflow
             | IssuerKind::ChainguardIdentity
@@ -178,7 +179,7 @@ impl IssuerKind {
             IssuerKind::Username(s) => Some(s.subject_domain()),
             IssuerKind::Email(_)
             | IssuerKind::GithubWorkflow
-            | IssuerKind::GitlabPipeline
+            | IssuerKind::GitlabPipeline(_)
             | IssuerKind::BuildkiteJob
             | IssuerKind::CodefreshWorkflow
             | IssuerKind::ChainguardIdentity
@@ -206,6 +207,46 @@ pub struct EmailSettings {
     /// sends for issuers it does not know). Off by default: a proof over `sub` is replayable across
     /// every email that one subject may hold.
     pub allow_sub_challenge: bool,
+}
+
+/// `gitlab-pipeline` settings: where the repository, owner and job URLs point.
+///
+/// Fulcio writes `https://gitlab.com/...` into those URLs even for a self-managed GitLab, so its
+/// certificates point at the wrong host (sigstore/fulcio#1325). Keyless CA uses the issuer's own
+/// `scheme://host` unless `base_url` is set; `base_url: https://gitlab.com` gives Fulcio's values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitlabSettings {
+    base_url: Option<String>,
+}
+
+impl GitlabSettings {
+    /// `base_url`, if given, must be an absolute http(s) URL with a host and without userinfo,
+    /// query or fragment.
+    pub fn new(base_url: Option<&str>) -> Result<GitlabSettings, String> {
+        let Some(base) = base_url else {
+            return Ok(GitlabSettings::default());
+        };
+        let u = url::Url::parse(base).map_err(|e| format!("{base:?} is not a URL: {e}"))?;
+        let plain = matches!(u.scheme(), "https" | "http")
+            && u.host_str().is_some_and(|h| !h.is_empty())
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.query().is_none()
+            && u.fragment().is_none();
+        if !plain {
+            return Err(format!(
+                "{base:?} must be an http(s) URL with a host and no userinfo, query or fragment"
+            ));
+        }
+        Ok(GitlabSettings {
+            base_url: Some(base.to_string()),
+        })
+    }
+
+    /// The configured base (unset: the issuer's own `scheme://host`).
+    pub fn base_url(&self) -> Option<&str> {
+        self.base_url.as_deref()
+    }
 }
 
 /// `spiffe` settings: the trust domain SPIFFE IDs must be in.
@@ -290,13 +331,16 @@ impl UsernameSettings {
 }
 
 /// A `ci-provider` description: defaults, the SAN template, and one template per extension field
-/// (keyed by the field's folded name, e.g. `buildsigneruri`). Built only by the loader, which
-/// refuses a provider without a SAN template.
+/// (keyed by the field's folded name, e.g. `buildsigneruri`). Built only by the loader.
+///
+/// Fulcio loads an issuer whose provider has an empty SAN template, or names no provider in
+/// `CIIssuerMetadata`, and then refuses each of its tokens; so does Keyless CA (with a warning at
+/// load): such a provider's SAN is the reason it cannot render.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CiProvider {
     name: String,
     defaults: BTreeMap<String, String>,
-    san: Template,
+    san: Result<Template, String>,
     extensions: Vec<(String, Template)>,
 }
 
@@ -304,7 +348,7 @@ impl CiProvider {
     pub(crate) fn new(
         name: String,
         defaults: BTreeMap<String, String>,
-        san: Template,
+        san: Result<Template, String>,
         extensions: Vec<(String, Template)>,
     ) -> CiProvider {
         CiProvider {
@@ -325,9 +369,9 @@ impl CiProvider {
         &self.defaults
     }
 
-    /// The URI SAN.
-    pub fn san(&self) -> &Template {
-        &self.san
+    /// The URI SAN's template, or why this provider has none (every token is refused).
+    pub fn san(&self) -> Result<&Template, &str> {
+        self.san.as_ref().map_err(String::as_str)
     }
 
     /// Extension field → template.

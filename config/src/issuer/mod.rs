@@ -5,8 +5,8 @@ pub(crate) mod kind;
 pub(crate) mod raw;
 
 pub use kind::{
-    ALL_KINDS, CiProvider, EmailSettings, IssuerKind, IssuerType, JsonPath, SpiffeSettings, UriSettings,
-    UsernameSettings,
+    ALL_KINDS, CiProvider, EmailSettings, GitlabSettings, IssuerKind, IssuerType, JsonPath, SpiffeSettings,
+    UriSettings, UsernameSettings,
 };
 
 use crate::DEFAULT_CLIENT_ID;

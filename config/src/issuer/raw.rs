@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::kind::{
-    CiProvider, EmailSettings, IssuerKind, IssuerType, JsonPath, SpiffeSettings, UriSettings, UsernameSettings,
+    CiProvider, EmailSettings, GitlabSettings, IssuerKind, IssuerType, JsonPath, SpiffeSettings, UriSettings,
+    UsernameSettings,
 };
 use super::{IssuerConfig, IssuerOptions, TOKEN_ALGORITHMS, check_issuer_url};
 use crate::{ConfigError, DEFAULT_CLIENT_ID};
@@ -35,6 +36,7 @@ pub(crate) struct RawIssuer {
     rate_limits: Option<crate::ops::RawRateLimits>,
     #[serde(default)]
     allow_sub_challenge: bool,
+    gitlab_base_url: Option<String>,
 }
 
 /// A CA bundle must hold at least one PEM certificate.
@@ -57,6 +59,7 @@ impl RawIssuer {
             subject_domain: self.subject_domain,
             spiffe_trust_domain: self.spiffe_trust_domain,
             issuer_claim: self.issuer_claim,
+            gitlab_base_url: self.gitlab_base_url,
         };
         // The native list has no place for templates: a ci-provider issuer here could never map a
         // token, so it is refused now rather than failing every request.
@@ -119,6 +122,7 @@ pub(crate) struct Fields {
     pub(crate) subject_domain: Option<String>,
     pub(crate) spiffe_trust_domain: Option<String>,
     pub(crate) issuer_claim: Option<String>,
+    pub(crate) gitlab_base_url: Option<String>,
 }
 
 /// How each format spells its keys, for error paths.
@@ -128,6 +132,7 @@ pub(crate) struct Keys {
     pub(crate) subject_domain: &'static str,
     pub(crate) spiffe_trust_domain: &'static str,
     pub(crate) issuer_claim: &'static str,
+    pub(crate) gitlab_base_url: &'static str,
 }
 
 impl Keys {
@@ -137,6 +142,7 @@ impl Keys {
         subject_domain: "subject_domain",
         spiffe_trust_domain: "spiffe_trust_domain",
         issuer_claim: "issuer_claim",
+        gitlab_base_url: "gitlab_base_url",
     };
     pub(crate) const FULCIO: Keys = Keys {
         url: "IssuerURL",
@@ -144,6 +150,7 @@ impl Keys {
         subject_domain: "SubjectDomain",
         spiffe_trust_domain: "SPIFFETrustDomain",
         issuer_claim: "IssuerClaim",
+        gitlab_base_url: "GitlabBaseURL",
     };
 }
 
@@ -193,6 +200,12 @@ pub(crate) fn build(
             ),
         ));
     }
+    if f.gitlab_base_url.is_some() && ty != IssuerType::GitlabPipeline {
+        return Err(ConfigError::rule(
+            keys.gitlab_base_url,
+            "applies only to issuers of type gitlab-pipeline",
+        ));
+    }
     let client_id = f.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
     if client_id.is_empty() {
         return Err(ConfigError::rule("client_id", "must not be empty"));
@@ -230,7 +243,13 @@ pub(crate) fn build(
             IssuerKind::CiProvider(ci_provider()?)
         }
         IssuerType::GithubWorkflow => no_domains().map(|()| IssuerKind::GithubWorkflow)?,
-        IssuerType::GitlabPipeline => no_domains().map(|()| IssuerKind::GitlabPipeline)?,
+        IssuerType::GitlabPipeline => {
+            no_domains()?;
+            IssuerKind::GitlabPipeline(
+                GitlabSettings::new(f.gitlab_base_url.as_deref())
+                    .map_err(|e| ConfigError::rule(keys.gitlab_base_url, e))?,
+            )
+        }
         IssuerType::BuildkiteJob => no_domains().map(|()| IssuerKind::BuildkiteJob)?,
         IssuerType::CodefreshWorkflow => no_domains().map(|()| IssuerKind::CodefreshWorkflow)?,
         IssuerType::ChainguardIdentity => no_domains().map(|()| IssuerKind::ChainguardIdentity)?,
@@ -309,11 +328,12 @@ mod tests {
             subject_domain: sd.map(Into::into),
             spiffe_trust_domain: td.map(Into::into),
             issuer_claim: None,
+            gitlab_base_url: None,
         }
     }
 
     fn provider() -> Result<Arc<CiProvider>, ConfigError> {
-        let san = Template::parse("{{ .url }}/{{ .repo }}").unwrap();
+        let san = Template::parse("{{ .url }}/{{ .repo }}");
         Ok(Arc::new(CiProvider::new(
             "p".into(),
             Default::default(),

@@ -431,7 +431,7 @@ health: { token: env:HEALTH }
 pub(crate) fn config_base(dir: &Path) {
     let fixture = std::fs::read_to_string(repo().join("config/fixtures/public-good.yaml")).expect("fixture");
     std::fs::write(dir.join("fulcio.yaml"), &fixture).expect("write fulcio.yaml");
-    let value: Value = serde_saphyr::from_str(&fixture).expect("fixture is YAML");
+    let value: Value = keyless_config::issuers_file_as_json(&fixture).expect("fixture is Fulcio's YAML");
     std::fs::write(
         dir.join("fulcio-config.json"),
         serde_json::to_vec(&value).expect("JSON"),
@@ -443,7 +443,7 @@ pub(crate) fn config_base(dir: &Path) {
 /// own file when the shared reference is present, and a small ci-provider file.
 pub(crate) fn fulcio_file_seeds() -> Vec<Seed> {
     let fixture = std::fs::read_to_string(repo().join("config/fixtures/public-good.yaml")).expect("fixture");
-    let value: Value = serde_saphyr::from_str(&fixture).expect("fixture is YAML");
+    let value: Value = keyless_config::issuers_file_as_json(&fixture).expect("fixture is Fulcio's YAML");
     let mut out = vec![
         Seed::new(Format::Yaml, fixture.into_bytes()),
         Seed::new(Format::Json, serde_json::to_vec(&value).expect("JSON")),
@@ -489,7 +489,7 @@ pub(crate) fn template_seeds() -> Vec<Seed> {
     }
     let mut found = Vec::new();
     for seed in fulcio_file_seeds() {
-        if let Ok(v) = serde_saphyr::from_str::<Value>(&String::from_utf8_lossy(&seed.bytes)) {
+        if let Ok(v) = keyless_config::issuers_file_as_json(&String::from_utf8_lossy(&seed.bytes)) {
             strings(&v, &mut found);
         }
     }
