@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(decode(String::new(), &md, with_token("")).token, "");
         let mut md = MetadataMap::new();
         md.insert("authorization", MetadataValue::from_static("Basic dXNlcjpwYXNz"));
-        assert_eq!(decode(String::new(), &md, CreateSigningCertificateRequest::default()).token, "");
+        assert_eq!(
+            decode(String::new(), &md, CreateSigningCertificateRequest::default()).token,
+            ""
+        );
     }
 
     #[test]
@@ -232,15 +235,19 @@ mod tests {
         req.key = Some(create_signing_certificate_request::Key::CertificateSigningRequest(
             b"-----BEGIN CERTIFICATE REQUEST-----".to_vec(),
         ));
-        assert!(matches!(decode("id".into(), &md, req).key, KeyMaterial::Csr { ref pem } if pem.starts_with(b"-----BEGIN")));
+        assert!(
+            matches!(decode("id".into(), &md, req).key, KeyMaterial::Csr { ref pem } if pem.starts_with(b"-----BEGIN"))
+        );
         let mut req = with_token("t");
-        req.key = Some(create_signing_certificate_request::Key::PublicKeyRequest(PublicKeyRequest {
-            public_key: Some(PublicKey {
-                algorithm: 2,
-                content: "PEM".into(),
-            }),
-            proof_of_possession: b"sig".to_vec(),
-        }));
+        req.key = Some(create_signing_certificate_request::Key::PublicKeyRequest(
+            PublicKeyRequest {
+                public_key: Some(PublicKey {
+                    algorithm: 2,
+                    content: "PEM".into(),
+                }),
+                proof_of_possession: b"sig".to_vec(),
+            },
+        ));
         let decoded = decode("id".into(), &md, req);
         assert_eq!(decoded.request_id, "id");
         assert!(
@@ -248,7 +255,9 @@ mod tests {
         );
         // An empty CSR is no CSR: the (missing) public key is refused after the token, as in Fulcio.
         let mut req = with_token("t");
-        req.key = Some(create_signing_certificate_request::Key::CertificateSigningRequest(Vec::new()));
+        req.key = Some(create_signing_certificate_request::Key::CertificateSigningRequest(
+            Vec::new(),
+        ));
         assert!(
             matches!(decode(String::new(), &md, req).key, KeyMaterial::Signature { ref public_key, .. } if public_key.is_empty())
         );

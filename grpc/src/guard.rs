@@ -61,11 +61,81 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
         .and_then(usable_id)
         .unwrap_or_else(new_id);
     let span = tracing::info_span!("grpc", request_id = %id, method = %method_name(req.uri().path()));
+    let known = known_method(req.uri().path());
+    if let Some((service, method, kind)) = known {
+        metrics::counter!("grpc_server_started_total", "grpc_type" => kind, "grpc_service" => service, "grpc_method" => method)
+            .increment(1);
+    }
+    let started = Instant::now();
     let mut resp = guarded(&guard, id.clone(), req, next).instrument(span).await;
+    if let Some((service, method, kind)) = known {
+        observe(service, method, kind, started, &resp);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
+}
+
+/// The methods served, as `(service, method, grpc_type)`: metrics are labelled with these only,
+/// never with a path a client made up.
+const METHODS: [(&str, &str, &str); 5] = [
+    ("dev.sigstore.fulcio.v2.CA", "CreateSigningCertificate", "unary"),
+    ("dev.sigstore.fulcio.v2.CA", "GetTrustBundle", "unary"),
+    ("dev.sigstore.fulcio.v2.CA", "GetConfiguration", "unary"),
+    ("grpc.health.v1.Health", "Check", "unary"),
+    ("grpc.health.v1.Health", "Watch", "server_stream"),
+];
+
+fn known_method(path: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    METHODS.into_iter().find(|(s, m, _)| *s == service && *m == method)
+}
+
+/// Fulcio's gRPC server metrics (go-grpc-prometheus names and labels, so its dashboards work):
+/// `grpc_server_started_total`, `grpc_server_handled_total` with the status code's Go name,
+/// `grpc_server_handling_seconds`, `grpc_server_msg_received_total` (a request message arrived)
+/// and `grpc_server_msg_sent_total` (a unary answer). An error is a trailers-only answer whose
+/// headers carry `grpc-status`; a stream's status is counted when its headers go out.
+fn observe(service: &'static str, method: &'static str, kind: &'static str, started: Instant, resp: &Response) {
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    metrics::counter!("grpc_server_handled_total", "grpc_type" => kind, "grpc_service" => service, "grpc_method" => method, "grpc_code" => go_code_name(code))
+        .increment(1);
+    metrics::histogram!("grpc_server_handling_seconds", "grpc_type" => kind, "grpc_service" => service, "grpc_method" => method)
+        .record(started.elapsed());
+    if code == tonic::Code::Ok && kind == "unary" {
+        metrics::counter!("grpc_server_msg_sent_total", "grpc_type" => kind, "grpc_service" => service, "grpc_method" => method)
+            .increment(1);
+    }
+}
+
+/// A status code as Go's `codes.Code.String()` names it (go-grpc-prometheus's `grpc_code`).
+pub fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }
 
 async fn guarded(guard: &Guard, request_id: String, req: Request, next: Next) -> Response {
@@ -83,6 +153,10 @@ async fn guarded(guard: &Guard, request_id: String, req: Request, next: Next) ->
         Ok(req) => req,
         Err(e) => return refuse(e),
     };
+    if let Some((service, method, kind)) = known_method(req.uri().path()) {
+        metrics::counter!("grpc_server_msg_received_total", "grpc_type" => kind, "grpc_service" => service, "grpc_method" => method)
+            .increment(1);
+    }
     let probe = req.uri().path().starts_with(HEALTH_PREFIX);
     let _permit = if probe {
         None
@@ -220,11 +294,33 @@ mod tests {
 
     #[test]
     fn request_ids_are_kept_only_when_sane() {
-        assert_eq!(usable_id(&HeaderValue::from_static("abc-123")).as_deref(), Some("abc-123"));
+        assert_eq!(
+            usable_id(&HeaderValue::from_static("abc-123")).as_deref(),
+            Some("abc-123")
+        );
         assert_eq!(usable_id(&HeaderValue::from_static("has space")), None);
         assert_eq!(usable_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);
         assert_eq!(new_id().len(), 24);
         assert_ne!(new_id(), new_id());
         assert_eq!(method_name(&format!("/{}", "x".repeat(500))).len(), 96);
+    }
+
+    #[test]
+    fn metrics_name_only_the_methods_served() {
+        assert_eq!(
+            known_method("/grpc.health.v1.Health/Watch"),
+            Some(("grpc.health.v1.Health", "Watch", "server_stream"))
+        );
+        for made_up in [
+            "/dev.sigstore.fulcio.v2.CA/Nope",
+            "/x/y",
+            "",
+            "/",
+            "/dev.sigstore.fulcio.v2.CA",
+        ] {
+            assert_eq!(known_method(made_up), None, "{made_up:?}");
+        }
+        assert_eq!(go_code_name(tonic::Code::Cancelled), "Canceled");
+        assert_eq!(go_code_name(tonic::Code::InvalidArgument), "InvalidArgument");
     }
 }

@@ -73,8 +73,7 @@ impl HealthService {
 pub fn router(service: Arc<Service>, stopping: watch::Receiver<bool>) -> Router {
     Router::new().route_service(
         "/grpc.health.v1.Health/{method}",
-        HealthServer::new(HealthService::new(service, stopping))
-            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
+        HealthServer::new(HealthService::new(service, stopping)).max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
     )
 }
 

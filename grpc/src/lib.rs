@@ -21,7 +21,6 @@ pub mod guard;
 pub mod health;
 pub mod status;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -122,8 +121,18 @@ pub async fn start(
 }
 
 /// Completes when `stopping` turns true (or its sender is gone).
-fn stopped(mut stopping: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopping.wait_for(|s| *s).await;
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// `proto/fulcio.proto` is Fulcio's file unchanged (sigstore/fulcio at eb10c98), so clients
+    /// generated from Fulcio's own copy speak to this server: any edit must be deliberate.
+    #[test]
+    fn fulcio_proto_is_fulcios_file_unchanged() {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, include_bytes!("../proto/fulcio.proto"));
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "e857bacef9af2f6f4277327af0981e0a694b13ed45689c99ee65229f8739dd5b");
     }
 }

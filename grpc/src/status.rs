@@ -77,7 +77,10 @@ mod tests {
                 },
                 Code::ResourceExhausted,
             ),
-            (|| keyless_ca::Error::Signer("CKR_DEVICE_ERROR".into()).into(), Code::Unavailable),
+            (
+                || keyless_ca::Error::Signer("CKR_DEVICE_ERROR".into()).into(),
+                Code::Unavailable,
+            ),
             (|| keyless_ca::Error::Setup("chain".into()).into(), Code::Internal),
             (|| keyless_service::Error::Overloaded, Code::Unavailable),
         ];
@@ -88,7 +91,10 @@ mod tests {
             assert_eq!(status.code() as i32, i32::from(rest_code), "the REST API's code field");
             assert_eq!(status.message(), rest_message, "the REST message, unchanged");
             assert!(!status.message().contains("CKR_"), "server causes are never sent");
-            let pushback = status.metadata().get(RETRY_PUSHBACK).map(|v| v.to_str().unwrap().to_string());
+            let pushback = status
+                .metadata()
+                .get(RETRY_PUSHBACK)
+                .map(|v| v.to_str().unwrap().to_string());
             match code {
                 Code::ResourceExhausted => assert_eq!(pushback.as_deref(), Some("2000")),
                 Code::Unavailable => assert_eq!(pushback.as_deref(), Some("1000")),

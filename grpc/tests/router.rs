@@ -104,7 +104,11 @@ async fn send(app: &axum::Router, req: Request<Body>) -> Answer {
         messages.push(data.slice(5..5 + len));
         data = data.slice(5 + len..);
     }
-    let status_from = if headers.contains_key("grpc-status") { &headers } else { &trailers };
+    let status_from = if headers.contains_key("grpc-status") {
+        &headers
+    } else {
+        &trailers
+    };
     let code = status_from["grpc-status"].to_str().unwrap().parse().unwrap();
     let message = status_from
         .get("grpc-message")
@@ -157,7 +161,10 @@ async fn trust_bundle_and_configuration_are_the_services() {
     let bundle = TrustBundle::decode(r.messages[0].clone()).unwrap();
     assert_eq!(bundle.chains.len(), 1);
     assert_eq!(bundle.chains[0].certificates, s.service.chain_pem());
-    assert!(r.headers.contains_key("x-request-id"), "every answer names its request id");
+    assert!(
+        r.headers.contains_key("x-request-id"),
+        "every answer names its request id"
+    );
 
     let r = send(
         &s.app,
@@ -170,12 +177,13 @@ async fn trust_bundle_and_configuration_are_the_services() {
     let config = Configuration::decode(r.messages[0].clone()).unwrap();
     assert_eq!(config.issuers.len(), 1);
     let issuer = &config.issuers[0];
+    assert_eq!(issuer.issuer, Some(oidc_issuer::Issuer::IssuerUrl(ISSUER.into())));
     assert_eq!(
-        issuer.issuer,
-        Some(oidc_issuer::Issuer::IssuerUrl(ISSUER.into()))
-    );
-    assert_eq!(
-        (issuer.audience.as_str(), issuer.challenge_claim.as_str(), issuer.issuer_type.as_str()),
+        (
+            issuer.audience.as_str(),
+            issuer.challenge_claim.as_str(),
+            issuer.issuer_type.as_str()
+        ),
         ("sigstore", "email", "email")
     );
 }
@@ -194,7 +202,8 @@ async fn signing_refusals_carry_fulcios_code_and_message() {
     .await;
     assert_eq!(r.code, tonic::Code::InvalidArgument as i32);
     assert!(
-        r.message.starts_with("There was an error processing the identity token"),
+        r.message
+            .starts_with("There was an error processing the identity token"),
         "{}",
         r.message
     );
@@ -202,7 +211,10 @@ async fn signing_refusals_carry_fulcios_code_and_message() {
     // A message that is not protobuf: refused (and recorded) before the service sees it.
     let r = send(
         &s.app,
-        call("/dev.sigstore.fulcio.v2.CA/CreateSigningCertificate", frame(&[0xff, 0xff, 0xff])),
+        call(
+            "/dev.sigstore.fulcio.v2.CA/CreateSigningCertificate",
+            frame(&[0xff, 0xff, 0xff]),
+        ),
     )
     .await;
     assert_eq!(r.code, tonic::Code::InvalidArgument as i32);
@@ -219,7 +231,11 @@ async fn the_guard_refuses_before_a_method_runs() {
         body_timeout: Duration::from_millis(300),
         ..Limits::default()
     });
-    let r = send(&s.app, call("/dev.sigstore.fulcio.v1beta.CA/GetRootCertificate", frame(&[]))).await;
+    let r = send(
+        &s.app,
+        call("/dev.sigstore.fulcio.v1beta.CA/GetRootCertificate", frame(&[])),
+    )
+    .await;
     assert_eq!(
         (r.code, r.message.as_str()),
         (tonic::Code::Unimplemented as i32, "unknown service or method")
@@ -230,10 +246,18 @@ async fn the_guard_refuses_before_a_method_runs() {
     assert_eq!(r.code, tonic::Code::ResourceExhausted as i32, "{}", r.message);
     // A message that never finishes arriving holds no slot for longer than the body timeout.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
-    tx.send(Ok(http_body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 9])))).await.unwrap();
-    let body = Body::new(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 9]))))
+        .await
+        .unwrap();
+    let body = Body::new(http_body_util::StreamBody::new(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
     let started = std::time::Instant::now();
-    let r = send(&s.app, call("/dev.sigstore.fulcio.v2.CA/CreateSigningCertificate", body)).await;
+    let r = send(
+        &s.app,
+        call("/dev.sigstore.fulcio.v2.CA/CreateSigningCertificate", body),
+    )
+    .await;
     assert_eq!(r.code, tonic::Code::InvalidArgument as i32);
     assert!(r.message.contains("did not arrive in time"), "{}", r.message);
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -256,7 +280,11 @@ async fn over_the_concurrency_limit_calls_are_shed_but_health_answers() {
     .await;
     assert_eq!(r.code, tonic::Code::Unavailable as i32);
     assert_eq!(r.message, "the CA is at its concurrency limit; try again shortly");
-    let pushback = if r.headers.contains_key("grpc-status") { &r.headers } else { &r.trailers };
+    let pushback = if r.headers.contains_key("grpc-status") {
+        &r.headers
+    } else {
+        &r.trailers
+    };
     assert_eq!(pushback["grpc-retry-pushback-ms"], "1000");
     let r = send(
         &s.app,
