@@ -422,6 +422,20 @@ fn helm_chart_switches() {
             .iter()
             .all(|v| v["hostPath"].is_null())
     );
+
+    // No `grpc_listen`: no gRPC port on the pod or the Service.
+    let docs = render_chart(&[("config.grpc_listen", Value::Null)]);
+    let c = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let names = |ports: &Value| -> Vec<String> {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&c["ports"]), ["api", "metrics"]);
+    assert_eq!(names(&one(&docs, "Service")["spec"]["ports"]), ["api", "metrics"]);
 }
 
 // ---- compose and systemd ---------------------------------------------------------------------

@@ -178,6 +178,45 @@ async fn health_is_serving() {
 }
 
 #[tokio::test]
+async fn calls_are_counted_under_fulcios_grpc_metric_names() {
+    let (email, ks) = setup("metrics_listen: 127.0.0.1:0\n").await;
+    grpc(&ks, None, None, &["trust-bundle"]).await;
+    let mut claims = email.email_claims("mallory@example.com");
+    claims["aud"] = json!("someone-else");
+    let refused = grpc(
+        &ks,
+        None,
+        Some(&email.mint(&claims)),
+        &["sign", "--mode", "csr", "--token-in", "authorization"],
+    )
+    .await;
+    assert_eq!(refused["code"], "INVALID_ARGUMENT", "{refused}");
+    let metrics = ks.metrics().await;
+    let ca = "grpc_type=\"unary\",grpc_service=\"dev.sigstore.fulcio.v2.CA\",grpc_method=\"{m}\"";
+    let labels = |m: &str| ca.replace("{m}", m);
+    for line in [
+        format!("grpc_server_started_total{{{}}} 1", labels("GetTrustBundle")),
+        format!("grpc_server_msg_received_total{{{}}} 1", labels("GetTrustBundle")),
+        format!("grpc_server_msg_sent_total{{{}}} 1", labels("GetTrustBundle")),
+        format!(
+            "grpc_server_handled_total{{{},grpc_code=\"OK\"}} 1",
+            labels("GetTrustBundle")
+        ),
+        format!(
+            "grpc_server_handled_total{{{},grpc_code=\"InvalidArgument\"}} 1",
+            labels("CreateSigningCertificate")
+        ),
+        format!(
+            "grpc_server_handling_seconds_count{{{}}} 1",
+            labels("CreateSigningCertificate")
+        ),
+        "keyless_rejections_total{class=\"token\"} 1".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
 async fn serves_tls_with_the_apis_pair() {
     let pair = TestTls::new("gRPC test CA");
     let dir = tempfile::tempdir().unwrap();
