@@ -19,8 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The real Sigstore clients and third-party OIDC issuers the interop tests run, pinned and kept
-# inside the project: two Python venvs under target/venv (sigstore-python apart from
-# oidc-provider-mock, whose dependencies differ) and node_modules from the committed lockfile.
+# inside the project: three Python venvs under target/venv (sigstore-python apart from
+# oidc-provider-mock, whose dependencies differ, and the gRPC client) and node_modules from the
+# committed lockfile.
 # Each is reinstalled only when its pin file changes.
 install_venv() { # <venv dir> <requirements file>
   local venv="$1" req="$2" stamp="$1/.installed-from"
@@ -41,6 +42,7 @@ node -e 'const [a, b] = process.versions.node.split(".").map(Number);
   if (a < 20 || (a === 20 && b < 19)) { console.error(`Node.js >= 20.19 is needed, found ${process.version}`); process.exit(1); }'
 install_venv target/venv/sigstore tests/clients/python/sigstore-requirements.txt
 install_venv target/venv/oidc-mock tests/clients/python/oidc-mock-requirements.txt
+install_venv target/venv/grpc tests/clients/python/grpc-requirements.txt
 lock="$(sha256sum tests/clients/package-lock.json | cut -d' ' -f1)"
 if [ "$(cat tests/clients/node_modules/.installed-from 2>/dev/null)" != "$lock" ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)

@@ -302,6 +302,26 @@ pub async fn serve(
         );
         tokio::spawn(crate::metrics::serve(listener));
     }
+    // Fulcio's gRPC API on its own listener, stopped with the API.
+    let (stop_grpc, grpc_stopping) = tokio::sync::watch::channel(false);
+    let grpc = match config.grpc_listen {
+        Some(at) => {
+            if config.insecure_dev_issuer && !at.ip().is_loopback() {
+                bail!("--dev serves an insecure development issuer: grpc_listen must be loopback, not {at}");
+            }
+            let running = keyless_grpc::start(
+                built.service.clone(),
+                at,
+                &config.limits,
+                config.tls.as_ref(),
+                grpc_stopping,
+            )
+            .await?;
+            println!("keyless: grpc listening on {}", running.addr);
+            Some(running)
+        }
+        None => None,
+    };
     let tls = config.tls.as_ref().map(keyless_api::tls::Acceptor::new).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("keyless: listening on {scheme}://{addr}");
@@ -318,11 +338,16 @@ pub async fn serve(
             app,
             async move {
                 shutdown.await;
+                let _ = stop_grpc.send(true);
                 tracing::info!("shutting down: no new connections; finishing requests in flight");
             },
             grace,
         )
         .await?;
+    let finished = match grpc {
+        Some(grpc) => grpc.finished().await && finished,
+        None => finished,
+    };
     if finished {
         tracing::info!("requests in flight finished");
     } else {
@@ -506,12 +531,13 @@ async fn reload_loop(
             }
         };
         if next.listen != current.listen
+            || next.grpc_listen != current.grpc_listen
             || next.ca != current.ca
             || next.ct_log != current.ct_log
             || next.data_dir != current.data_dir
         {
             tracing::warn!(
-                "only issuers are reloaded; listen, data_dir, ca and ct_log changes take effect after a restart"
+                "only issuers are reloaded; listen, grpc_listen, data_dir, ca and ct_log changes take effect after a restart"
             );
         }
         let mut list = match effective_issuers(&next) {

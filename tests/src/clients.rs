@@ -1,9 +1,10 @@
 //! The real Sigstore clients and third-party OIDC issuers, as subprocesses.
 //!
 //! `scripts/test.sh` installs them in pinned versions: sigstore-python into `target/venv/sigstore`,
-//! PyPI `oidc-provider-mock` into `target/venv/oidc-mock`, and the npm packages (`@sigstore/sign`,
-//! `@sigstore/verify`, `@sigstore/cli`, `oauth2-mock-server`) into `tests/clients/node_modules`
-//! from the committed lockfile. The drivers in `tests/clients/{js,python}` print what the client
+//! PyPI `oidc-provider-mock` into `target/venv/oidc-mock`, the gRPC client (grpcio) into
+//! `target/venv/grpc`, and the npm packages (`@sigstore/sign`, `@sigstore/verify`,
+//! `@sigstore/cli`, `oauth2-mock-server`) into `tests/clients/node_modules` from the committed
+//! lockfile. The drivers in `tests/clients/{js,python}` print what the client
 //! read back as JSON; [`ClientRun`] keeps the client's own output for failure messages.
 
 use std::io::{BufRead, BufReader};
@@ -35,6 +36,17 @@ fn installed(path: PathBuf) -> PathBuf {
 /// The sigstore-python venv's interpreter.
 pub fn sigstore_python() -> PathBuf {
     installed(workspace().join("target/venv/sigstore/bin/python"))
+}
+
+/// The gRPC client venv's interpreter (grpcio, grpcio-tools, grpcio-health-checking,
+/// cryptography), which runs `tests/clients/python/grpc_client.py`.
+pub fn grpc_python() -> PathBuf {
+    installed(workspace().join("target/venv/grpc/bin/python"))
+}
+
+/// The proto files the gRPC front door is built from (`grpc/proto`).
+pub fn grpc_proto_dir() -> PathBuf {
+    workspace().join("grpc/proto")
 }
 
 /// sigstore-python's `sigstore` command.

@@ -41,6 +41,8 @@ pub struct Keyless {
     pub ct_url: Option<String>,
     /// The Prometheus endpoint, when `metrics_listen` is set.
     pub metrics_url: Option<String>,
+    /// The gRPC listener's `HOST:PORT`, when `grpc_listen` is set.
+    pub grpc_addr: Option<String>,
     /// The server's working directory (config, data, logs).
     pub dir: tempfile::TempDir,
     child: Child,
@@ -189,14 +191,15 @@ impl Keyless {
             .stderr(log)
             .spawn()
             .unwrap();
-        let Some((url, ct_url, metrics_url)) = wait_for_listen(&mut child) else {
+        let Some(listening) = wait_for_listen(&mut child) else {
             let _ = child.kill();
             panic!("keyless did not restart:\n{}", self.log());
         };
         self.child = child;
-        self.url = url;
-        self.ct_url = ct_url;
-        self.metrics_url = metrics_url;
+        self.url = listening.url;
+        self.ct_url = listening.ct_url;
+        self.metrics_url = listening.metrics_url;
+        self.grpc_addr = listening.grpc_addr;
     }
 
     /// The server's process id.
@@ -401,8 +404,8 @@ impl KeylessBuilder {
             .stderr(log)
             .spawn()
             .unwrap();
-        let (url, ct_url, metrics_url) = match wait_for_listen(&mut child) {
-            Some(urls) => urls,
+        let listening = match wait_for_listen(&mut child) {
+            Some(listening) => listening,
             None => {
                 let _ = child.wait();
                 let log = std::fs::read_to_string(dir.path().join("keyless.log")).unwrap_or_default();
@@ -414,11 +417,12 @@ impl KeylessBuilder {
             .build()
             .unwrap();
         Keyless {
-            url,
+            url: listening.url,
             env,
             hsm,
-            metrics_url,
-            ct_url,
+            metrics_url: listening.metrics_url,
+            ct_url: listening.ct_url,
+            grpc_addr: listening.grpc_addr,
             dir,
             child,
             http,
@@ -456,21 +460,38 @@ async fn reply(resp: reqwest::Response) -> Reply {
     }
 }
 
-/// Waits for `keyless: listening on URL` (after `keyless: ct log listening on URL`, if any).
-fn wait_for_listen(child: &mut Child) -> Option<(String, Option<String>, Option<String>)> {
+/// Where a started server listens.
+struct Listening {
+    url: String,
+    ct_url: Option<String>,
+    metrics_url: Option<String>,
+    grpc_addr: Option<String>,
+}
+
+/// Waits for `keyless: listening on URL` (after the CT log's, the metrics' and the gRPC
+/// listener's lines, if any).
+fn wait_for_listen(child: &mut Child) -> Option<Listening> {
     let stdout = child.stdout.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (mut ct, mut metrics) = (None, None);
+        let (mut ct_url, mut metrics_url, mut grpc_addr) = (None, None, None);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.strip_prefix("keyless: ct log listening on ") {
-                ct = Some(url.trim().to_string());
+                ct_url = Some(url.trim().to_string());
             }
             if let Some(url) = line.strip_prefix("keyless: metrics listening on ") {
-                metrics = Some(url.trim().to_string());
+                metrics_url = Some(url.trim().to_string());
+            }
+            if let Some(addr) = line.strip_prefix("keyless: grpc listening on ") {
+                grpc_addr = Some(addr.trim().to_string());
             }
             if let Some(url) = line.strip_prefix("keyless: listening on ") {
-                let _ = tx.send((url.trim().to_string(), ct.clone(), metrics.clone()));
+                let _ = tx.send(Listening {
+                    url: url.trim().to_string(),
+                    ct_url: ct_url.clone(),
+                    metrics_url: metrics_url.clone(),
+                    grpc_addr: grpc_addr.clone(),
+                });
             }
         }
     });

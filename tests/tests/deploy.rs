@@ -346,6 +346,9 @@ fn helm_chart_renders_the_contract() {
     assert_eq!(port(c, &json!("api")), u64::from(config.listen.port()));
     let metrics = config.metrics_listen.expect("metrics_listen");
     assert_eq!(port(c, &json!("metrics")), u64::from(metrics.port()));
+    let grpc = config.grpc_listen.expect("grpc_listen: Fulcio's gRPC port");
+    assert_eq!(port(c, &json!("grpc")), u64::from(grpc.port()));
+    assert_eq!(grpc.port(), 5554, "Fulcio's gRPC port");
 
     // Service: API and metrics, selecting the pods.
     let svc = one(&docs, "Service");
@@ -357,6 +360,7 @@ fn helm_chart_renders_the_contract() {
         .map(|p| (p["port"].as_u64().unwrap(), p["name"].as_str().unwrap().to_string()))
         .collect();
     assert!(svc_ports.contains(&(5555, "api".into())) && svc_ports.contains(&(2112, "metrics".into())));
+    assert!(svc_ports.contains(&(5554, "grpc".into())), "{svc_ports:?}");
 
     // ServiceMonitor scraping the Service's metrics port.
     let sm = one(&docs, "ServiceMonitor");
@@ -418,6 +422,20 @@ fn helm_chart_switches() {
             .iter()
             .all(|v| v["hostPath"].is_null())
     );
+
+    // No `grpc_listen`: no gRPC port on the pod or the Service.
+    let docs = render_chart(&[("config.grpc_listen", Value::Null)]);
+    let c = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let names = |ports: &Value| -> Vec<String> {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&c["ports"]), ["api", "metrics"]);
+    assert_eq!(names(&one(&docs, "Service")["spec"]["ports"]), ["api", "metrics"]);
 }
 
 // ---- compose and systemd ---------------------------------------------------------------------
@@ -452,6 +470,17 @@ fn compose_config_is_valid_and_matches_compose() {
     assert!(
         !config.listen.ip().is_loopback(),
         "published ports need 0.0.0.0 in the container"
+    );
+    let grpc = config.grpc_listen.expect("grpc_listen");
+    assert!(
+        !grpc.ip().is_loopback(),
+        "published ports need 0.0.0.0 in the container"
+    );
+    assert!(
+        keyless["ports"]
+            .to_string()
+            .contains(&format!("127.0.0.1:{0}:{0}", grpc.port())),
+        "compose publishes the gRPC port"
     );
 
     // The INSECURE test issuer: the configured issuer, reachable on loopback in keyless's netns.
@@ -599,7 +628,7 @@ fn dockerfile_builds_like_ci() {
         "FROM debian:bookworm-slim",
         "USER 10001:10001",
         "VOLUME [\"/var/lib/keyless\"]",
-        "EXPOSE 5555 6962 2112",
+        "EXPOSE 5555 5554 6962 2112",
         "ENTRYPOINT [\"keyless\"]",
         "CMD [\"serve\", \"--config\", \"/etc/keyless/keyless.yaml\"]",
     ] {
