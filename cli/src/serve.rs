@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use keyless_ca::CertificateAuthority;
 use keyless_ca::ceremony::CaNames;
 use keyless_ca::pipeline::{parse_pem_chain, pem_encode};
+use keyless_ca::possession::AlgorithmPolicy;
 use keyless_config::{CaConfig, Config, CtLogConfig, EmbeddedCtLog};
 use keyless_ctlog::{EmbeddedLog, LogOptions, RemoteLog};
 use keyless_oidc::OidcVerifier;
@@ -50,6 +51,7 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
     let signer: Arc<dyn keyless_ca::Signer> = Arc::new(MeteredSigner(signer));
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
         .with_context(|| format!("checking the CA key against {}", config.ca.chain_path().display()))?;
+    let ca = ca.with_client_algorithms(AlgorithmPolicy::new(&config.client_signing_algorithms));
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
     Ok((ca, chain_pem))
 }

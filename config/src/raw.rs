@@ -130,7 +130,7 @@ impl RawConfig {
                 Some(r) => RateLimits::default().with(&r.validate("rate_limits")?),
             },
             audit: self.audit.map(|a| a.validate(base)).transpose()?.unwrap_or_default(),
-            client_signing_algorithms: self.client_signing_algorithms,
+            client_signing_algorithms: ca::validate_client_algorithms(self.client_signing_algorithms)?,
             health_token: self
                 .health
                 .and_then(|h| h.token)
