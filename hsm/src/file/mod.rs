@@ -1,5 +1,11 @@
-//! The file key backend: an ECDSA key in PKCS#8 PEM, encrypted (PBES2, scrypt + AES-256-CBC)
-//! when a password is configured, plus the PEM chain file.
+//! The file key backend: the issuing key in a PEM file plus the PEM chain file.
+//!
+//! Any key format and algorithm Fulcio's file CA loads is read ([`keyfile`]); `ca init` writes
+//! PKCS#8, encrypted (PBES2, scrypt + AES-256-CBC) when a password is configured.
+
+mod keyfile;
+mod legacy;
+pub mod sigstore;
 
 use std::fs;
 use std::io::Write;
@@ -11,9 +17,9 @@ use keyless_ca::ceremony::{self, CaNames};
 use keyless_ca::pipeline::pem_encode;
 use keyless_ca::{SignatureAlgorithm, Signer, SoftwareSigner};
 use keyless_config::{FileCaConfig, Secret};
+use pkcs8::PrivateKeyInfoRef;
 use pkcs8::der::Decode;
 use pkcs8::der::pem::LineEnding;
-use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 
 use crate::HsmError;
 
@@ -39,33 +45,24 @@ fn password(cfg: &FileCaConfig) -> Result<Option<Secret>, HsmError> {
 pub fn load_file_ca(cfg: &FileCaConfig) -> Result<(Arc<dyn Signer>, String), HsmError> {
     let key_pem = fs::read_to_string(&cfg.key).map_err(io(&cfg.key))?;
     let chain = fs::read_to_string(&cfg.chain).map_err(io(&cfg.chain))?;
-    let key_err = |reason: String| HsmError::Key {
+    let pw = password(cfg)?;
+    let loaded = keyfile::read_key(&key_pem, pw.as_ref()).map_err(|reason| HsmError::Key {
         path: cfg.key.display().to_string(),
         reason,
-    };
-    let (label, doc) =
-        pkcs8::der::SecretDocument::from_pem(&key_pem).map_err(|e| key_err(format!("not a PEM key: {e}")))?;
-    let der = match (label, password(cfg)?) {
-        ("ENCRYPTED PRIVATE KEY", Some(pw)) => {
-            let enc = EncryptedPrivateKeyInfoRef::from_der(doc.as_bytes()).map_err(|e| key_err(e.to_string()))?;
-            enc.decrypt(pw.expose().as_bytes())
-                .map_err(|_| key_err("cannot decrypt the key: wrong password or corrupt file".into()))?
-        }
-        ("ENCRYPTED PRIVATE KEY", None) => {
-            return Err(key_err("the key is encrypted but ca.file.password is not set".into()));
-        }
-        ("PRIVATE KEY", None) => doc,
-        ("PRIVATE KEY", Some(_)) => {
-            return Err(key_err(
-                "ca.file.password is set but the key is not encrypted; encrypt it or drop the password".into(),
-            ));
-        }
-        (other, _) => {
-            return Err(key_err(format!("PEM label {other:?} is not a PKCS#8 private key")));
-        }
-    };
-    let signer = SoftwareSigner::from_pkcs8_any(der.as_bytes()).map_err(|e| key_err(e.0))?;
-    Ok((Arc::new(signer), chain))
+    })?;
+    if loaded.password_unused {
+        tracing::warn!(
+            key = %cfg.key.display(),
+            "ca.file.password is set but the key file is not encrypted; the password is ignored"
+        );
+    }
+    tracing::info!(
+        key = %cfg.key.display(),
+        format = loaded.format.name(),
+        algorithm = loaded.signer.algorithm().name(),
+        "CA key loaded from file"
+    );
+    Ok((Arc::new(loaded.signer), chain))
 }
 
 /// What `ca init` made.
