@@ -27,7 +27,12 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
         CaConfig::Generated(generated) => {
             let file = generated.file_config();
             if !file.key.exists() && !file.chain.exists() {
-                let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
+                let report = keyless_hsm::init_file_ca(
+                    &file,
+                    &CaNames::default(),
+                    keyless_ca::KeySpec::EcdsaP256,
+                    SystemTime::now(),
+                )?;
                 tracing::warn!(
                     key = %file.key.display(), chain = %file.chain.display(), root_sha256 = %report.root_sha256,
                     "generated a new unencrypted file CA because `ca:` is not configured; use `keyless ca init` with a password or an HSM in production"

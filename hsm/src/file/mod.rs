@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use keyless_ca::ceremony::{self, CaNames};
 use keyless_ca::pipeline::pem_encode;
-use keyless_ca::{SignatureAlgorithm, Signer, SoftwareSigner};
+use keyless_ca::{KeySpec, SignatureAlgorithm, Signer, SoftwareSigner};
 use keyless_config::{FileCaConfig, Secret};
 use pkcs8::PrivateKeyInfoRef;
 use pkcs8::der::Decode;
@@ -76,9 +76,15 @@ pub struct FileCaReport {
     pub root_key_path: String,
 }
 
-/// Creates a P-384 root and a P-256 issuing intermediate, writes the issuing key (encrypted when
-/// a password is configured), the root key beside it, and the chain. Refuses to overwrite.
-pub fn init_file_ca(cfg: &FileCaConfig, names: &CaNames, now: SystemTime) -> Result<FileCaReport, HsmError> {
+/// Creates a P-384 root and an issuing intermediate with a key of `issuing` (P-256 unless the
+/// operator asks otherwise), writes the issuing key (encrypted when a password is configured),
+/// the root key beside it, and the chain. Refuses to overwrite.
+pub fn init_file_ca(
+    cfg: &FileCaConfig,
+    names: &CaNames,
+    issuing: KeySpec,
+    now: SystemTime,
+) -> Result<FileCaReport, HsmError> {
     let root_key_path = cfg.key.with_file_name(format!(
         "{}-root.pem",
         cfg.key.file_stem().and_then(|s| s.to_str()).unwrap_or("ca-key")
@@ -91,8 +97,7 @@ pub fn init_file_ca(cfg: &FileCaConfig, names: &CaNames, now: SystemTime) -> Res
     let pw = password(cfg)?;
     let (root, root_pkcs8) =
         SoftwareSigner::generate(SignatureAlgorithm::EcdsaP384Sha384).map_err(|e| HsmError::Secret(e.0))?;
-    let (issuing, issuing_pkcs8) =
-        SoftwareSigner::generate(SignatureAlgorithm::EcdsaP256Sha256).map_err(|e| HsmError::Secret(e.0))?;
+    let (issuing, issuing_pkcs8) = SoftwareSigner::generate_key(issuing).map_err(|e| HsmError::Secret(e.0))?;
     let root_der = ceremony::root_certificate(&root, names, ROOT_LIFETIME, now)?;
     let inter_der = ceremony::intermediate_certificate(
         &root,
@@ -193,7 +198,7 @@ mod tests {
         fs::write(&pw_file, "correct horse\n").unwrap();
         for (sub, password) in [("plain", None), ("enc", Some(SecretRef::File(pw_file.clone())))] {
             let c = cfg(&dir.path().join(sub), password);
-            let report = init_file_ca(&c, &CaNames::default(), SystemTime::now()).unwrap();
+            let report = init_file_ca(&c, &CaNames::default(), KeySpec::EcdsaP256, SystemTime::now()).unwrap();
             assert_eq!(report.root_sha256.len(), 64);
             let text = fs::read_to_string(&c.key).unwrap();
             assert_eq!(text.contains("ENCRYPTED"), sub == "enc");
@@ -201,9 +206,27 @@ mod tests {
             keyless_ca::CertificateAuthority::new(signer, &chain, Duration::from_secs(600), SystemTime::now()).unwrap();
             // Refuses to overwrite.
             assert!(matches!(
-                init_file_ca(&c, &CaNames::default(), SystemTime::now()),
+                init_file_ca(&c, &CaNames::default(), KeySpec::EcdsaP256, SystemTime::now()),
                 Err(HsmError::Exists(_))
             ));
+        }
+    }
+
+    /// `ca init --algorithm`: each issuing key type makes a CA that loads and passes the
+    /// start-up checks, and certificates name the algorithm the key signs with.
+    #[test]
+    fn init_with_every_issuing_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        for spec in KeySpec::ALL {
+            if spec == KeySpec::Rsa4096 {
+                continue; // slow to generate; 2048 and 3072 exercise the same code
+            }
+            let c = cfg(&dir.path().join(spec.name()), None);
+            init_file_ca(&c, &CaNames::default(), spec, SystemTime::now()).unwrap();
+            let (signer, chain) = load_file_ca(&c).unwrap();
+            assert_eq!(signer.algorithm(), spec.signature_algorithm(), "{spec:?}");
+            keyless_ca::CertificateAuthority::new(signer, &chain, Duration::from_secs(600), SystemTime::now())
+                .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
         }
     }
 
@@ -217,6 +240,7 @@ mod tests {
         init_file_ca(
             &cfg(dir.path(), Some(SecretRef::File(good))),
             &CaNames::default(),
+            KeySpec::Ed25519,
             SystemTime::now(),
         )
         .unwrap();
@@ -235,8 +259,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = cfg(&dir.path().join("a"), None);
         let b = cfg(&dir.path().join("b"), None);
-        init_file_ca(&a, &CaNames::default(), SystemTime::now()).unwrap();
-        init_file_ca(&b, &CaNames::default(), SystemTime::now()).unwrap();
+        init_file_ca(&a, &CaNames::default(), KeySpec::EcdsaP256, SystemTime::now()).unwrap();
+        init_file_ca(&b, &CaNames::default(), KeySpec::EcdsaP256, SystemTime::now()).unwrap();
         let (signer, _) = load_file_ca(&a).unwrap();
         let chain_b = fs::read_to_string(&b.chain).unwrap();
         let e = keyless_ca::CertificateAuthority::new(signer, &chain_b, Duration::from_secs(600), SystemTime::now())
