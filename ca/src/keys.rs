@@ -411,8 +411,10 @@ const FERMAT_ROUNDS: u32 = 100;
 fn fermat_factors(n: &[u8], rounds: u32) -> bool {
     use num_bigint::BigUint;
     let n = BigUint::from_bytes_be(n);
-    let mut a = n.sqrt() + 1u32;
+    let a = n.sqrt() + 1u32;
     let mut b2 = &a * &a - &n;
+    // (a + 1)² - a² = 2a + 1, which grows by 2 per round.
+    let mut step = a * 2u32 + 1u32;
     let residues = square_residues();
     for _ in 0..rounds {
         let maybe_square = residues
@@ -424,8 +426,8 @@ fn fermat_factors(n: &[u8], rounds: u32) -> bool {
                 return true;
             }
         }
-        b2 += &a * 2u32 + 1u32;
-        a += 1u32;
+        b2 += &step;
+        step += 2u32;
     }
     false
 }

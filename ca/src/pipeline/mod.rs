@@ -439,7 +439,14 @@ fn check_chain(certs: &[X509Certificate<'_>], now: SystemTime) -> Result<(), Err
             )));
         }
         let is_ca = matches!(c.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
-        let can_sign = matches!(c.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
+        // A root without keyUsage may sign anything (RFC 5280 4.2.1.3; `openssl req -x509` makes
+        // such roots and Fulcio accepts them); intermediates must say keyCertSign, as the
+        // embedded CT log requires.
+        let can_sign = match c.key_usage() {
+            Ok(Some(ku)) => ku.value.key_cert_sign(),
+            Ok(None) => i + 1 == certs.len(),
+            Err(_) => false,
+        };
         if !is_ca || !can_sign {
             return Err(Error::Setup(format!(
                 "{what}: not a CA certificate (needs CA:TRUE and keyCertSign)"
