@@ -94,10 +94,17 @@ fn root_cert(d: &Path, alg: &Alg) {
 
 /// An issuing CA for `issuing.key` signed by the root, with the extensions Fulcio's docs ask for.
 fn intermediate_cert(d: &Path, root_alg: &Alg) {
+    intermediate_cert_with(d, root_alg, "keyUsage=critical,keyCertSign,cRLSign\n");
+}
+
+/// [`intermediate_cert`] with `key_usage` (a config line, or nothing) in place of Fulcio's.
+fn intermediate_cert_with(d: &Path, root_alg: &Alg, key_usage: &str) {
     std::fs::write(
         d.join("ext.cnf"),
-        "[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
-         extendedKeyUsage=codeSigning\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n",
+        format!(
+            "[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\n{key_usage}\
+             extendedKeyUsage=codeSigning\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n"
+        ),
     )
     .unwrap();
     openssl(
@@ -194,7 +201,8 @@ fn store_key(d: &Path, format: Format) {
 async fn serve_and_issue(dir: tempfile::TempDir) -> Vec<String> {
     let idp = TestIssuer::start("/idp").await;
     let config = format!(
-        "ca:\n  file: {{key: ca-key.pem, chain: ca-chain.pem, password: env:FULCIO_CA_PASSWORD}}\n\
+        "ct_log: {{embedded: {{listen: \"127.0.0.1:0\"}}}}\n\
+         ca:\n  file: {{key: ca-key.pem, chain: ca-chain.pem, password: env:FULCIO_CA_PASSWORD}}\n\
          issuers:\n  - {{url: \"{}\", type: email}}\n",
         idp.url
     );
@@ -328,6 +336,30 @@ fn a_ca_key_with_close_primes_is_refused_at_start_up() {
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("key policy") && e.contains("Fermat"), "{e}");
+}
+
+/// Only a root may omit keyUsage: an intermediate without keyCertSign does not start, naming why.
+#[test]
+fn an_intermediate_without_key_cert_sign_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    genpkey(d, &P384, "root.key");
+    root_cert(d, &P384);
+    genpkey(d, &P256, "issuing.key");
+    intermediate_cert_with(d, &P384, "");
+    store_key(d, Format::Sec1);
+    let chain =
+        std::fs::read_to_string(d.join("issuing.pem")).unwrap() + &std::fs::read_to_string(d.join("root.pem")).unwrap();
+    std::fs::write(d.join("ca-chain.pem"), chain).unwrap();
+    std::fs::write(
+        d.join("k.yaml"),
+        "listen: 127.0.0.1:0\nct_log: disabled\nca:\n  file: {key: ca-key.pem, chain: ca-chain.pem}\n",
+    )
+    .unwrap();
+    let out = keyless_tests::run_keyless(&["serve", "--config", "k.yaml"], d, &[]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("keyCertSign"), "{e}");
 }
 
 #[track_caller]
