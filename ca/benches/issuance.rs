@@ -32,6 +32,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keyless_ca::ceremony::{self, CaNames};
 use keyless_ca::pipeline::pem_encode;
+use keyless_ca::possession::AlgorithmPolicy;
 use keyless_ca::{
     CertificateAuthority, IssuerKeys, KeyRequest, SignatureAlgorithm, SoftwareSigner, identity, policy, possession,
     token,
@@ -156,6 +157,7 @@ fn fixture() -> Fixture {
                 public_key: &client_pem,
                 proof: &proof,
             },
+            &AlgorithmPolicy::default(),
         )
         .expect("prove");
         let permitted = policy::permit(&verified, principal, |_| Ok::<(), ()>(())).expect("permit");
@@ -199,6 +201,7 @@ impl Fixture {
                 public_key: &self.client_pem,
                 proof: &self.proof,
             },
+            &AlgorithmPolicy::default(),
         )
         .expect("prove");
         let permitted = policy::permit(&verified, principal, |_| Ok::<(), ()>(())).expect("permit");
@@ -307,7 +310,7 @@ fn steps(c: &mut Criterion, fx: &Fixture) {
         public_key: &fx.client_pem,
         proof: &fx.proof,
     };
-    let proven = possession::prove(&principal, request).expect("prove");
+    let proven = possession::prove(&principal, request, &AlgorithmPolicy::default()).expect("prove");
 
     let mut group = c.benchmark_group("steps");
     group
@@ -338,8 +341,9 @@ fn steps(c: &mut Criterion, fx: &Fixture) {
     group.bench_function("identity::principal", |b| {
         b.iter(|| identity::principal(black_box(&verified)).expect("principal"))
     });
+    let policy = AlgorithmPolicy::default();
     group.bench_function("possession::prove", |b| {
-        b.iter(|| possession::prove(black_box(&principal), request).expect("prove"))
+        b.iter(|| possession::prove(black_box(&principal), request, &policy).expect("prove"))
     });
     group.bench_function("keys::PublicKey::from_pem_or_der", |b| {
         b.iter(|| keyless_ca::keys::PublicKey::from_pem_or_der(black_box(&fx.client_pem)).expect("key"))

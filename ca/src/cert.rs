@@ -65,8 +65,12 @@ pub(crate) fn sign_for_log(signer: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, E
 pub(crate) fn self_verifier(signer: &dyn Signer) -> Result<ParsedPublicKey, Error> {
     let point = spki_key_bits(signer.public_key_spki())
         .ok_or_else(|| Error::Setup("the signer's public key is not a valid SubjectPublicKeyInfo".into()))?;
-    ParsedPublicKey::new(signer.algorithm().verification(), point)
-        .map_err(|_| Error::Setup("the signer's public key is not a valid EC point".into()))
+    ParsedPublicKey::new(signer.algorithm().verification(), point).map_err(|_| {
+        Error::Setup(format!(
+            "the signer's public key is not a valid {} key",
+            signer.algorithm().name()
+        ))
+    })
 }
 
 /// The subjectPublicKey BIT STRING contents of a DER SPKI.

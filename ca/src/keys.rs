@@ -1,8 +1,9 @@
 //! Public keys from clients and CAs: parsing, the key policy, and signature verification.
 //!
-//! The policy follows Fulcio's (Let's Encrypt `goodkey`): RSA 2048/3072/4096 with e = 65537 and
-//! no small factors or ROCA fingerprint; P-256/P-384/P-521 with a valid point; Ed25519. Anything
-//! else is refused as insecure.
+//! The policy follows Fulcio's (Let's Encrypt `goodkey`): RSA 2048/3072/4096 with e = 65537, no
+//! small factors, no ROCA fingerprint and primes not close enough for Fermat's method to find in
+//! 100 rounds; P-256/P-384/P-521 with a valid point; Ed25519. Anything else is refused as
+//! insecure. The CA's own key passes the same policy at start-up.
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use x509_parser::prelude::FromDer;
@@ -235,10 +236,16 @@ impl PublicKey {
         }
         let algs: &[&'static dyn VerificationAlgorithm] = match (self.key_type, hash) {
             (KeyType::P256, Hash::Sha256) => &[&sig::ECDSA_P256_SHA256_ASN1, &sig::ECDSA_P256_SHA256_FIXED],
+            // Other curve/hash pairs: CA chains made with OpenSSL's default digest (SHA-256 for
+            // every curve), and CSRs the allow-list may admit (`ecdsa-sha2-256-nistp521`).
             (KeyType::P256, Hash::Sha384) => &[&sig::ECDSA_P256_SHA384_ASN1],
+            (KeyType::P256, Hash::Sha512) => &[&sig::ECDSA_P256_SHA512_ASN1],
             (KeyType::P384, Hash::Sha384) => &[&sig::ECDSA_P384_SHA384_ASN1, &sig::ECDSA_P384_SHA384_FIXED],
             (KeyType::P384, Hash::Sha256) => &[&sig::ECDSA_P384_SHA256_ASN1],
+            (KeyType::P384, Hash::Sha512) => &[&sig::ECDSA_P384_SHA512_ASN1],
             (KeyType::P521, Hash::Sha512) => &[&sig::ECDSA_P521_SHA512_ASN1, &sig::ECDSA_P521_SHA512_FIXED],
+            (KeyType::P521, Hash::Sha256) => &[&sig::ECDSA_P521_SHA256_ASN1, &sig::ECDSA_P521_SHA256_FIXED],
+            (KeyType::P521, Hash::Sha384) => &[&sig::ECDSA_P521_SHA384_ASN1, &sig::ECDSA_P521_SHA384_FIXED],
             (KeyType::Rsa(_), Hash::Sha256) => &[&sig::RSA_PKCS1_2048_8192_SHA256],
             (KeyType::Rsa(_), Hash::Sha384) => &[&sig::RSA_PKCS1_2048_8192_SHA384],
             (KeyType::Rsa(_), Hash::Sha512) => &[&sig::RSA_PKCS1_2048_8192_SHA512],
@@ -384,7 +391,56 @@ fn rsa_policy(modulus: &[u8], exponent: &[u8]) -> Result<KeyType, Error> {
             "RSA key has the ROCA (CVE-2017-15361) fingerprint".into(),
         ));
     }
+    if fermat_factors(n, FERMAT_ROUNDS) {
+        return Err(Error::InsecureKey(
+            "RSA modulus factors by Fermat's method: its primes are too close together".into(),
+        ));
+    }
     Ok(KeyType::Rsa(bits))
+}
+
+/// Rounds of Fermat's method, as in Let's Encrypt's `goodkey` (which Fulcio uses).
+const FERMAT_ROUNDS: u32 = 100;
+
+/// True if `n = a² - b²` for one of `a = ⌊√n⌋ + 1, …, ⌊√n⌋ + rounds`: the primes of `n` are then
+/// `a ± b`, close enough to find by walking up from the square root (keys from broken generators
+/// that pick `q` as the next prime after `p`).
+///
+/// `b² = a² - n` grows by `2a + 1` per step, so a round is one addition; `b²` is only square-rooted
+/// when it is a square modulo 64, 63, 65 and 11, which fewer than 1 in 150 non-squares are.
+fn fermat_factors(n: &[u8], rounds: u32) -> bool {
+    use num_bigint::BigUint;
+    let n = BigUint::from_bytes_be(n);
+    let a = n.sqrt() + 1u32;
+    let mut b2 = &a * &a - &n;
+    // (a + 1)² - a² = 2a + 1, which grows by 2 per round.
+    let mut step = a * 2u32 + 1u32;
+    let residues = square_residues();
+    for _ in 0..rounds {
+        let maybe_square = residues
+            .iter()
+            .all(|(m, squares)| squares[(&b2 % *m).iter_u32_digits().next().unwrap_or(0) as usize]);
+        if maybe_square {
+            let b = b2.sqrt();
+            if &b * &b == b2 {
+                return true;
+            }
+        }
+        b2 += &step;
+        step += 2u32;
+    }
+    false
+}
+
+/// For each small modulus, which residues are squares.
+fn square_residues() -> [(u32, Vec<bool>); 4] {
+    [64u32, 63, 65, 11].map(|m| {
+        let mut squares = vec![false; m as usize];
+        for x in 0..m {
+            squares[(x * x % m) as usize] = true;
+        }
+        (m, squares)
+    })
 }
 
 fn mod_small(n: &[u8], p: u32) -> u32 {
@@ -558,6 +614,56 @@ mod tests {
         let e_der = crate::der::wrap(crate::der::INTEGER, &[&e]);
         let loose = crate::der::seq(&[&padded_n, &e_der]);
         not_der(&wrap(&crate::der::seq(&[&rsa_oid, &[crate::der::NULL, 0]]), &loose));
+    }
+
+    /// The first primes after 2^1023 + 2^1022 (`p`, `q`) and after that plus 2^520 (`far`), found
+    /// with a Miller-Rabin search in Python.
+    const FERMAT_P_OFFSET: u32 = 1037;
+    const FERMAT_Q_OFFSET: u32 = 1697;
+    const FERMAT_FAR_OFFSET: u32 = 913;
+
+    /// `p·q`: a 2048-bit modulus that passes every other check, factored by Fermat's method in
+    /// its first round.
+    #[test]
+    fn fermat_finds_close_primes() {
+        use num_bigint::BigUint;
+        let base = (BigUint::from(1u32) << 1023u32) + (BigUint::from(1u32) << 1022u32);
+        let p = &base + FERMAT_P_OFFSET;
+        let q = &base + FERMAT_Q_OFFSET;
+        let n = (&p * &q).to_bytes_be();
+        assert_eq!(n.len() * 8, 2048);
+        assert!(fermat_factors(&n, 1));
+        let err = rsa_policy(&n, &[1, 0, 1]).unwrap_err();
+        assert!(matches!(&err, Error::InsecureKey(m) if m.contains("Fermat")), "{err}");
+        // Primes 2^520 apart are out of reach of 100 rounds.
+        let far = &base + (BigUint::from(1u32) << 520u32) + FERMAT_FAR_OFFSET;
+        let n_far = (&p * &far).to_bytes_be();
+        assert!(!fermat_factors(&n_far, FERMAT_ROUNDS));
+        assert!(rsa_policy(&n_far, &[1, 0, 1]).is_ok());
+        // Neither is a real key from aws-lc-rs's generator.
+        use aws_lc_rs::encoding::AsDer as _;
+        use aws_lc_rs::signature::KeyPair as _;
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let key = PublicKey::from_spki_der(rsa.public_key().as_der().unwrap().as_ref()).unwrap();
+        assert_eq!(key.key_type(), KeyType::Rsa(2048));
+    }
+
+    /// `n = a² - b²` is found in the round that reaches `a`, and not one round earlier: the
+    /// walk starts at ⌊√n⌋ + 1 ≈ a - b²/2a and the number of rounds is exactly the budget.
+    #[test]
+    fn fermat_checks_exactly_the_given_rounds() {
+        use num_bigint::BigUint;
+        let a = (BigUint::from(1u32) << 1024u32) + 12345u32;
+        for (b_multiple, min_rounds) in [(1u32, 1u32), (3, 10), (7, 90)] {
+            let b = BigUint::from(b_multiple) << 513u32;
+            let n = &a * &a - &b * &b;
+            let start = n.sqrt() + 1u32;
+            let rounds = u32::try_from(&a - &start + 1u32).unwrap();
+            assert!(rounds >= min_rounds && rounds <= FERMAT_ROUNDS, "{rounds}");
+            let n = n.to_bytes_be();
+            assert!(fermat_factors(&n, rounds), "round {rounds}");
+            assert!(!fermat_factors(&n, rounds - 1), "before round {rounds}");
+        }
     }
 
     #[test]

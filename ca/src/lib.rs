@@ -39,5 +39,5 @@ pub use crate::identity::{Principal, San};
 pub use crate::pipeline::{CertificateAuthority, Issued, Prepared};
 pub use crate::possession::{KeyRequest, ProvenKey};
 pub use crate::serial::Serial;
-pub use crate::signer::{SignError, SignatureAlgorithm, Signer, SoftwareSigner};
+pub use crate::signer::{KeySpec, SignError, SignatureAlgorithm, Signer, SoftwareSigner};
 pub use crate::token::{IssuerKeys, UnverifiedToken, VerifiedToken};

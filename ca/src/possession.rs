@@ -4,6 +4,8 @@
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
+use keyless_config::ClientSigningAlgorithm;
+
 use crate::Error;
 use crate::identity::Principal;
 use crate::keys::{Hash, KeyType, PublicKey, signature_oid_hash};
@@ -50,20 +52,93 @@ impl ProvenKey {
     }
 }
 
-/// (key type, hash) pairs a client may use; Fulcio's default `--client-signing-algorithms`.
-fn permitted(key: KeyType, hash: Hash) -> bool {
-    matches!(
-        (key, hash),
-        (KeyType::P256, Hash::Sha256)
-            | (KeyType::P384, Hash::Sha384)
-            | (KeyType::P521, Hash::Sha512)
-            | (KeyType::Rsa(_), Hash::Sha256)
-            | (KeyType::Ed25519, Hash::None)
-    )
+/// The (key, hash) pairs clients may use: `client_signing_algorithms`, Fulcio's
+/// `--client-signing-algorithms`. It applies to proofs of possession (whose hash is the key's
+/// default) and CSRs (whose hash is the CSR's signature algorithm) alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgorithmPolicy {
+    allowed: Vec<ClientSigningAlgorithm>,
 }
 
-/// Checks the proof for `principal` and the key policy.
-pub fn prove(principal: &Principal, request: KeyRequest<'_>) -> Result<ProvenKey, Error> {
+impl Default for AlgorithmPolicy {
+    /// Fulcio's default: every key the key policy admits, with its default hash.
+    fn default() -> Self {
+        AlgorithmPolicy::new(&ClientSigningAlgorithm::FULCIO_DEFAULT)
+    }
+}
+
+impl AlgorithmPolicy {
+    /// Admits exactly `allowed`.
+    pub fn new(allowed: &[ClientSigningAlgorithm]) -> AlgorithmPolicy {
+        AlgorithmPolicy {
+            allowed: allowed.to_vec(),
+        }
+    }
+
+    /// The admitted algorithms.
+    pub fn allowed(&self) -> &[ClientSigningAlgorithm] {
+        &self.allowed
+    }
+
+    /// Refuses a (key, hash) pair that is not on the list, with Fulcio's message: `signing
+    /// algorithm not permitted: <Go key type>, <Go hash name>`, then what was wrong in words.
+    pub fn check(&self, key: KeyType, hash: Hash) -> Result<(), Error> {
+        let algorithm = registry_algorithm(key, hash);
+        if algorithm.is_some_and(|a| self.allowed.contains(&a)) {
+            return Ok(());
+        }
+        let (go_key, go_hash) = go_names(key, hash);
+        let used = match hash {
+            Hash::None => key.name(),
+            _ => format!("{} with {}", key.name(), hash.name()),
+        };
+        let why = match algorithm {
+            Some(a) => format!("{used} ({a}) is not in client_signing_algorithms"),
+            None => format!("{used} is not a known signing algorithm"),
+        };
+        let allowed: Vec<&str> = self.allowed.iter().map(|a| a.name()).collect();
+        Err(Error::AlgorithmNotPermitted(format!(
+            "{go_key}, {go_hash}: {why} (allowed: {})",
+            allowed.join(", ")
+        )))
+    }
+}
+
+/// The registry entry for a (key, hash) pair; `None` for pairs the registry has no name for
+/// (e.g. P-256 with SHA-384, RSA with SHA-512), which no list can admit.
+fn registry_algorithm(key: KeyType, hash: Hash) -> Option<ClientSigningAlgorithm> {
+    use ClientSigningAlgorithm as A;
+    Some(match (key, hash) {
+        (KeyType::P256, Hash::Sha256) => A::EcdsaP256Sha256,
+        (KeyType::P384, Hash::Sha384) => A::EcdsaP384Sha384,
+        (KeyType::P384, Hash::Sha256) => A::EcdsaP384Sha256,
+        (KeyType::P521, Hash::Sha512) => A::EcdsaP521Sha512,
+        (KeyType::P521, Hash::Sha256) => A::EcdsaP521Sha256,
+        (KeyType::Rsa(2048), Hash::Sha256) => A::Rsa2048Pkcs1Sha256,
+        (KeyType::Rsa(3072), Hash::Sha256) => A::Rsa3072Pkcs1Sha256,
+        (KeyType::Rsa(4096), Hash::Sha256) => A::Rsa4096Pkcs1Sha256,
+        (KeyType::Ed25519, Hash::None) => A::Ed25519,
+        _ => return None,
+    })
+}
+
+/// How Go prints the key type and hash, which Fulcio's message carries (`%T, %v`).
+fn go_names(key: KeyType, hash: Hash) -> (&'static str, &'static str) {
+    let key = match key {
+        KeyType::P256 | KeyType::P384 | KeyType::P521 => "*ecdsa.PublicKey",
+        KeyType::Rsa(_) => "*rsa.PublicKey",
+        KeyType::Ed25519 => "ed25519.PublicKey",
+    };
+    let hash = match hash {
+        Hash::None => "unknown hash value 0",
+        other => other.name(),
+    };
+    (key, hash)
+}
+
+/// Checks the key policy, the proof for `principal`, then the algorithm allow-list (Fulcio's
+/// order, so a client sees the same first error).
+pub fn prove(principal: &Principal, request: KeyRequest<'_>, algorithms: &AlgorithmPolicy) -> Result<ProvenKey, Error> {
     match request {
         KeyRequest::Signature { public_key, proof } => {
             let key = PublicKey::from_pem_or_der(public_key)?;
@@ -83,13 +158,14 @@ pub fn prove(principal: &Principal, request: KeyRequest<'_>) -> Result<ProvenKey
                     names.join(" or ")
                 )));
             };
+            algorithms.check(key.key_type(), hash)?;
             Ok(ProvenKey {
                 key,
                 hash,
                 proven_for: Some(signed.to_string()),
             })
         }
-        KeyRequest::Csr { pem } => prove_csr(pem),
+        KeyRequest::Csr { pem } => prove_csr(pem, algorithms),
     }
 }
 
@@ -103,9 +179,9 @@ fn hash_rule(key: KeyType) -> &'static str {
     }
 }
 
-/// Parses a PEM CSR, applies the key policy and the algorithm allow-list, and verifies its
-/// self-signature. The CSR's subject, SANs and extensions are ignored: only the key is used.
-pub fn prove_csr(pem_text: &[u8]) -> Result<ProvenKey, Error> {
+/// Parses a PEM CSR, applies the key policy, verifies its self-signature and then checks the
+/// algorithm allow-list. The CSR's subject, SANs and extensions are ignored: only the key is used.
+pub fn prove_csr(pem_text: &[u8], algorithms: &AlgorithmPolicy) -> Result<ProvenKey, Error> {
     let block = pem::parse(pem_text).map_err(|e| Error::CsrParse(format!("not PEM: {e}")))?;
     if block.tag() != "CERTIFICATE REQUEST" && block.tag() != "NEW CERTIFICATE REQUEST" {
         return Err(Error::CsrParse(format!(
@@ -123,21 +199,77 @@ pub fn prove_csr(pem_text: &[u8]) -> Result<ProvenKey, Error> {
     let alg = csr.signature_algorithm.algorithm.to_id_string();
     let hash = signature_oid_hash(&alg)
         .ok_or_else(|| Error::AlgorithmNotPermitted(format!("unrecognized CSR signature algorithm {alg}")))?;
-    if !permitted(key.key_type(), hash) {
-        return Err(Error::AlgorithmNotPermitted(format!(
-            "{} with {} (allowed: P-256/SHA-256, P-384/SHA-384, P-521/SHA-512, RSA/SHA-256, Ed25519)",
-            key.key_type().name(),
-            hash.name()
-        )));
-    }
     if !key.verify(hash, info.raw, &csr.signature_value.data) {
         return Err(Error::Possession(
             "the CSR's self-signature does not verify with its public key".into(),
         ));
     }
+    algorithms.check(key.key_type(), hash)?;
     Ok(ProvenKey {
         key,
         hash,
         proven_for: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyless_config::ClientSigningAlgorithm as A;
+
+    #[test]
+    fn the_default_admits_each_key_with_its_default_hash_only() {
+        let policy = AlgorithmPolicy::default();
+        for key in [
+            KeyType::P256,
+            KeyType::P384,
+            KeyType::P521,
+            KeyType::Rsa(2048),
+            KeyType::Rsa(3072),
+            KeyType::Rsa(4096),
+            KeyType::Ed25519,
+        ] {
+            assert!(policy.check(key, key.default_hash()).is_ok(), "{key:?}");
+        }
+        for (key, hash) in [
+            (KeyType::P384, Hash::Sha256),
+            (KeyType::P521, Hash::Sha256),
+            (KeyType::P256, Hash::Sha384),
+            (KeyType::Rsa(2048), Hash::Sha512),
+        ] {
+            assert!(policy.check(key, hash).is_err(), "{key:?} {hash:?}");
+        }
+    }
+
+    #[test]
+    fn a_restricted_list_refuses_with_fulcios_message() {
+        let policy = AlgorithmPolicy::new(&[A::EcdsaP256Sha256, A::EcdsaP384Sha256]);
+        assert!(policy.check(KeyType::P384, Hash::Sha256).is_ok());
+        let e = policy.check(KeyType::P384, Hash::Sha384).unwrap_err();
+        assert_eq!(e.fulcio_message(), "signing algorithm not permitted");
+        assert_eq!(
+            e.to_string(),
+            "signing algorithm not permitted: *ecdsa.PublicKey, SHA-384: ECDSA P-384 with SHA-384 \
+             (ecdsa-sha2-384-nistp384) is not in client_signing_algorithms (allowed: \
+             ecdsa-sha2-256-nistp256, ecdsa-sha2-256-nistp384)"
+        );
+        let e = policy.check(KeyType::Ed25519, Hash::None).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "signing algorithm not permitted: ed25519.PublicKey, unknown hash value 0: Ed25519 (ed25519)"
+            ),
+            "{e}"
+        );
+        let e = policy.check(KeyType::Rsa(3072), Hash::Sha256).unwrap_err().to_string();
+        assert!(e.starts_with("signing algorithm not permitted: *rsa.PublicKey, SHA-256: RSA-3072 with SHA-256 (rsa-sign-pkcs1-3072-sha256)"), "{e}");
+        let e = policy.check(KeyType::P256, Hash::Sha512).unwrap_err().to_string();
+        assert!(
+            e.contains("ECDSA P-256 with SHA-512 is not a known signing algorithm"),
+            "{e}"
+        );
+        // PSS and Ed25519ph are valid names that admit nothing.
+        let nothing = AlgorithmPolicy::new(&[A::Rsa2048PssSha256, A::Ed25519Ph]);
+        assert!(nothing.check(KeyType::Rsa(2048), Hash::Sha256).is_err());
+        assert!(nothing.check(KeyType::Ed25519, Hash::None).is_err());
+    }
 }

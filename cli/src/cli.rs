@@ -95,6 +95,10 @@ enum CaCommand {
         /// Configuration file (YAML).
         #[arg(long)]
         config: PathBuf,
+        /// File CA only: the issuing key's algorithm: ecdsa-p256, ecdsa-p384, ecdsa-p521, rsa-2048,
+        /// rsa-3072, rsa-4096 or ed25519 (the root stays ECDSA P-384).
+        #[arg(long, default_value = "ecdsa-p256")]
+        algorithm: keyless_ca::KeySpec,
         /// PKCS#11 only: create just the root key and self-signed root in this token (an offline
         /// root); the chain file then holds only the root.
         #[arg(long, conflicts_with = "intermediate_from")]
@@ -257,12 +261,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command:
                 CaCommand::Init {
                     config,
+                    algorithm,
                     root_only,
                     intermediate_from,
                 },
         } => {
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             if let keyless_config::CaConfig::Pkcs11(p) = &cfg.ca {
+                if algorithm != keyless_ca::KeySpec::EcdsaP256 {
+                    bail!(
+                        "--algorithm {}: the PKCS#11 ceremony creates ECDSA P-256 issuing keys only",
+                        algorithm.name()
+                    );
+                }
                 let mode = match (root_only, intermediate_from) {
                     (true, _) => keyless_hsm::CeremonyMode::RootOnly,
                     (false, Some(root)) => {
@@ -303,8 +314,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(file) = cfg.ca.key_file() else {
                 bail!("ca: `{}` has no key file to initialise", cfg.ca.backend());
             };
-            let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
-            println!("issuing key:   {}", file.key.display());
+            let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), algorithm, SystemTime::now())?;
+            println!("issuing key:   {} ({})", file.key.display(), algorithm.name());
             println!("chain:         {}", file.chain.display());
             println!(
                 "root key:      {} (move it offline; it is only needed to issue a new intermediate)",

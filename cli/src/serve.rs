@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use keyless_ca::CertificateAuthority;
 use keyless_ca::ceremony::CaNames;
 use keyless_ca::pipeline::{parse_pem_chain, pem_encode};
+use keyless_ca::possession::AlgorithmPolicy;
 use keyless_config::{CaConfig, Config, CtLogConfig, EmbeddedCtLog};
 use keyless_ctlog::{EmbeddedLog, LogOptions, RemoteLog};
 use keyless_oidc::OidcVerifier;
@@ -26,7 +27,12 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
         CaConfig::Generated(generated) => {
             let file = generated.file_config();
             if !file.key.exists() && !file.chain.exists() {
-                let report = keyless_hsm::init_file_ca(&file, &CaNames::default(), SystemTime::now())?;
+                let report = keyless_hsm::init_file_ca(
+                    &file,
+                    &CaNames::default(),
+                    keyless_ca::KeySpec::EcdsaP256,
+                    SystemTime::now(),
+                )?;
                 tracing::warn!(
                     key = %file.key.display(), chain = %file.chain.display(), root_sha256 = %report.root_sha256,
                     "generated a new unencrypted file CA because `ca:` is not configured; use `keyless ca init` with a password or an HSM in production"
@@ -50,6 +56,7 @@ pub fn open_ca(config: &Config) -> anyhow::Result<(CertificateAuthority, Vec<Str
     let signer: Arc<dyn keyless_ca::Signer> = Arc::new(MeteredSigner(signer));
     let ca = CertificateAuthority::new(signer, &chain, config.certificate.validity, SystemTime::now())
         .with_context(|| format!("checking the CA key against {}", config.ca.chain_path().display()))?;
+    let ca = ca.with_client_algorithms(AlgorithmPolicy::new(&config.client_signing_algorithms));
     let chain_pem = parse_pem_chain(&chain)?.iter().map(|d| pem_encode(d)).collect();
     Ok((ca, chain_pem))
 }

@@ -73,14 +73,16 @@ pub enum Pkcs11Mechanism {
     EcdsaWithHash,
 }
 
-/// `ca.file`: a PKCS#8 key (optionally encrypted) and the chain, issuing CA first, root last.
+/// `ca.file`: a private key file and the chain, issuing CA first, root last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileCaConfig {
-    /// PKCS#8 PEM private key of the issuing CA.
+    /// PEM private key of the issuing CA in any format Fulcio's file CA reads: PKCS#8 (plain or
+    /// PBES2-encrypted), PKCS#1, SEC1 (plain or OpenSSL-encrypted), or sigstore's
+    /// `ENCRYPTED SIGSTORE PRIVATE KEY`; ECDSA P-256/P-384/P-521, RSA or Ed25519.
     pub key: PathBuf,
     /// PEM chain: issuing CA first, root last.
     pub chain: PathBuf,
-    /// Password for an encrypted key; `None` means the key is stored in the clear.
+    /// Password for an encrypted key (`None`: the key must be stored in the clear).
     pub password: Option<SecretRef>,
 }
 
@@ -112,6 +114,141 @@ impl CaConfig {
             CaConfig::Pkcs11(_) => "pkcs11",
         }
     }
+}
+
+/// A client key and signature algorithm, named as Fulcio's `--client-signing-algorithms` names
+/// it (sigstore's algorithm registry): key type, size or curve, and hash must all match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientSigningAlgorithm {
+    /// `ecdsa-sha2-256-nistp256`.
+    EcdsaP256Sha256,
+    /// `ecdsa-sha2-384-nistp384`.
+    EcdsaP384Sha384,
+    /// `ecdsa-sha2-512-nistp521`.
+    EcdsaP521Sha512,
+    /// `ecdsa-sha2-256-nistp384` (deprecated; CSRs only).
+    EcdsaP384Sha256,
+    /// `ecdsa-sha2-256-nistp521` (deprecated; CSRs only).
+    EcdsaP521Sha256,
+    /// `rsa-sign-pkcs1-2048-sha256`.
+    Rsa2048Pkcs1Sha256,
+    /// `rsa-sign-pkcs1-3072-sha256`.
+    Rsa3072Pkcs1Sha256,
+    /// `rsa-sign-pkcs1-4096-sha256`.
+    Rsa4096Pkcs1Sha256,
+    /// `rsa-sign-pss-2048-sha256`: a valid name that no request can match (PSS proofs and CSRs
+    /// are refused), accepted so Fulcio's flag values carry over.
+    Rsa2048PssSha256,
+    /// `rsa-sign-pss-3072-sha256` (matches nothing, as above).
+    Rsa3072PssSha256,
+    /// `rsa-sign-pss-4096-sha256` (matches nothing, as above).
+    Rsa4096PssSha256,
+    /// `ed25519`: pure Ed25519.
+    Ed25519,
+    /// `ed25519-ph`: Ed25519ph (matches nothing: proofs and CSRs use pure Ed25519).
+    Ed25519Ph,
+}
+
+impl ClientSigningAlgorithm {
+    /// Every name, in the registry's order.
+    pub const ALL: [ClientSigningAlgorithm; 13] = [
+        ClientSigningAlgorithm::EcdsaP256Sha256,
+        ClientSigningAlgorithm::EcdsaP384Sha384,
+        ClientSigningAlgorithm::EcdsaP521Sha512,
+        ClientSigningAlgorithm::EcdsaP384Sha256,
+        ClientSigningAlgorithm::EcdsaP521Sha256,
+        ClientSigningAlgorithm::Rsa2048Pkcs1Sha256,
+        ClientSigningAlgorithm::Rsa3072Pkcs1Sha256,
+        ClientSigningAlgorithm::Rsa4096Pkcs1Sha256,
+        ClientSigningAlgorithm::Rsa2048PssSha256,
+        ClientSigningAlgorithm::Rsa3072PssSha256,
+        ClientSigningAlgorithm::Rsa4096PssSha256,
+        ClientSigningAlgorithm::Ed25519,
+        ClientSigningAlgorithm::Ed25519Ph,
+    ];
+
+    /// Fulcio's default `--client-signing-algorithms`: one algorithm per key the key policy
+    /// admits, with that key's default hash.
+    pub const FULCIO_DEFAULT: [ClientSigningAlgorithm; 7] = [
+        ClientSigningAlgorithm::EcdsaP256Sha256,
+        ClientSigningAlgorithm::EcdsaP384Sha384,
+        ClientSigningAlgorithm::EcdsaP521Sha512,
+        ClientSigningAlgorithm::Rsa2048Pkcs1Sha256,
+        ClientSigningAlgorithm::Rsa3072Pkcs1Sha256,
+        ClientSigningAlgorithm::Rsa4096Pkcs1Sha256,
+        ClientSigningAlgorithm::Ed25519,
+    ];
+
+    /// The registry name (`ecdsa-sha2-256-nistp256`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientSigningAlgorithm::EcdsaP256Sha256 => "ecdsa-sha2-256-nistp256",
+            ClientSigningAlgorithm::EcdsaP384Sha384 => "ecdsa-sha2-384-nistp384",
+            ClientSigningAlgorithm::EcdsaP521Sha512 => "ecdsa-sha2-512-nistp521",
+            ClientSigningAlgorithm::EcdsaP384Sha256 => "ecdsa-sha2-256-nistp384",
+            ClientSigningAlgorithm::EcdsaP521Sha256 => "ecdsa-sha2-256-nistp521",
+            ClientSigningAlgorithm::Rsa2048Pkcs1Sha256 => "rsa-sign-pkcs1-2048-sha256",
+            ClientSigningAlgorithm::Rsa3072Pkcs1Sha256 => "rsa-sign-pkcs1-3072-sha256",
+            ClientSigningAlgorithm::Rsa4096Pkcs1Sha256 => "rsa-sign-pkcs1-4096-sha256",
+            ClientSigningAlgorithm::Rsa2048PssSha256 => "rsa-sign-pss-2048-sha256",
+            ClientSigningAlgorithm::Rsa3072PssSha256 => "rsa-sign-pss-3072-sha256",
+            ClientSigningAlgorithm::Rsa4096PssSha256 => "rsa-sign-pss-4096-sha256",
+            ClientSigningAlgorithm::Ed25519 => "ed25519",
+            ClientSigningAlgorithm::Ed25519Ph => "ed25519-ph",
+        }
+    }
+
+    /// Parses a list as Fulcio's flag takes it (`a,b,c`); an unknown name is an error naming it.
+    pub fn parse_list(text: &str) -> Result<Vec<ClientSigningAlgorithm>, String> {
+        text.split(',').map(|s| s.trim().parse()).collect()
+    }
+}
+
+impl std::fmt::Display for ClientSigningAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ClientSigningAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ClientSigningAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ClientSigningAlgorithm::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown signing algorithm {s:?} (known: {})", names.join(", "))
+            })
+    }
+}
+
+/// `client_signing_algorithms:` — unset is Fulcio's default; a list must name at least one
+/// algorithm (an empty list would refuse every client) and each at most once.
+pub(crate) fn validate_client_algorithms(raw: Option<Vec<String>>) -> Result<Vec<ClientSigningAlgorithm>, ConfigError> {
+    const PATH: &str = "client_signing_algorithms";
+    let Some(names) = raw else {
+        return Ok(ClientSigningAlgorithm::FULCIO_DEFAULT.to_vec());
+    };
+    if names.is_empty() {
+        return Err(ConfigError::rule(
+            PATH,
+            "the list is empty, which would refuse every client; omit the key for Fulcio's default",
+        ));
+    }
+    let mut out: Vec<ClientSigningAlgorithm> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let alg: ClientSigningAlgorithm = name.parse().map_err(|e| ConfigError::rule(format!("{PATH}[{i}]"), e))?;
+        if out.contains(&alg) {
+            return Err(ConfigError::rule(
+                format!("{PATH}[{i}]"),
+                format!("{name:?} is listed twice"),
+            ));
+        }
+        out.push(alg);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -276,6 +413,44 @@ mod tests {
             let e = load(both_or_none).unwrap_err();
             assert!(e.to_string().contains("exactly one"), "{e}");
         }
+    }
+
+    #[test]
+    fn client_signing_algorithms() {
+        use crate::ClientSigningAlgorithm as A;
+        assert_eq!(load("").unwrap().client_signing_algorithms, A::FULCIO_DEFAULT.to_vec());
+        let c = load("client_signing_algorithms: [ecdsa-sha2-256-nistp256, rsa-sign-pkcs1-4096-sha256, ed25519]\n")
+            .unwrap();
+        assert_eq!(
+            c.client_signing_algorithms,
+            vec![A::EcdsaP256Sha256, A::Rsa4096Pkcs1Sha256, A::Ed25519]
+        );
+        for a in A::ALL {
+            assert_eq!(a.name().parse::<A>(), Ok(a));
+        }
+        assert_eq!(
+            A::parse_list("ecdsa-sha2-256-nistp384, ed25519-ph"),
+            Ok(vec![A::EcdsaP384Sha256, A::Ed25519Ph])
+        );
+        let e = load("client_signing_algorithms: [ed25519, ecdsa-p256]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("client_signing_algorithms[1]: unknown signing algorithm \"ecdsa-p256\""),
+            "{e}"
+        );
+        assert!(e.contains("ecdsa-sha2-256-nistp256"), "names the known algorithms: {e}");
+        let e = load("client_signing_algorithms: []\n").unwrap_err().to_string();
+        assert!(e.starts_with("client_signing_algorithms: the list is empty"), "{e}");
+        let e = load("client_signing_algorithms: [ed25519, ed25519]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("client_signing_algorithms[1]:") && e.contains("twice"),
+            "{e}"
+        );
+        let e = load("client_signing_algorithms: ed25519\n").unwrap_err().to_string();
+        assert!(e.starts_with("client_signing_algorithms"), "{e}");
     }
 
     /// Every backend is its own variant, named by an exhaustive match (no wildcard arm: a new

@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::ca::{CaConfig, FileCaConfig, GeneratedCaConfig, Pkcs11CaConfig, Pkcs11Mechanism};
+pub use crate::ca::{
+    CaConfig, ClientSigningAlgorithm, FileCaConfig, GeneratedCaConfig, Pkcs11CaConfig, Pkcs11Mechanism,
+};
 pub use crate::ctlog::{CtLogConfig, DEFAULT_CT_LISTEN, EmbeddedCtLog, RemoteCtLog, SubmissionLimits};
 pub use crate::duration::parse_duration;
 pub use crate::error::{ConfigError, ConfigWarning};
@@ -82,15 +84,16 @@ pub struct Config {
     /// `health.token`: callers of `/readyz` that present it as a bearer token see each
     /// component's reason; everyone else sees only ready / not ready per component.
     pub health_token: Option<SecretRef>,
-    /// The client key and signature algorithms accepted (Fulcio's `--client-signing-algorithms`,
-    /// e.g. `ecdsa-sha2-256-nistp256`); unset: every algorithm the key policy allows.
-    pub client_signing_algorithms: Option<Vec<String>>,
     /// `public_good_issuers: true`: the public-good Sigstore issuer set bundled with Keyless CA
     /// ([`PUBLIC_GOOD_ISSUERS`]) is in `issuers`, first. Off by default: nothing is trusted
     /// unless the configuration names it.
     pub public_good_issuers: bool,
     /// What loaded but deserves the operator's attention (settings Fulcio ignores, and so on).
     pub warnings: Vec<ConfigWarning>,
+    /// The client key and signature algorithms accepted, for proofs of possession and CSRs
+    /// alike (Fulcio's `--client-signing-algorithms`, e.g. `ecdsa-sha2-256-nistp256`); unset in
+    /// the file: Fulcio's default, [`ClientSigningAlgorithm::FULCIO_DEFAULT`].
+    pub client_signing_algorithms: Vec<ClientSigningAlgorithm>,
 }
 
 /// Leaf certificate settings.
@@ -152,9 +155,9 @@ impl Config {
             rate_limits: RateLimits::default(),
             audit: AuditConfig::default(),
             health_token: None,
-            client_signing_algorithms: None,
             public_good_issuers: false,
             warnings: Vec::new(),
+            client_signing_algorithms: ClientSigningAlgorithm::FULCIO_DEFAULT.to_vec(),
         }
     }
 

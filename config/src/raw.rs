@@ -139,7 +139,7 @@ impl RawConfig {
                 Some(r) => RateLimits::default().with(&r.validate("rate_limits")?),
             },
             audit: self.audit.map(|a| a.validate(base)).transpose()?.unwrap_or_default(),
-            client_signing_algorithms: self.client_signing_algorithms,
+            client_signing_algorithms: ca::validate_client_algorithms(self.client_signing_algorithms)?,
             public_good_issuers: self.public_good_issuers,
             warnings,
             health_token: self

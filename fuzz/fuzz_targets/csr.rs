@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = keyless_ca::possession::prove_csr(data);
+    let _ = keyless_ca::possession::prove_csr(data, &Default::default());
 });

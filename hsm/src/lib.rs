@@ -1,7 +1,7 @@
 //! Key backends for the CA: where the issuing key lives and how it signs.
 //!
-//! Each backend implements [`keyless_ca::Signer`]: the key file (PKCS#8, encrypted with a password
-//! from a secret reference) and PKCS#11 (SoftHSM2 and hardware HSMs, through the safe `cryptoki`
+//! Each backend implements [`keyless_ca::Signer`]: the key file (every format Fulcio's file CA
+//! reads, decrypted with a password from a secret reference) and PKCS#11 (SoftHSM2 and hardware HSMs, through the safe `cryptoki`
 //! API; the FFI stays inside that crate, so this one still forbids `unsafe`). This crate also runs
 //! the key ceremony (`keyless ca init`) for the backends it owns.
 
@@ -10,6 +10,7 @@
 mod file;
 mod pkcs11;
 
+pub use crate::file::sigstore as sigstore_key;
 pub use crate::file::{FileCaReport, init_file_ca, load_file_ca};
 pub use crate::pkcs11::{
     CeremonyMode, CeremonyRecord, CertificateRecord, KeyRecord, Pkcs11CeremonyReport, Pkcs11Signer, TokenRecord,

@@ -152,7 +152,11 @@ async fn decide(
         }
         Refused::Limited(e) => e,
     })?;
-    let proven = possession::prove(permitted.principal(), req.key.as_request())?;
+    let proven = possession::prove(
+        permitted.principal(),
+        req.key.as_request(),
+        state.ca.client_algorithms(),
+    )?;
     facts.key_sha256 = Some(hex(&keyless_ca::keys::sha256(proven.public_key().spki_der())));
     if req.deadline.is_some_and(|d| Instant::now() >= d) {
         return Err(Error::DeadlineExceeded);

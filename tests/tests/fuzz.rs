@@ -232,10 +232,10 @@ fn csr() {
     ]);
     let seeds = seeds::csr_seeds();
     for s in &seeds {
-        possession::prove_csr(&s.bytes).unwrap_or_else(|e| panic!("seed CSR refused: {e}"));
+        possession::prove_csr(&s.bytes, &Default::default()).unwrap_or_else(|e| panic!("seed CSR refused: {e}"));
     }
     fuzz("csr", BOUND, inputs(seeds, dict), |bytes| {
-        let Ok(proven) = possession::prove_csr(bytes) else {
+        let Ok(proven) = possession::prove_csr(bytes, &Default::default()) else {
             return Ok(false);
         };
         check_key(proven.public_key(), bytes)?;
@@ -322,7 +322,7 @@ fn signing_request() {
                         }
                     }
                     keyless_service::KeyMaterial::Csr { pem } => {
-                        let _ = possession::prove_csr(&pem);
+                        let _ = possession::prove_csr(&pem, &Default::default());
                     }
                 }
             }

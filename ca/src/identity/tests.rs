@@ -492,6 +492,7 @@ fn the_advertised_challenge_claim_is_what_the_proof_signs() {
                     public_key: key.public_key_spki(),
                     proof: &sig,
                 },
+                &crate::possession::AlgorithmPolicy::default(),
             )
         };
         assert!(proof_over(value).is_ok(), "{kind:?}: proof over {advertised}");

@@ -19,7 +19,7 @@ use crate::ct::{self, CtLog, Sct};
 use crate::identity::Principal;
 use crate::keys::{PublicKey, signature_oid_hash};
 use crate::policy::Permitted;
-use crate::possession::ProvenKey;
+use crate::possession::{AlgorithmPolicy, ProvenKey};
 use crate::profile;
 use crate::serial::Serial;
 use crate::signer::Signer;
@@ -104,6 +104,8 @@ pub struct CertificateAuthority {
     /// The latest notBefore and earliest notAfter of the chain (seconds): every leaf must fit.
     chain_valid: (i64, i64),
     ct: Option<CtBinding>,
+    /// The client key and hash pairs admitted (`client_signing_algorithms`).
+    client_algorithms: AlgorithmPolicy,
 }
 
 /// The configured CT log and the key its SCTs must verify with.
@@ -139,6 +141,9 @@ impl CertificateAuthority {
                 "the signer's public key is not the issuing certificate's public key".into(),
             ));
         }
+        // As Fulcio's file CA: the CA's own key passes the key policy clients' keys do.
+        PublicKey::from_spki_der(signer.public_key_spki())
+            .map_err(|e| Error::Setup(format!("the CA key is refused by the key policy: {e}")))?;
         check_chain(&certs, now)?;
         let chain_valid = certs.iter().fold((i64::MIN, i64::MAX), |(from, to), c| {
             let v = c.validity();
@@ -160,7 +165,19 @@ impl CertificateAuthority {
             validity,
             chain_valid,
             ct: None,
+            client_algorithms: AlgorithmPolicy::default(),
         })
+    }
+
+    /// Admits only `policy`'s client key and hash pairs (default: Fulcio's default list).
+    pub fn with_client_algorithms(mut self, policy: AlgorithmPolicy) -> Self {
+        self.client_algorithms = policy;
+        self
+    }
+
+    /// The client key and hash pairs this CA admits; pass it to [`crate::possession::prove`].
+    pub fn client_algorithms(&self) -> &AlgorithmPolicy {
+        &self.client_algorithms
     }
 
     /// Signs and verifies a probe message now: the readiness check (blocks on an HSM).
@@ -422,7 +439,14 @@ fn check_chain(certs: &[X509Certificate<'_>], now: SystemTime) -> Result<(), Err
             )));
         }
         let is_ca = matches!(c.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
-        let can_sign = matches!(c.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
+        // A root without keyUsage may sign anything (RFC 5280 4.2.1.3; `openssl req -x509` makes
+        // such roots and Fulcio accepts them); intermediates must say keyCertSign, as the
+        // embedded CT log requires.
+        let can_sign = match c.key_usage() {
+            Ok(Some(ku)) => ku.value.key_cert_sign(),
+            Ok(None) => i + 1 == certs.len(),
+            Err(_) => false,
+        };
         if !is_ca || !can_sign {
             return Err(Error::Setup(format!(
                 "{what}: not a CA certificate (needs CA:TRUE and keyCertSign)"

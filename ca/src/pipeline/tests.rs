@@ -70,6 +70,7 @@ fn principal_and_key() -> (Permitted, ProvenKey) {
             public_key: &spki,
             proof: &sig,
         },
+        &crate::possession::AlgorithmPolicy::default(),
     )
     .unwrap();
     (permitted(&token), key)

@@ -35,6 +35,7 @@ mod ceremony;
 
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+const P521_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 
 fn setup(path: &str, reason: impl std::fmt::Display) -> HsmError {
     HsmError::Key {
@@ -136,10 +137,11 @@ fn public_key(session: &Session, label: &str) -> Result<(Vec<u8>, SignatureAlgor
     let algorithm = match params.as_slice() {
         P256_PARAMS => SignatureAlgorithm::EcdsaP256Sha256,
         P384_PARAMS => SignatureAlgorithm::EcdsaP384Sha384,
+        P521_PARAMS => SignatureAlgorithm::EcdsaP521Sha512,
         _ => {
             return Err(setup(
                 "ca.pkcs11.key_label",
-                format!("{label:?} is not a P-256 or P-384 key"),
+                format!("{label:?} is not a P-256, P-384 or P-521 key"),
             ));
         }
     };
@@ -314,6 +316,14 @@ impl Signer for Pkcs11Signer {
         let (digest_alg, hashing) = match self.algorithm {
             SignatureAlgorithm::EcdsaP256Sha256 => (&digest::SHA256, Mechanism::EcdsaSha256),
             SignatureAlgorithm::EcdsaP384Sha384 => (&digest::SHA384, Mechanism::EcdsaSha384),
+            SignatureAlgorithm::EcdsaP521Sha512 => (&digest::SHA512, Mechanism::EcdsaSha512),
+            // `public_key` only ever finds EC keys.
+            SignatureAlgorithm::RsaPkcs1Sha256 | SignatureAlgorithm::Ed25519 => {
+                return Err(SignError(format!(
+                    "PKCS#11 keys sign with ECDSA only, not {}",
+                    self.algorithm.name()
+                )));
+            }
         };
         let digest = digest::digest(digest_alg, message);
         let (mechanism, data): (Mechanism<'_>, &[u8]) = match self.mechanism {
