@@ -243,7 +243,8 @@ impl IssuerKeys {
             .iter()
             .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
             .filter_map(|jwk| {
-                let p521 = matches!(&jwk.algorithm, AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P521);
+                let p521 =
+                    matches!(&jwk.algorithm, AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P521);
                 let alg = match jwk.common.key_algorithm {
                     None => None,
                     // `jsonwebtoken` reads `"alg": "ES512"` as unknown; on a P-521 key it can

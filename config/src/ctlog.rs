@@ -384,19 +384,42 @@ mod tests {
         std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
         std::fs::write(dir.path().join("junk.pem"), "junk").unwrap();
         let at = |text: &str| Config::from_yaml(text, dir.path());
-        let c = at("ct_log: {url: https://ct.internal/log, public_key: k.pem, ca_cert: ca.pem, origin: \"tesseract:6962\"}\n")
-            .unwrap();
+        let c = at(
+            "ct_log: {url: https://ct.internal/log, public_key: k.pem, ca_cert: ca.pem, origin: \"tesseract:6962\"}\n",
+        )
+        .unwrap();
         let CtLogConfig::Remote(r) = c.ct_log else { panic!() };
         assert_eq!(r.ca_cert_pem.as_deref(), Some(pem));
         assert_eq!(r.origin.as_deref(), Some("tesseract:6962"));
         for (text, want) in [
-            ("ct_log: {url: https://ct.internal/log, public_key: k, ca_cert: junk.pem}", "ct_log.ca_cert: is not a PEM"),
-            ("ct_log: {url: https://ct.internal/log, public_key: k, ca_cert: gone.pem}", "ct_log.ca_cert: cannot read gone.pem"),
-            ("ct_log: {url: http://ct.internal/log, public_key: k, ca_cert: ca.pem}", "ct_log.ca_cert: applies to an https"),
-            ("ct_log: {url: https://ct.internal/log, public_key: k, origin: \"ct.example/2025h1\"}", "ct_log.origin: \"ct.example/2025h1\" is not a host[:port]"),
-            ("ct_log: {url: https://ct.internal/log, public_key: k, origin: \"https://ct.example\"}", "ct_log.origin:"),
-            ("ct_log: {url: https://ct.internal/log, public_key: k, origin: \"\"}", "ct_log.origin:"),
-            ("ct_log: {embedded: {}, origin: x}", "ct_log: public_key, timeout, attempts, ca_cert and origin apply"),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, ca_cert: junk.pem}",
+                "ct_log.ca_cert: is not a PEM",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, ca_cert: gone.pem}",
+                "ct_log.ca_cert: cannot read gone.pem",
+            ),
+            (
+                "ct_log: {url: http://ct.internal/log, public_key: k, ca_cert: ca.pem}",
+                "ct_log.ca_cert: applies to an https",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, origin: \"ct.example/2025h1\"}",
+                "ct_log.origin: \"ct.example/2025h1\" is not a host[:port]",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, origin: \"https://ct.example\"}",
+                "ct_log.origin:",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, origin: \"\"}",
+                "ct_log.origin:",
+            ),
+            (
+                "ct_log: {embedded: {}, origin: x}",
+                "ct_log: public_key, timeout, attempts, ca_cert and origin apply",
+            ),
         ] {
             let e = at(&format!("{text}\n")).unwrap_err().to_string();
             assert!(e.starts_with(want), "{text}: {e}");

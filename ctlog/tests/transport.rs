@@ -122,7 +122,15 @@ async fn a_log_behind_a_private_ca_is_trusted_only_with_its_bundle() {
 async fn the_origin_is_sent_as_the_host_over_http_and_https() {
     for tls in [false, true] {
         let (log, ca_pem) = fake_log(tls).await;
-        let port = log.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_string();
+        let port = log
+            .url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
         let mut c = config(&log.url);
         c.ca_cert_pem = ca_pem;
         RemoteLog::from_config(&c).unwrap().probe().await.unwrap();

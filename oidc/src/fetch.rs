@@ -41,7 +41,11 @@ pub(crate) enum Redirects {
 
 /// The HTTP client for discovery and JWKS: timeouts, the issuer's redirect rule, and optionally
 /// extra CA bundles (an IdP behind a private CA, a cluster's CA).
-pub(crate) fn build_client(extra_ca_pems: &[&[u8]], timeout: Duration, redirects: Redirects) -> Result<reqwest::Client, String> {
+pub(crate) fn build_client(
+    extra_ca_pems: &[&[u8]],
+    timeout: Duration,
+    redirects: Redirects,
+) -> Result<reqwest::Client, String> {
     let policy = match redirects {
         Redirects::Never => reqwest::redirect::Policy::none(),
         Redirects::Safe | Redirects::SafeWithPlainHttp => {
@@ -125,13 +129,22 @@ impl Bearer {
 /// Discovery then JWKS for `issuer`, within `timeout` for both together. `http` is the issuer's
 /// client; an in-cluster issuer gets a client of its own per fetch (its CA bundle may have been
 /// rotated) and the bearer token.
-pub(crate) async fn fetch_keys(issuer: &IssuerConfig, http: &reqwest::Client, timeout: Duration) -> Result<IssuerKeys, String> {
+pub(crate) async fn fetch_keys(
+    issuer: &IssuerConfig,
+    http: &reqwest::Client,
+    timeout: Duration,
+) -> Result<IssuerKeys, String> {
     let fetch = async {
         match &issuer.options.in_cluster {
             None => fetch_keys_with(issuer, http, None).await,
             Some(ic) => {
                 let bearer = Bearer::read(&issuer.url, &ic.token_file)?;
-                let mut pems: Vec<Vec<u8>> = issuer.options.ca_cert_pem.iter().map(|p| p.as_bytes().to_vec()).collect();
+                let mut pems: Vec<Vec<u8>> = issuer
+                    .options
+                    .ca_cert_pem
+                    .iter()
+                    .map(|p| p.as_bytes().to_vec())
+                    .collect();
                 if !ic.ca_files.is_empty() {
                     let Some(path) = ic.ca_files.iter().find(|p| p.exists()) else {
                         let names: Vec<String> = ic.ca_files.iter().map(|p| p.display().to_string()).collect();
@@ -154,7 +167,11 @@ pub(crate) async fn fetch_keys(issuer: &IssuerConfig, http: &reqwest::Client, ti
     }
 }
 
-async fn fetch_keys_with(issuer: &IssuerConfig, http: &reqwest::Client, bearer: Option<&Bearer>) -> Result<IssuerKeys, String> {
+async fn fetch_keys_with(
+    issuer: &IssuerConfig,
+    http: &reqwest::Client,
+    bearer: Option<&Bearer>,
+) -> Result<IssuerKeys, String> {
     let url = issuer.url.as_str();
     let discovery_url = format!("{}/.well-known/openid-configuration", url.trim_end_matches('/'));
     let plain_http_ok = issuer.options.insecure_plain_http;
@@ -331,10 +348,16 @@ mod tests {
         assert!(read_discovery("http://dex:8888/auth", doc, false).is_err());
         let d = read_discovery("http://dex:8888/auth", doc, true).unwrap();
         assert_eq!(d.id_token_signing_alg_values_supported, ["RS256", "ES512"]);
-        let bad = br#"{"issuer": "https://i", "jwks_uri": "https://i/k", "id_token_signing_alg_values_supported": "RS256"}"#;
+        let bad =
+            br#"{"issuer": "https://i", "jwks_uri": "https://i/k", "id_token_signing_alg_values_supported": "RS256"}"#;
         let e = read_discovery("https://i", bad, false).err().unwrap();
         assert!(e.contains("discovery document is not valid JSON"), "{e}");
         let none = br#"{"issuer": "https://i", "jwks_uri": "https://i/k"}"#;
-        assert!(read_discovery("https://i", none, false).unwrap().id_token_signing_alg_values_supported.is_empty());
+        assert!(
+            read_discovery("https://i", none, false)
+                .unwrap()
+                .id_token_signing_alg_values_supported
+                .is_empty()
+        );
     }
 }

@@ -153,10 +153,11 @@ impl OidcVerifier {
 
     /// Builds a verifier with explicit options; nothing is fetched until a token arrives.
     pub fn with_options(issuers: &[IssuerConfig], opts: VerifierOptions) -> Result<OidcVerifier, OidcError> {
-        let http = build_client(&[], opts.fetch_timeout, Redirects::Safe).map_err(|cause| OidcError::IssuerUnavailable {
-            issuer: String::new(),
-            cause,
-        })?;
+        let http =
+            build_client(&[], opts.fetch_timeout, Redirects::Safe).map_err(|cause| OidcError::IssuerUnavailable {
+                issuer: String::new(),
+                cause,
+            })?;
         let meta = issuers.iter().filter(|c| c.wildcard).cloned().collect();
         let exact = issuers
             .iter()

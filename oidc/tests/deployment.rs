@@ -52,7 +52,10 @@ async fn the_cluster_issuer_gets_the_rotating_token_and_trusts_the_cluster_ca() 
     v.verify(&k1.token(&url)).await.unwrap();
     let discovery = "/cluster/.well-known/openid-configuration";
     assert_eq!(idp.authorizations(discovery), [Some("Bearer sa-token-1".to_string())]);
-    assert_eq!(idp.authorizations("/cluster/jwks"), [Some("Bearer sa-token-1".to_string())]);
+    assert_eq!(
+        idp.authorizations("/cluster/jwks"),
+        [Some("Bearer sa-token-1".to_string())]
+    );
 
     // The kubelet rotates the token; the next fetch (a new kid) reads the new one.
     std::fs::write(dir.path().join("token"), "sa-token-2").unwrap();
@@ -69,7 +72,10 @@ async fn the_cluster_issuer_gets_the_rotating_token_and_trusts_the_cluster_ca() 
     std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
     let v = OidcVerifier::with_options(&[in_cluster(&url, dir.path())], opts()).unwrap();
     let e = cause(v.verify(&k1.token(&url)).await);
-    assert!(e.contains("no cluster CA bundle") && e.contains("missing-ca.crt"), "{e}");
+    assert!(
+        e.contains("no cluster CA bundle") && e.contains("missing-ca.crt"),
+        "{e}"
+    );
     std::fs::write(dir.path().join("ca.crt"), &ca_pem).unwrap();
     std::fs::remove_file(dir.path().join("token")).unwrap();
     let before = idp.hits(discovery);
@@ -81,7 +87,7 @@ async fn the_cluster_issuer_gets_the_rotating_token_and_trusts_the_cluster_ca() 
     let v = OidcVerifier::with_options(&[in_cluster(&url, dir.path())], opts()).unwrap();
     let e = cause(v.verify(&k1.token(&url)).await);
     assert!(e.contains("holds no token"), "{e}");
-    assert!(!format!("{e}").contains("sa-token"), "{e}");
+    assert!(!e.to_string().contains("sa-token"), "{e}");
 }
 
 #[tokio::test]
@@ -124,7 +130,11 @@ async fn the_token_never_leaves_the_issuers_origin() {
     v.verify(&idp2_key.token(&idp2.issuer("/plain"))).await.unwrap();
     assert_eq!(idp2.authorizations("/plain/.well-known/openid-configuration"), [None]);
     assert_eq!(idp2.authorizations("/plain/jwks"), [None]);
-    assert_eq!(idp2.all_authorizations(), ["Bearer sa-secret"], "only the in-cluster discovery");
+    assert_eq!(
+        idp2.all_authorizations(),
+        ["Bearer sa-secret"],
+        "only the in-cluster discovery"
+    );
 }
 
 /// go-oidc's rule, which Fulcio inherits: a token is accepted only in an algorithm the issuer's

@@ -166,7 +166,11 @@ fn in_cluster(
     };
     Ok(InCluster {
         token_file,
-        ca_files: if explicit_ca { Vec::new() } else { vec![POD_CA_FILE.into()] },
+        ca_files: if explicit_ca {
+            Vec::new()
+        } else {
+            vec![POD_CA_FILE.into()]
+        },
     })
 }
 
@@ -234,13 +238,15 @@ fn build_with(
     let wildcard = f.url.contains('*');
     let probe = f.url.replace('*', "0");
     let checked = match url::Url::parse(&probe) {
-        Ok(u) if insecure_plain_http && u.scheme() == "http" && u.query().is_none() && u.fragment().is_none() => {
-            Ok(u)
-        }
+        Ok(u) if insecure_plain_http && u.scheme() == "http" && u.query().is_none() && u.fragment().is_none() => Ok(u),
         _ => check_issuer_url(&probe),
     };
     let issuer = checked.map_err(|e| {
-        let hint = if keys.fulcio { "" } else { " (or set insecure_plain_http: true)" };
+        let hint = if keys.fulcio {
+            ""
+        } else {
+            " (or set insecure_plain_http: true)"
+        };
         ConfigError::rule(keys.url, format!("{e}{hint}"))
     })?;
     let ty = IssuerType::parse(&f.kind).map_err(|e| ConfigError::rule(keys.kind, e))?;
@@ -324,12 +330,11 @@ fn build_with(
     };
     // Fulcio reaches its own cluster's issuer with the pod's token and the cluster CA whenever
     // its file names it; an operator's file keeps working here without a new key.
-    let in_cluster = (keys.fulcio && !wildcard && kind == IssuerKind::Kubernetes && f.url == IN_CLUSTER_ISSUER).then(
-        || InCluster {
+    let in_cluster =
+        (keys.fulcio && !wildcard && kind == IssuerKind::Kubernetes && f.url == IN_CLUSTER_ISSUER).then(|| InCluster {
             token_file: POD_TOKEN_FILE.into(),
             ca_files: vec![FULCIO_CLUSTER_CA_FILE.into(), POD_CA_FILE.into()],
-        },
-    );
+        });
     Ok(IssuerConfig {
         url: f.url,
         kind,
@@ -642,8 +647,10 @@ mod tests {
     #[test]
     fn in_cluster_issuer_defaults_to_the_pods_files() {
         let base = std::path::Path::new("/etc/keyless");
-        let i = raw(serde_json::json!({"url": "https://kubernetes.default.svc", "type": "kubernetes",
-                                       "kubernetes_in_cluster": true}))
+        let i = raw(
+            serde_json::json!({"url": "https://kubernetes.default.svc", "type": "kubernetes",
+                                       "kubernetes_in_cluster": true}),
+        )
         .validate(base)
         .unwrap();
         assert_eq!(
@@ -661,8 +668,10 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        let i = raw(serde_json::json!({"url": "https://k8s.example:6443", "type": "kubernetes",
-                                       "kubernetes_in_cluster": true, "token_file": "sa/token", "ca_cert": "ca.pem"}))
+        let i = raw(
+            serde_json::json!({"url": "https://k8s.example:6443", "type": "kubernetes",
+                                       "kubernetes_in_cluster": true, "token_file": "sa/token", "ca_cert": "ca.pem"}),
+        )
         .validate(dir.path())
         .unwrap();
         let ic = i.options.in_cluster.unwrap();
@@ -720,10 +729,11 @@ mod tests {
             .validate(base)
             .unwrap();
         assert!(i.wildcard && i.options.insecure_plain_http);
-        let e = raw(serde_json::json!({"url": "https://dex.example/auth", "type": "email", "insecure_plain_http": true}))
-            .validate(base)
-            .unwrap_err()
-            .to_string();
+        let e =
+            raw(serde_json::json!({"url": "https://dex.example/auth", "type": "email", "insecure_plain_http": true}))
+                .validate(base)
+                .unwrap_err()
+                .to_string();
         assert!(e.starts_with("insecure_plain_http: applies to http://"), "{e}");
         // Other schemes and queries stay refused.
         let e = raw(serde_json::json!({"url": "http://dex/auth?x=1", "type": "email", "insecure_plain_http": true}))
@@ -732,9 +742,13 @@ mod tests {
             .to_string();
         assert!(e.starts_with("url:"), "{e}");
         // Fulcio's file has no such key: its error does not suggest one.
-        let e = build(fields("http://dex-idp:8888/auth", "email", None, None), &Keys::FULCIO, no_provider)
-            .unwrap_err()
-            .to_string();
+        let e = build(
+            fields("http://dex-idp:8888/auth", "email", None, None),
+            &Keys::FULCIO,
+            no_provider,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("IssuerURL:") && !e.contains("insecure_plain_http"), "{e}");
     }
 

@@ -143,8 +143,8 @@ impl Idp {
             jwks_uri: Mutex::new(None),
         });
         let s = shared.clone();
-        let app =
-            axum::Router::new().fallback(move |uri: Uri, headers: axum::http::HeaderMap| answer(s.clone(), uri, headers));
+        let app = axum::Router::new()
+            .fallback(move |uri: Uri, headers: axum::http::HeaderMap| answer(s.clone(), uri, headers));
         let server = tokio::spawn(async move {
             match tls {
                 None => axum::serve(listener, app).await.unwrap(),
