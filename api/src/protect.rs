@@ -179,6 +179,34 @@ pub async fn observe(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Fulcio's HTTP metrics, for every answered request whatever its route or outcome (Fulcio wraps
+/// its whole HTTP handler with the Prometheus client's instrumentation): `http_requests_total` and
+/// the `fulcio_api_latency` histogram (seconds), both by `code` (the status, e.g. `201`) and
+/// `method` (lower-cased; outside the standard methods `unknown`, as the Prometheus client does,
+/// which also keeps a client from inventing label values).
+pub async fn fulcio_metrics(req: Request, next: Next) -> Response {
+    let method = prometheus_method(req.method());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let code = resp.status().as_str().to_string();
+    metrics::counter!("http_requests_total", "code" => code.clone(), "method" => method).increment(1);
+    metrics::histogram!("fulcio_api_latency", "code" => code, "method" => method).record(start.elapsed());
+    resp
+}
+
+/// The Prometheus Go client's method label.
+fn prometheus_method(m: &Method) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "get", "put", "head", "post", "delete", "connect", "options", "notify", "trace", "patch",
+    ];
+    let m = m.as_str();
+    KNOWN
+        .iter()
+        .find(|k| m == **k || m.eq_ignore_ascii_case(k) && m.bytes().all(|b| b.is_ascii_uppercase()))
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// CORS as Fulcio answers it: any origin, GET/POST/HEAD, and no `Authorization` in a preflight,
 /// so browser clients put the token in the JSON body.
 pub fn cors() -> tower_http::cors::CorsLayer {
@@ -191,4 +219,20 @@ pub fn cors() -> tower_http::cors::CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("x-requested-with"),
         ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_labelled_as_the_prometheus_client_does() {
+        let m = |s: &str| prometheus_method(&Method::from_bytes(s.as_bytes()).unwrap());
+        assert_eq!(
+            (m("POST"), m("GET"), m("HEAD"), m("OPTIONS")),
+            ("post", "get", "head", "options")
+        );
+        assert_eq!((m("post"), m("PATCH"), m("NOTIFY")), ("post", "patch", "notify"));
+        assert_eq!((m("Post"), m("BREW"), m("PROPFIND")), ("unknown", "unknown", "unknown"));
+    }
 }

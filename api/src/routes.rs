@@ -54,11 +54,14 @@ pub fn app(state: Arc<AppState>, limits: &Limits, extra: Router) -> Router {
         .layer(crate::protect::cors())
         .layer(axum::middleware::from_fn_with_state(guard, crate::protect::guard))
         .layer(axum::middleware::from_fn(crate::protect::request_id));
-    // Outside the router, so the rewritten path is what gets routed.
-    Router::new().fallback_service(tower::Layer::layer(
-        &axum::middleware::map_request(collapse_leading_slashes),
-        app,
-    ))
+    // Outside the router, so the rewritten path is what gets routed; Fulcio's HTTP metrics
+    // outermost, so every answer counts, refusals by the guard included.
+    Router::new()
+        .fallback_service(tower::Layer::layer(
+            &axum::middleware::map_request(collapse_leading_slashes),
+            app,
+        ))
+        .layer(axum::middleware::from_fn(crate::protect::fulcio_metrics))
 }
 
 /// The API router. Extra routes (the development issuer) are merged by the caller.

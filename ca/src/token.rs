@@ -10,8 +10,7 @@ use std::sync::Arc;
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 
 use crate::der;
 use keyless_config::IssuerConfig;
@@ -31,19 +30,92 @@ pub const MAX_VALUE_BYTES: usize = 8192;
 /// Clock-skew allowance for `nbf` (as Fulcio); `exp` has none.
 pub const NBF_LEEWAY_SECS: i64 = 300;
 
-/// Signature algorithms accepted on identity tokens. `none` and HMAC are never accepted: the
-/// issuer's public key must not double as a shared secret.
-pub const ACCEPTED_ALGORITHMS: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
+/// A JWS algorithm the CA accepts on identity tokens: go-oidc's set (RS*, PS*, ES256/384/512,
+/// EdDSA). `none` and HMAC are never accepted: the issuer's public key must not double as a
+/// shared secret. (Our own type because `jsonwebtoken` has no ES512.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum TokenAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+    /// ECDSA P-521 with SHA-512.
+    ES512,
+    /// Ed25519.
+    EdDSA,
+}
+
+/// Every algorithm accepted on identity tokens.
+pub const ACCEPTED_ALGORITHMS: &[TokenAlgorithm] = &[
+    TokenAlgorithm::RS256,
+    TokenAlgorithm::RS384,
+    TokenAlgorithm::RS512,
+    TokenAlgorithm::PS256,
+    TokenAlgorithm::PS384,
+    TokenAlgorithm::PS512,
+    TokenAlgorithm::ES256,
+    TokenAlgorithm::ES384,
+    TokenAlgorithm::ES512,
+    TokenAlgorithm::EdDSA,
 ];
+
+/// Key families: a key serves only its own family's algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Rsa,
+    Ec,
+    Ed,
+}
+
+impl TokenAlgorithm {
+    /// The algorithm named exactly `name` (JOSE spelling), if the CA accepts it.
+    pub fn parse(name: &str) -> Option<TokenAlgorithm> {
+        ACCEPTED_ALGORITHMS.iter().copied().find(|a| a.as_str() == name)
+    }
+
+    /// The JOSE name, e.g. `ES512`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAlgorithm::RS256 => "RS256",
+            TokenAlgorithm::RS384 => "RS384",
+            TokenAlgorithm::RS512 => "RS512",
+            TokenAlgorithm::PS256 => "PS256",
+            TokenAlgorithm::PS384 => "PS384",
+            TokenAlgorithm::PS512 => "PS512",
+            TokenAlgorithm::ES256 => "ES256",
+            TokenAlgorithm::ES384 => "ES384",
+            TokenAlgorithm::ES512 => "ES512",
+            TokenAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    fn family(self) -> Family {
+        match self {
+            TokenAlgorithm::ES256 | TokenAlgorithm::ES384 | TokenAlgorithm::ES512 => Family::Ec,
+            TokenAlgorithm::EdDSA => Family::Ed,
+            _ => Family::Rsa,
+        }
+    }
+}
+
+impl fmt::Display for TokenAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A structurally valid token whose signature has not been checked. Only `iss` and `kid` may be
 /// trusted enough to pick the issuer and key.
@@ -138,19 +210,22 @@ pub fn claims_sha256(raw: &str) -> Option<[u8; 32]> {
     Some(crate::keys::sha256(&URL_SAFE_NO_PAD.decode(payload).ok()?))
 }
 
-/// An issuer's verification keys, prepared once per JWKS fetch.
+/// An issuer's verification keys, prepared once per JWKS fetch, and the algorithms its discovery
+/// document advertises.
 #[derive(Clone, Default)]
 pub struct IssuerKeys {
     keys: Vec<IssuerKey>,
+    /// `None`: no discovery document restricts the algorithms (keys read on their own).
+    advertised: Option<Vec<TokenAlgorithm>>,
 }
 
 #[derive(Clone)]
 struct IssuerKey {
     kid: Option<String>,
-    alg: Option<Algorithm>,
-    family: AlgorithmFamily,
+    alg: Option<TokenAlgorithm>,
+    family: Family,
     /// One verifier per algorithm the key can serve, parsed once per JWKS fetch.
-    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
+    verifiers: Vec<(TokenAlgorithm, ParsedPublicKey)>,
 }
 
 impl fmt::Debug for IssuerKeys {
@@ -160,14 +235,21 @@ impl fmt::Debug for IssuerKeys {
 }
 
 impl IssuerKeys {
-    /// Prepares the usable keys of a JWKS; symmetric and unknown key types are skipped.
+    /// Prepares the usable keys of a JWKS; symmetric and unknown key types, and keys marked for
+    /// encryption, are skipped.
     pub fn from_jwks(jwks: &JwkSet) -> IssuerKeys {
         let keys = jwks
             .keys
             .iter()
+            .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
             .filter_map(|jwk| {
+                let p521 =
+                    matches!(&jwk.algorithm, AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P521);
                 let alg = match jwk.common.key_algorithm {
                     None => None,
+                    // `jsonwebtoken` reads `"alg": "ES512"` as unknown; on a P-521 key it can
+                    // only be ES512 (the key verifies nothing else).
+                    Some(KeyAlgorithm::UNKNOWN_ALGORITHM) if p521 => Some(TokenAlgorithm::ES512),
                     Some(ka) => Some(jwk_algorithm(ka)?),
                 };
                 let (family, verifiers) = verifiers(&jwk.algorithm)?;
@@ -179,7 +261,30 @@ impl IssuerKeys {
                 })
             })
             .collect();
-        IssuerKeys { keys }
+        IssuerKeys { keys, advertised: None }
+    }
+
+    /// Restricts tokens to the algorithms the issuer's discovery document lists in
+    /// `id_token_signing_alg_values_supported`, as go-oidc (so Fulcio) does: the listed values
+    /// the CA accepts are kept, and when none is left (or nothing is listed) only RS256 is
+    /// accepted, the one algorithm OpenID Connect Discovery requires every issuer to support.
+    pub fn advertised_by_discovery(mut self, listed: &[String]) -> IssuerKeys {
+        let mut algs: Vec<TokenAlgorithm> = Vec::new();
+        for a in listed.iter().filter_map(|a| TokenAlgorithm::parse(a)) {
+            if !algs.contains(&a) {
+                algs.push(a);
+            }
+        }
+        if algs.is_empty() {
+            algs.push(TokenAlgorithm::RS256);
+        }
+        self.advertised = Some(algs);
+        self
+    }
+
+    /// The algorithms the discovery document allows (`None`: not restricted by one).
+    pub fn advertised(&self) -> Option<&[TokenAlgorithm]> {
+        self.advertised.as_deref()
     }
 
     /// Number of usable keys.
@@ -195,7 +300,7 @@ impl IssuerKeys {
 
 /// Parses a JWK's public key for every JWS algorithm of its family. Keys that do not parse (or
 /// RSA keys under 2048 bits) are skipped.
-fn verifiers(params: &AlgorithmParameters) -> Option<(AlgorithmFamily, Vec<(Algorithm, ParsedPublicKey)>)> {
+fn verifiers(params: &AlgorithmParameters) -> Option<(Family, Vec<(TokenAlgorithm, ParsedPublicKey)>)> {
     let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok();
     let parse = |alg: &'static dyn VerificationAlgorithm, bytes: &[u8]| ParsedPublicKey::new(alg, bytes).ok();
     match params {
@@ -204,47 +309,48 @@ fn verifiers(params: &AlgorithmParameters) -> Option<(AlgorithmFamily, Vec<(Algo
             point.extend(b64(&p.x)?);
             point.extend(b64(&p.y)?);
             let v = match p.curve {
-                EllipticCurve::P256 => (Algorithm::ES256, parse(&sig::ECDSA_P256_SHA256_FIXED, &point)?),
-                EllipticCurve::P384 => (Algorithm::ES384, parse(&sig::ECDSA_P384_SHA384_FIXED, &point)?),
+                EllipticCurve::P256 => (TokenAlgorithm::ES256, parse(&sig::ECDSA_P256_SHA256_FIXED, &point)?),
+                EllipticCurve::P384 => (TokenAlgorithm::ES384, parse(&sig::ECDSA_P384_SHA384_FIXED, &point)?),
+                EllipticCurve::P521 => (TokenAlgorithm::ES512, parse(&sig::ECDSA_P521_SHA512_FIXED, &point)?),
                 _ => return None,
             };
-            Some((AlgorithmFamily::Ec, vec![v]))
+            Some((Family::Ec, vec![v]))
         }
         AlgorithmParameters::RSA(p) => {
             let pkcs1 = der::seq(&[&der::unsigned_integer(&b64(&p.n)?), &der::unsigned_integer(&b64(&p.e)?)]);
-            let algs: [(Algorithm, &'static dyn VerificationAlgorithm); 6] = [
-                (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
-                (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
-                (Algorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
-                (Algorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
-                (Algorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
-                (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
+            let algs: [(TokenAlgorithm, &'static dyn VerificationAlgorithm); 6] = [
+                (TokenAlgorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
+                (TokenAlgorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
+                (TokenAlgorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
+                (TokenAlgorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
+                (TokenAlgorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
+                (TokenAlgorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
             ];
             let v: Vec<_> = algs
                 .iter()
                 .filter_map(|(a, v)| Some((*a, parse(*v, &pkcs1)?)))
                 .collect();
-            (!v.is_empty()).then_some((AlgorithmFamily::Rsa, v))
+            (!v.is_empty()).then_some((Family::Rsa, v))
         }
         AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Some((
-            AlgorithmFamily::Ed,
-            vec![(Algorithm::EdDSA, parse(&sig::ED25519, &b64(&p.x)?)?)],
+            Family::Ed,
+            vec![(TokenAlgorithm::EdDSA, parse(&sig::ED25519, &b64(&p.x)?)?)],
         )),
         _ => None,
     }
 }
 
-fn jwk_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
+fn jwk_algorithm(ka: KeyAlgorithm) -> Option<TokenAlgorithm> {
     Some(match ka {
-        KeyAlgorithm::RS256 => Algorithm::RS256,
-        KeyAlgorithm::RS384 => Algorithm::RS384,
-        KeyAlgorithm::RS512 => Algorithm::RS512,
-        KeyAlgorithm::PS256 => Algorithm::PS256,
-        KeyAlgorithm::PS384 => Algorithm::PS384,
-        KeyAlgorithm::PS512 => Algorithm::PS512,
-        KeyAlgorithm::ES256 => Algorithm::ES256,
-        KeyAlgorithm::ES384 => Algorithm::ES384,
-        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        KeyAlgorithm::RS256 => TokenAlgorithm::RS256,
+        KeyAlgorithm::RS384 => TokenAlgorithm::RS384,
+        KeyAlgorithm::RS512 => TokenAlgorithm::RS512,
+        KeyAlgorithm::PS256 => TokenAlgorithm::PS256,
+        KeyAlgorithm::PS384 => TokenAlgorithm::PS384,
+        KeyAlgorithm::PS512 => TokenAlgorithm::PS512,
+        KeyAlgorithm::ES256 => TokenAlgorithm::ES256,
+        KeyAlgorithm::ES384 => TokenAlgorithm::ES384,
+        KeyAlgorithm::EdDSA => TokenAlgorithm::EdDSA,
         _ => return None,
     })
 }
@@ -335,19 +441,24 @@ pub fn verify(
     now: i64,
 ) -> Result<VerifiedToken, Error> {
     let url = issuer.url.as_str();
-    let alg: Algorithm = match token.alg.parse() {
-        Ok(a) if ACCEPTED_ALGORITHMS.contains(&a) => a,
-        _ => {
-            return Err(Error::Token(format!(
-                "signing algorithm {:?} is not accepted (issuer {url}); allowed: RS*, PS*, ES256, ES384, EdDSA",
-                token.alg
-            )));
-        }
+    let Some(alg) = TokenAlgorithm::parse(&token.alg) else {
+        return Err(Error::Token(format!(
+            "signing algorithm {:?} is not accepted (issuer {url}); allowed: RS*, PS*, ES256, ES384, ES512, EdDSA",
+            token.alg
+        )));
     };
     if !issuer.options.algorithms.is_empty() && !issuer.options.algorithms.contains(&token.alg) {
         return Err(Error::Token(format!(
             "signing algorithm {:?} is not allowed for issuer {url} (allowed: {:?})",
             token.alg, issuer.options.algorithms
+        )));
+    }
+    if let Some(advertised) = keys.advertised()
+        && !advertised.contains(&alg)
+    {
+        let names: Vec<&str> = advertised.iter().map(|a| a.as_str()).collect();
+        return Err(Error::Token(format!(
+            "signing algorithm {alg} is not one issuer {url} advertises (id_token_signing_alg_values_supported: {names:?})"
         )));
     }
     if token.iss != url {
@@ -455,5 +566,89 @@ mod tests {
         assert!(matches!(parse("!!.e30.x"), Err(Error::Token(m)) if m.contains("base64url")));
         // {"alg":"none"} . {} -> no iss
         assert!(matches!(parse("eyJhbGciOiJub25lIn0.e30.x"), Err(Error::Token(m)) if m.contains("iss")));
+    }
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm,
+        KeyPair as _,
+    };
+    use keyless_config::IssuerKind;
+    use serde_json::json;
+
+    const ISS: &str = "https://issuer.example";
+
+    /// An EC key as a JWK (`alg` as given) and a function signing tokens with it.
+    fn ec_key(
+        signing: &'static EcdsaSigningAlgorithm,
+        crv: &str,
+        alg: Option<&str>,
+    ) -> (Value, impl Fn(&str) -> String) {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(signing, &SystemRandom::new()).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let n = (point.len() - 1) / 2;
+        let mut jwk = json!({"kty": "EC", "crv": crv, "kid": "k1", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..1 + n]), "y": URL_SAFE_NO_PAD.encode(&point[1 + n..])});
+        if let Some(a) = alg {
+            jwk["alg"] = a.into();
+        }
+        let sign = move |alg: &str| {
+            let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "kid": "k1"}).to_string());
+            let claims = json!({"iss": ISS, "aud": "sigstore", "sub": "s", "exp": 2_000_000_000i64});
+            let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+            let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        };
+        (jwk, sign)
+    }
+
+    fn keys(jwks: Value) -> IssuerKeys {
+        IssuerKeys::from_jwks(&serde_json::from_value(jwks).unwrap())
+    }
+
+    fn check(token: &str, keys: &IssuerKeys) -> Result<VerifiedToken, Error> {
+        let issuer = Arc::new(IssuerConfig::new(ISS, IssuerKind::Email(Default::default())));
+        verify(parse(token)?, issuer, keys, 1_900_000_000)
+    }
+
+    #[test]
+    fn es512_tokens_verify_with_p521_keys() {
+        for alg in [Some("ES512"), None] {
+            let (jwk, sign) = ec_key(&ECDSA_P521_SHA512_FIXED_SIGNING, "P-521", alg);
+            let set = keys(json!({"keys": [jwk]}));
+            assert_eq!(set.len(), 1, "{alg:?}");
+            check(&sign("ES512"), &set).unwrap();
+            // The same key never serves another algorithm.
+            assert!(check(&sign("ES256"), &set).is_err());
+        }
+        // A P-521 key marked for encryption is not a verification key.
+        let (mut jwk, _) = ec_key(&ECDSA_P521_SHA512_FIXED_SIGNING, "P-521", None);
+        jwk["use"] = "enc".into();
+        assert!(keys(json!({"keys": [jwk]})).is_empty());
+    }
+
+    /// go-oidc's rule: only algorithms the discovery document lists, RS256 when it lists none.
+    #[test]
+    fn the_discovery_documents_algorithms_are_honoured() {
+        let (jwk, sign) = ec_key(&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", Some("ES256"));
+        let set = || keys(json!({"keys": [jwk.clone()]}));
+        let token = sign("ES256");
+        check(&token, &set()).unwrap();
+        let listed = |l: &[&str]| set().advertised_by_discovery(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        check(&token, &listed(&["RS256", "ES256"])).unwrap();
+        for l in [&["RS256"][..], &[], &["HS256", "none"], &["ES384", "ES512"]] {
+            let keys = listed(l);
+            let e = check(&token, &keys).unwrap_err().to_string();
+            assert!(
+                e.contains("signing algorithm ES256 is not one issuer https://issuer.example advertises"),
+                "{l:?}: {e}"
+            );
+        }
+        assert_eq!(
+            listed(&["HS256", "ES256", "ES256", "RS256"]).advertised(),
+            Some(&[TokenAlgorithm::ES256, TokenAlgorithm::RS256][..])
+        );
+        assert_eq!(listed(&[]).advertised(), Some(&[TokenAlgorithm::RS256][..]));
     }
 }

@@ -217,8 +217,7 @@ pub async fn build(config: &Config, addr: std::net::SocketAddr) -> anyhow::Resul
         }
         CtLogConfig::Remote(remote) => {
             let spki = read_public_key(&remote.public_key)?;
-            let log = RemoteLog::new(&remote.url, remote.timeout, remote.attempts)
-                .map_err(|e| anyhow::anyhow!("ct_log.url: {e}"))?;
+            let log = RemoteLog::from_config(remote).map_err(|e| anyhow::anyhow!("ct_log: {e}"))?;
             ct_probe = CtProbe::Remote(log.clone());
             ca = ca
                 .with_ct_log(Arc::new(MeteredLog(Arc::new(log))), &spki)

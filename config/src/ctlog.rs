@@ -83,7 +83,9 @@ impl Default for SubmissionLimits {
 /// `ct_log: {url, public_key}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCtLog {
-    /// Base URL (`<url>/ct/v1/add-pre-chain`).
+    /// Base URL (`<url>/ct/v1/add-pre-chain`): for a static-ct-api log (Sunlight, TesseraCT), its
+    /// submission prefix. Plain `http` is accepted for any host (an in-cluster Service, as in
+    /// Fulcio's chart): the SCT is verified with `public_key` either way.
     pub url: String,
     /// PEM file with the log's public key; every SCT is verified with it.
     pub public_key: PathBuf,
@@ -91,6 +93,20 @@ pub struct RemoteCtLog {
     pub timeout: Duration,
     /// Attempts, including the first.
     pub attempts: u32,
+    /// `ct_log.ca_cert`: PEM bundle trusted (besides the system roots) for the log's TLS, read at
+    /// load (Fulcio's `--ct-log.tls-ca-cert`).
+    pub ca_cert_pem: Option<String>,
+    /// `ct_log.origin`: sent as the HTTP `Host` of every request to the log instead of the URL's
+    /// host (Fulcio's `--ct-log-origin`), for a log reached through an address other than the
+    /// name its router dispatches on.
+    pub origin: Option<String>,
+}
+
+impl RemoteCtLog {
+    /// Whether submissions travel unencrypted beyond this machine (start-up warns about it).
+    pub fn plain_http_off_loopback(&self) -> bool {
+        url::Url::parse(&self.url).is_ok_and(|u| u.scheme() == "http" && !is_loopback_url(&u))
+    }
 }
 
 /// Default listener of the embedded CT log (RFC 6962 logs conventionally use 6962).
@@ -126,6 +142,8 @@ struct RawCtLog {
     public_key: Option<String>,
     timeout: Option<String>,
     attempts: Option<u32>,
+    ca_cert: Option<String>,
+    origin: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -190,10 +208,15 @@ pub(crate) fn validate(raw: Option<serde_json::Value>, base: &Path) -> Result<Ct
     match (raw.embedded, raw.url) {
         (Some(_), Some(_)) => Err(ConfigError::rule("ct_log", "set either `embedded` or `url`, not both")),
         (Some(e), None) => {
-            if raw.public_key.is_some() || raw.timeout.is_some() || raw.attempts.is_some() {
+            if raw.public_key.is_some()
+                || raw.timeout.is_some()
+                || raw.attempts.is_some()
+                || raw.ca_cert.is_some()
+                || raw.origin.is_some()
+            {
                 return Err(ConfigError::rule(
                     "ct_log",
-                    "public_key, timeout and attempts apply to a remote log (`url`)",
+                    "public_key, timeout, attempts, ca_cert and origin apply to a remote log (`url`)",
                 ));
             }
             let mut out = EmbeddedCtLog::default();
@@ -227,10 +250,18 @@ pub(crate) fn validate(raw: Option<serde_json::Value>, base: &Path) -> Result<Ct
         (None, Some(url)) => {
             let u = url::Url::parse(&url)
                 .map_err(|e| ConfigError::rule("ct_log.url", format!("{url:?} is not a URL: {e}")))?;
-            if u.scheme() != "https" && !(u.scheme() == "http" && is_loopback_url(&u)) {
+            // Plain http is accepted anywhere: the SCT is verified with the configured key, so
+            // the network can delay or drop submissions but not forge them (start-up warns).
+            if u.scheme() != "https" && u.scheme() != "http" {
                 return Err(ConfigError::rule(
                     "ct_log.url",
-                    "must be https (plain http only on loopback)",
+                    format!("scheme {:?} is not allowed; use https (or http)", u.scheme()),
+                ));
+            }
+            if u.host_str().is_none_or(str::is_empty) || u.query().is_some() || u.fragment().is_some() {
+                return Err(ConfigError::rule(
+                    "ct_log.url",
+                    "must be the log's base URL: a host, an optional path, no query or fragment",
                 ));
             }
             let public_key = raw.public_key.ok_or_else(|| {
@@ -247,17 +278,51 @@ pub(crate) fn validate(raw: Option<serde_json::Value>, base: &Path) -> Result<Ct
             if attempts == 0 || attempts > 10 {
                 return Err(ConfigError::rule("ct_log.attempts", "must be between 1 and 10"));
             }
+            let ca_cert_pem = match raw.ca_cert {
+                None => None,
+                Some(path) => {
+                    let pem = std::fs::read_to_string(resolve(base, &path))
+                        .map_err(|e| ConfigError::rule("ct_log.ca_cert", format!("cannot read {path}: {e}")))?;
+                    crate::issuer::raw::check_pem(&pem).map_err(|e| ConfigError::rule("ct_log.ca_cert", e))?;
+                    if u.scheme() != "https" {
+                        return Err(ConfigError::rule("ct_log.ca_cert", "applies to an https log URL only"));
+                    }
+                    Some(pem)
+                }
+            };
+            let origin = raw
+                .origin
+                .map(|o| check_origin(&o).map_err(|e| ConfigError::rule("ct_log.origin", e)))
+                .transpose()?;
             Ok(CtLogConfig::Remote(RemoteCtLog {
                 url,
                 public_key: resolve(base, &public_key),
                 timeout,
                 attempts,
+                ca_cert_pem,
+                origin,
             }))
         }
         (None, None) => Err(ConfigError::rule(
             "ct_log",
             "a mapping needs `url` (a remote log) or `embedded`; to run without CT say `ct_log: disabled`",
         )),
+    }
+}
+
+/// `ct_log.origin` becomes a `Host` header, so it must be one: a host name or IP literal with an
+/// optional port. A static-ct checkpoint origin with a path (`ct.example/2025h1`) is not.
+fn check_origin(o: &str) -> Result<String, String> {
+    let valid = !o.is_empty()
+        && o.len() <= 253
+        && o.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        && url::Url::parse(&format!("http://{o}/")).is_ok_and(|u| u.host_str().is_some());
+    if valid {
+        Ok(o.to_string())
+    } else {
+        Err(format!(
+            "{o:?} is not a host[:port]: the origin is sent as the HTTP Host header (no scheme or path)"
+        ))
     }
 }
 
@@ -290,12 +355,75 @@ mod tests {
         assert!(e.starts_with("ct_log:") && e.contains("disabled"), "{e}");
         let e = load("ct_log: {url: https://ct.example/log}\n").unwrap_err().to_string();
         assert!(e.starts_with("ct_log.public_key:"), "{e}");
-        let e = load("ct_log: {url: http://ct.example/log, public_key: k}\n")
+        let e = load("ct_log: {url: ftp://ct.example/log, public_key: k}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ct_log.url: scheme \"ftp\""), "{e}");
+        let e = load("ct_log: {url: \"https://ct.example/log?x=1\", public_key: k}\n")
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("ct_log.url:"), "{e}");
         let e = load("ct_log: {embedded: {lisen: x}}\n").unwrap_err().to_string();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    /// Fulcio's CT flags have a key each: plain http to an in-cluster log, a private TLS CA, and
+    /// the origin sent as the Host header.
+    #[test]
+    fn remote_log_transport_settings() {
+        let c = load("ct_log: {url: http://ctlog.ctlog-system.svc/fulcio, public_key: ct.pem}\n").unwrap();
+        let CtLogConfig::Remote(r) = c.ct_log else { panic!() };
+        assert!(r.plain_http_off_loopback());
+        assert_eq!((r.ca_cert_pem, r.origin), (None, None));
+        let c = load("ct_log: {url: http://127.0.0.1:6962/x, public_key: ct.pem}\n").unwrap();
+        let CtLogConfig::Remote(r) = c.ct_log else { panic!() };
+        assert!(!r.plain_http_off_loopback());
+
+        let dir = tempfile::tempdir().unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+        std::fs::write(dir.path().join("junk.pem"), "junk").unwrap();
+        let at = |text: &str| Config::from_yaml(text, dir.path());
+        let c = at(
+            "ct_log: {url: https://ct.internal/log, public_key: k.pem, ca_cert: ca.pem, origin: \"tesseract:6962\"}\n",
+        )
+        .unwrap();
+        let CtLogConfig::Remote(r) = c.ct_log else { panic!() };
+        assert_eq!(r.ca_cert_pem.as_deref(), Some(pem));
+        assert_eq!(r.origin.as_deref(), Some("tesseract:6962"));
+        for (text, want) in [
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, ca_cert: junk.pem}",
+                "ct_log.ca_cert: is not a PEM",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, ca_cert: gone.pem}",
+                "ct_log.ca_cert: cannot read gone.pem",
+            ),
+            (
+                "ct_log: {url: http://ct.internal/log, public_key: k, ca_cert: ca.pem}",
+                "ct_log.ca_cert: applies to an https",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, origin: \"ct.example/2025h1\"}",
+                "ct_log.origin: \"ct.example/2025h1\" is not a host[:port]",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, origin: \"https://ct.example\"}",
+                "ct_log.origin:",
+            ),
+            (
+                "ct_log: {url: https://ct.internal/log, public_key: k, origin: \"\"}",
+                "ct_log.origin:",
+            ),
+            (
+                "ct_log: {embedded: {}, origin: x}",
+                "ct_log: public_key, timeout, attempts, ca_cert and origin apply",
+            ),
+        ] {
+            let e = at(&format!("{text}\n")).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
     }
 
     #[test]

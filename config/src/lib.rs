@@ -28,8 +28,9 @@ pub use crate::ctlog::{CtLogConfig, DEFAULT_CT_LISTEN, EmbeddedCtLog, RemoteCtLo
 pub use crate::duration::parse_duration;
 pub use crate::error::{ConfigError, ConfigWarning};
 pub use crate::issuer::{
-    ALL_KINDS, CiProvider, EmailSettings, GitlabSettings, IssuerConfig, IssuerKind, IssuerOptions, IssuerType,
-    JsonPath, SpiffeSettings, TOKEN_ALGORITHMS, UriSettings, UsernameSettings, is_loopback_url,
+    ALL_KINDS, CiProvider, EmailSettings, FULCIO_CLUSTER_CA_FILE, GitlabSettings, IN_CLUSTER_ISSUER, InCluster,
+    IssuerConfig, IssuerKind, IssuerOptions, IssuerType, JsonPath, POD_CA_FILE, POD_TOKEN_FILE, SpiffeSettings,
+    TOKEN_ALGORITHMS, UriSettings, UsernameSettings, is_loopback_url,
 };
 pub use crate::ops::{AuditConfig, AuditExport, Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig};
 pub use crate::policy::{Condition, Policy, Rule};

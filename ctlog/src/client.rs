@@ -44,6 +44,11 @@ pub struct ClientOptions {
     pub follow_redirects: bool,
     /// The `User-Agent` header.
     pub user_agent: &'static str,
+    /// PEM bundle trusted besides the system roots (a log behind a private TLS CA).
+    pub ca_cert_pem: Option<String>,
+    /// Sent as the `Host` header instead of the URL's host (Fulcio's `--ct-log-origin`): the
+    /// connection (and TLS name) still follow the URL.
+    pub host: Option<String>,
 }
 
 impl ClientOptions {
@@ -55,6 +60,8 @@ impl ClientOptions {
             connect_timeout: timeout.min(Duration::from_secs(5)),
             follow_redirects: false,
             user_agent: concat!("keyless/", env!("CARGO_PKG_VERSION")),
+            ca_cert_pem: None,
+            host: None,
         }
     }
 }
@@ -76,11 +83,27 @@ impl LogClient {
         } else {
             reqwest::redirect::Policy::none()
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.connect_timeout)
             .redirect(redirects)
-            .user_agent(options.user_agent)
+            .user_agent(options.user_agent);
+        if let Some(pem) = &options.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| LogError::Setup(format!("the log's CA bundle: {e}")))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if let Some(host) = &options.host {
+            let value = reqwest::header::HeaderValue::from_str(host)
+                .map_err(|_| LogError::Setup(format!("origin {host:?} is not a valid Host header")))?;
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::HOST, value);
+            // HTTP/1.1 only: an HTTP/2 request names its authority from the URL.
+            builder = builder.default_headers(headers).http1_only();
+        }
+        let http = builder
             .build()
             .map_err(|e| LogError::Setup(format!("HTTP client: {e}")))?;
         Ok(LogClient { http, base })

@@ -26,6 +26,29 @@ impl RemoteLog {
         })
     }
 
+    /// The submitter for `ct_log: {url, ...}`: its timeout, attempts, CA bundle and origin. Plain
+    /// http beyond loopback is allowed (the SCT is verified with the configured key anyway) and
+    /// logged as a warning.
+    pub fn from_config(config: &keyless_config::RemoteCtLog) -> Result<RemoteLog, CtError> {
+        let options = ClientOptions {
+            ca_cert_pem: config.ca_cert_pem.clone(),
+            host: config.origin.clone(),
+            ..ClientOptions::new(config.timeout)
+        };
+        let client = LogClient::new(&config.url, &options).map_err(|e| CtError(e.to_string()))?;
+        if config.plain_http_off_loopback() {
+            tracing::warn!(
+                url = %config.url,
+                "the CT log is reached over plain http: submissions and SCTs cross the network unencrypted \
+                 (every SCT is still verified with ct_log.public_key, so they cannot be forged, only delayed or dropped)"
+            );
+        }
+        Ok(RemoteLog {
+            client,
+            attempts: config.attempts.max(1),
+        })
+    }
+
     /// `GET get-sth` once: the log answers with a tree head (its tree size), for readiness.
     pub async fn probe(&self) -> Result<u64, String> {
         self.client.get_tree_size().await.map_err(|e| e.to_string())

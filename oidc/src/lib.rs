@@ -28,7 +28,7 @@ use keyless_ca::token::{self, IssuerKeys, VerifiedToken};
 use keyless_config::IssuerConfig;
 use tokio::sync::watch;
 
-use crate::fetch::{build_client, fetch_keys};
+use crate::fetch::{Redirects, build_client, fetch_keys};
 pub use crate::fetch::{parse_discovery, parse_jwks};
 use crate::state::{Budget, Dynamic, Inner, IssuerState, Reason, WaitSlot, new_state, record};
 
@@ -153,10 +153,11 @@ impl OidcVerifier {
 
     /// Builds a verifier with explicit options; nothing is fetched until a token arrives.
     pub fn with_options(issuers: &[IssuerConfig], opts: VerifierOptions) -> Result<OidcVerifier, OidcError> {
-        let http = build_client(None, opts.fetch_timeout).map_err(|cause| OidcError::IssuerUnavailable {
-            issuer: String::new(),
-            cause,
-        })?;
+        let http =
+            build_client(&[], opts.fetch_timeout, Redirects::Safe).map_err(|cause| OidcError::IssuerUnavailable {
+                issuer: String::new(),
+                cause,
+            })?;
         let meta = issuers.iter().filter(|c| c.wildcard).cloned().collect();
         let exact = issuers
             .iter()
@@ -295,7 +296,7 @@ impl OidcVerifier {
             .issuers
             .get(url)
             .ok_or_else(|| format!("{url} is not an exact issuer"))?;
-        fetch_keys(url, &state.http, self.opts.fetch_timeout)
+        fetch_keys(&state.config, &state.http, self.opts.fetch_timeout)
             .await
             .map(|k| k.len())
     }
@@ -438,7 +439,7 @@ impl OidcVerifier {
         let state = state.clone();
         let opts = self.opts.clone();
         tokio::spawn(async move {
-            let fetched = fetch_keys(&state.config.url, &state.http, opts.fetch_timeout).await;
+            let fetched = fetch_keys(&state.config, &state.http, opts.fetch_timeout).await;
             record(&state, fetched, reason, &opts);
             drop(tx);
         });

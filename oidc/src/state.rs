@@ -9,7 +9,7 @@ use keyless_ca::token::IssuerKeys;
 use keyless_config::IssuerConfig;
 use tokio::sync::watch;
 
-use crate::fetch::build_client;
+use crate::fetch::{Redirects, build_client};
 use crate::{OidcError, VerifierOptions};
 
 /// One issuer's keys and fetch history. Shared (via `Arc`) by a verifier, the background fetch
@@ -153,9 +153,34 @@ pub(crate) fn new_state(
     shared: &reqwest::Client,
     opts: &VerifierOptions,
 ) -> Arc<IssuerState> {
-    let http = match config.options.ca_cert_pem.as_ref() {
-        None => shared.clone(),
-        Some(pem) => match build_client(Some(pem.as_bytes()), opts.fetch_timeout) {
+    let o = &config.options;
+    if o.insecure_plain_http {
+        tracing::warn!(
+            issuer = %config.url,
+            "INSECURE: this issuer's discovery and keys are fetched over plain http (insecure_plain_http): \
+             anyone on the network path can substitute its keys and obtain certificates for any identity it vouches for"
+        );
+    }
+    if let Some(ic) = &o.in_cluster {
+        tracing::info!(
+            issuer = %config.url,
+            token_file = %ic.token_file.display(),
+            "in-cluster issuer: discovery and keys are fetched with the service-account token, sent to the issuer's origin only"
+        );
+    }
+    let redirects = if o.insecure_plain_http {
+        Redirects::SafeWithPlainHttp
+    } else {
+        Redirects::Safe
+    };
+    // An in-cluster issuer builds its client per fetch (fetch::fetch_keys); this one is unused.
+    let http = match o.ca_cert_pem.as_ref() {
+        None if redirects == Redirects::Safe || o.in_cluster.is_some() => shared.clone(),
+        pem => match build_client(
+            &pem.map(|p| p.as_bytes()).into_iter().collect::<Vec<_>>(),
+            opts.fetch_timeout,
+            redirects,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(issuer = %config.url, error = %e, "the issuer's CA bundle is unusable");

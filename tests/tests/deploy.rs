@@ -438,6 +438,67 @@ fn helm_chart_switches() {
     assert_eq!(names(&one(&docs, "Service")["spec"]["ports"]), ["api", "metrics"]);
 }
 
+/// The in-cluster issuer switch gives the pod its service-account token (and only then), at the
+/// paths `kubernetes_in_cluster` reads by default; a private CT CA bundle is mounted where the
+/// values' comment says.
+#[test]
+fn helm_chart_in_cluster_issuer_and_ct_ca() {
+    let docs = render_chart(&[]);
+    let spec = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(spec["automountServiceAccountToken"], false, "no token by default");
+    assert!(one(&docs, "ConfigMap")["data"].get("ct-ca.pem").is_none());
+
+    let docs = render_chart(&[
+        ("kubernetesIssuer.enabled", json!(true)),
+        (
+            "config.issuers",
+            json!([{"url": "https://kubernetes.default.svc", "type": "kubernetes", "kubernetes_in_cluster": true}]),
+        ),
+        (
+            "config.ct_log",
+            json!({"url": "http://ctlog.ctlog-system.svc/fulcio", "public_key": "/etc/keyless/ct/log.pub",
+                   "origin": "ctlog.ctlog-system.svc"}),
+        ),
+        (
+            "ctLogCaCert",
+            json!("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+        ),
+    ]);
+    let spec = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(spec["automountServiceAccountToken"], true);
+    let cm = one(&docs, "ConfigMap");
+    let text = cm["data"]["keyless.yaml"].as_str().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(text, base.path()).unwrap_or_else(|e| panic!("chart config: {e}\n{text}"));
+    let ic = config.issuers[0]
+        .options
+        .in_cluster
+        .as_ref()
+        .expect("in-cluster issuer");
+    // What automountServiceAccountToken provides.
+    assert_eq!(ic.token_file, Path::new(keyless_config::POD_TOKEN_FILE));
+    assert_eq!(ic.ca_files, [PathBuf::from(keyless_config::POD_CA_FILE)]);
+    let CtLogConfig::Remote(ct) = &config.ct_log else {
+        panic!("{:?}", config.ct_log)
+    };
+    assert!(ct.plain_http_off_loopback() && ct.origin.as_deref() == Some("ctlog.ctlog-system.svc"));
+    assert!(cm["data"]["ct-ca.pem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    let items = &spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "config")
+        .unwrap()["configMap"]["items"];
+    assert!(
+        items
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "ct-ca.pem", "path": "ct/ca.pem"})),
+        "{items}"
+    );
+    assert!(read("deploy/helm/keyless/values.yaml").contains("ca_cert: /etc/keyless/ct/ca.pem"));
+}
+
 // ---- compose and systemd ---------------------------------------------------------------------
 
 fn load(rel: &str) -> Config {

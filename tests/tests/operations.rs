@@ -136,6 +136,120 @@ async fn metrics_count_exactly_the_mix_of_requests() {
     assert!(!text.contains("alice") && !text.contains("octo-org"), "{text}");
 }
 
+/// Fulcio's series, as `pkg/server/metrics.go` defines them, next to `keyless_*`: dashboards
+/// and alerts written for Fulcio keep working (names, labels, types, buckets).
+#[tokio::test]
+async fn fulcio_metric_names_count_the_same_events() {
+    let email = TestIssuer::start("/email").await;
+    let ks = Keyless::builder(&format!(
+        "metrics_listen: 127.0.0.1:0\nct_log: disabled\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        email.url
+    ))
+    .start();
+    let before = ks.metrics().await;
+    // Registered from the start, as Fulcio does, with its type and help.
+    assert!(before.contains("# TYPE fulcio_new_certs counter\n"), "{before}");
+    assert!(before.contains("# HELP fulcio_new_certs The total number of certificates generated\n"));
+    assert_eq!(sample(&samples(&before), "fulcio_new_certs"), 0.0);
+    let build = before
+        .lines()
+        .find(|l| l.starts_with("fulcio_build_info{"))
+        .unwrap_or_else(|| panic!("{before}"));
+    assert!(
+        build.starts_with("fulcio_build_info{build_date=\"")
+            && build.contains("\",goversion=\"rustc")
+            && build.contains("\",revision=\"")
+            && build.ends_with(&format!(",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    let b = samples(&before);
+    let count = |m: &HashMap<String, f64>, name: &str, code: &str, method: &str| {
+        m.get(&format!("{name}{{code=\"{code}\",method=\"{method}\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+
+    // v2 (200) and v1 (201) issuance, a configuration read, a 404, a refusal (400), and a method
+    // the Prometheus client calls unknown (refused as grpc-gateway does, 501).
+    let key = ClientKey::p256();
+    let who = "alice@example.com";
+    let token = email.mint(&email.email_claims(who));
+    assert_eq!(ks.sign_v2(&sign_body(&token, &key, who), None).await.status, 200);
+    let v1 = json!({"publicKey": {"content": STANDARD.encode(key.spki_der()), "algorithm": "ecdsa"},
+                    "signedEmailAddress": STANDARD.encode(key.sign(who.as_bytes()))});
+    let r = ks
+        .post("/api/v1/signingCert", serde_json::to_vec(&v1).unwrap(), Some(&token))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(ks.get("/api/v2/configuration").await.status, 200);
+    assert_eq!(ks.get("/no/such/path").await.status, 404);
+    assert_eq!(ks.post("/api/v2/signingCert", "{not json", None).await.status, 400);
+    let brew = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{}/api/v2/configuration", ks.url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brew.status(), 501);
+
+    let text = ks.metrics().await;
+    let a = samples(&text);
+    assert_eq!(sample(&a, "fulcio_new_certs"), 2.0);
+    assert_eq!(
+        sample(&a, "fulcio_new_certs"),
+        a.iter()
+            .filter(|(k, _)| k.starts_with("keyless_certificates_issued_total"))
+            .map(|(_, v)| v)
+            .sum::<f64>(),
+        "the same events as keyless_certificates_issued_total"
+    );
+    for (code, method, n) in [
+        ("200", "post", 1.0),
+        ("201", "post", 1.0),
+        ("200", "get", 1.0),
+        ("404", "get", 1.0),
+        ("400", "post", 1.0),
+        ("501", "unknown", 1.0),
+    ] {
+        let delta = |name: &str| count(&a, name, code, method) - count(&b, name, code, method);
+        assert_eq!(delta("http_requests_total"), n, "http_requests_total {code} {method}");
+        assert_eq!(
+            delta("fulcio_api_latency_count"),
+            n,
+            "fulcio_api_latency {code} {method}"
+        );
+    }
+    assert!(text.contains("# TYPE http_requests_total counter\n"), "{text}");
+    assert!(text.contains("# TYPE fulcio_api_latency histogram\n"), "{text}");
+    assert!(text.contains("# HELP fulcio_api_latency API Latency on calls\n"));
+    // Fulcio's CI smoke test: a histogram with a code="201",method="post" series of one sample,
+    // in the Prometheus client's default buckets.
+    let les: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("fulcio_api_latency_bucket{code=\"201\",method=\"post\",le=\""))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        les,
+        [
+            "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"
+        ]
+    );
+    assert_eq!(
+        sample(
+            &a,
+            "fulcio_api_latency_bucket{code=\"201\",method=\"post\",le=\"+Inf\"}"
+        ),
+        1.0
+    );
+    // Fulcio's metrics server answers on any path.
+    let other = ks.metrics_url.as_deref().unwrap().replace("/metrics", "/");
+    let any = reqwest::get(&other).await.unwrap().text().await.unwrap();
+    assert!(any.contains("fulcio_new_certs 2"), "{any}");
+}
+
 #[tokio::test]
 async fn rate_limits_throttle_one_identity_not_its_neighbours() {
     let email = TestIssuer::start("/email").await;

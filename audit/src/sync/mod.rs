@@ -168,6 +168,7 @@ pub async fn sync_with_limits(
         connect_timeout: limits.request_timeout,
         follow_redirects: true,
         user_agent: concat!("keyless-audit/", env!("CARGO_PKG_VERSION")),
+        ..ClientOptions::new(limits.request_timeout)
     };
     let client = LogClient::new(log_url, &options)?;
     let url = client.url().to_string();

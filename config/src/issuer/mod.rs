@@ -44,11 +44,40 @@ pub struct IssuerOptions {
     pub ca_cert_pem: Option<String>,
     /// This issuer's own rate limits, over the global `rate_limits`.
     pub rate_limits: crate::RateLimitOverrides,
+    /// `kubernetes_in_cluster`: discovery and JWKS are fetched as a pod talks to its cluster's API
+    /// server, with the projected service-account token as a bearer and the cluster CA.
+    pub in_cluster: Option<InCluster>,
+    /// `insecure_plain_http`: the operator accepted plain `http` for this issuer beyond loopback
+    /// (anyone on the path could substitute its keys); logged loudly whenever it is used.
+    pub insecure_plain_http: bool,
 }
+
+/// How an in-cluster issuer (the cluster's own API server) is reached. Both files are read again
+/// before every fetch: the kubelet rotates the projected token (hourly by default) and the
+/// cluster CA bundle can be rotated too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InCluster {
+    /// The service-account token, sent as `Authorization: Bearer` to the issuer's own origin
+    /// only, never across a redirect (redirects are not followed at all).
+    pub token_file: std::path::PathBuf,
+    /// Candidate cluster CA bundles; the first that exists is trusted (besides the system roots
+    /// and `ca_cert_pem`). Empty when `ca_cert` was given, which is read at load instead.
+    pub ca_files: Vec<std::path::PathBuf>,
+}
+
+/// Where a pod finds its projected service-account token.
+pub const POD_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// Where a pod finds its cluster's CA bundle.
+pub const POD_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+/// Where Fulcio (and its Helm chart) puts the cluster CA for `https://kubernetes.default.svc`.
+pub const FULCIO_CLUSTER_CA_FILE: &str = "/var/run/fulcio/ca.crt";
+/// The in-cluster API server's issuer URL, which a Fulcio issuer file reaches in-cluster without
+/// any extra key.
+pub const IN_CLUSTER_ISSUER: &str = "https://kubernetes.default.svc";
 
 /// JWS algorithms the CA accepts at all.
 pub const TOKEN_ALGORITHMS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 ];
 
 impl IssuerConfig {

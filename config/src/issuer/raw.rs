@@ -9,7 +9,10 @@ use super::kind::{
     CiProvider, EmailSettings, GitlabSettings, IssuerKind, IssuerType, JsonPath, SpiffeSettings, UriSettings,
     UsernameSettings,
 };
-use super::{IssuerConfig, IssuerOptions, TOKEN_ALGORITHMS, check_issuer_url};
+use super::{
+    FULCIO_CLUSTER_CA_FILE, IN_CLUSTER_ISSUER, InCluster, IssuerConfig, IssuerOptions, POD_CA_FILE, POD_TOKEN_FILE,
+    TOKEN_ALGORITHMS, check_issuer_url,
+};
 use crate::{ConfigError, DEFAULT_CLIENT_ID};
 
 /// The native `issuers:` entry.
@@ -37,6 +40,11 @@ pub(crate) struct RawIssuer {
     #[serde(default)]
     allow_sub_challenge: bool,
     gitlab_base_url: Option<String>,
+    #[serde(default)]
+    kubernetes_in_cluster: bool,
+    token_file: Option<String>,
+    #[serde(default)]
+    insecure_plain_http: bool,
 }
 
 /// A CA bundle must hold at least one PEM certificate.
@@ -70,7 +78,14 @@ impl RawIssuer {
                  (Fulcio's CIIssuerMetadata, named by the issuer's CIProvider)",
             ))
         };
-        let mut issuer = build(fields, &Keys::NATIVE, no_templates)?;
+        if self.insecure_plain_http && !fields.url.starts_with("http://") {
+            return Err(ConfigError::rule(
+                "insecure_plain_http",
+                "applies to http:// issuer URLs only (an https issuer never needs it)",
+            ));
+        }
+        let mut issuer = build_with(fields, &Keys::NATIVE, no_templates, self.insecure_plain_http)?;
+        issuer.options.insecure_plain_http = self.insecure_plain_http;
         if let Some(p) = self.policy {
             issuer.policy = p.validate()?;
         }
@@ -91,11 +106,20 @@ impl RawIssuer {
             issuer.options.max_token_age =
                 Some(crate::parse_duration(&age).map_err(|e| ConfigError::rule("max_token_age", e))?);
         }
+        let explicit_ca = self.ca_cert.is_some();
         if let Some(path) = self.ca_cert {
             let pem = std::fs::read_to_string(base.join(&path))
                 .map_err(|e| ConfigError::rule("ca_cert", format!("cannot read {path}: {e}")))?;
             check_pem(&pem).map_err(|e| ConfigError::rule("ca_cert", e))?;
             issuer.options.ca_cert_pem = Some(pem);
+        }
+        if self.kubernetes_in_cluster {
+            issuer.options.in_cluster = Some(in_cluster(&issuer, self.token_file.as_deref(), explicit_ca, base)?);
+        } else if self.token_file.is_some() {
+            return Err(ConfigError::rule(
+                "token_file",
+                "applies only with kubernetes_in_cluster: true",
+            ));
         }
         if let Some(r) = self.rate_limits {
             issuer.options.rate_limits = r.validate("rate_limits")?;
@@ -110,6 +134,47 @@ impl RawIssuer {
         }
         Ok(issuer)
     }
+}
+
+/// `kubernetes_in_cluster: true`: the service-account token goes to one exact https origin only.
+fn in_cluster(
+    issuer: &IssuerConfig,
+    token_file: Option<&str>,
+    explicit_ca: bool,
+    base: &std::path::Path,
+) -> Result<InCluster, ConfigError> {
+    let key = "kubernetes_in_cluster";
+    if issuer.kind != IssuerKind::Kubernetes {
+        return Err(ConfigError::rule(
+            key,
+            format!("applies to kubernetes issuers only, not {}", issuer.kind.as_str()),
+        ));
+    }
+    if issuer.wildcard {
+        return Err(ConfigError::rule(
+            key,
+            "needs an exact issuer URL: the service-account token is sent to one host only",
+        ));
+    }
+    if !issuer.url.starts_with("https://") {
+        return Err(ConfigError::rule(
+            key,
+            "needs an https issuer URL: the service-account token never travels in clear",
+        ));
+    }
+    let token_file = match token_file {
+        Some("") => return Err(ConfigError::rule("token_file", "must not be empty")),
+        Some(p) => crate::resolve(base, p),
+        None => POD_TOKEN_FILE.into(),
+    };
+    Ok(InCluster {
+        token_file,
+        ca_files: if explicit_ca {
+            Vec::new()
+        } else {
+            vec![POD_CA_FILE.into()]
+        },
+    })
 }
 
 /// An issuer's settings before validation, from either file format.
@@ -133,6 +198,8 @@ pub(crate) struct Keys {
     pub(crate) spiffe_trust_domain: &'static str,
     pub(crate) issuer_claim: &'static str,
     pub(crate) gitlab_base_url: &'static str,
+    /// Fulcio's file: Fulcio's implicit behaviours apply (the in-cluster issuer).
+    pub(crate) fulcio: bool,
 }
 
 impl Keys {
@@ -143,6 +210,7 @@ impl Keys {
         spiffe_trust_domain: "spiffe_trust_domain",
         issuer_claim: "issuer_claim",
         gitlab_base_url: "gitlab_base_url",
+        fulcio: false,
     };
     pub(crate) const FULCIO: Keys = Keys {
         url: "IssuerURL",
@@ -151,6 +219,7 @@ impl Keys {
         spiffe_trust_domain: "SPIFFETrustDomain",
         issuer_claim: "IssuerClaim",
         gitlab_base_url: "GitlabBaseURL",
+        fulcio: true,
     };
 }
 
@@ -162,8 +231,31 @@ pub(crate) fn build(
     keys: &Keys,
     ci_provider: impl FnOnce() -> Result<Arc<CiProvider>, ConfigError>,
 ) -> Result<IssuerConfig, ConfigError> {
+    build_with(f, keys, ci_provider, false)
+}
+
+/// [`build`], with plain `http` beyond loopback allowed when the operator opted in
+/// (`insecure_plain_http`, native list only).
+fn build_with(
+    f: Fields,
+    keys: &Keys,
+    ci_provider: impl FnOnce() -> Result<Arc<CiProvider>, ConfigError>,
+    insecure_plain_http: bool,
+) -> Result<IssuerConfig, ConfigError> {
     let wildcard = f.url.contains('*');
-    let issuer = check_issuer_url(&f.url.replace('*', "0")).map_err(|e| ConfigError::rule(keys.url, e))?;
+    let probe = f.url.replace('*', "0");
+    let checked = match url::Url::parse(&probe) {
+        Ok(u) if insecure_plain_http && u.scheme() == "http" && u.query().is_none() && u.fragment().is_none() => Ok(u),
+        _ => check_issuer_url(&probe),
+    };
+    let issuer = checked.map_err(|e| {
+        let hint = if keys.fulcio {
+            ""
+        } else {
+            " (or set insecure_plain_http: true)"
+        };
+        ConfigError::rule(keys.url, format!("{e}{hint}"))
+    })?;
     let ty = IssuerType::parse(&f.kind).map_err(|e| ConfigError::rule(keys.kind, e))?;
     if wildcard && ty == IssuerType::Spiffe {
         return Err(ConfigError::rule(
@@ -255,13 +347,23 @@ pub(crate) fn build(
         IssuerType::ChainguardIdentity => no_domains().map(|()| IssuerKind::ChainguardIdentity)?,
         IssuerType::Kubernetes => no_domains().map(|()| IssuerKind::Kubernetes)?,
     };
+    // Fulcio reaches its own cluster's issuer with the pod's token and the cluster CA whenever
+    // its file names it; an operator's file keeps working here without a new key.
+    let in_cluster =
+        (keys.fulcio && !wildcard && kind == IssuerKind::Kubernetes && f.url == IN_CLUSTER_ISSUER).then(|| InCluster {
+            token_file: POD_TOKEN_FILE.into(),
+            ca_files: vec![FULCIO_CLUSTER_CA_FILE.into(), POD_CA_FILE.into()],
+        });
     Ok(IssuerConfig {
         url: f.url,
         kind,
         client_id,
         challenge_claim: f.challenge_claim,
         policy: crate::Policy::default(),
-        options: IssuerOptions::default(),
+        options: IssuerOptions {
+            in_cluster,
+            ..IssuerOptions::default()
+        },
         wildcard,
     })
 }
@@ -556,5 +658,149 @@ mod tests {
         let e = raw.validate(std::path::Path::new("/")).unwrap_err().to_string();
         assert!(e.starts_with("type: ci-provider issuers need templates"), "{e}");
         assert!(e.contains("issuers_file"), "{e}");
+    }
+
+    fn raw(v: serde_json::Value) -> RawIssuer {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn in_cluster_issuer_defaults_to_the_pods_files() {
+        let base = std::path::Path::new("/etc/keyless");
+        let i = raw(
+            serde_json::json!({"url": "https://kubernetes.default.svc", "type": "kubernetes",
+                                       "kubernetes_in_cluster": true}),
+        )
+        .validate(base)
+        .unwrap();
+        assert_eq!(
+            i.options.in_cluster,
+            Some(InCluster {
+                token_file: POD_TOKEN_FILE.into(),
+                ca_files: vec![POD_CA_FILE.into()],
+            })
+        );
+        // Overrides: a relative token file resolves against the config's folder; an explicit
+        // ca_cert is read at load and replaces the pod's bundle.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let i = raw(
+            serde_json::json!({"url": "https://k8s.example:6443", "type": "kubernetes",
+                                       "kubernetes_in_cluster": true, "token_file": "sa/token", "ca_cert": "ca.pem"}),
+        )
+        .validate(dir.path())
+        .unwrap();
+        let ic = i.options.in_cluster.unwrap();
+        assert_eq!(ic.token_file, dir.path().join("sa/token"));
+        assert!(ic.ca_files.is_empty());
+        assert!(i.options.ca_cert_pem.is_some());
+    }
+
+    #[test]
+    fn in_cluster_is_refused_where_the_token_could_leak() {
+        let base = std::path::Path::new("/");
+        for (v, want) in [
+            (
+                serde_json::json!({"url": "https://accounts.example.com", "type": "email", "kubernetes_in_cluster": true}),
+                "kubernetes_in_cluster: applies to kubernetes issuers only, not email",
+            ),
+            (
+                serde_json::json!({"url": "https://kubernetes.*.svc", "type": "kubernetes", "kubernetes_in_cluster": true}),
+                "kubernetes_in_cluster: needs an exact issuer URL",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1:6443", "type": "kubernetes", "kubernetes_in_cluster": true}),
+                "kubernetes_in_cluster: needs an https issuer URL",
+            ),
+            (
+                serde_json::json!({"url": "https://kubernetes.default.svc", "type": "kubernetes", "token_file": "/t"}),
+                "token_file: applies only with kubernetes_in_cluster: true",
+            ),
+            (
+                serde_json::json!({"url": "https://kubernetes.default.svc", "type": "kubernetes",
+                                   "kubernetes_in_cluster": true, "token_file": ""}),
+                "token_file: must not be empty",
+            ),
+        ] {
+            let e = raw(v.clone()).validate(base).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_the_insecure_opt_in() {
+        let base = std::path::Path::new("/");
+        let dex = || serde_json::json!({"url": "http://dex-idp:8888/auth", "type": "email"});
+        let e = raw(dex()).validate(base).unwrap_err().to_string();
+        assert!(
+            e.starts_with("url:") && e.contains("loopback") && e.contains("insecure_plain_http: true"),
+            "{e}"
+        );
+        let mut v = dex();
+        v["insecure_plain_http"] = true.into();
+        let i = raw(v).validate(base).unwrap();
+        assert!(i.options.insecure_plain_http && i.url == "http://dex-idp:8888/auth");
+        // A pattern may opt in too; an https issuer has nothing to opt into.
+        let i = raw(serde_json::json!({"url": "http://*.dex.svc/auth", "type": "email", "insecure_plain_http": true}))
+            .validate(base)
+            .unwrap();
+        assert!(i.wildcard && i.options.insecure_plain_http);
+        let e =
+            raw(serde_json::json!({"url": "https://dex.example/auth", "type": "email", "insecure_plain_http": true}))
+                .validate(base)
+                .unwrap_err()
+                .to_string();
+        assert!(e.starts_with("insecure_plain_http: applies to http://"), "{e}");
+        // Other schemes and queries stay refused.
+        let e = raw(serde_json::json!({"url": "http://dex/auth?x=1", "type": "email", "insecure_plain_http": true}))
+            .validate(base)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("url:"), "{e}");
+        // Fulcio's file has no such key: its error does not suggest one.
+        let e = build(
+            fields("http://dex-idp:8888/auth", "email", None, None),
+            &Keys::FULCIO,
+            no_provider,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("IssuerURL:") && !e.contains("insecure_plain_http"), "{e}");
+    }
+
+    /// Fulcio trusts its cluster's issuer with the pod's token whenever its file names it.
+    #[test]
+    fn fulcio_files_reach_the_cluster_issuer_in_cluster() {
+        let k8s = build(
+            fields(IN_CLUSTER_ISSUER, "kubernetes", None, None),
+            &Keys::FULCIO,
+            no_provider,
+        )
+        .unwrap();
+        assert_eq!(
+            k8s.options.in_cluster,
+            Some(InCluster {
+                token_file: POD_TOKEN_FILE.into(),
+                ca_files: vec![FULCIO_CLUSTER_CA_FILE.into(), POD_CA_FILE.into()],
+            })
+        );
+        for (url, kind) in [
+            (IN_CLUSTER_ISSUER, "email"),
+            ("https://kubernetes.other.svc", "kubernetes"),
+        ] {
+            let i = build(fields(url, kind, None, None), &Keys::FULCIO, no_provider).unwrap();
+            assert_eq!(i.options.in_cluster, None, "{url} {kind}");
+        }
+        let native = build(
+            fields(IN_CLUSTER_ISSUER, "kubernetes", None, None),
+            &Keys::NATIVE,
+            no_provider,
+        )
+        .unwrap();
+        assert_eq!(native.options.in_cluster, None, "the native list says so explicitly");
     }
 }

@@ -66,6 +66,14 @@ struct Shared {
     /// Path → absolute `Location`.
     redirects: Mutex<HashMap<String, String>>,
     requests: Mutex<Vec<String>>,
+    /// The `Authorization` header of each request (`None` when absent), in order.
+    authorizations: Mutex<Vec<(String, Option<String>)>>,
+    /// When set, discovery and JWKS answer 401 without `Authorization: Bearer <this>`.
+    required_bearer: Mutex<Option<String>>,
+    /// `id_token_signing_alg_values_supported` (`None`: the member is absent).
+    algorithms: Mutex<Option<Vec<String>>>,
+    /// Overrides the `jwks_uri` the discovery document names.
+    jwks_uri: Mutex<Option<String>>,
 }
 
 /// A real issuer on loopback. Every path `<prefix>/.well-known/openid-configuration` answers with
@@ -101,7 +109,7 @@ impl Idp {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, &ca_key);
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap()
             .signed_by(&leaf_key, &issuer)
             .unwrap();
@@ -129,9 +137,14 @@ impl Idp {
             keys: Mutex::new(vec![key.jwk.clone()]),
             redirects: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
+            required_bearer: Mutex::new(None),
+            algorithms: Mutex::new(Some(vec!["ES256".into()])),
+            jwks_uri: Mutex::new(None),
         });
         let s = shared.clone();
-        let app = axum::Router::new().fallback(move |uri: Uri| answer(s.clone(), uri));
+        let app = axum::Router::new()
+            .fallback(move |uri: Uri, headers: axum::http::HeaderMap| answer(s.clone(), uri, headers));
         let server = tokio::spawn(async move {
             match tls {
                 None => axum::serve(listener, app).await.unwrap(),
@@ -152,6 +165,44 @@ impl Idp {
     /// The issuer URL for `prefix` (e.g. `/tenant`).
     pub fn issuer(&self, prefix: &str) -> String {
         format!("{}{prefix}", self.base)
+    }
+
+    /// Discovery and JWKS need `Authorization: Bearer <token>` from now on.
+    pub fn require_bearer(&self, token: &str) {
+        *self.shared.required_bearer.lock().unwrap() = Some(token.to_string());
+    }
+
+    /// The discovery document's `id_token_signing_alg_values_supported` (`None`: absent).
+    pub fn advertise(&self, algorithms: Option<&[&str]>) {
+        *self.shared.algorithms.lock().unwrap() = algorithms.map(|a| a.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// The discovery document names this `jwks_uri` instead of the issuer's own.
+    pub fn set_jwks_uri(&self, uri: &str) {
+        *self.shared.jwks_uri.lock().unwrap() = Some(uri.to_string());
+    }
+
+    /// The `Authorization` headers requests for `path` carried, in order.
+    pub fn authorizations(&self, path: &str) -> Vec<Option<String>> {
+        self.shared
+            .authorizations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    /// Every `Authorization` header any request carried.
+    pub fn all_authorizations(&self) -> Vec<String> {
+        self.shared
+            .authorizations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, a)| a.clone())
+            .collect()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -191,9 +242,16 @@ impl Idp {
     }
 }
 
-async fn answer(s: Arc<Shared>, uri: Uri) -> Response {
+async fn answer(s: Arc<Shared>, uri: Uri, headers: axum::http::HeaderMap) -> Response {
     let path = uri.path().to_string();
     s.requests.lock().unwrap().push(path.clone());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    s.authorizations
+        .lock()
+        .unwrap()
+        .push((path.clone(), authorization.clone()));
     if let Some(location) = s.redirects.lock().unwrap().get(&path).cloned() {
         return (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
     }
@@ -207,9 +265,25 @@ async fn answer(s: Arc<Shared>, uri: Uri) -> Response {
     if path.contains("junk") {
         return StatusCode::NOT_FOUND.into_response();
     }
+    let required = s.required_bearer.lock().unwrap().clone();
+    if let Some(token) = required
+        && authorization.as_deref() != Some(format!("Bearer {token}").as_str())
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
         let issuer = format!("{}{prefix}", s.base);
-        return axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")})).into_response();
+        let jwks_uri = s
+            .jwks_uri
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| format!("{issuer}/jwks"));
+        let mut doc = json!({"issuer": issuer, "jwks_uri": jwks_uri});
+        if let Some(algs) = s.algorithms.lock().unwrap().clone() {
+            doc["id_token_signing_alg_values_supported"] = json!(algs);
+        }
+        return axum::Json(doc).into_response();
     }
     if path.ends_with("/jwks") {
         return axum::Json(json!({"keys": s.keys.lock().unwrap().clone()})).into_response();
