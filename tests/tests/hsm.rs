@@ -188,6 +188,9 @@ fn startup_failures_name_their_cause() {
 /// hammering the token after a failed recovery — and nothing with a bad signature is issued.
 /// (SoftHSM itself stays broken in-process after its token directory vanished, so recovery
 /// after re-insertion is not exercised here.)
+/// The CA trusts no issuer by default; this one is never contacted.
+const ISSUER: &str = "issuers: [{url: https://token.actions.githubusercontent.com, type: github-workflow}]\n";
+
 #[tokio::test]
 async fn token_fault_under_load_is_503_and_fails_fast() {
     use keyless_tests::{Backend, ClientKey, Keyless, TestIssuer, inspect};
@@ -344,7 +347,7 @@ async fn offline_root_in_a_separate_token() {
     std::fs::write(
         d.join("keyless.yaml"),
         format!(
-            "listen: 127.0.0.1:0\nct_log: disabled\n{}",
+            "listen: 127.0.0.1:0\nct_log: disabled\n{ISSUER}{}",
             hsm.ca_yaml("keyless", "online/chain.pem")
         ),
     )
