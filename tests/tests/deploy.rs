@@ -499,6 +499,78 @@ fn helm_chart_in_cluster_issuer_and_ct_ca() {
     assert!(read("deploy/helm/keyless/values.yaml").contains("ca_cert: /etc/keyless/ct/ca.pem"));
 }
 
+/// A Fulcio operator's `config.contents` moves to `fulcioConfig` unchanged: the chart writes it as
+/// the issuers file and points keyless.yaml at it. Fulcio's public-good file serves every issuer
+/// it names; the Fulcio chart's default (the cluster's own issuer) is fetched in-cluster.
+#[test]
+fn helm_chart_serves_fulcios_issuer_file() {
+    let loaded = |docs: &[Value]| {
+        let cm = one(docs, "ConfigMap");
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("{}/", dir.path().display());
+        let keyless = cm["data"]["keyless.yaml"]
+            .as_str()
+            .unwrap()
+            .replace("/etc/keyless/", &prefix);
+        std::fs::write(
+            dir.path().join("fulcio-config.yaml"),
+            cm["data"]["fulcio-config.yaml"].as_str().unwrap(),
+        )
+        .unwrap();
+        Config::from_yaml(&keyless, dir.path()).unwrap_or_else(|e| panic!("chart config: {e}\n{keyless}"))
+    };
+    let mounted = |docs: &[Value]| {
+        let spec = &one(docs, "Deployment")["spec"]["template"]["spec"];
+        let config = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "config")
+            .unwrap();
+        config["configMap"]["items"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "fulcio-config.yaml", "path": "fulcio-config.yaml"}))
+    };
+    assert!(!mounted(&render_chart(&[])), "no issuer file by default");
+
+    let public_good = keyless_config::issuers_file_as_json(keyless_config::PUBLIC_GOOD_ISSUERS).unwrap();
+    let docs = render_chart(&[("fulcioConfig", public_good), ("config.issuers", json!([]))]);
+    assert!(mounted(&docs));
+    let config = loaded(&docs);
+    assert_eq!(
+        config.issuers.len(),
+        keyless_config::public_good_issuers().unwrap().len()
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let fulcio_chart_default = json!({
+        "OIDCIssuers": {"https://kubernetes.default.svc": {
+            "IssuerURL": "https://kubernetes.default.svc", "ClientID": "sigstore", "Type": "kubernetes"}},
+        "MetaIssuers": {"https://kubernetes.*.svc": {"ClientID": "sigstore", "Type": "kubernetes"}},
+    });
+    let docs = render_chart(&[
+        ("fulcioConfig", fulcio_chart_default),
+        ("config.issuers", json!([])),
+        ("kubernetesIssuer.enabled", json!(true)),
+    ]);
+    let config = loaded(&docs);
+    assert_eq!(config.issuers.len(), 2);
+    let exact = config
+        .issuers
+        .iter()
+        .find(|i| i.url == "https://kubernetes.default.svc")
+        .unwrap();
+    assert!(
+        exact.options.in_cluster.is_some(),
+        "the cluster's issuer is fetched with the pod's token"
+    );
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+}
+
 // ---- compose and systemd ---------------------------------------------------------------------
 
 fn load(rel: &str) -> Config {
