@@ -275,5 +275,24 @@ async fn unreachable_remote_log_is_503() {
         "keyless_rejections_total{class=\"ct_log\"} 1",
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
-    }
+    } // A loopback log over plain http is not warned about.
+    assert!(!ks.log().contains("plain http"), "{}", ks.log());
+
+    // Fulcio's chart reaches its log as an in-cluster plain-http service: accepted (every SCT is
+    // still verified with the configured key), with a warning at start-up naming the URL.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log.pem"), pem("PUBLIC KEY", spki.as_ref())).unwrap();
+    let url = "http://ctlog.ctlog-system.svc.invalid/fulcio";
+    let yaml = format!(
+        "ct_log: {{url: \"{url}\", public_key: log.pem, timeout: 1s, attempts: 1}}\nissuers:\n  - {{url: \"{}\", type: email}}\n",
+        idp.url
+    );
+    let ks = Keyless::builder(&yaml).dir(dir).start();
+    assert!(ks.healthy().await);
+    let log = ks.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("plain http") && l.contains(url)),
+        "{log}"
+    );
 }
