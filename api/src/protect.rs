@@ -123,7 +123,6 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
 /// Reads the whole body under the size limit, within `body_timeout`, and (after the first second)
 /// at no less than `min_body_rate` bytes per second on average.
 async fn read_body(req: Request, guard: &Guard) -> Result<Request, ApiError> {
-    use http_body_util::BodyExt as _;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -132,11 +131,28 @@ async fn read_body(req: Request, guard: &Guard) -> Result<Request, ApiError> {
     if declared.is_some_and(|n| n > guard.max_body_bytes as u64) {
         return Err(ApiError::TooLarge(guard.max_body_bytes));
     }
+    let capacity = declared.unwrap_or(0).min(64 * 1024) as usize;
+    read_whole(req, &guard.limits, guard.max_body_bytes, guard.max_body_bytes, capacity).await
+}
+
+/// Reads the whole body of `req` into memory: at most `max` bytes (more is `TooLarge(limit)`),
+/// within `limits.body_timeout`, and after the first second at no less than
+/// `limits.min_body_rate` bytes per second on average, so a client trickling its request holds a
+/// connection (which [`crate::conn`] bounds), never one of the CA's slots. Shared by every front
+/// door.
+pub async fn read_whole(
+    req: Request,
+    limits: &Limits,
+    max: usize,
+    limit: usize,
+    capacity: usize,
+) -> Result<Request, ApiError> {
+    use http_body_util::BodyExt as _;
     let (parts, mut body) = req.into_parts();
     let start = tokio::time::Instant::now();
-    let hard = start + guard.limits.body_timeout;
-    let rate = guard.limits.min_body_rate;
-    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(64 * 1024) as usize);
+    let hard = start + limits.body_timeout;
+    let rate = limits.min_body_rate;
+    let mut buf: Vec<u8> = Vec::with_capacity(capacity.min(max));
     loop {
         // By the time `received / rate` seconds past the first one have gone, more must have come.
         let need_by = if rate == 0 {
@@ -148,7 +164,7 @@ async fn read_body(req: Request, guard: &Guard) -> Result<Request, ApiError> {
             Err(_) => {
                 metrics::counter!("keyless_slow_bodies_total").increment(1);
                 return Err(ApiError::SlowBody {
-                    timeout: guard.limits.body_timeout,
+                    timeout: limits.body_timeout,
                     min_rate: rate,
                 });
             }
@@ -157,8 +173,8 @@ async fn read_body(req: Request, guard: &Guard) -> Result<Request, ApiError> {
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > guard.max_body_bytes {
-                return Err(ApiError::TooLarge(guard.max_body_bytes));
+            if buf.len() + data.len() > max {
+                return Err(ApiError::TooLarge(limit));
             }
             buf.extend_from_slice(&data);
         }

@@ -186,45 +186,12 @@ fn refuse(e: ApiError) -> Response {
     status::response(status::from_api(e))
 }
 
-/// Reads the whole request (its one message, for unary and server-streaming calls) under the size
-/// limit, within `body_timeout`, and (after the first second) at no less than `min_body_rate`
-/// bytes per second on average: a client trickling its message holds a connection (which
-/// [`keyless_api::conn`] bounds), never one of the CA's slots.
+/// Reads the whole request (its one message, for unary and server-streaming calls, with its
+/// 5-byte gRPC frame header) under the message limit, within `body_timeout` and at no less than
+/// `min_body_rate`, exactly as the REST API reads a body.
 async fn read_message(req: Request, limits: &Limits) -> Result<Request, ApiError> {
-    use http_body_util::BodyExt as _;
-    // One message with its 5-byte gRPC frame header.
-    let max = crate::MAX_MESSAGE_BYTES + 5;
-    let (parts, mut body) = req.into_parts();
-    let start = tokio::time::Instant::now();
-    let hard = start + limits.body_timeout;
-    let rate = limits.min_body_rate;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let need_by = if rate == 0 {
-            hard
-        } else {
-            start + Duration::from_secs(1) + Duration::from_secs_f64(buf.len() as f64 / rate as f64)
-        };
-        let frame = match tokio::time::timeout_at(hard.min(need_by), body.frame()).await {
-            Err(_) => {
-                metrics::counter!("keyless_slow_bodies_total").increment(1);
-                return Err(ApiError::SlowBody {
-                    timeout: limits.body_timeout,
-                    min_rate: rate,
-                });
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ApiError::BadRequest(format!("cannot read the request: {e}"))),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                return Err(ApiError::TooLarge(crate::MAX_MESSAGE_BYTES));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(Request::from_parts(parts, axum::body::Body::from(buf)))
+    let max = crate::MAX_MESSAGE_BYTES;
+    keyless_api::protect::read_whole(req, limits, max + 5, max, 0).await
 }
 
 /// The client's `grpc-timeout` (`1-8 digits` then `H`, `M`, `S`, `m`, `u` or `n`); `None` when
