@@ -390,3 +390,38 @@ mod tests {
         assert_eq!(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }
+
+#[cfg(test)]
+mod frontier_tests {
+    use super::*;
+
+    #[test]
+    fn the_frontier_matches_the_full_tree_and_reports_every_completed_node() {
+        let mut tree = Tree::default();
+        let mut f = Frontier::default();
+        for i in 0..1000u32 {
+            let h = leaf_hash(&i.to_be_bytes());
+            tree.push(h);
+            let mut created = Vec::new();
+            f.push(h, |l, j, h| created.push((l, j, *h)));
+            for (l, j, h) in created {
+                assert_eq!(tree.levels[l as usize][j as usize], h, "node {l}/{j}");
+            }
+            assert_eq!(f.root(), tree.root(tree.size()).unwrap(), "root {}", i + 1);
+            assert_eq!(Frontier::from_nodes(&mut &tree, f.size()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn a_million_leaves_keep_a_logarithmic_frontier() {
+        let mut f = Frontier::default();
+        let mut most = 0;
+        for i in 0..1_000_000u64 {
+            f.push(leaf_hash(&i.to_be_bytes()), |_, _, _| {});
+            assert_eq!(f.hashes_held(), f.size().count_ones() as usize);
+            most = most.max(f.hashes_held());
+        }
+        assert_eq!(f.size(), 1_000_000);
+        assert!(most <= 20, "at most log2(1M) hashes held, got {most}");
+    }
+}

@@ -552,3 +552,139 @@ impl ChainCache {
         Ok(certs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::{self, consistency_from, inclusion_from, leaf_hash, root_from, verify_consistency, verify_inclusion};
+
+    // An independent reference: RFC 6962 §2.1's definitions, computed naively from the leaves.
+    fn k_of(n: usize) -> usize {
+        let mut k = 1;
+        while k * 2 < n {
+            k *= 2;
+        }
+        k
+    }
+    fn ref_root(l: &[Hash]) -> Hash {
+        match l.len() {
+            0 => merkle::empty_root(),
+            1 => l[0],
+            n => node_hash(&ref_root(&l[..k_of(n)]), &ref_root(&l[k_of(n)..])),
+        }
+    }
+    fn ref_path(m: usize, l: &[Hash]) -> Vec<Hash> {
+        if l.len() <= 1 {
+            return Vec::new();
+        }
+        let k = k_of(l.len());
+        let (mut p, other) = if m < k {
+            (ref_path(m, &l[..k]), ref_root(&l[k..]))
+        } else {
+            (ref_path(m - k, &l[k..]), ref_root(&l[..k]))
+        };
+        p.push(other);
+        p
+    }
+    fn ref_subproof(m: usize, l: &[Hash], b: bool) -> Vec<Hash> {
+        let n = l.len();
+        if m == n {
+            return if b { Vec::new() } else { vec![ref_root(l)] };
+        }
+        let k = k_of(n);
+        let (mut p, other) = if m <= k {
+            (ref_subproof(m, &l[..k], b), ref_root(&l[k..]))
+        } else {
+            (ref_subproof(m - k, &l[k..], false), ref_root(&l[..k]))
+        };
+        p.push(other);
+        p
+    }
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n as u64).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    /// Stores the tree of `leaves` through the frontier and tile writer, in batches of uneven
+    /// sizes (so partial rows are extended across transactions), checking the stored root against
+    /// the frontier's after every batch.
+    fn store_tree(conn: &mut Connection, leaves: &[Hash], batches: &[usize]) -> Frontier {
+        let mut f = Frontier::default();
+        let mut at = 0;
+        for &b in batches.iter().cycle() {
+            if at == leaves.len() {
+                break;
+            }
+            let end = (at + b).min(leaves.len());
+            let mut nodes = NewNodes::default();
+            for h in &leaves[at..end] {
+                f.push(*h, |l, i, h| nodes.add(l, i, h));
+            }
+            let tx = conn.transaction().unwrap();
+            write_tiles(&tx, &nodes).unwrap();
+            tx.commit().unwrap();
+            at = end;
+            assert_eq!(root_from(&mut StoredNodes::new(conn), f.size()).unwrap(), f.root(), "after {at}");
+        }
+        f
+    }
+
+    fn check_size(conn: &Connection, l: &[Hash], size: usize, indices: &[usize], firsts: &[usize]) {
+        let mut nodes = StoredNodes::new(conn);
+        let root = root_from(&mut nodes, size as u64).unwrap();
+        assert_eq!(root, ref_root(&l[..size]), "root {size}");
+        assert_eq!(Frontier::from_nodes(&mut nodes, size as u64).unwrap().root(), root, "frontier {size}");
+        for &i in indices.iter().filter(|&&i| i < size) {
+            let p = inclusion_from(&mut nodes, i as u64, size as u64).unwrap();
+            assert_eq!(p, ref_path(i, &l[..size]), "inclusion {i}/{size}");
+            assert!(verify_inclusion(&l[i], i as u64, size as u64, &p, &root));
+        }
+        for &m in firsts.iter().filter(|&&m| m >= 1 && m <= size) {
+            let p = consistency_from(&mut nodes, m as u64, size as u64).unwrap();
+            let want = if m == size { Vec::new() } else { ref_subproof(m, &l[..size], true) };
+            assert_eq!(p, want, "consistency {m}->{size}");
+            assert!(verify_consistency(m as u64, size as u64, &ref_root(&l[..m]), &root, &p));
+        }
+    }
+
+    #[test]
+    fn stored_roots_and_proofs_equal_the_reference_for_many_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("t.sqlite")).unwrap();
+        let l = leaves(1100);
+        store_tree(&mut conn, &l, &[1, 7, 300, 13, 255, 2]);
+        for size in 1..=600usize {
+            let idx = [0, 1, size / 2, size.saturating_sub(2), size - 1];
+            let firsts = [1, size / 3, size / 2 + 1, size - 1, size];
+            check_size(&conn, &l, size, &idx, &firsts);
+        }
+        for size in [767, 768, 769, 1023, 1024, 1025, 1100] {
+            check_size(&conn, &l, size, &[0, 255, 256, 511, 512, size - 1], &[1, 255, 256, 257, 512, 1024, size - 1]);
+        }
+    }
+
+    #[test]
+    fn nodes_above_the_first_tile_level_are_stored_and_read_back() {
+        // Past 65,536 leaves a second tile level (tree level 8) has a full row.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("t.sqlite")).unwrap();
+        let l = leaves(66_000);
+        store_tree(&mut conn, &l, &[4096, 999, 1]);
+        for size in [65_535, 65_536, 65_537, 66_000] {
+            check_size(&conn, &l, size, &[0, 65_535, size - 1], &[1, 256, 65_536, size - 1]);
+        }
+    }
+
+    #[test]
+    fn a_missing_or_short_tile_is_a_storage_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("t.sqlite")).unwrap();
+        store_tree(&mut conn, &leaves(300), &[300]);
+        let mut nodes = StoredNodes::new(&conn);
+        let e = root_from(&mut nodes, 301).unwrap_err();
+        assert!(e.to_string().contains("is not stored"), "{e}");
+        assert!(matches!(nodes.node(60, u64::MAX), Err(LogError::Storage(_))));
+        conn.execute("UPDATE tiles SET hashes = x'00' WHERE level = 0 AND idx = 1", []).unwrap();
+        assert!(matches!(build_tiles(&mut conn), Err(LogError::Setup(_))), "a malformed row is refused");
+    }
+}
