@@ -24,7 +24,9 @@ fn rss_kb() -> u64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().expect("usage: startup DIR [ENTRIES]"));
-    let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("ENTRIES is a number"));
+    let n: u64 = args
+        .next()
+        .map_or(1_000_000, |s| s.parse().expect("ENTRIES is a number"));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("log.sqlite");
     if !db.exists() {
@@ -42,8 +44,11 @@ fn main() {
         )
         .unwrap();
         let tx = c.transaction().unwrap();
-        tx.execute("INSERT INTO chains VALUES (?1, ?2)", rusqlite::params![&[0u8; 32][..], &[0u8; 3][..]])
-            .unwrap();
+        tx.execute(
+            "INSERT INTO chains VALUES (?1, ?2)",
+            rusqlite::params![&[0u8; 32][..], &[0u8; 3][..]],
+        )
+        .unwrap();
         {
             let mut ins = tx
                 .prepare("INSERT INTO entries VALUES (?1, ?2, x'', ?3, ?4, ?5)")

@@ -203,13 +203,18 @@ impl Nodes for StoredNodes<'_> {
                 let blob: Option<Vec<u8>> = self
                     .conn
                     .prepare_cached("SELECT hashes FROM tiles WHERE level = ?1 AND idx = ?2")
-                    .and_then(|mut s| s.query_row(params![tile_level as i64, tile as i64], |r| r.get(0)).optional())
+                    .and_then(|mut s| {
+                        s.query_row(params![tile_level as i64, tile as i64], |r| r.get(0))
+                            .optional()
+                    })
                     .map_err(storage)?;
                 v.insert(blob.unwrap_or_default())
             }
         };
         let bytes = row.get(offset * 32..(offset + count) * 32).ok_or_else(|| {
-            LogError::Storage(format!("tree node {level}/{index} is not stored (tile {tile_level}/{tile})"))
+            LogError::Storage(format!(
+                "tree node {level}/{index} is not stored (tile {tile_level}/{tile})"
+            ))
         })?;
         let mut hashes: Vec<Hash> = bytes
             .chunks_exact(32)
@@ -299,9 +304,11 @@ pub(crate) fn build_tiles(conn: &mut Connection) -> Result<u64, LogError> {
 
 /// The stored leaf hash of entry `index`.
 pub(crate) fn leaf_hash_at(conn: &Connection, index: u64) -> Result<Option<Vec<u8>>, LogError> {
-    conn.query_row("SELECT leaf_hash FROM entries WHERE idx = ?1", params![index as i64], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT leaf_hash FROM entries WHERE idx = ?1",
+        params![index as i64],
+        |r| r.get(0),
+    )
     .optional()
     .map_err(storage)
 }
@@ -556,7 +563,9 @@ impl ChainCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merkle::{self, consistency_from, inclusion_from, leaf_hash, root_from, verify_consistency, verify_inclusion};
+    use crate::merkle::{
+        self, consistency_from, inclusion_from, leaf_hash, root_from, verify_consistency, verify_inclusion,
+    };
 
     // An independent reference: RFC 6962 §2.1's definitions, computed naively from the leaves.
     fn k_of(n: usize) -> usize {
@@ -624,7 +633,11 @@ mod tests {
             write_tiles(&tx, &nodes).unwrap();
             tx.commit().unwrap();
             at = end;
-            assert_eq!(root_from(&mut StoredNodes::new(conn), f.size()).unwrap(), f.root(), "after {at}");
+            assert_eq!(
+                root_from(&mut StoredNodes::new(conn), f.size()).unwrap(),
+                f.root(),
+                "after {at}"
+            );
         }
         f
     }
@@ -633,7 +646,11 @@ mod tests {
         let mut nodes = StoredNodes::new(conn);
         let root = root_from(&mut nodes, size as u64).unwrap();
         assert_eq!(root, ref_root(&l[..size]), "root {size}");
-        assert_eq!(Frontier::from_nodes(&mut nodes, size as u64).unwrap().root(), root, "frontier {size}");
+        assert_eq!(
+            Frontier::from_nodes(&mut nodes, size as u64).unwrap().root(),
+            root,
+            "frontier {size}"
+        );
         for &i in indices.iter().filter(|&&i| i < size) {
             let p = inclusion_from(&mut nodes, i as u64, size as u64).unwrap();
             assert_eq!(p, ref_path(i, &l[..size]), "inclusion {i}/{size}");
@@ -641,7 +658,11 @@ mod tests {
         }
         for &m in firsts.iter().filter(|&&m| m >= 1 && m <= size) {
             let p = consistency_from(&mut nodes, m as u64, size as u64).unwrap();
-            let want = if m == size { Vec::new() } else { ref_subproof(m, &l[..size], true) };
+            let want = if m == size {
+                Vec::new()
+            } else {
+                ref_subproof(m, &l[..size], true)
+            };
             assert_eq!(p, want, "consistency {m}->{size}");
             assert!(verify_consistency(m as u64, size as u64, &ref_root(&l[..m]), &root, &p));
         }
@@ -659,7 +680,13 @@ mod tests {
             check_size(&conn, &l, size, &idx, &firsts);
         }
         for size in [767, 768, 769, 1023, 1024, 1025, 1100] {
-            check_size(&conn, &l, size, &[0, 255, 256, 511, 512, size - 1], &[1, 255, 256, 257, 512, 1024, size - 1]);
+            check_size(
+                &conn,
+                &l,
+                size,
+                &[0, 255, 256, 511, 512, size - 1],
+                &[1, 255, 256, 257, 512, 1024, size - 1],
+            );
         }
     }
 
@@ -684,7 +711,11 @@ mod tests {
         let e = root_from(&mut nodes, 301).unwrap_err();
         assert!(e.to_string().contains("is not stored"), "{e}");
         assert!(matches!(nodes.node(60, u64::MAX), Err(LogError::Storage(_))));
-        conn.execute("UPDATE tiles SET hashes = x'00' WHERE level = 0 AND idx = 1", []).unwrap();
-        assert!(matches!(build_tiles(&mut conn), Err(LogError::Setup(_))), "a malformed row is refused");
+        conn.execute("UPDATE tiles SET hashes = x'00' WHERE level = 0 AND idx = 1", [])
+            .unwrap();
+        assert!(
+            matches!(build_tiles(&mut conn), Err(LogError::Setup(_))),
+            "a malformed row is refused"
+        );
     }
 }

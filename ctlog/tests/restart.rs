@@ -81,7 +81,10 @@ async fn restarts_and_the_migration_serve_identical_answers_without_a_full_rebui
                 .map(|p| b64(p).try_into().unwrap())
                 .collect();
             let leaf = b64(&entries["entries"][i as usize]["leaf_input"]);
-            assert!(merkle::verify_inclusion(&merkle::leaf_hash(&leaf), i, n, &path, &sth.root), "{u}");
+            assert!(
+                merkle::verify_inclusion(&merkle::leaf_hash(&leaf), i, n, &path, &sth.root),
+                "{u}"
+            );
         }
     }
     assert_eq!(log.nodes_built_at_open(), 0, "a new log has nothing to build");
@@ -91,14 +94,18 @@ async fn restarts_and_the_migration_serve_identical_answers_without_a_full_rebui
     let log = open(dir.path(), &pki);
     assert_eq!(log.nodes_built_at_open(), 0);
     assert_eq!(log.size(), n);
-    assert_eq!(answers(&serve(log.clone(), unlimited()).await, n, &hashes).await, before);
+    assert_eq!(
+        answers(&serve(log.clone(), unlimited()).await, n, &hashes).await,
+        before
+    );
     drop(log);
 
     // The layout before stored nodes: no tiles, no leaf-hash index. The first open builds the
     // nodes of every entry once; the next does not.
     {
         let c = rusqlite::Connection::open(dir.path().join("log.sqlite")).unwrap();
-        c.execute_batch("DROP TABLE tiles; DROP INDEX entries_by_leaf_hash;").unwrap();
+        c.execute_batch("DROP TABLE tiles; DROP INDEX entries_by_leaf_hash;")
+            .unwrap();
         let names: Vec<String> = c
             .prepare("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
             .unwrap()
@@ -110,7 +117,10 @@ async fn restarts_and_the_migration_serve_identical_answers_without_a_full_rebui
     }
     let log = open(dir.path(), &pki);
     assert_eq!(log.nodes_built_at_open(), n, "the migration built every entry's nodes");
-    assert_eq!(answers(&serve(log.clone(), unlimited()).await, n, &hashes).await, before);
+    assert_eq!(
+        answers(&serve(log.clone(), unlimited()).await, n, &hashes).await,
+        before
+    );
     // The log keeps working after the migration.
     log.add_pre_chain(&pki.chain("after.example", true)).await.unwrap();
     published(&log);
@@ -179,13 +189,16 @@ fn a_tree_that_does_not_match_the_entries_is_refused() {
     let log = open(dir.path(), &pki);
     rt.block_on(async {
         for i in 0..3 {
-            log.add_pre_chain(&pki.chain(&format!("m{i}.example"), true)).await.unwrap();
+            log.add_pre_chain(&pki.chain(&format!("m{i}.example"), true))
+                .await
+                .unwrap();
         }
     });
     published(&log);
     drop(log);
     let c = rusqlite::Connection::open(dir.path().join("log.sqlite")).unwrap();
-    c.execute("UPDATE tiles SET hashes = zeroblob(96) WHERE level = 0", []).unwrap();
+    c.execute("UPDATE tiles SET hashes = zeroblob(96) WHERE level = 0", [])
+        .unwrap();
     let e = EmbeddedLog::open(dir.path(), &[pki.root_der()], opts(), None).unwrap_err();
     assert!(e.to_string().contains("does not match entry 2"), "{e}");
 }

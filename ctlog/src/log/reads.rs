@@ -15,7 +15,12 @@ const MAX_IDLE_READERS: usize = 8;
 
 impl Shared {
     /// Inclusion proof for a leaf hash in the tree of `size` (≤ the published size).
-    pub(crate) fn proof_by_hash(&self, conn: &Connection, hash: &Hash, size: u64) -> Result<(u64, Vec<Hash>), LogError> {
+    pub(crate) fn proof_by_hash(
+        &self,
+        conn: &Connection,
+        hash: &Hash,
+        size: u64,
+    ) -> Result<(u64, Vec<Hash>), LogError> {
         let published = self.published_size();
         if size == 0 || size > published {
             return Err(LogError::Client(format!("tree_size must be between 1 and {published}")));
