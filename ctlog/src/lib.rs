@@ -3,8 +3,10 @@
 //! - [`EmbeddedLog`]: an RFC 6962 log in the CA's own process. Entries are stored in SQLite (WAL,
 //!   `synchronous=FULL`) by one writer thread that commits concurrent submissions together (group
 //!   commit): an SCT is signed only after its entry is durable, and durability costs one fsync per
-//!   batch rather than per certificate. Signed tree heads are published within the maximum merge
-//!   delay. The log signs with its own P-256 key, never the CA's. Chains are validated as CA
+//!   batch rather than per certificate. The Merkle tree's nodes are stored with the entries, in the
+//!   same transaction; memory holds only the tree's frontier (O(log n) hashes), proofs are read
+//!   from storage, and start-up reads O(log n) nodes. Signed tree heads are published within the
+//!   maximum merge delay. The log signs with its own P-256 key, never the CA's. Chains are validated as CA
 //!   paths, identical submissions are deduplicated, and the CA's own submissions go ahead of
 //!   outside ones (limits in the `log` module docs, re-exported as constants here).
 //! - [`http::router`]: the RFC 6962 `/ct/v1/*` endpoints over any [`EmbeddedLog`], with quotas

@@ -1,8 +1,6 @@
-//! RFC 6962 / RFC 9162 Merkle tree hashing, with proofs computed from cached perfect subtrees.
-//!
-//! `levels[k][i]` is the hash of the perfect subtree covering leaves `[i·2^k, (i+1)·2^k)`. Every
-//! left part in RFC 9162's recursive definitions is such a subtree, so roots and proofs cost
-//! O(log² n) hashes instead of O(n).
+//! RFC 6962 / RFC 9162 Merkle tree hashing: roots and proofs over any source of perfect subtree
+//! hashes ([`Nodes`]), the [`Frontier`] an append-only log keeps in memory, and [`Tree`], an
+//! all-in-memory tree for tests and small trees.
 
 use aws_lc_rs::digest::{Context, SHA256};
 
@@ -34,7 +32,157 @@ pub fn empty_root() -> Hash {
         .expect("32 bytes")
 }
 
-/// An append-only Merkle tree of leaf hashes.
+/// Where proofs get their nodes: the hash of the perfect subtree at `level` covering leaves
+/// `[index·2^level, (index+1)·2^level)`. Every left part in RFC 9162's recursive definitions is
+/// such a subtree, so roots and proofs cost O(log² n) node reads instead of O(n) hashes. The
+/// embedded log reads them from its stored tiles; [`Tree`] keeps them all in memory.
+pub trait Nodes {
+    /// The error a read can fail with.
+    type Error;
+    /// The node at `level`, `index`; only asked for nodes inside the tree being proved.
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// MTH of leaves `[start, start + n)`.
+fn mth<N: Nodes + ?Sized>(nodes: &mut N, start: u64, n: u64) -> Result<Hash, N::Error> {
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        return nodes.node(n.trailing_zeros(), start / n);
+    }
+    let k = split(n);
+    Ok(node_hash(&mth(nodes, start, k)?, &mth(nodes, start + k, n - k)?))
+}
+
+/// Root hash of the first `size` leaves (the caller knows the tree holds them).
+pub fn root_from<N: Nodes + ?Sized>(nodes: &mut N, size: u64) -> Result<Hash, N::Error> {
+    mth(nodes, 0, size)
+}
+
+/// Inclusion proof of leaf `index` in the tree of `size` leaves (RFC 9162 §2.1.3); empty when
+/// `index >= size`.
+pub fn inclusion_from<N: Nodes + ?Sized>(nodes: &mut N, index: u64, size: u64) -> Result<Vec<Hash>, N::Error> {
+    let mut proof = Vec::new();
+    if index < size {
+        path(nodes, index, 0, size, &mut proof)?;
+    }
+    Ok(proof)
+}
+
+fn path<N: Nodes + ?Sized>(nodes: &mut N, m: u64, start: u64, n: u64, out: &mut Vec<Hash>) -> Result<(), N::Error> {
+    if n <= 1 {
+        return Ok(());
+    }
+    let k = split(n);
+    if m < k {
+        path(nodes, m, start, k, out)?;
+        out.push(mth(nodes, start + k, n - k)?);
+    } else {
+        path(nodes, m - k, start + k, n - k, out)?;
+        out.push(mth(nodes, start, k)?);
+    }
+    Ok(())
+}
+
+/// Consistency proof between the trees of `first` and `second` leaves (RFC 9162 §2.1.4); empty
+/// when there is nothing to prove.
+pub fn consistency_from<N: Nodes + ?Sized>(nodes: &mut N, first: u64, second: u64) -> Result<Vec<Hash>, N::Error> {
+    let mut proof = Vec::new();
+    if first > 0 && first < second {
+        subproof(nodes, first, 0, second, true, &mut proof)?;
+    }
+    Ok(proof)
+}
+
+fn subproof<N: Nodes + ?Sized>(
+    nodes: &mut N,
+    m: u64,
+    start: u64,
+    n: u64,
+    complete: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), N::Error> {
+    if m == n {
+        if !complete {
+            out.push(mth(nodes, start, n)?);
+        }
+        return Ok(());
+    }
+    let k = split(n);
+    if m <= k {
+        subproof(nodes, m, start, k, complete, out)?;
+        out.push(mth(nodes, start + k, n - k)?);
+    } else {
+        subproof(nodes, m - k, start + k, n - k, false, out)?;
+        out.push(mth(nodes, start, k)?);
+    }
+    Ok(())
+}
+
+/// The right edge of an append-only tree (a compact range over `[0, size)`): one perfect subtree
+/// root per set bit of `size`, largest first. It is all the log keeps in memory: enough to append
+/// and to compute the current root, O(log n) hashes whatever the size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    hashes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of the tree of `size` leaves, reading its perfect subtree roots from `nodes`.
+    pub fn from_nodes<N: Nodes + ?Sized>(nodes: &mut N, size: u64) -> Result<Frontier, N::Error> {
+        let mut hashes = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if size >> level & 1 == 1 {
+                hashes.push(nodes.node(level, start >> level)?);
+                start += 1 << level;
+            }
+        }
+        Ok(Frontier { size, hashes })
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Hashes held in memory (the popcount of the size, at most 64).
+    pub fn hashes_held(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Appends a leaf hash, calling `created(level, index, hash)` for the leaf (level 0) and for
+    /// every perfect subtree it completes, in increasing level: exactly the nodes that become
+    /// final with this leaf, which is what the log stores.
+    pub fn push(&mut self, leaf: Hash, mut created: impl FnMut(u32, u64, &Hash)) {
+        let index = self.size;
+        let mut h = leaf;
+        created(0, index, &h);
+        let mut level = 0u32;
+        while index >> level & 1 == 1 {
+            let Some(left) = self.hashes.pop() else { break };
+            h = node_hash(&left, &h);
+            level += 1;
+            created(level, index >> level, &h);
+        }
+        self.hashes.push(h);
+        self.size += 1;
+    }
+
+    /// The root of the tree.
+    pub fn root(&self) -> Hash {
+        let mut it = self.hashes.iter().rev();
+        match it.next() {
+            None => empty_root(),
+            Some(last) => it.fold(*last, |right, left| node_hash(left, &right)),
+        }
+    }
+}
+
+/// An append-only Merkle tree of leaf hashes, every level in memory (~64 bytes per leaf): for
+/// tests and small trees; the embedded log keeps a [`Frontier`] and stored nodes instead.
 #[derive(Debug, Default, Clone)]
 pub struct Tree {
     levels: Vec<Vec<Hash>>,
@@ -79,22 +227,13 @@ impl Tree {
         self.levels.first()?.iter().position(|h| h == hash).map(|p| p as u64)
     }
 
-    /// MTH of leaves `[start, start + n)`.
-    fn mth(&self, start: u64, n: u64) -> Hash {
-        if n == 0 {
-            return empty_root();
-        }
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            let k = n.trailing_zeros() as usize;
-            return self.levels[k][(start / n) as usize];
-        }
-        let k = split(n);
-        node_hash(&self.mth(start, k), &self.mth(start + k, n - k))
-    }
-
     /// Root hash of the first `size` leaves.
     pub fn root(&self, size: u64) -> Option<Hash> {
-        (size <= self.size()).then(|| self.mth(0, size))
+        if size > self.size() {
+            return None;
+        }
+        let Ok(r) = root_from(&mut &*self, size);
+        Some(r)
     }
 
     /// Inclusion proof of leaf `index` in the tree of `size` leaves (RFC 9162 §2.1.3).
@@ -102,23 +241,8 @@ impl Tree {
         if index >= size || size > self.size() {
             return None;
         }
-        let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        Some(proof)
-    }
-
-    fn path(&self, m: u64, start: u64, n: u64, out: &mut Vec<Hash>) {
-        if n <= 1 {
-            return;
-        }
-        let k = split(n);
-        if m < k {
-            self.path(m, start, k, out);
-            out.push(self.mth(start + k, n - k));
-        } else {
-            self.path(m - k, start + k, n - k, out);
-            out.push(self.mth(start, k));
-        }
+        let Ok(p) = inclusion_from(&mut &*self, index, size);
+        Some(p)
     }
 
     /// Consistency proof between the trees of `first` and `second` leaves (RFC 9162 §2.1.4).
@@ -126,28 +250,15 @@ impl Tree {
         if first > second || second > self.size() {
             return None;
         }
-        let mut proof = Vec::new();
-        if first > 0 && first < second {
-            self.subproof(first, 0, second, true, &mut proof);
-        }
-        Some(proof)
+        let Ok(p) = consistency_from(&mut &*self, first, second);
+        Some(p)
     }
+}
 
-    fn subproof(&self, m: u64, start: u64, n: u64, complete: bool, out: &mut Vec<Hash>) {
-        if m == n {
-            if !complete {
-                out.push(self.mth(start, n));
-            }
-            return;
-        }
-        let k = split(n);
-        if m <= k {
-            self.subproof(m, start, k, complete, out);
-            out.push(self.mth(start + k, n - k));
-        } else {
-            self.subproof(m - k, start + k, n - k, false, out);
-            out.push(self.mth(start, k));
-        }
+impl Nodes for &Tree {
+    type Error = std::convert::Infallible;
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash, Self::Error> {
+        Ok(self.levels[level as usize][index as usize])
     }
 }
 
@@ -277,5 +388,40 @@ mod tests {
         // RFC 6962 test vector: the empty tree hash.
         let hex: String = empty_root().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}
+
+#[cfg(test)]
+mod frontier_tests {
+    use super::*;
+
+    #[test]
+    fn the_frontier_matches_the_full_tree_and_reports_every_completed_node() {
+        let mut tree = Tree::default();
+        let mut f = Frontier::default();
+        for i in 0..1000u32 {
+            let h = leaf_hash(&i.to_be_bytes());
+            tree.push(h);
+            let mut created = Vec::new();
+            f.push(h, |l, j, h| created.push((l, j, *h)));
+            for (l, j, h) in created {
+                assert_eq!(tree.levels[l as usize][j as usize], h, "node {l}/{j}");
+            }
+            assert_eq!(f.root(), tree.root(tree.size()).unwrap(), "root {}", i + 1);
+            assert_eq!(Frontier::from_nodes(&mut &tree, f.size()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn a_million_leaves_keep_a_logarithmic_frontier() {
+        let mut f = Frontier::default();
+        let mut most = 0;
+        for i in 0..1_000_000u64 {
+            f.push(leaf_hash(&i.to_be_bytes()), |_, _, _| {});
+            assert_eq!(f.hashes_held(), f.size().count_ones() as usize);
+            most = most.max(f.hashes_held());
+        }
+        assert_eq!(f.size(), 1_000_000);
+        assert!(most <= 20, "at most log2(1M) hashes held, got {most}");
     }
 }

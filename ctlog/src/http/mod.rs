@@ -17,9 +17,11 @@
 //! - `get-entries` answers at most [`MAX_ENTRIES_PER_GET`] (1000) entries and at most
 //!   [`MAX_GET_ENTRIES_BYTES`] (2 MiB) of JSON (always at least one entry; RFC 6962 lets a log
 //!   return fewer entries than asked). Each distinct chain is loaded once per request and encoded
-//!   straight into the answer. `get-entries` and `get-entry-and-proof` read SQLite on blocking
-//!   threads, at most [`MAX_HEAVY_READS`] (4) at once; more are answered 503 with `Retry-After: 1`
-//!   rather than queued.
+//!   straight into the answer.
+//! - `get-entries`, `get-entry-and-proof`, `get-proof-by-hash` and `get-sth-consistency` read
+//!   SQLite (entries, and the stored tree nodes proofs are made of) on blocking threads, at most
+//!   [`MAX_HEAVY_READS`] (4) at once; more are answered 503 with `Retry-After: 1` rather than
+//!   queued. A proof reads O(log² n) nodes, each from a stored row of 256 hashes.
 //! - Outside submissions are counted in `keyless_ctlog_submissions_total{source="outside",outcome}`
 //!   with outcome `accepted`, `deduplicated`, `rate_limited_address`, `rate_limited_total`,
 //!   `queue_full`, `too_large`, `invalid` or `failed` (never an address).
@@ -58,7 +60,7 @@ pub const MAX_SUBMISSION_BYTES: usize = 256 * 1024;
 pub const MAX_ENTRIES_PER_GET: u64 = 1000;
 /// `get-entries` answers hold at most this many bytes of JSON (but always one entry).
 pub const MAX_GET_ENTRIES_BYTES: usize = 2 * 1024 * 1024;
-/// `get-entries` / `get-entry-and-proof` requests reading storage at once.
+/// Reads of storage (entries and proofs) at once.
 pub const MAX_HEAVY_READS: usize = 4;
 /// Source addresses with their own token bucket at once.
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
@@ -267,7 +269,8 @@ async fn get_sth_consistency(
     State(api): State<Api>,
     Query(q): Query<Consistency>,
 ) -> Result<axum::Json<GetSthConsistencyResponse>, HttpError> {
-    let proof = api.log.shared().consistency(q.first, q.second)?;
+    let (first, second) = (q.first, q.second);
+    let proof = heavy_read(&api, move |s| s.with_reader(|c| s.consistency(c, first, second))).await?;
     Ok(axum::Json(GetSthConsistencyResponse {
         consistency: encode_hashes(&proof),
     }))
@@ -288,7 +291,8 @@ async fn get_proof_by_hash(
         .decode(q.hash.replace(' ', "+"))
         .map_err(|_| bad("hash must be base64"))?;
     let hash: Hash = hash.try_into().map_err(|_| bad("hash must be 32 bytes"))?;
-    let (index, proof) = api.log.shared().proof_by_hash(&hash, q.tree_size)?;
+    let size = q.tree_size;
+    let (index, proof) = heavy_read(&api, move |s| s.with_reader(|c| s.proof_by_hash(c, &hash, size))).await?;
     Ok(axum::Json(GetProofByHashResponse {
         audit_path: encode_hashes(&proof),
         leaf_index: index,
@@ -310,7 +314,7 @@ async fn heavy_read<T: Send + 'static>(
         .reads
         .clone()
         .try_acquire_owned()
-        .map_err(|_| busy("too many entry reads are in progress; retry later"))?;
+        .map_err(|_| busy("too many storage reads are in progress; retry later"))?;
     let log = api.log.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -347,11 +351,12 @@ struct EntryAndProof {
 }
 
 async fn get_entry_and_proof(State(api): State<Api>, Query(q): Query<EntryAndProof>) -> Result<Response, HttpError> {
-    let proof = api.log.shared().proof_by_index(q.leaf_index, q.tree_size)?;
-    let index = q.leaf_index;
-    let entry = heavy_read(&api, move |s| s.with_reader(|c| store::entry_json(c, index)))
-        .await?
-        .ok_or_else(|| bad("no such entry"))?;
+    let (index, size) = (q.leaf_index, q.tree_size);
+    let (proof, entry) = heavy_read(&api, move |s| {
+        s.with_reader(|c| Ok((s.proof_by_index(c, index, size)?, store::entry_json(c, index)?)))
+    })
+    .await?;
+    let entry = entry.ok_or_else(|| bad("no such entry"))?;
     // `entry` is a JSON object; add the audit path to it without parsing it again.
     let path =
         serde_json::to_string(&encode_hashes(&proof)).map_err(|e| HttpError::from(LogError::Storage(e.to_string())))?;

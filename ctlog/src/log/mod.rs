@@ -42,7 +42,7 @@ use self::signing::spki_point;
 use self::validate::Tail;
 use self::writer::{Inbox, Pending, Source, WriterHandle};
 use crate::LogError;
-use crate::merkle::{self, Hash, Tree};
+use crate::merkle::{self, Frontier, Nodes as _};
 use crate::store;
 use crate::wire::{LeafEntry, MerkleTreeLeaf, PrecertChainEntry, SignedTreeHead};
 
@@ -82,9 +82,10 @@ struct Root {
     subject: Vec<u8>,
 }
 
+/// What the log keeps in memory: the tree's right edge (O(log n) hashes) and the latest STH.
+/// Everything else (entries, tree nodes, the leaf-hash index) is read from storage.
 struct State {
-    tree: Tree,
-    by_hash: HashMap<Hash, u64>,
+    frontier: Frontier,
     sth: SignedTreeHead,
 }
 
@@ -115,6 +116,8 @@ pub(crate) struct Shared {
     readers: Mutex<Vec<Connection>>,
     /// Chain tails (everything after the leaf) already verified up to a root, by SHA-256.
     verified_tails: Mutex<HashMap<[u8; 32], Arc<Tail>>>,
+    /// Entries whose tree nodes had to be built when the log was opened.
+    built_at_open: u64,
 }
 
 /// An RFC 6962 log running in this process. Cheap to clone; the writer thread stops when the last
@@ -165,24 +168,37 @@ impl EmbeddedLog {
         }
         let spki = key.public_key_spki().to_vec();
         let db: PathBuf = dir.join("log.sqlite");
-        let conn = store::open_writer(&db)?;
-        let mut tree = Tree::default();
-        let mut by_hash = HashMap::new();
-        for (i, h) in store::leaf_hashes(&conn)?.into_iter().enumerate() {
-            tree.push(h);
-            by_hash.insert(h, i as u64);
-        }
+        let mut conn = store::open_writer(&db)?;
+        let built_at_open = store::build_tiles(&mut conn)?;
+        let size = store::entry_count(&conn)?;
         let point = spki_point(&spki).ok_or_else(|| LogError::Setup("the log key is not a valid P-256 key".into()))?;
         let verifier = ct::log_verifier(&point).map_err(|e| LogError::Setup(e.0))?;
-        let mut latest = None;
-        for sth in store::sths(&conn)? {
-            let root = tree.root(sth.tree_size).ok_or_else(|| {
-                LogError::Setup(format!(
-                    "published STH of size {} is larger than the stored tree ({})",
-                    sth.tree_size,
-                    tree.size()
-                ))
-            })?;
+        // Start-up reads O(log n) stored nodes, never every entry: the frontier, the last entry
+        // against its stored leaf node, and the latest STH against the stored tree.
+        let mut nodes = store::StoredNodes::new(&conn);
+        let frontier = Frontier::from_nodes(&mut nodes, size)?;
+        if size > 0 {
+            let stored = store::leaf_hash_at(&conn, size - 1)?;
+            if stored.as_deref() != Some(&nodes.node(0, size - 1)?[..]) {
+                return Err(LogError::Setup(format!(
+                    "the stored tree does not match entry {}",
+                    size - 1
+                )));
+            }
+        }
+        let latest = store::latest_sth(&conn)?;
+        if let Some(sth) = &latest {
+            if sth.tree_size > size {
+                return Err(LogError::Setup(format!(
+                    "published STH of size {} is larger than the stored tree ({size})",
+                    sth.tree_size
+                )));
+            }
+            let root = if sth.tree_size == size {
+                frontier.root()
+            } else {
+                merkle::root_from(&mut nodes, sth.tree_size)?
+            };
             if root != sth.root {
                 return Err(LogError::Setup(format!(
                     "stored entries do not match the STH published at size {}",
@@ -194,8 +210,8 @@ impl EmbeddedLog {
             verifier
                 .verify_sig(&sth.signed_data(), &signature.signature)
                 .map_err(|_| LogError::Setup("a stored STH was not signed by this log's key".into()))?;
-            latest = Some(sth);
         }
+        drop(nodes);
         let roots = roots
             .iter()
             .map(|d| {
@@ -221,13 +237,13 @@ impl EmbeddedLog {
             verifier,
             roots,
             state: RwLock::new(State {
-                tree,
-                by_hash,
+                frontier,
                 sth: placeholder,
             }),
             readers: Mutex::new(vec![store::open_reader(&db)?]),
             db,
             verified_tails: Mutex::new(HashMap::new()),
+            built_at_open,
             opts,
         });
         if let Some(sth) = latest {
@@ -265,7 +281,19 @@ impl EmbeddedLog {
 
     /// Entries durably committed (the published STH may trail by up to the MMD).
     pub fn size(&self) -> u64 {
-        self.shared.state.read().expect("poisoned").tree.size()
+        self.shared.state.read().expect("poisoned").frontier.size()
+    }
+
+    /// Hashes of the tree held in memory: the frontier's, one per set bit of the size (≤ 64),
+    /// however large the log grows.
+    pub fn tree_hashes_in_memory(&self) -> usize {
+        self.shared.state.read().expect("poisoned").frontier.hashes_held()
+    }
+
+    /// Entries whose stored tree nodes were built when the log was opened: all of them the first
+    /// time a database from before stored nodes is opened, 0 on an ordinary start.
+    pub fn nodes_built_at_open(&self) -> u64 {
+        self.shared.built_at_open
     }
 
     /// Waits (blocking, at most `timeout`) until the published STH covers every committed entry,
@@ -275,7 +303,7 @@ impl EmbeddedLog {
         loop {
             {
                 let st = self.shared.state.read().expect("poisoned");
-                if st.sth.tree_size >= st.tree.size() {
+                if st.sth.tree_size >= st.frontier.size() {
                     return true;
                 }
             }

@@ -1,56 +1,52 @@
-//! Reads for the HTTP API: inclusion and consistency proofs from the in-memory tree (never past
-//! the published tree head), and read-only SQLite connections for entry reads.
+//! Reads for the HTTP API: inclusion and consistency proofs from the stored tree nodes (never past
+//! the published tree head), and read-only SQLite connections for them and for entry reads. A
+//! reader's snapshot always holds at least the published tree, since a tree head is published only
+//! after its entries (and their nodes) are committed.
 
 use rusqlite::Connection;
 
 use super::Shared;
 use crate::LogError;
-use crate::merkle::Hash;
-use crate::store;
+use crate::merkle::{self, Hash};
+use crate::store::{self, StoredNodes};
 
 /// Idle read-only connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
 impl Shared {
     /// Inclusion proof for a leaf hash in the tree of `size` (≤ the published size).
-    pub(crate) fn proof_by_hash(&self, hash: &Hash, size: u64) -> Result<(u64, Vec<Hash>), LogError> {
-        let st = self.state.read().expect("poisoned");
-        if size == 0 || size > st.sth.tree_size {
-            return Err(LogError::Client(format!(
-                "tree_size must be between 1 and {}",
-                st.sth.tree_size
-            )));
+    pub(crate) fn proof_by_hash(
+        &self,
+        conn: &Connection,
+        hash: &Hash,
+        size: u64,
+    ) -> Result<(u64, Vec<Hash>), LogError> {
+        let published = self.published_size();
+        if size == 0 || size > published {
+            return Err(LogError::Client(format!("tree_size must be between 1 and {published}")));
         }
-        let index = *st
-            .by_hash
-            .get(hash)
-            .ok_or_else(|| LogError::Client("no entry with that leaf hash".into()))?;
+        let index =
+            store::index_of_leaf(conn, hash)?.ok_or_else(|| LogError::Client("no entry with that leaf hash".into()))?;
         if index >= size {
             return Err(LogError::Client(format!("the entry is not in the tree of size {size}")));
         }
-        Ok((index, st.tree.inclusion_proof(index, size).unwrap_or_default()))
+        Ok((index, merkle::inclusion_from(&mut StoredNodes::new(conn), index, size)?))
     }
 
-    pub(crate) fn proof_by_index(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
-        let st = self.state.read().expect("poisoned");
-        if size == 0 || size > st.sth.tree_size || index >= size {
-            return Err(LogError::Client(format!(
-                "need leaf_index < tree_size <= {}",
-                st.sth.tree_size
-            )));
+    pub(crate) fn proof_by_index(&self, conn: &Connection, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        let published = self.published_size();
+        if size == 0 || size > published || index >= size {
+            return Err(LogError::Client(format!("need leaf_index < tree_size <= {published}")));
         }
-        Ok(st.tree.inclusion_proof(index, size).unwrap_or_default())
+        merkle::inclusion_from(&mut StoredNodes::new(conn), index, size)
     }
 
-    pub(crate) fn consistency(&self, first: u64, second: u64) -> Result<Vec<Hash>, LogError> {
-        let st = self.state.read().expect("poisoned");
-        if first > second || second > st.sth.tree_size {
-            return Err(LogError::Client(format!(
-                "need first <= second <= {}",
-                st.sth.tree_size
-            )));
+    pub(crate) fn consistency(&self, conn: &Connection, first: u64, second: u64) -> Result<Vec<Hash>, LogError> {
+        let published = self.published_size();
+        if first > second || second > published {
+            return Err(LogError::Client(format!("need first <= second <= {published}")));
         }
-        Ok(st.tree.consistency_proof(first, second).unwrap_or_default())
+        merkle::consistency_from(&mut StoredNodes::new(conn), first, second)
     }
 
     /// Runs `f` on a read-only connection (call from a blocking thread): an idle one, or a new

@@ -14,7 +14,6 @@ use rusqlite::Connection;
 
 use super::{Shared, now_ms};
 use crate::LogError;
-use crate::merkle;
 use crate::store;
 use crate::wire::{DigitallySigned, SignedTreeHead};
 
@@ -103,11 +102,7 @@ impl Shared {
     pub(super) fn publish_if_due(&self, conn: &Connection, force: bool) -> Result<(), LogError> {
         let (size, root, last) = {
             let st = self.state.read().expect("poisoned");
-            (
-                st.tree.size(),
-                st.tree.root(st.tree.size()).unwrap_or_else(merkle::empty_root),
-                st.sth.clone(),
-            )
+            (st.frontier.size(), st.frontier.root(), st.sth.clone())
         };
         let now = now_ms();
         let fresh_enough = now.saturating_sub(last.timestamp) < (self.opts.mmd / 4).as_millis() as u64;

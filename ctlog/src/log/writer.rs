@@ -1,6 +1,6 @@
 //! The log's single writer thread and its two queues: every queued CA entry, then a bounded slice
-//! of outside entries, committed in one SQLite transaction (group commit), then appended to the
-//! Merkle tree, then answered. Deduplication happens inside that transaction
+//! of outside entries, committed in one SQLite transaction (group commit) with the tree nodes they
+//! complete, then the in-memory frontier advanced, then answered. Deduplication happens inside that transaction
 //! (`store::append`), so concurrent identical outside submissions collapse too.
 
 use std::collections::VecDeque;
@@ -132,7 +132,8 @@ impl Shared {
     }
 
     fn commit(&self, conn: &mut Connection, batch: Vec<Pending>) {
-        let first = self.state.read().expect("poisoned").tree.size();
+        // Only this thread changes the frontier, so a copy is current.
+        let frontier = self.state.read().expect("poisoned").frontier.clone();
         let rows: Vec<store::NewEntry<'_>> = batch
             .iter()
             .map(|p| store::NewEntry {
@@ -145,17 +146,9 @@ impl Shared {
                 dedup: p.source == Source::Outside,
             })
             .collect();
-        match store::append(conn, first, &rows) {
-            Ok(placed) => {
-                {
-                    let mut st = self.state.write().expect("poisoned");
-                    for (p, at) in batch.iter().zip(&placed) {
-                        if let store::Placed::New(index) = at {
-                            st.tree.push(p.leaf_hash);
-                            st.by_hash.insert(p.leaf_hash, *index);
-                        }
-                    }
-                }
+        match store::append(conn, &frontier, &rows) {
+            Ok((placed, frontier)) => {
+                self.state.write().expect("poisoned").frontier = frontier;
                 for (p, at) in batch.into_iter().zip(placed) {
                     let _ = p.reply.send(Ok(at));
                 }
