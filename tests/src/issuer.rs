@@ -41,8 +41,16 @@ impl IssuerKey {
     pub fn rsa_from_pkcs8(kid: &str, pkcs8: &[u8]) -> anyhow::Result<IssuerKey> {
         let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!("RSA PKCS#8 key: {e}"))?;
         let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8).as_bytes())?;
-        let spki = kp.public_key().as_der().map_err(|e| anyhow::anyhow!("RSA public key: {e}"))?;
-        Ok(IssuerKey::finish(kid, Algorithm::RS256, encoding, Some(pem("PUBLIC KEY", spki.as_ref()))))
+        let spki = kp
+            .public_key()
+            .as_der()
+            .map_err(|e| anyhow::anyhow!("RSA public key: {e}"))?;
+        Ok(IssuerKey::finish(
+            kid,
+            Algorithm::RS256,
+            encoding,
+            Some(pem("PUBLIC KEY", spki.as_ref())),
+        ))
     }
 
     /// A fresh P-256 key for ES256.

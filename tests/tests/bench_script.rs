@@ -16,10 +16,22 @@ fn repo() -> PathBuf {
 #[test]
 fn bench_scripts_parse_and_refuse_unknown_options() {
     for script in ["scripts/bench.sh", "scripts/bench-friendly.sh"] {
-        let out = Command::new("bash").arg("-n").arg(repo().join(script)).output().unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg("-n")
+            .arg(repo().join(script))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = Command::new("bash").arg(repo().join("scripts/bench.sh")).arg("--fast").output().unwrap();
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/bench.sh"))
+        .arg("--fast")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --fast"));
     let out = Command::new("bash")
@@ -48,6 +60,12 @@ fn bench_smoke_issues_real_shaped_requests_over_tls() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("smoke: Keyless, CT disabled: 300 certificates"), "{stdout}");
-    assert!(stdout.contains("smoke: Keyless, embedded CT: 300 certificates"), "{stdout}");
+    assert!(
+        stdout.contains("smoke: Keyless, CT disabled: 300 certificates"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("smoke: Keyless, embedded CT: 300 certificates"),
+        "{stdout}"
+    );
 }

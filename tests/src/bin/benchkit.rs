@@ -149,7 +149,9 @@ fn main() -> anyhow::Result<()> {
 fn issuer(dir: &Path) -> anyhow::Result<()> {
     let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
         .map_err(|e| anyhow::anyhow!("generating the issuer key: {e}"))?;
-    let pkcs8: Pkcs8V1Der = kp.as_der().map_err(|e| anyhow::anyhow!("encoding the issuer key: {e}"))?;
+    let pkcs8: Pkcs8V1Der = kp
+        .as_der()
+        .map_err(|e| anyhow::anyhow!("encoding the issuer key: {e}"))?;
     let key = IssuerKey::rsa_from_pkcs8(KID, pkcs8.as_ref())?;
     std::fs::write(dir.join("issuer-key.p8"), pkcs8.as_ref())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -167,7 +169,10 @@ fn issuer(dir: &Path) -> anyhow::Result<()> {
         });
         let jwks = json!({ "keys": [key.jwk] });
         let app = Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(discovery) }),
+            )
             .route("/jwks", get(move || async move { Json(jwks) }));
         // Written last: its presence tells the script the issuer is up.
         let tmp = dir.join("issuer-url.tmp");
@@ -191,7 +196,9 @@ fn bodies(
     let pkcs8 = std::fs::read(dir.join("issuer-key.p8")).context("the issuer's key (run `issuer` first)")?;
     let url = std::fs::read_to_string(dir.join("issuer-url")).context("the issuer's URL (run `issuer` first)")?;
     let key = IssuerKey::rsa_from_pkcs8(KID, &pkcs8)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let per = count.div_ceil(threads.max(1)).max(1);
     let chunks: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..count)
@@ -200,12 +207,25 @@ fn bodies(
                 let (key, url) = (&key, url.as_str());
                 s.spawn(move || {
                     (start..(start + per).min(count))
-                        .map(|i| body(key, url, now, i, is_csr(i, csr_percent) || shape == Shape::Stepca, shape, tag))
+                        .map(|i| {
+                            body(
+                                key,
+                                url,
+                                now,
+                                i,
+                                is_csr(i, csr_percent) || shape == Shape::Stepca,
+                                shape,
+                                tag,
+                            )
+                        })
                         .collect()
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("body writer thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("body writer thread"))
+            .collect()
     });
     let mut w = std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("{}", out.display()))?);
     for chunk in chunks {
@@ -244,7 +264,9 @@ fn body(key: &IssuerKey, iss: &str, now: u64, i: usize, csr: bool, shape: Shape,
             let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
                 .map_err(|e| anyhow::anyhow!("P-256 key: {e}"))?;
             let spki: PublicKeyX509Der = kp.public_key().as_der().map_err(|e| anyhow::anyhow!("SPKI: {e}"))?;
-            let sig = kp.sign(&rng, email.as_bytes()).map_err(|e| anyhow::anyhow!("PoP: {e}"))?;
+            let sig = kp
+                .sign(&rng, email.as_bytes())
+                .map_err(|e| anyhow::anyhow!("PoP: {e}"))?;
             json!({
                 "credentials": {"oidcIdentityToken": token},
                 "publicKeyRequest": {
@@ -368,7 +390,11 @@ fn replay(url: &str, cafile: &Path, bodies: &Path, clients: usize) -> anyhow::Re
                             .await;
                         match resp {
                             Ok(r) if r.status().is_success() => ok += 1,
-                            Ok(r) => eprintln!("keyless-benchkit replay: {} {}", r.status(), r.text().await.unwrap_or_default()),
+                            Ok(r) => eprintln!(
+                                "keyless-benchkit replay: {} {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            ),
                             Err(e) => eprintln!("keyless-benchkit replay: {e}"),
                         }
                     }
