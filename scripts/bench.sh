@@ -1,131 +1,336 @@
 #!/usr/bin/env bash
-# Benchmarks Keyless CA on this machine (release builds; loopback only).
+# Keyless CA side by side with step-ca 0.19.0, under the traffic real clients send (issue 16).
 #
-#   scripts/bench.sh [--criterion] [loadgen options...]
+#   scripts/bench.sh                 # the side-by-side table (builds the peer on first use)
+#   scripts/bench.sh --sustained     # 5 minutes, 16 clients, embedded CT log: drift and RSS curve
+#   scripts/bench.sh --smoke         # a few hundred requests against Keyless only, no peer build
+#   scripts/bench.sh --friendly      # the old friendly-shape bench (ES256 dev tokens, plain HTTP)
 #
-# 1. Builds the release `keyless` and `keyless-loadgen` binaries.
-# 2. Issuance over HTTP, `keyless serve --dev --ct-log disabled`: 64 clients (file key, no CT).
-# 3. Issuance over HTTP, `keyless serve --dev` with the embedded CT log (precert, durable
-#    add-pre-chain, SCT verification, final certificate).
-# 4. The embedded log on its own: `add-pre-chain` over HTTP with durable commits, at 64 clients
-#    (group commit) and at 1 client (one commit per entry), against the server of step 3.
-# 5. With --criterion: the in-process criterion bench (`cargo bench -p keyless-ca --bench issuance`).
-# 6. With --hsm: a throwaway SoftHSM2 token; raw PKCS#11 signs/s (`cargo bench -p keyless-hsm`),
-#    then issuance over HTTP with the CA key in the token (CT disabled, 64 clients).
+# Options: --clients N (64)  --duration S (10)  --csr-percent P (50)  --warmup S (2)
+#          --sustained-seconds S (300)  --sustained-clients N (16)  --no-build
+#          --friendly-args "..." (passed to keyless-loadgen in --friendly mode)
 #
-# Extra arguments go to every keyless-loadgen run. See docs/benchmarks.md for figures and targets.
+# Every run: a loopback OIDC issuer (discovery + JWKS, RS256) that both systems trust; request
+# bodies written BEFORE the clock, one per request, each with its own RS256 ID token (distinct
+# identity) and its own fresh P-256 key; Keyless bodies mix CSRs (sigstore-python's shape) and
+# signed challenges at --csr-percent, step-ca's are CSRs (it has no other form). The same Go
+# closed-loop generator (the peer's `loadgen`: one keep-alive TLS connection per client) drives
+# every system over TLS. Server CPU is utime+stime from /proc over the timed window; RSS is VmRSS
+# after it. Any non-2xx response or transport error flags the run. See docs/benchmarks.md.
+#
+# Environment: PEER_DIR (default ../shared/peers/step-ca), PEER_SCRATCH (default
+# $CARGO_TARGET_DIR/peer, else target/peer: reused across runs), KEYLESS_LOG (default info).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$(pwd)"
 
-criterion=0
-hsm=0
-loadgen_args=()
-for arg in "$@"; do
-  case "$arg" in
-    --criterion) criterion=1 ;;
-    --hsm) hsm=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) loadgen_args+=("$arg") ;;
+mode=side
+clients=64
+duration=10
+csr_percent=50
+warmup=2
+sus_seconds=300
+sus_clients=16
+build=1
+friendly_args=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sustained) mode=sustained ;;
+    --smoke) mode=smoke ;;
+    --friendly) mode=friendly ;;
+    --clients) clients="$2"; shift ;;
+    --duration) duration="$2"; shift ;;
+    --csr-percent) csr_percent="$2"; shift ;;
+    --warmup) warmup="$2"; shift ;;
+    --sustained-seconds) sus_seconds="$2"; shift ;;
+    --sustained-clients) sus_clients="$2"; shift ;;
+    --no-build) build=0 ;;
+    --friendly-args) friendly_args="$2"; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
-
-cargo build --release -p keyless-cli -p keyless-tests --bin keyless --bin keyless-loadgen
+for n in "$clients" "$duration" "$csr_percent" "$warmup" "$sus_seconds" "$sus_clients"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "bench.sh: numeric option expected, got '$n'" >&2; exit 2; }
+done
+[ "$csr_percent" -le 100 ] || { echo "bench.sh: --csr-percent must be 0..100" >&2; exit 2; }
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-keyless="$target_dir/release/keyless"
-loadgen="$target_dir/release/keyless-loadgen"
+case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
 
-data_dir=""
-server_log=""
+if [ "$mode" = friendly ]; then
+  exec "$repo/scripts/bench-friendly.sh" $friendly_args
+fi
+
+# --- binaries: built once, then copied to a private folder (the target dir may be shared) ---
+work="$(mktemp -d "${TMPDIR:-/tmp}/keyless-bench.XXXXXX")"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$build" -eq 1 ]; then
+  cargo build --release -p keyless-cli -p keyless-tests --bin keyless --bin keyless-benchkit
+fi
+mkdir -p "$work/bin"
+cp "${KEYLESS_BIN:-$target_dir/release/keyless}" "$work/bin/keyless"
+cp "${BENCHKIT_BIN:-$target_dir/release/keyless-benchkit}" "$work/bin/keyless-benchkit"
+keyless="$work/bin/keyless"
+kit="$work/bin/keyless-benchkit"
+
+# --- the peer: step-ca 0.19.0 and the Go load generator, built by its own script ---
+peer_dir="${PEER_DIR:-$repo/../shared/peers/step-ca}"
+scratch="${PEER_SCRATCH:-$target_dir/peer}"
+loadgen="$scratch/bin/loadgen"
+if [ "$mode" = smoke ]; then
+  loadgen=""   # smoke sends each body once with benchkit's small replay client: no peer needed
+else
+  if true; then
+    if [ ! -f "$peer_dir/setup-peer.sh" ]; then
+      echo "bench.sh: the step-ca peer is missing: no $peer_dir/setup-peer.sh" >&2
+      echo "  (it ships beside the repository as ../shared/peers/step-ca; set PEER_DIR to its folder)" >&2
+      exit 1
+    fi
+    if [ ! -x "$scratch/bin/step-ca" ] || [ ! -x "$scratch/bin/loadgen" ]; then
+      mkdir -p "$scratch"
+      echo "== building the peer (step-ca 0.19.0 + loadgen) into $scratch =="
+      SCRATCH="$scratch" bash "$peer_dir/setup-peer.sh" >"$scratch/setup.log" 2>&1 \
+        || { tail -30 "$scratch/setup.log" >&2; echo "bench.sh: setup-peer.sh failed (log: $scratch/setup.log)" >&2; exit 1; }
+    fi
+  fi
+fi
+if [ -n "$loadgen" ]; then cp "$loadgen" "$work/bin/loadgen"; loadgen="$work/bin/loadgen"; fi
+
+# --- the loopback OIDC issuer, shared by every system of the run ---
+"$kit" issuer --dir "$work" >"$work/issuer.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$work/issuer-url" ] && break; sleep 0.1; done
+[ -s "$work/issuer-url" ] || { cat "$work/issuer.log" >&2; echo "bench.sh: the OIDC issuer did not start" >&2; exit 1; }
+issuer_url="$(cat "$work/issuer-url")"
+"$kit" tls --dir "$work"
+
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
 server_pid=""
-url=""
-ct_url=""
-
+server_url=""
+server_ca=""
 stop_server() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
   server_pid=""
-  [ -n "$data_dir" ] && rm -rf "$data_dir" "$server_log"
-  data_dir=""
 }
-trap stop_server EXIT INT TERM
 
-# Starts `keyless serve --dev --ct-log $1` on free loopback ports; sets url, ct_url, data_dir.
-# With $2 = a config file: `keyless serve --config $2` instead (data_dir must be set by the caller).
-start_server() {
-  if [ -n "${2:-}" ]; then
-    server_log="$data_dir.server.log"
-    KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --config "$2" >"$server_log" 2>&1 &
-  else
-    data_dir="$(mktemp -d)"
-    server_log="$data_dir.server.log"
-    KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --dev --ct-log "$1" --listen 127.0.0.1:0 --data-dir "$data_dir" \
-      >"$server_log" 2>&1 &
+# start_keyless NAME CT(disabled|embedded) HSM(0|1): a fresh data dir, issuance record on (the
+# default), TLS with the loopback certificate, trusting only the bench issuer.
+start_keyless() {
+  local name="$1" ct="$2" hsm="$3" d="$work/$1"
+  mkdir -p "$d"
+  cp "$work/tls.crt" "$work/tls.key" "$d/"
+  {
+    echo "listen: 127.0.0.1:0"
+    echo "data_dir: ."
+    echo "tls: {cert: tls.crt, key: tls.key}"
+    if [ "$ct" = embedded ]; then echo "ct_log: {embedded: {listen: 127.0.0.1:0}}"; else echo "ct_log: disabled"; fi
+    echo "issuers:"
+    echo "  - {url: \"$issuer_url\", type: email}"
+  } >"$d/keyless.yaml"
+  local env=()
+  if [ "$hsm" -eq 1 ]; then
+    command -v softhsm2-util >/dev/null || { echo "bench.sh: softhsm2-util is missing (apt-get install softhsm2)" >&2; exit 1; }
+    local module; module="$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so 2>/dev/null | head -n1)"
+    mkdir -p "$d/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$d/tokens" >"$d/softhsm2.conf"
+    env=(SOFTHSM2_CONF="$d/softhsm2.conf" KEYLESS_HSM_PIN=2468)
+    env "${env[@]}" softhsm2-util --init-token --free --label keyless-bench --pin 2468 --so-pin 1357 >/dev/null
+    echo "ca: {pkcs11: {module: $module, token_label: keyless-bench, pin: env:KEYLESS_HSM_PIN, key_label: bench-ca, chain: chain.pem}}" >>"$d/keyless.yaml"
+    (cd "$d" && env "${env[@]}" "$keyless" ca init --config keyless.yaml >"$d/ca-init.log" 2>&1) \
+      || { cat "$d/ca-init.log" >&2; echo "bench.sh: keyless ca init (SoftHSM2) failed" >&2; exit 1; }
   fi
+  (cd "$d" && exec env "${env[@]}" KEYLESS_LOG="${KEYLESS_LOG:-info}" "$keyless" serve --config keyless.yaml >"$d/server.log" 2>&1) &
   server_pid=$!
-  url=""
+  pids+=("$server_pid")
+  server_url=""
+  server_ca="$work/tls-ca.pem"
   for _ in $(seq 1 200); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "bench.sh: keyless serve --dev exited early:" >&2
-      cat "$server_log" >&2
-      exit 1
-    fi
-    url="$(sed -n 's|^keyless: listening on \(http://127\.0\.0\.1:[0-9]*\)$|\1|p' "$server_log" | head -n1)"
-    ct_url="$(sed -n 's|^keyless: ct log listening on \(http://127\.0\.0\.1:[0-9]*/.*\)$|\1|p' "$server_log" | head -n1)"
-    if [ -n "$url" ] && curl -sf "$url/healthz" >/dev/null 2>&1; then
+    kill -0 "$server_pid" 2>/dev/null || { cat "$d/server.log" >&2; echo "bench.sh: keyless ($name) exited early" >&2; exit 1; }
+    server_url="$(sed -n 's|^keyless: listening on \(https://127\.0\.0\.1:[0-9]*\)$|\1|p' "$d/server.log" | head -n1)"
+    if [ -n "$server_url" ] && curl -sf --cacert "$server_ca" "$server_url/healthz" >/dev/null 2>&1; then
+      server_url="$server_url/api/v2/signingCert"
       return
     fi
-    url=""
     sleep 0.1
   done
-  echo "bench.sh: the server did not answer /healthz within 20 s" >&2
-  cat "$server_log" >&2
-  exit 1
+  cat "$d/server.log" >&2; echo "bench.sh: keyless ($name) did not answer /healthz within 20 s" >&2; exit 1
 }
 
-echo "== issuance, CT disabled (64 clients) =="
-start_server disabled
-"$loadgen" --url "$url" --data-dir "$data_dir" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
-stop_server
+start_stepca() {
+  local d="$work/stepca" port
+  port="$("$kit" stepca --dir "$work" --out "$d")"
+  "$scratch/bin/step-ca" "$d/ca.json" >"$d/step-ca.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  server_ca="$d/root_ca.crt"
+  for _ in $(seq 1 200); do
+    kill -0 "$server_pid" 2>/dev/null || { tail -20 "$d/step-ca.log" >&2; echo "bench.sh: step-ca exited early" >&2; exit 1; }
+    if curl -sf --cacert "$server_ca" "https://127.0.0.1:$port/health" >/dev/null 2>&1; then
+      server_url="https://127.0.0.1:$port/1.0/sign"
+      return
+    fi
+    sleep 0.1
+  done
+  tail -20 "$d/step-ca.log" >&2; echo "bench.sh: step-ca did not answer /health within 20 s" >&2; exit 1
+}
 
-echo "== issuance, embedded CT log (64 clients) =="
-start_server embedded
-"$loadgen" --url "$url" --data-dir "$data_dir" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
+# drive SHAPE CLIENTS SECONDS BODIES OUT: one closed-loop run; the JSON result goes to OUT.
+drive() {
+  local shape="$1" c="$2" secs="$3" bodies="$4" out="$5" warm=/healthz expect=0
+  [ "$shape" = stepca ] && warm=/health && expect=201
+  "$loadgen" -url "$server_url" -bodies "$bodies" -c "$c" -d "${secs}s" -cafile "$server_ca" \
+    -warm "$warm" -expect "$expect" -pid "$server_pid" >"$out"
+}
 
-echo "== embedded CT log alone: add-pre-chain, durable commits (64 clients) =="
-"$loadgen" --url "$url" --data-dir "$data_dir" --add-pre-chain "$ct_url" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
-echo "== embedded CT log alone: add-pre-chain, one client (a commit per entry) =="
-"$loadgen" --url "$url" --data-dir "$data_dir" --add-pre-chain "$ct_url" --clients 1 --requests 500 --warmup 20 "${loadgen_args[@]}"
-stop_server
+jget() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r.get(sys.argv[2], 0))' "$1" "$2"; }
 
-if [ "$hsm" -eq 1 ]; then
-  hsm_dir="$(mktemp -d)"
-  mkdir -p "$hsm_dir/tokens"
-  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$hsm_dir/tokens" >"$hsm_dir/softhsm2.conf"
-  export SOFTHSM2_CONF="$hsm_dir/softhsm2.conf" KEYLESS_HSM_PIN=2468 KEYLESS_BENCH_PIN=2468
-  softhsm2-util --init-token --free --label keyless-bench --pin 2468 --so-pin 1357 >/dev/null
-  echo "== raw PKCS#11 signing (SoftHSM2, CKM_ECDSA P-256) =="
-  cargo bench -p keyless-hsm --bench pkcs11 -- keyless-bench
-  echo "== issuance, CA key in SoftHSM2, CT disabled (64 clients) =="
-  data_dir="$(mktemp -d)"
-  cat >"$data_dir/keyless.yaml" <<YAML
-listen: 127.0.0.1:0
-data_dir: .
-ct_log: disabled
-insecure_dev_issuer: true
-ca:
-  pkcs11: {module: /usr/lib/softhsm/libsofthsm2.so, token_label: keyless-bench, pin: env:KEYLESS_HSM_PIN, key_label: http-bench, chain: chain.pem}
-YAML
-  "$keyless" ca init --config "$data_dir/keyless.yaml" >/dev/null
-  start_server "" "$data_dir/keyless.yaml"
-  "$loadgen" --url "$url" --data-dir "$data_dir" --clients 64 --requests 20000 --warmup 500 "${loadgen_args[@]}"
+# measure NAME SHAPE CLIENTS: warm-up (calibrates how many bodies the timed run needs), bodies
+# for the timed run written while the server idles, then the timed run; appends a result line.
+results="$work/results.tsv"
+: >"$results"
+measure() {
+  local name="$1" shape="$2" c="$3" tag; tag="$(echo "$name" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9\n' '-')"
+  "$kit" bodies --dir "$work" --count 4000 --csr-percent "$csr_percent" --shape "$shape" --tag "$tag-warm" --out "$work/warm.jsonl"
+  drive "$shape" "$c" "$warmup" "$work/warm.jsonl" "$work/warm.json"
+  local rate n; rate="$(jget "$work/warm.json" ok_per_s)"
+  n="$(python3 -c "import sys; print(int(max(float(sys.argv[1]), 500) * int(sys.argv[2]) * 1.6))" "$rate" "$duration")"
+  echo "   $name: warm-up $(printf '%.0f' "$rate") certs/s; writing $n bodies before the clock"
+  "$kit" bodies --dir "$work" --count "$n" --csr-percent "$csr_percent" --shape "$shape" --tag "$tag-run" --out "$work/run.jsonl"
+  local c0; c0="$(cpu_ticks "$server_pid")"
+  drive "$shape" "$c" "$duration" "$work/run.jsonl" "$work/$tag.json"
+  local c1 rss; c1="$(cpu_ticks "$server_pid")"; rss="$(rss_kb "$server_pid")"
+  python3 - "$work/$tag.json" "$name" "$rss" >>"$results" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = sum(v for k, v in r["statuses"].items() if not k.startswith("2")) + r["transport_errors"]
+flags = []
+if bad: flags.append(f"ERRORS {bad}: {r.get('sample_response') or r.get('first_error', '')}"[:160])
+if r["wrapped"]: flags.append("WRAPPED (bodies reused)")
+print("\t".join(map(str, [sys.argv[2], r["ok_per_s"], r["lat_p50_ms"], r["lat_p99_ms"],
+      r["server_cpu_us_per_ok"] / 1000, int(sys.argv[3]) / 1024, bad, r["ok"], r["machine_busy_frac"],
+      r["gen_cpu_cores"], "; ".join(flags)])))
+PY
+  rm -f "$work/run.jsonl"
+}
+
+machine_facts() {
+  echo "machine: $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# --- smoke: Keyless only, a few hundred requests, checks the plumbing end to end ---
+if [ "$mode" = smoke ]; then
+  for cfg in "CT disabled:disabled" "embedded CT:embedded"; do
+    start_keyless "smoke-${cfg#*:}" "${cfg#*:}" 0
+    "$kit" bodies --dir "$work" --count 300 --csr-percent "$csr_percent" --tag "smoke-${cfg#*:}" --out "$work/smoke.jsonl"
+    ok="$("$kit" replay --url "$server_url" --cafile "$server_ca" --bodies "$work/smoke.jsonl" --clients 8)"
+    stop_server
+    echo "smoke: Keyless, ${cfg%%:*}: $ok certificates"
+    [ "$ok" -ge 300 ] || { echo "bench.sh: smoke: expected 300 certificates, got $ok" >&2; exit 1; }
+  done
+  echo "smoke: ok"
+  exit 0
+fi
+
+# --- sustained: 10-s windows back to back on one server, RSS after each ---
+if [ "$mode" = sustained ]; then
+  machine_facts
+  windows=$(( (sus_seconds + 9) / 10 ))
+  start_keyless sustained embedded 0
+  "$kit" bodies --dir "$work" --count 4000 --csr-percent "$csr_percent" --tag sus-warm --out "$work/warm.jsonl"
+  drive fulcio "$sus_clients" "$warmup" "$work/warm.jsonl" "$work/warm.json"
+  rate="$(jget "$work/warm.json" ok_per_s)"
+  per="$(python3 -c "import sys; print(int(max(float(sys.argv[1]), 500) * 10 * 1.4))" "$rate")"
+  echo "== sustained: $windows x 10 s, $sus_clients clients, embedded CT; writing $((per * windows)) bodies before the clock =="
+  for w in $(seq 1 "$windows"); do
+    "$kit" bodies --dir "$work" --count "$per" --csr-percent "$csr_percent" --tag "sus-$w" --out "$work/sus-$w.jsonl"
+  done
+  echo "window	certs/s	p99 ms	CPU-ms/cert	RSS MB	errors"
+  for w in $(seq 1 "$windows"); do
+    drive fulcio "$sus_clients" 10 "$work/sus-$w.jsonl" "$work/sus-$w.json"
+    rss="$(rss_kb "$server_pid")"
+    python3 - "$work/sus-$w.json" "$w" "$rss" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = sum(v for k, v in r["statuses"].items() if not k.startswith("2")) + r["transport_errors"]
+print(f"{sys.argv[2]}\t{r['ok_per_s']:.0f}\t{r['lat_p99_ms']:.1f}\t{r['server_cpu_us_per_ok']/1000:.3f}\t{int(sys.argv[3])/1024:.1f}\t{bad}{'  WRAPPED' if r['wrapped'] else ''}")
+PY
+    rm -f "$work/sus-$w.jsonl"
+  done | tee "$work/sustained.tsv"
   stop_server
-  rm -rf "$hsm_dir"
+  python3 - "$work/sustained.tsv" <<'PY'
+import sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+f, l = rows[0], rows[-1]
+rss = [float(r[4]) for r in rows]
+print(f"first window: {f[1]} certs/s, {f[3]} CPU-ms/cert; last window: {l[1]} certs/s, {l[3]} CPU-ms/cert")
+print(f"held: {float(l[1]) / float(f[1]):.2f} of the first window's certs/s; RSS {rss[0]:.1f} -> {rss[-1]:.1f} MB (max {max(rss):.1f})")
+print("target: holds the 10-s figures and RSS flat (< 64 MB):",
+      "MET" if float(l[1]) >= 0.9 * float(f[1]) and max(rss) < 64 else "NOT MET",
+      "(held = last window >= 90% of the first)")
+PY
+  exit 0
 fi
 
-if [ "$criterion" -eq 1 ]; then
-  echo "== criterion: in-process issuance vs bare crypto =="
-  cargo bench -p keyless-ca --bench issuance
-fi
+# --- the side-by-side ---
+machine_facts
+echo "bodies: RS256 ID token + fresh P-256 key per request; Keyless: ${csr_percent}% CSR / $((100 - csr_percent))% signed challenge; step-ca: CSR; $clients clients, ${duration} s, TLS"
+echo "== step-ca 0.19.0 (software key, no database) =="
+start_stepca
+measure "step-ca 0.19.0" stepca "$clients"
+stop_server
+echo "== Keyless, CT disabled =="
+start_keyless ct-disabled disabled 0
+measure "Keyless, CT disabled" fulcio "$clients"
+stop_server
+echo "== Keyless, embedded CT log =="
+start_keyless ct-embedded embedded 0
+measure "Keyless, embedded CT" fulcio "$clients"
+stop_server
+echo "== Keyless, SoftHSM2 CA key + embedded CT log =="
+start_keyless hsm embedded 1
+measure "Keyless, SoftHSM + CT" fulcio "$clients"
+stop_server
+
+python3 - "$results" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+base = rows[0]
+targets = {"Keyless, CT disabled": (4.0, 25.0), "Keyless, embedded CT": (2.5, 40.0), "Keyless, SoftHSM + CT": (1.5, None)}
+print()
+print("| system | certs/s | p50 ms | p99 ms | CPU-ms/cert | RSS MB | errors | x step-ca certs/s | x step-ca CPU/cert | target | met |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    name, cps, p50, p99, cpu, rss, bad = r[0], float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), int(r[6])
+    ratio = cps / float(base[1]) if float(base[1]) else 0.0
+    cratio = cpu / float(base[4]) if float(base[4]) else 0.0
+    t, met = "", ""
+    if name in targets:
+        need, p99max = targets[name]
+        t = f">= {need}x" + (f", p99 < {p99max:.0f} ms" if p99max else "")
+        ok = ratio >= need and (p99max is None or p99 < p99max) and bad == 0
+        met = "yes" if ok else "NO"
+    flag = f" ({r[10]})" if len(r) > 10 and r[10] else ""
+    print(f"| {name}{flag} | {cps:,.0f} | {p50:.1f} | {p99:.1f} | {cpu:.3f} | {rss:.1f} | {bad} | "
+          f"{ratio:.2f} | {cratio:.2f} | {t} | {met} |")
+busy = ", ".join(f"{r[0]}: {float(r[8])*100:.0f}%" for r in rows)
+gen = ", ".join(f"{float(r[9]):.2f}" for r in rows)
+print(f"\nmachine busy during each timed window: {busy}; generator cores: {gen}")
+print("ratios: certs/s over step-ca's (higher is better); CPU-ms/cert over step-ca's (lower is better)")
+if any(int(r[6]) for r in rows) or any(len(r) > 10 and r[10] for r in rows):
+    print("WARNING: a run has errors or reused bodies (flagged above); its figures do not count")
+PY

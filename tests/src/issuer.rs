@@ -33,9 +33,24 @@ impl IssuerKey {
     pub fn rsa(kid: &str) -> IssuerKey {
         let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
         let pkcs8: Pkcs8V1Der = kp.as_der().unwrap();
-        let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes()).unwrap();
-        let spki = kp.public_key().as_der().unwrap();
-        IssuerKey::finish(kid, Algorithm::RS256, encoding, Some(pem("PUBLIC KEY", spki.as_ref())))
+        IssuerKey::rsa_from_pkcs8(kid, pkcs8.as_ref()).unwrap()
+    }
+
+    /// An RS256 key from its PKCS#8 DER, so separate processes (the benchmark's issuer and its
+    /// body writer) can share one key through a file.
+    pub fn rsa_from_pkcs8(kid: &str, pkcs8: &[u8]) -> anyhow::Result<IssuerKey> {
+        let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!("RSA PKCS#8 key: {e}"))?;
+        let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8).as_bytes())?;
+        let spki = kp
+            .public_key()
+            .as_der()
+            .map_err(|e| anyhow::anyhow!("RSA public key: {e}"))?;
+        Ok(IssuerKey::finish(
+            kid,
+            Algorithm::RS256,
+            encoding,
+            Some(pem("PUBLIC KEY", spki.as_ref())),
+        ))
     }
 
     /// A fresh P-256 key for ES256.
