@@ -9,6 +9,8 @@
 # Options: --clients N (64)  --duration S (10)  --csr-percent P (50)  --warmup S (2)
 #          --sustained-seconds S (300)  --sustained-clients N (16)  --no-build
 #          --friendly-args "..." (passed to keyless-loadgen in --friendly mode)
+#          --perf (side-by-side: a `perf record -g` profile of each Keyless timed run, its report
+#          written to $CARGO_TARGET_DIR/bench-profiles/<system>.txt; perf costs the server ~5%)
 #
 # Every run: a loopback OIDC issuer (discovery + JWKS, RS256) that both systems trust; request
 # bodies written BEFORE the clock, one per request, each with its own RS256 ID token (distinct
@@ -33,6 +35,7 @@ sus_seconds=300
 sus_clients=16
 build=1
 friendly_args=""
+perf=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --sustained) mode=sustained ;;
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --sustained-seconds) sus_seconds="$2"; shift ;;
     --sustained-clients) sus_clients="$2"; shift ;;
     --no-build) build=0 ;;
+    --perf) perf=1 ;;
     --friendly-args) friendly_args="$2"; shift ;;
     -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -211,9 +215,22 @@ measure() {
   n="$(python3 -c "import sys; print(int(max(float(sys.argv[1]), 500) * int(sys.argv[2]) * 1.6))" "$rate" "$duration")"
   echo "   $name: warm-up $(printf '%.0f' "$rate") certs/s; writing $n bodies before the clock"
   "$kit" bodies --dir "$work" --count "$n" --csr-percent "$csr_percent" --shape "$shape" --tag "$tag-run" --out "$work/run.jsonl"
-  local c0; c0="$(cpu_ticks "$server_pid")"
+  local c0 perf_pid=""; c0="$(cpu_ticks "$server_pid")"
+  if [ "$perf" -eq 1 ] && [ "$shape" != stepca ]; then
+    command -v perf >/dev/null || { echo "bench.sh: --perf needs perf (apt-get install linux-perf)" >&2; exit 1; }
+    perf record -q -F 499 -g -p "$server_pid" -o "$work/$tag.perf" 2>/dev/null &
+    perf_pid=$!
+  fi
   drive "$shape" "$c" "$duration" "$work/run.jsonl" "$work/$tag.json"
   local c1 rss; c1="$(cpu_ticks "$server_pid")"; rss="$(rss_kb "$server_pid")"
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    mkdir -p "$target_dir/bench-profiles"
+    perf report -i "$work/$tag.perf" --no-children --sort symbol --percent-limit 0.7 --stdio -g none 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' >"$target_dir/bench-profiles/$tag.txt" || true
+    echo "   $name: profile in $target_dir/bench-profiles/$tag.txt"
+  fi
   python3 - "$work/$tag.json" "$name" "$rss" >>"$results" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
