@@ -9,8 +9,9 @@
 # Options: --clients N (64)  --duration S (10)  --csr-percent P (50)  --warmup S (2)
 #          --sustained-seconds S (300)  --sustained-clients N (16)  --no-build
 #          --friendly-args "..." (passed to keyless-loadgen in --friendly mode)
-#          --perf (side-by-side: a `perf record -g` profile of each Keyless timed run, its report
-#          written to $CARGO_TARGET_DIR/bench-profiles/<system>.txt; perf costs the server ~5%)
+#          --perf (side-by-side: a `perf record --call-graph dwarf` profile of each Keyless timed run, its report
+#          written to $CARGO_TARGET_DIR/bench-profiles/<system>.txt beside its perf.data; profiling
+#          slows the server by 10-20%, so --perf figures are not the benchmark's)
 #
 # Every run: a loopback OIDC issuer (discovery + JWKS, RS256) that both systems trust; request
 # bodies written BEFORE the clock, one per request, each with its own RS256 ID token (distinct
@@ -218,7 +219,8 @@ measure() {
   local c0 perf_pid=""; c0="$(cpu_ticks "$server_pid")"
   if [ "$perf" -eq 1 ] && [ "$shape" != stepca ]; then
     command -v perf >/dev/null || { echo "bench.sh: --perf needs perf (apt-get install linux-perf)" >&2; exit 1; }
-    perf record -q -F 499 -g -p "$server_pid" -o "$work/$tag.perf" 2>/dev/null &
+    mkdir -p "$target_dir/bench-profiles"
+    perf record -q -F 199 --call-graph dwarf,16384 -p "$server_pid" -o "$target_dir/bench-profiles/$tag.perf.data" 2>/dev/null &
     perf_pid=$!
   fi
   drive "$shape" "$c" "$duration" "$work/run.jsonl" "$work/$tag.json"
@@ -227,8 +229,8 @@ measure() {
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
     mkdir -p "$target_dir/bench-profiles"
-    perf report -i "$work/$tag.perf" --no-children --sort symbol --percent-limit 0.7 --stdio -g none 2>/dev/null \
-      | grep -v '^#' | grep -v '^$' >"$target_dir/bench-profiles/$tag.txt" || true
+    perf report -i "$target_dir/bench-profiles/$tag.perf.data" --no-children --sort symbol --percent-limit 0.7 --stdio -g none 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+(-[[:space:]]+)*$//' >"$target_dir/bench-profiles/$tag.txt" || true
     echo "   $name: profile in $target_dir/bench-profiles/$tag.txt"
   fi
   python3 - "$work/$tag.json" "$name" "$rss" >>"$results" <<'PY'

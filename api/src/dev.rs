@@ -76,10 +76,7 @@ impl DevIssuer {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
             .map_err(|_| anyhow::anyhow!("{} is not a P-256 key", path.display()))?;
         let point = pair.public_key().as_ref();
-        let kid: String = keyless_ca::keys::sha256(point)[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let kid = hex::encode(&keyless_ca::keys::sha256(point)[..8]);
         let jwk = json!({
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]),

@@ -49,7 +49,7 @@ fn usable_id(v: &HeaderValue) -> Option<String> {
 fn new_id() -> String {
     let mut bytes = [0u8; 12];
     aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// When the request will have been answered 503 by the request timeout: the issuance service

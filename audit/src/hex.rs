@@ -5,7 +5,7 @@ use keyless_ctlog::merkle::Hash;
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 /// A 32-byte hash from 64 lower-case hex digits; `None` otherwise.

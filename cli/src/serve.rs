@@ -461,10 +461,7 @@ fn config_hash(config: &Config) -> String {
     for p in config.source.iter().chain(config.issuers_file.iter()) {
         bytes.extend(std::fs::read(p).unwrap_or_default());
     }
-    keyless_ca::keys::sha256(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(keyless_ca::keys::sha256(&bytes))
 }
 
 fn modified(config: &Config) -> Vec<Option<SystemTime>> {

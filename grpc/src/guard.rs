@@ -234,7 +234,7 @@ fn new_id() -> String {
     let mut bytes = [0u8; 12];
     // The system's randomness failing leaves a fixed id, never a failed call.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

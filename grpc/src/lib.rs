@@ -132,7 +132,9 @@ mod tests {
     #[test]
     fn fulcio_proto_is_fulcios_file_unchanged() {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, include_bytes!("../proto/fulcio.proto"));
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "e857bacef9af2f6f4277327af0981e0a694b13ed45689c99ee65229f8739dd5b");
+        assert_eq!(
+            hex::encode(digest.as_ref()),
+            "e857bacef9af2f6f4277327af0981e0a694b13ed45689c99ee65229f8739dd5b"
+        );
     }
 }

@@ -124,7 +124,7 @@ mod tests {
     }
 
     fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        ::hex::encode(b)
     }
 
     #[test]

@@ -172,10 +172,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), 
 
 /// Lower-case hex SHA-256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    keyless_ca::keys::sha256(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(keyless_ca::keys::sha256(bytes))
 }
 
 #[cfg(test)]

@@ -346,7 +346,7 @@ pub fn init_pkcs11_ca(
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
