@@ -26,6 +26,10 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one readiness answer is reused.
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
+/// Open `Watch` streams at most: each is a task that outlives its call and takes no request
+/// slot, so without a cap any client could hold one per HTTP/2 stream of every connection.
+pub const MAX_WATCHES: usize = 256;
+
 /// The health service over the issuance service.
 #[derive(Clone)]
 pub struct HealthService(Arc<Inner>);
@@ -35,6 +39,8 @@ struct Inner {
     stopping: watch::Receiver<bool>,
     /// The last readiness answer; held while a check runs, so concurrent callers share it.
     last: Mutex<Option<(Instant, bool)>>,
+    /// One permit per open `Watch`.
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl HealthService {
@@ -44,6 +50,7 @@ impl HealthService {
             service,
             stopping,
             last: Mutex::new(None),
+            watches: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
         }))
     }
 
@@ -92,9 +99,14 @@ impl Health for HealthService {
     type WatchStream = WatchStream;
 
     async fn watch(&self, _: Request<HealthCheckRequest>) -> Result<Response<WatchStream>, Status> {
+        let permit =
+            self.0.watches.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!("too many open health watches (at most {MAX_WATCHES})"))
+            })?;
         let (tx, rx) = mpsc::channel(1);
         let this = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut stopping = this.0.stopping.clone();
             let mut sent = None;
             loop {

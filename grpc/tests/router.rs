@@ -358,3 +358,54 @@ async fn health_is_serving_until_shutdown_begins() {
     let status = HealthCheckResponse::decode(r.messages[0].clone()).unwrap().status();
     assert_eq!(status, ServingStatus::NotServing);
 }
+
+/// Open `Watch` streams are capped: each outlives its call, so the one past the cap is refused
+/// with RESOURCE_EXHAUSTED, and a closed stream frees its place.
+#[tokio::test]
+async fn open_health_watches_are_capped() {
+    let s = setup(Limits::default());
+    let mut open = Vec::new();
+    for _ in 0..keyless_grpc::health::MAX_WATCHES {
+        let mut body = s
+            .app
+            .clone()
+            .oneshot(call(
+                "/grpc.health.v1.Health/Watch",
+                frame(&HealthCheckRequest::default().encode_to_vec()),
+            ))
+            .await
+            .unwrap()
+            .into_body();
+        // The first answer arrives once the stream's task runs (and holds its place).
+        body.frame().await.unwrap().unwrap();
+        open.push(body);
+    }
+    let watch_call = || {
+        call(
+            "/grpc.health.v1.Health/Watch",
+            frame(&HealthCheckRequest::default().encode_to_vec()),
+        )
+    };
+    let r = send(&s.app, watch_call()).await;
+    assert_eq!(r.code, tonic::Code::ResourceExhausted as i32, "{}", r.message);
+    assert!(r.message.contains("too many open health watches"), "{}", r.message);
+    // Closing one stream gives its place back (once its task sees the close).
+    open.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut body = s.app.clone().oneshot(watch_call()).await.unwrap().into_body();
+        // A refusal is trailers-only: no data frame.
+        if let Some(Ok(data)) = body.frame().await.map(|f| f.unwrap().into_data()) {
+            assert_eq!(
+                HealthCheckResponse::decode(data.slice(5..)).unwrap().status(),
+                ServingStatus::Serving
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed watch's place was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
