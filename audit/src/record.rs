@@ -123,6 +123,23 @@ impl Intent {
     }
 }
 
+impl Intent {
+    /// The intent for a leaf the CA has just prepared, from the fields it fixed rather than from
+    /// a parse of its TBS. The TBS of a [`keyless_ca::Prepared`] carries no CT extension, so its
+    /// plain SHA-256 is the [`crate::tbs::tbs_sha256`]; [`Intent::of_tbs`] of the same TBS gives
+    /// the same intent (checked on every issuance in debug builds, hence by the whole test suite).
+    pub fn of_prepared(prepared: &keyless_ca::Prepared, log: &str) -> Intent {
+        Intent {
+            serial: prepared.serial().to_string(),
+            tbs_sha256: hex(&keyless_ca::keys::sha256(prepared.tbs_der())),
+            san: prepared.san_text().to_string(),
+            not_before: prepared.not_before().unix_timestamp(),
+            not_after: prepared.not_after().unix_timestamp(),
+            log: log.to_string(),
+        }
+    }
+}
+
 /// One decision. Never holds a token, a proof or a key: only digests and what was decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {

@@ -215,9 +215,13 @@ async fn complete(state: &Service, request_id: &str, facts: Facts, prepared: Pre
     let mut intent = None;
     if let (Some(audit), Some(_)) = (&state.audit, state.ca.ct_log_id()) {
         let mut r = record(request_id, &facts, Decision::Intent, rule.clone());
-        r.intent = Some(
-            Intent::of_tbs(prepared.tbs_der(), &state.ct_log).map_err(|e| Error::Internal(format!("intent: {e}")))?,
+        let announced = Intent::of_prepared(&prepared, &state.ct_log);
+        // The audit tools read intents back through a parse of the TBS: both readings agree.
+        debug_assert_eq!(
+            Intent::of_tbs(prepared.tbs_der(), &state.ct_log).ok().as_ref(),
+            Some(&announced)
         );
+        r.intent = Some(announced);
         intent = r.intent.clone();
         match audit.append_durable(r).await {
             Ok(seq) => intent_seq = Some(seq),

@@ -53,6 +53,20 @@ impl San {
         }
     }
 
+    /// The SAN as the issuance record writes it (`email:…`, `uri:…`,
+    /// `othername:1.3.6.1.4.1.57264.1.7:…`): the same text the audit tools read back from a
+    /// certificate, made here from the value itself so an issuance need not re-parse its own TBS.
+    pub fn record_text(&self) -> String {
+        match self {
+            San::Email(e) => format!("email:{e}"),
+            San::Uri(u) => format!("uri:{}", u.0),
+            San::OtherName(v) => {
+                let arcs = crate::profile::SIGSTORE_ARC.map(|a| a.to_string()).join(".");
+                format!("othername:{arcs}.{}:{v}", crate::profile::OTHERNAME_USERNAME_ARC)
+            }
+        }
+    }
+
     /// The value, whatever its type.
     pub fn value(&self) -> &str {
         match self {
@@ -218,6 +232,40 @@ fn go_authority(authority: &str) -> Result<GoAuthority<'_>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record's text names what a parser of the certificate finds in the GeneralName.
+    #[test]
+    fn record_text_is_what_a_parser_reads_from_the_general_name() {
+        use x509_parser::extensions::GeneralName;
+        use x509_parser::prelude::FromDer;
+        for (san, want) in [
+            (San::Email("a@example.com".into()), "email:a@example.com"),
+            (
+                San::uri(
+                    "i",
+                    "c",
+                    "https://github.com/o/r/.github/workflows/x.yml@refs/heads/main",
+                )
+                .unwrap(),
+                "uri:https://github.com/o/r/.github/workflows/x.yml@refs/heads/main",
+            ),
+            (
+                San::OtherName("user!example.com".into()),
+                "othername:1.3.6.1.4.1.57264.1.7:user!example.com",
+            ),
+        ] {
+            assert_eq!(san.record_text(), want);
+            let der = san.general_name();
+            let (_, parsed) = GeneralName::from_der(&der).unwrap();
+            let read = match parsed {
+                GeneralName::RFC822Name(e) => format!("email:{e}"),
+                GeneralName::URI(u) => format!("uri:{u}"),
+                GeneralName::OtherName(oid, _) => format!("othername:{oid}:{}", san.value()),
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(read, want);
+        }
+    }
 
     #[test]
     fn accepted_uris_are_kept_verbatim() {

@@ -64,6 +64,8 @@ pub struct Prepared {
     not_after: OffsetDateTime,
     spki: Vec<u8>,
     extensions: Vec<Vec<u8>>,
+    /// The SAN, as [`crate::identity::San::record_text`] writes it.
+    san_text: String,
     /// The TBS without CT extensions: what the log will hold and the final certificate's TBS
     /// minus its SCT list.
     tbs: Vec<u8>,
@@ -83,6 +85,11 @@ impl Prepared {
     /// Start of validity.
     pub fn not_before(&self) -> OffsetDateTime {
         self.not_before
+    }
+
+    /// The SAN as the issuance record writes it ([`crate::identity::San::record_text`]).
+    pub fn san_text(&self) -> &str {
+        &self.san_text
     }
 
     /// End of validity.
@@ -279,6 +286,7 @@ impl CertificateAuthority {
             not_after,
             spki: key.public_key().spki_der().to_vec(),
             extensions: self.leaf_extensions(principal, key),
+            san_text: principal.san().record_text(),
             tbs: Vec::new(),
         };
         prepared.tbs = self.tbs(&prepared, &prepared.extensions);
