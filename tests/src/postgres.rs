@@ -139,7 +139,7 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// Starts the server (again) and waits until it accepts connections.
+    /// Starts the server (again) and waits until it accepts connections (panics with its log).
     pub fn start(&self) {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={}",
@@ -147,7 +147,10 @@ impl PgCluster {
             self.dir.path().display()
         );
         check(
-            "pg_ctl start",
+            &format!(
+                "pg_ctl start (server log: {})",
+                self.dir.path().join("server.log").display()
+            ),
             self.server_command("pg_ctl")
                 .args(["-w", "-t", "60", "-o", &options, "-l"])
                 .arg(self.dir.path().join("server.log"))
@@ -203,6 +206,12 @@ impl PgCluster {
         // Nothing of it runs any more, as after a reboot; an unreaped zombie would otherwise
         // still look like the owner of the lock file to the next postmaster.
         let _ = std::fs::remove_file(&pid_file);
+        for stale in [
+            format!(".s.PGSQL.{}.lock", self.port),
+            format!(".s.PGSQL.{}", self.port),
+        ] {
+            let _ = std::fs::remove_file(self.dir.path().join(stale));
+        }
     }
 
     /// Runs SQL with `psql` in `db` and returns its unaligned output.
