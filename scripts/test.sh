@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use: openssl (independent certificate checks), certspotter (an
 # independent CT monitor run against the embedded log), softhsm2 (the PKCS#11 token the CA key
-# lives in; tests make throwaway tokens through SOFTHSM2_CONF), opensc (pkcs11-tool) and chromium
-# (the audit review page is tested in a real browser, driven by playwright-core).
+# lives in; tests make throwaway tokens through SOFTHSM2_CONF), opensc (pkcs11-tool), chromium
+# (the audit review page is tested in a real browser, driven by playwright-core) and postgresql
+# (the issuance record shared by replicas; tests run private throwaway clusters as the `postgres`
+# user, so the service the package starts is not used).
 missing=()
-for pkg in openssl certspotter softhsm2 opensc chromium; do
+for pkg in openssl certspotter softhsm2 opensc chromium postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -15,6 +15,7 @@ use crate::AuditError;
 use crate::checkpoint::{Checkpoint, checkpoint_signed_data};
 use crate::files::db_path;
 use crate::record::chain_hash;
+use crate::store::RecordSource;
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -89,57 +90,19 @@ pub(crate) fn verify_db(
     anchor: Option<&Checkpoint>,
 ) -> Result<VerifyReport, AuditError> {
     let storage = |e: rusqlite::Error| AuditError::Storage(e.to_string());
-    let key = PublicKey::from_spki_der(audit_key_spki).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
-    let anchored = anchor
-        .map(|a| a.verify(audit_key_spki).map(|head| (a, head)))
-        .transpose()?;
-    let mut report = VerifyReport::default();
-    // Every record's hash by position, as recomputed from the chain (not as stored).
-    let mut hashes: Vec<[u8; 32]> = Vec::new();
-    let mut prev = [0u8; 32];
-    let mut broken = false;
+    let mut check = ChainCheck::new(audit_key_spki, anchor)?;
     {
         let mut stmt = conn
             .prepare("SELECT seq, json, prev_hash, hash FROM records ORDER BY rowid")
             .map_err(storage)?;
         let mut rows = stmt.query([]).map_err(storage)?;
-        let mut position = 0u64;
         while let Some(row) = rows.next().map_err(storage)? {
             let seq: i64 = row.get(0).map_err(storage)?;
             let json: String = row.get(1).map_err(storage)?;
             let stored_prev: Vec<u8> = row.get(2).map_err(storage)?;
             let stored_hash: Vec<u8> = row.get(3).map_err(storage)?;
-            let hash = chain_hash(&prev, json.as_bytes());
-            let value = serde_json::from_str::<serde_json::Value>(&json).ok();
-            let kind = value
-                .as_ref()
-                .and_then(|v| v["decision"].as_str())
-                .unwrap_or("unreadable");
-            *report.kinds.entry(kind.to_string()).or_default() += 1;
-            if !broken {
-                let why = if seq != position as i64 {
-                    Some(format!(
-                        "expected record {position}, found record {seq}: records were deleted or reordered"
-                    ))
-                } else if stored_prev != prev {
-                    Some("does not follow the record before it: records were deleted or reordered".to_string())
-                } else if value.as_ref().and_then(|v| v["seq"].as_u64()) != Some(position) {
-                    Some("its content names another position: records were moved".to_string())
-                } else if stored_hash != hash {
-                    Some("its content was changed after it was written".to_string())
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    report.bad(position, why);
-                    broken = true;
-                }
-            }
-            hashes.push(hash);
-            prev = hash;
-            position += 1;
+            check.record(seq, &json, &stored_prev, &stored_hash);
         }
-        report.records = position;
     }
     let mut stmt = conn
         .prepare("SELECT size, head, time_ms, signature FROM checkpoints ORDER BY size")
@@ -150,6 +113,91 @@ pub(crate) fn verify_db(
         let head: Vec<u8> = row.get(1).map_err(storage)?;
         let time_ms: i64 = row.get(2).map_err(storage)?;
         let signature: Vec<u8> = row.get(3).map_err(storage)?;
+        check.checkpoint(size, head, time_ms, &signature);
+    }
+    Ok(check.finish())
+}
+
+/// Verifies the record wherever it is (see [`verify_dir`]).
+pub fn verify_source(
+    source: &RecordSource,
+    audit_key_spki: &[u8],
+    anchor: Option<&Checkpoint>,
+) -> Result<VerifyReport, AuditError> {
+    match source {
+        RecordSource::Sqlite(dir) => verify_dir(dir, audit_key_spki, anchor),
+        RecordSource::Postgres(db) => crate::store::pg::verify(db, audit_key_spki, anchor),
+    }
+}
+
+/// The chain and checkpoint check, fed with the stored rows by each backend: records in order
+/// first, then checkpoints by size.
+pub(crate) struct ChainCheck {
+    key: PublicKey,
+    anchored: Option<(Checkpoint, [u8; 32])>,
+    report: VerifyReport,
+    /// Every record's hash by position, as recomputed from the chain (not as stored).
+    hashes: Vec<[u8; 32]>,
+    prev: [u8; 32],
+    broken: bool,
+}
+
+impl ChainCheck {
+    /// A checkpoint the key did not sign as the anchor is an error: the check cannot run.
+    pub(crate) fn new(audit_key_spki: &[u8], anchor: Option<&Checkpoint>) -> Result<ChainCheck, AuditError> {
+        let key = PublicKey::from_spki_der(audit_key_spki).map_err(|e| AuditError::Setup(format!("audit key: {e}")))?;
+        let anchored = anchor
+            .map(|a| a.verify(audit_key_spki).map(|head| (a.clone(), head)))
+            .transpose()?;
+        Ok(ChainCheck {
+            key,
+            anchored,
+            report: VerifyReport::default(),
+            hashes: Vec::new(),
+            prev: [0u8; 32],
+            broken: false,
+        })
+    }
+
+    /// The next stored record.
+    pub(crate) fn record(&mut self, seq: i64, json: &str, stored_prev: &[u8], stored_hash: &[u8]) {
+        let position = self.report.records;
+        let prev = self.prev;
+        let report = &mut self.report;
+        let hash = chain_hash(&prev, json.as_bytes());
+        let value = serde_json::from_str::<serde_json::Value>(json).ok();
+        let kind = value
+            .as_ref()
+            .and_then(|v| v["decision"].as_str())
+            .unwrap_or("unreadable");
+        *report.kinds.entry(kind.to_string()).or_default() += 1;
+        if !self.broken {
+            let why = if seq != position as i64 {
+                Some(format!(
+                    "expected record {position}, found record {seq}: records were deleted or reordered"
+                ))
+            } else if stored_prev != prev {
+                Some("does not follow the record before it: records were deleted or reordered".to_string())
+            } else if value.as_ref().and_then(|v| v["seq"].as_u64()) != Some(position) {
+                Some("its content names another position: records were moved".to_string())
+            } else if stored_hash != hash {
+                Some("its content was changed after it was written".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                report.bad(position, why);
+                self.broken = true;
+            }
+        }
+        self.hashes.push(hash);
+        self.prev = hash;
+        report.records = position + 1;
+    }
+
+    /// The next stored checkpoint (after every record).
+    pub(crate) fn checkpoint(&mut self, size: i64, head: Vec<u8>, time_ms: i64, signature: &[u8]) {
+        let report = &mut self.report;
         let (size, time_ms) = (size.max(0) as u64, time_ms.max(0) as u64);
         report.checkpoints += 1;
         report.last_checkpoint = Some((size, time_ms));
@@ -157,15 +205,18 @@ pub(crate) fn verify_db(
             Ok(h) => h,
             Err(_) => {
                 report.bad(size.saturating_sub(1), format!("checkpoint at {size} is malformed"));
-                continue;
+                return;
             }
         };
-        if !key.verify(Hash::Sha256, &checkpoint_signed_data(size, &head, time_ms), &signature) {
+        if !self
+            .key
+            .verify(Hash::Sha256, &checkpoint_signed_data(size, &head, time_ms), signature)
+        {
             report.bad(
                 size.saturating_sub(1),
                 format!("checkpoint at {size} does not carry a valid audit key signature"),
             );
-            continue;
+            return;
         }
         if size > report.records {
             report.bad(
@@ -176,48 +227,54 @@ pub(crate) fn verify_db(
                     size - 1
                 ),
             );
-        } else if size > 0 && hashes[size as usize - 1] != head {
+        } else if size > 0 && self.hashes[size as usize - 1] != head {
             report.bad(
                 size - 1,
                 format!("the chain up to here differs from the one checkpoint {size} signed"),
             );
         }
     }
-    if let Some((a, head)) = anchored {
-        report.anchor = Some((a.size, a.time_ms));
-        if a.size > report.records {
-            report.bad(
-                report.records,
-                format!(
-                    "the record ends at {} records, but the checkpoint kept outside it (signed at {} ms) covers {}: records {} to {} were removed together with their checkpoints",
+
+    /// The report, once every record and checkpoint was fed.
+    pub(crate) fn finish(self) -> VerifyReport {
+        let mut report = self.report;
+        let hashes = self.hashes;
+        if let Some((a, head)) = self.anchored {
+            report.anchor = Some((a.size, a.time_ms));
+            if a.size > report.records {
+                report.bad(
                     report.records,
-                    a.time_ms,
-                    a.size,
-                    report.records,
-                    a.size - 1
-                ),
-            );
-        } else if a.size > 0 && hashes[a.size as usize - 1] != head {
+                    format!(
+                        "the record ends at {} records, but the checkpoint kept outside it (signed at {} ms) covers {}: records {} to {} were removed together with their checkpoints",
+                        report.records,
+                        a.time_ms,
+                        a.size,
+                        report.records,
+                        a.size - 1
+                    ),
+                );
+            } else if a.size > 0 && hashes[a.size as usize - 1] != head {
+                report.bad(
+                    a.size - 1,
+                    format!(
+                        "the chain up to here differs from the checkpoint of size {} kept outside the record: the record was rewritten",
+                        a.size
+                    ),
+                );
+            }
+        }
+        let covered = report.last_checkpoint.map(|(s, _)| s).unwrap_or(0);
+        if report.records > covered {
             report.bad(
-                a.size - 1,
+                covered,
                 format!(
-                    "the chain up to here differs from the checkpoint of size {} kept outside the record: the record was rewritten",
-                    a.size
+                    "records {covered} to {} are not covered by any signed checkpoint: they were added outside the CA",
+                    report.records - 1
                 ),
             );
         }
+        report
     }
-    let covered = report.last_checkpoint.map(|(s, _)| s).unwrap_or(0);
-    if report.records > covered {
-        report.bad(
-            covered,
-            format!(
-                "records {covered} to {} are not covered by any signed checkpoint: they were added outside the CA",
-                report.records - 1
-            ),
-        );
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

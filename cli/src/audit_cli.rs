@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use keyless_audit::index::LogIndex;
 use keyless_audit::query::{Filter, Format};
-use keyless_audit::store::{Checkpoint, audit_dir, public_key_path, read_records};
+use keyless_audit::store::{Checkpoint, RecordSource, audit_dir, public_key_path, read_records_from};
 use keyless_audit::sync::{StopReason, SyncLimits};
 use keyless_audit::{CertSummary, state};
 use keyless_config::{Config, CtLogConfig};
@@ -143,6 +143,14 @@ fn load(config: &Path) -> anyhow::Result<(Config, PathBuf)> {
     Ok((cfg, dir))
 }
 
+/// The configuration, its audit directory (the public key, saved results, the CT index) and
+/// where its record is (SQLite there, or PostgreSQL).
+fn load_source(config: &Path) -> anyhow::Result<(Config, PathBuf, RecordSource)> {
+    let (cfg, dir) = load(config)?;
+    let source = crate::serve::record_source(&cfg)?;
+    Ok((cfg, dir, source))
+}
+
 fn pem_der(path: &Path) -> anyhow::Result<Vec<u8>> {
     crate::serve::read_public_key(path)
 }
@@ -176,14 +184,16 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             against,
             json,
         } => {
-            let (_, dir) = load(&config)?;
+            let (_, dir, source) = load_source(&config)?;
             let key = pem_der(&audit_key.unwrap_or_else(|| public_key_path(&dir)))?;
             let anchor = against.as_deref().map(Checkpoint::read).transpose()?;
             let report =
-                keyless_audit::verify::verify_dir(&dir, &key, anchor.as_ref()).with_context(|| match &against {
-                    Some(f) => format!("checking against {}", f.display()),
-                    None => "verifying the issuance record".into(),
-                })?;
+                keyless_audit::verify::verify_source(&source, &key, anchor.as_ref()).with_context(
+                    || match &against {
+                        Some(f) => format!("checking against {}", f.display()),
+                        None => "verifying the issuance record".into(),
+                    },
+                )?;
             let lines = match &report.first_bad {
                 None => vec![format!(
                     "the issuance record verifies: {} records ({}), {} signed checkpoints{}",
@@ -262,8 +272,8 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::CrossCheck { config, json } => {
-            let (_, dir) = load(&config)?;
-            let records = read_records(&dir)?;
+            let (_, dir, source) = load_source(&config)?;
+            let records = read_records_from(&source)?;
             let index = LogIndex::open(&dir)?;
             if index.logs()?.is_empty() {
                 bail!("no CT log has been synced yet: run `keyless audit sync` first");
@@ -292,7 +302,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             intents,
             format,
         } => {
-            let (_, dir) = load(&config)?;
+            let (_, _, source) = load_source(&config)?;
             let filter = Filter {
                 identity,
                 issuer,
@@ -305,7 +315,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 rejected,
                 intents,
             };
-            let records = read_records(&dir)?;
+            let records = read_records_from(&source)?;
             let selected = keyless_audit::query::select(&records, &filter);
             let format = match format.as_str() {
                 "csv" => Format::Csv,
@@ -321,12 +331,15 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             source,
             json,
         } => {
-            let (_, dir) = load(&config)?;
+            let (_, dir, record) = load_source(&config)?;
             let text =
                 std::fs::read_to_string(&watchlist).with_context(|| format!("reading {}", watchlist.display()))?;
             let list = keyless_audit::watch::Watchlist::parse(&text)?;
             let certs: Vec<CertSummary> = if source == "record" {
-                read_records(&dir)?.iter().filter_map(CertSummary::of_record).collect()
+                read_records_from(&record)?
+                    .iter()
+                    .filter_map(CertSummary::of_record)
+                    .collect()
             } else {
                 let index = LogIndex::open(&dir)?;
                 if index.logs()?.is_empty() {
@@ -351,7 +364,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             listen,
             token_file,
         } => {
-            let (cfg, dir) = load(&config)?;
+            let (cfg, dir, source) = load_source(&config)?;
             let token = token_file
                 .map(|p| {
                     std::fs::read_to_string(&p)
@@ -369,6 +382,7 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             rt.block_on(keyless_review::serve(
                 cfg,
                 dir,
+                source,
                 listen,
                 token,
                 crate::serve::shutdown_signal(),

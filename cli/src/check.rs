@@ -31,8 +31,17 @@ pub async fn run(path: &Path, token: Option<&str>, online: bool, strict: bool) -
     if !errors.is_empty() {
         return (invalid(errors, warnings), false);
     }
+    // Where decisions are recorded; a PostgreSQL URL is shown as its reference, never its value.
+    let record = match (&config.audit.enabled, &config.audit.postgres) {
+        (false, _) => "disabled".to_string(),
+        (true, Some(p)) => format!("postgresql, url from {:?}, pool_size {}", p.url, p.pool_size),
+        (true, None) => format!(
+            "sqlite in {}",
+            keyless_audit::store::audit_dir(&config.data_dir).display()
+        ),
+    };
     let mut report = json!({"config": path.display().to_string(), "valid": true, "issuers": config.issuers.len(),
-                            "warnings": warnings});
+                            "record": record, "warnings": warnings});
     let mut ok = true;
     let verifier = match OidcVerifier::new(&config.issuers) {
         Ok(v) => v,
@@ -136,6 +145,9 @@ pub fn render(report: &Value) -> String {
         report["config"].as_str().unwrap_or(""),
         report["issuers"]
     );
+    if let Some(record) = report["record"].as_str() {
+        s += &format!("  issuance record: {record}\n");
+    }
     for w in lines("warnings") {
         s += &format!("  warning: {w}\n");
     }

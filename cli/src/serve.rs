@@ -422,15 +422,49 @@ fn open_audit(config: &Config) -> anyhow::Result<Option<keyless_audit::store::Au
         keyless_config::AuditExport::File(p) => keyless_audit::store::Export::File(p.clone()),
     });
     let dir = keyless_audit::store::audit_dir(&config.data_dir);
+    let postgres = postgres(config)?;
+    let place = match &postgres {
+        Some(db) => db.describe(),
+        None => dir.display().to_string(),
+    };
     let options = keyless_audit::store::AuditOptions {
         key: config.audit.key.clone(),
         export,
         checkpoint_export: config.audit.checkpoint_export.clone(),
         refusal_queue: config.audit.refusal_queue,
+        postgres,
     };
-    let log = keyless_audit::store::AuditLog::open(&dir, options).context("opening the issuance record")?;
-    tracing::info!(dir = %dir.display(), "recording every decision in the issuance record");
+    let log = keyless_audit::store::AuditLog::open(&dir, options)
+        .with_context(|| format!("opening the issuance record in {place}"))?;
+    tracing::info!(record = %place, "recording every decision in the issuance record");
     Ok(Some(log))
+}
+
+/// `audit.postgres` with its URL read from where the configuration points (never logged).
+fn postgres(config: &Config) -> anyhow::Result<Option<keyless_audit::store::Postgres>> {
+    config
+        .audit
+        .postgres
+        .as_ref()
+        .map(|p| {
+            let url = p
+                .url
+                .resolve()
+                .map_err(|e| anyhow::anyhow!("audit.postgres.url: {e}"))?;
+            Ok(keyless_audit::store::Postgres {
+                url: url.expose().to_string(),
+                pool_size: p.pool_size,
+            })
+        })
+        .transpose()
+}
+
+/// Where the audit commands and the review page read the issuance record of a configuration.
+pub fn record_source(config: &Config) -> anyhow::Result<keyless_audit::store::RecordSource> {
+    Ok(match postgres(config)? {
+        Some(db) => keyless_audit::store::RecordSource::Postgres(db),
+        None => keyless_audit::store::RecordSource::Sqlite(keyless_audit::store::audit_dir(&config.data_dir)),
+    })
 }
 
 /// The issuers a configuration trusts: exactly those it names (`issuers`, `issuers_file`,

@@ -32,7 +32,9 @@ pub use crate::issuer::{
     IssuerConfig, IssuerKind, IssuerOptions, IssuerType, JsonPath, POD_CA_FILE, POD_TOKEN_FILE, SpiffeSettings,
     TOKEN_ALGORITHMS, UriSettings, UsernameSettings, is_loopback_url,
 };
-pub use crate::ops::{AuditConfig, AuditExport, Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig};
+pub use crate::ops::{
+    AuditConfig, AuditExport, AuditPostgres, Bucket, Limits, LogFormat, RateLimitOverrides, RateLimits, TlsConfig,
+};
 pub use crate::policy::{Condition, Policy, Rule};
 pub use crate::secret::{Secret, SecretRef};
 

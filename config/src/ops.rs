@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{ConfigError, parse_duration, resolve};
+use crate::{ConfigError, SecretRef, parse_duration, resolve};
 
 /// Native TLS for the API listener. The files are re-read when they change on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +164,26 @@ pub struct AuditConfig {
     /// Refusal records waiting for the writer; beyond this they are dropped and counted, so
     /// refusals can never slow or fail an issuance.
     pub refusal_queue: usize,
+    /// Keep the record on PostgreSQL, shared by every replica, instead of SQLite in the data
+    /// directory.
+    pub postgres: Option<AuditPostgres>,
+}
+
+/// `audit.postgres`: the shared issuance record of several replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPostgres {
+    /// The connection URL (`postgres://user:password@host/db`): a secret, as it carries the
+    /// password, so only `env:NAME` or `file:PATH`.
+    pub url: SecretRef,
+    /// Connections the writer keeps at most (default 4).
+    pub pool_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuditPostgres {
+    url: String,
+    pool_size: Option<usize>,
 }
 
 impl Default for AuditConfig {
@@ -174,6 +194,7 @@ impl Default for AuditConfig {
             key: None,
             checkpoint_export: None,
             refusal_queue: 10_000,
+            postgres: None,
         }
     }
 }
@@ -195,6 +216,7 @@ pub(crate) struct RawAudit {
     key: Option<String>,
     checkpoint_export: Option<String>,
     refusal_queue: Option<usize>,
+    postgres: Option<RawAuditPostgres>,
 }
 
 impl RawAudit {
@@ -203,6 +225,17 @@ impl RawAudit {
         if refusal_queue == 0 {
             return Err(ConfigError::rule("audit.refusal_queue", "must be above zero"));
         }
+        let postgres = match self.postgres {
+            None => None,
+            Some(p) => {
+                let url = SecretRef::parse(&p.url).map_err(|e| ConfigError::rule("audit.postgres.url", e))?;
+                let pool_size = p.pool_size.unwrap_or(4);
+                if pool_size == 0 {
+                    return Err(ConfigError::rule("audit.postgres.pool_size", "must be above zero"));
+                }
+                Some(AuditPostgres { url, pool_size })
+            }
+        };
         Ok(AuditConfig {
             enabled: self.enabled.unwrap_or(true),
             export: self.export.map(|e| match e.as_str() {
@@ -212,6 +245,7 @@ impl RawAudit {
             key: self.key.map(|k| resolve(base, &k)),
             checkpoint_export: self.checkpoint_export.map(|c| resolve(base, &c)),
             refusal_queue,
+            postgres,
         })
     }
 }
@@ -409,6 +443,34 @@ impl RawRateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_postgres_record_takes_a_secret_url_and_a_pool_size() {
+        let raw = |yaml: &str| -> Result<AuditConfig, String> {
+            crate::parse_yaml::<RawAudit>(yaml)
+                .map_err(|e| e.to_string())?
+                .validate(Path::new("/etc/keyless"))
+                .map_err(|e| e.to_string())
+        };
+        let a = raw("postgres: {url: 'env:KEYLESS_AUDIT_DB'}").unwrap();
+        assert_eq!(
+            a.postgres,
+            Some(AuditPostgres {
+                url: SecretRef::Env("KEYLESS_AUDIT_DB".into()),
+                pool_size: 4
+            })
+        );
+        let a = raw("postgres: {url: 'file:/run/secrets/db', pool_size: 8}").unwrap();
+        assert_eq!(a.postgres.map(|p| p.pool_size), Some(8));
+        let err = raw("postgres: {url: 'postgres://u:hunter2@db/keyless'}").unwrap_err();
+        assert!(err.contains("audit.postgres.url") && !err.contains("hunter2"), "{err}");
+        let err = raw("postgres: {url: 'env:DB', pool_size: 0}").unwrap_err();
+        assert!(err.contains("audit.postgres.pool_size"), "{err}");
+        assert!(
+            raw("postgres: {url: 'env:DB', pool: 3}").is_err(),
+            "unknown keys are refused"
+        );
+    }
 
     #[test]
     fn buckets_parse_and_refuse_nonsense() {

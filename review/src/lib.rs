@@ -26,12 +26,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use keyless_audit::index::LogIndex;
 use keyless_audit::state;
-use keyless_audit::store::read_records;
+use keyless_audit::store::{RecordSource, read_records_from};
 use keyless_config::Config;
 
-/// What every request reads: the audit directory, the token if any, the CA's name.
+/// What every request reads: the audit directory, where the record is, the token if any, the
+/// CA's name.
 struct Page {
     dir: PathBuf,
+    source: RecordSource,
     token: Option<String>,
     ca_name: String,
 }
@@ -40,12 +42,18 @@ struct Page {
 pub async fn serve(
     config: Config,
     dir: PathBuf,
+    source: RecordSource,
     listen: SocketAddr,
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let ca_name = config.ca.chain_path().display().to_string();
-    let page = Arc::new(Page { dir, token, ca_name });
+    let page = Arc::new(Page {
+        dir,
+        source,
+        token,
+        ca_name,
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -110,7 +118,7 @@ fn unavailable(e: &keyless_audit::AuditError) -> Response {
 }
 
 async fn index(State(page): State<Arc<Page>>, Query(params): Query<pages::Params>) -> Response {
-    let records = match read_records(&page.dir) {
+    let records = match read_records_from(&page.source) {
         Ok(r) => r,
         Err(e) => return unavailable(&e),
     };
@@ -127,7 +135,7 @@ async fn index(State(page): State<Arc<Page>>, Query(params): Query<pages::Params
 }
 
 async fn detail(State(page): State<Arc<Page>>, UrlPath(serial): UrlPath<String>) -> Response {
-    let records = match read_records(&page.dir) {
+    let records = match read_records_from(&page.source) {
         Ok(r) => r,
         Err(e) => return unavailable(&e),
     };

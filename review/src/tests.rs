@@ -302,6 +302,7 @@ async fn the_server_wants_the_token_and_serves_escaped_pages() {
     drop(log);
     let serve = |dir: std::path::PathBuf, token: Option<&str>| {
         let page = Arc::new(crate::Page {
+            source: keyless_audit::store::RecordSource::Sqlite(dir.clone()),
             dir,
             token: token.map(String::from),
             ca_name: "chain.pem".into(),

@@ -8,6 +8,7 @@
 //! - [`ClientKey`]: client key pairs and proofs of possession;
 //! - [`SoftHsm`]: throwaway SoftHSM2 tokens for the PKCS#11 backend;
 //! - [`HangingServer`]: a peer that accepts and never answers;
+//! - [`postgres::PgCluster`]: a throwaway PostgreSQL cluster for the shared issuance record;
 //! - [`inspect`]: certificate checks with parsers independent of the CA (RustCrypto `x509-cert`
 //!   and the `openssl` command); [`ct`]: an RFC 6962 checker sharing no code with the log.
 //!
@@ -17,6 +18,7 @@
 pub mod clients;
 pub mod ct;
 pub mod inspect;
+pub mod postgres;
 
 mod hsm;
 mod issuer;

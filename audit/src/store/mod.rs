@@ -11,8 +11,16 @@
 //! by itself when storage returns.
 //!
 //! Parts: `queue` (the two inputs, refusal drops, shutdown), `writer` (the transaction, the
-//! checkpoint it signs, outage handling, exports); checkpoints and file locations are shared with
-//! `verify` through [`crate::checkpoint`] and [`crate::files`].
+//! checkpoint it signs, outage handling, exports), `pg` (the record on PostgreSQL); checkpoints
+//! and file locations are shared with `verify` through [`crate::checkpoint`] and [`crate::files`].
+//!
+//! Several replicas share one record on PostgreSQL ([`AuditOptions::postgres`]): there, each
+//! batch transaction locks the one-row `head` table (`SELECT … FOR UPDATE`) and appends after
+//! what it finds, so replicas serialize on that lock and there stays one chain with one sequence,
+//! verified exactly as on SQLite; the writer never caches the head across transactions. The cost
+//! is one row lock (and a round trip) per batch, which batching amortizes. The audit key directory
+//! (the public key, `verify` and `cross-check` state, the CT log index) stays local to each
+//! replica.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,10 +38,33 @@ pub use crate::files::{audit_dir, db_path, default_key_path, public_key_path};
 use crate::files::{pem_public_key, read_spki_file};
 use crate::record::Record;
 
+pub(crate) mod pg;
 mod queue;
 #[cfg(test)]
 mod tests;
 mod writer;
+
+pub use self::pg::{Postgres, SCHEMA_VERSION};
+use self::writer::Backend;
+
+/// Where the record is read from: the SQLite database in an audit directory, or PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordSource {
+    /// `<dir>/record.sqlite`.
+    Sqlite(PathBuf),
+    /// The shared record of several replicas.
+    Postgres(Postgres),
+}
+
+impl RecordSource {
+    /// For messages: the database file, or `postgresql host:port/db` (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            RecordSource::Sqlite(dir) => db_path(dir).display().to_string(),
+            RecordSource::Postgres(db) => db.describe(),
+        }
+    }
+}
 
 fn storage(e: impl std::fmt::Display) -> AuditError {
     AuditError::Storage(e.to_string())
@@ -92,6 +123,9 @@ pub struct AuditOptions {
     pub checkpoint_export: Option<PathBuf>,
     /// Refusal records waiting for the writer; beyond this they are dropped and counted.
     pub refusal_queue: usize,
+    /// Keep the record on PostgreSQL (shared by replicas) instead of SQLite in the directory;
+    /// the directory still holds the public key.
+    pub postgres: Option<Postgres>,
 }
 
 impl Default for AuditOptions {
@@ -101,6 +135,7 @@ impl Default for AuditOptions {
             export: None,
             checkpoint_export: None,
             refusal_queue: 10_000,
+            postgres: None,
         }
     }
 }
@@ -126,14 +161,24 @@ impl AuditLog {
     pub fn open(dir: &Path, options: AuditOptions) -> Result<AuditLog, AuditError> {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::Setup(format!("{}: {e}", dir.display())))?;
         let key_path = options.key.clone().unwrap_or_else(|| default_key_path(dir));
-        let conn = open_db(&db_path(dir))?;
-        let head = last_hash(&conn)?;
-        if !key_path.exists() && head.0 > 0 {
+        let (backend, size, place) = match &options.postgres {
+            None => {
+                let conn = open_db(&db_path(dir))?;
+                let head = last_hash(&conn)?;
+                (Backend::Sqlite(conn, Some(head)), head.0, dir.display().to_string())
+            }
+            Some(db) => {
+                let (w, size) = pg::PgWriter::open(db)?;
+                let place = w.describe();
+                (Backend::Postgres(w), size, place)
+            }
+        };
+        if !key_path.exists() && size > 0 {
             return Err(AuditError::Setup(format!(
                 "the audit key {} does not exist, but the issuance record in {} already holds {} records signed with one: restore the key (or point audit.key at it)",
                 key_path.display(),
-                dir.display(),
-                head.0
+                place,
+                size
             )));
         }
         let key =
@@ -144,11 +189,15 @@ impl AuditLog {
             Some(path) if path.exists() => Some((path.clone(), Checkpoint::read(path)?)),
             _ => None,
         };
-        let report = crate::verify::verify_db(&conn, &spki, anchor.as_ref().map(|(_, c)| c))?;
+        let anchored = anchor.as_ref().map(|(_, c)| c);
+        let report = match &backend {
+            Backend::Sqlite(conn, _) => crate::verify::verify_db(conn, &spki, anchored)?,
+            Backend::Postgres(w) => w.verify(&spki, anchored)?,
+        };
         if let Some((seq, why)) = report.first_bad {
             return Err(AuditError::Setup(format!(
                 "the issuance record in {} fails verification at record {seq}: {why}{}",
-                dir.display(),
+                place,
                 anchor
                     .as_ref()
                     .map(|(p, _)| format!(
@@ -189,10 +238,9 @@ impl AuditLog {
         let stopped = Stopped::default();
         let on_exit = stopped.clone();
         let writer = Writer {
-            conn,
+            backend,
             key,
             spki,
-            head: Some(head),
             export,
             checkpoint_export: options.checkpoint_export,
             anchor_failing: false,
@@ -262,6 +310,22 @@ fn last_hash(conn: &Connection) -> Result<(u64, [u8; 32]), AuditError> {
             hash.try_into().map_err(|_| storage("a stored hash is not 32 bytes"))?,
         ),
     })
+}
+
+/// Reads every record wherever it is, in order, without checking the chain.
+pub fn read_records_from(source: &RecordSource) -> Result<Vec<Record>, AuditError> {
+    match source {
+        RecordSource::Sqlite(dir) => read_records(dir),
+        RecordSource::Postgres(db) => pg::read_records(db),
+    }
+}
+
+/// The latest signed checkpoint wherever the record is, if any.
+pub fn latest_checkpoint_from(source: &RecordSource, audit_key_spki: &[u8]) -> Result<Option<Checkpoint>, AuditError> {
+    match source {
+        RecordSource::Sqlite(dir) => latest_checkpoint(dir, audit_key_spki),
+        RecordSource::Postgres(db) => pg::latest_checkpoint(db, audit_key_spki),
+    }
 }
 
 /// Reads every record, in order, without checking the chain (see [`crate::verify`]).

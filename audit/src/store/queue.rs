@@ -31,6 +31,16 @@ pub(super) struct Queues {
     closed: bool,
 }
 
+/// What the writer finds when it looks for work.
+pub(super) enum Taken {
+    /// Every durable record and at most [`REFUSALS_PER_BATCH`] refusals.
+    Batch(Vec<Pending>, Vec<Record>),
+    /// Nothing arrived within the idle period.
+    Idle,
+    /// Closed and drained.
+    Closed,
+}
+
 /// State shared by the handles and the writer thread.
 pub(super) struct Shared {
     queues: Mutex<Queues>,
@@ -108,22 +118,35 @@ impl Shared {
 
     /// Waits for work; takes every durable record and at most [`REFUSALS_PER_BATCH`] refusals.
     /// `None` once closed and drained.
+    #[cfg(test)]
     pub(super) fn take_batch(&self) -> Option<(Vec<Pending>, Vec<Record>)> {
+        match self.take_batch_or_idle(None) {
+            Taken::Batch(d, r) => Some((d, r)),
+            Taken::Idle | Taken::Closed => None,
+        }
+    }
+
+    /// Waits for work for `idle` at most (`None`: until there is some or the queues close).
+    pub(super) fn take_batch_or_idle(&self, idle: Option<Duration>) -> Taken {
+        let since = Instant::now();
         let mut q = self.queues();
         while q.durable.is_empty() && q.refusals.is_empty() {
             if q.closed {
-                return None;
+                return Taken::Closed;
+            }
+            if idle.is_some_and(|idle| since.elapsed() >= idle) {
+                return Taken::Idle;
             }
             q = self
                 .wake
-                .wait_timeout(q, Duration::from_secs(1))
+                .wait_timeout(q, idle.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1)))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
         let durable: Vec<Pending> = q.durable.drain(..).collect();
         let n = q.refusals.len().min(REFUSALS_PER_BATCH);
         let refusals: Vec<Record> = q.refusals.drain(..n).collect();
-        Some((durable, refusals))
+        Taken::Batch(durable, refusals)
     }
 
     pub(super) fn close(&self) {
