@@ -10,8 +10,11 @@ use keyless_config::{Bucket, RateLimits};
 
 use crate::Error;
 
-/// How many buckets the limiter keeps before it drops the ones that are full again.
+/// Above this many buckets the limiter drops the ones that are full again.
 const MAX_BUCKETS: usize = 100_000;
+/// Beyond this many live buckets (a flood of distinct identities within one refill period) the
+/// least recently used are dropped, loosening only their limits, so memory stays bounded.
+const HARD_MAX_BUCKETS: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy)]
 struct BucketState {
@@ -19,11 +22,30 @@ struct BucketState {
     updated: Instant,
 }
 
+#[derive(Debug)]
+struct Buckets {
+    map: HashMap<String, BucketState>,
+    /// The size at which the next prune runs: at least [`MAX_BUCKETS`], and twice what the last
+    /// prune kept, so a map full of live buckets is not scanned again on every request (a prune
+    /// that removes nothing used to run on each check once the map passed the limit).
+    prune_at: usize,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            map: HashMap::new(),
+            prune_at: MAX_BUCKETS,
+        }
+    }
+}
+
 /// Token buckets per certificate identity and per issuer. Memory is bounded: buckets that have
-/// refilled completely carry no information and are dropped when the map grows large.
+/// refilled completely carry no information and are dropped when the map grows large; pruning
+/// costs amortized O(1) per request.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, BucketState>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl RateLimiter {
@@ -32,10 +54,12 @@ impl RateLimiter {
     /// refused and when to retry. The issuer's bucket is only charged when the identity passes,
     /// so one runaway identity cannot drain its issuer's allowance.
     pub fn check(&self, issuer: &str, identity: &str, limits: RateLimits, now: Instant) -> Result<(), Error> {
-        let mut map = self.buckets.lock().expect("poisoned");
-        if map.len() > MAX_BUCKETS {
-            prune(&mut map, now, limits);
+        let mut buckets = self.buckets.lock().expect("poisoned");
+        if buckets.map.len() > buckets.prune_at {
+            prune(&mut buckets.map, now, limits);
+            buckets.prune_at = (buckets.map.len() * 2).clamp(MAX_BUCKETS, HARD_MAX_BUCKETS);
         }
+        let map = &mut buckets.map;
         let limited = |b: Bucket, who: String, wait: Duration| Error::RateLimited {
             detail: format!(
                 "{who} may request {} certificates per {} s (bursts of {})",
@@ -46,14 +70,14 @@ impl RateLimiter {
             retry_after: wait,
         };
         if let Some(b) = limits.per_identity
-            && let Err(wait) = take(&mut map, format!("id\u{0}{issuer}\u{0}{identity}"), b, now)
+            && let Err(wait) = take(map, format!("id\u{0}{issuer}\u{0}{identity}"), b, now)
         {
             // The identity is the token's owner key (`<issuer> claim="value"`): name the owner.
             let owner = identity.strip_prefix(issuer).map_or(identity, str::trim_start);
             return Err(limited(b, format!("identity {owner} from issuer {issuer}"), wait));
         }
         if let Some(b) = limits.per_issuer
-            && let Err(wait) = take(&mut map, format!("iss\u{0}{issuer}"), b, now)
+            && let Err(wait) = take(map, format!("iss\u{0}{issuer}"), b, now)
         {
             return Err(limited(b, format!("issuer {issuer}"), wait));
         }
@@ -82,7 +106,8 @@ fn take(map: &mut HashMap<String, BucketState>, key: String, b: Bucket, now: Ins
     }
 }
 
-/// Drops buckets idle long enough to be full again under the slowest refill in use.
+/// Drops buckets idle long enough to be full again under the slowest refill in use; if more than
+/// [`HARD_MAX_BUCKETS`] are still live, keeps the most recently used three quarters of that.
 fn prune(map: &mut HashMap<String, BucketState>, now: Instant, limits: RateLimits) {
     let slowest = [limits.per_identity, limits.per_issuer]
         .into_iter()
@@ -90,6 +115,14 @@ fn prune(map: &mut HashMap<String, BucketState>, now: Instant, limits: RateLimit
         .map(|b| b.burst as f64 / refill_rate(b))
         .fold(60.0, f64::max);
     map.retain(|_, s| now.saturating_duration_since(s.updated).as_secs_f64() < slowest);
+    if map.len() > HARD_MAX_BUCKETS {
+        let keep = HARD_MAX_BUCKETS / 4 * 3;
+        let mut times: Vec<Instant> = map.values().map(|s| s.updated).collect();
+        let cut = times.len() - keep;
+        let (_, oldest_kept, _) = times.select_nth_unstable(cut);
+        let oldest_kept = *oldest_kept;
+        map.retain(|_, s| s.updated >= oldest_kept);
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +175,58 @@ mod tests {
         };
         assert!(detail.starts_with("issuer iss"), "{detail}");
         assert!(rl.check("other", "e", l, t0).is_ok(), "other issuers are unaffected");
+    }
+
+    /// A map full of live buckets is pruned once, not on every request, and limits still hold.
+    #[test]
+    fn live_buckets_beyond_the_limit_are_not_rescanned_on_every_request() {
+        let rl = RateLimiter::default();
+        let t0 = Instant::now();
+        let l = RateLimits {
+            per_identity: limits(1, 1).per_identity,
+            per_issuer: None,
+        };
+        for i in 0..=MAX_BUCKETS {
+            rl.check("iss", &i.to_string(), l, t0).unwrap();
+        }
+        // Over the limit: this request prunes, finds every bucket live, and moves the threshold
+        // so the following ones do not scan again.
+        rl.check("iss", "next", l, t0).unwrap();
+        let (len, prune_at) = {
+            let b = rl.buckets.lock().unwrap();
+            (b.map.len(), b.prune_at)
+        };
+        assert_eq!(len, MAX_BUCKETS + 2, "live buckets are kept");
+        assert_eq!(prune_at, 2 * (MAX_BUCKETS + 1));
+        let Err(Error::RateLimited { detail, .. }) = rl.check("iss", "7", l, t0) else {
+            panic!("identity 7 spent its burst of one and its bucket was kept");
+        };
+        assert!(detail.starts_with("identity 7"), "{detail}");
+        // An hour later everything has refilled: the next prune empties the map.
+        rl.buckets.lock().unwrap().prune_at = 0;
+        rl.check("iss", "x", l, t0 + Duration::from_secs(3600)).unwrap();
+        assert_eq!(rl.buckets.lock().unwrap().map.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_live_buckets_keeps_the_most_recent() {
+        let mut map = HashMap::new();
+        let t0 = Instant::now();
+        for i in 0..HARD_MAX_BUCKETS + 10 {
+            map.insert(
+                i.to_string(),
+                BucketState {
+                    tokens: 0.0,
+                    updated: t0 + Duration::from_micros(i as u64),
+                },
+            );
+        }
+        prune(&mut map, t0 + Duration::from_secs(1), limits(1, 1));
+        assert_eq!(map.len(), HARD_MAX_BUCKETS / 4 * 3);
+        assert!(
+            map.contains_key(&(HARD_MAX_BUCKETS + 9).to_string()),
+            "the newest stays"
+        );
+        assert!(!map.contains_key("0"), "the oldest goes");
     }
 }
