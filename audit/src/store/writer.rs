@@ -68,27 +68,37 @@ impl Writer {
             return;
         };
         match pg.probe() {
-            Ok(()) => {
-                if let Some((since, failures)) = self.outage.take() {
-                    tracing::info!(
-                        after_s = since.elapsed().as_secs(),
-                        failed_commits = failures,
-                        "the issuance record is writable again"
-                    );
-                }
-                self.shared.unavailable.store(false, Ordering::Relaxed);
-            }
-            Err(e) => {
-                if self.outage.is_none() {
-                    tracing::error!(
-                        error = %e,
-                        "the issuance record cannot be written: issuances are refused (503) until it can; refusals are dropped"
-                    );
-                    self.outage = Some((Instant::now(), 0));
-                }
-                self.shared.unavailable.store(true, Ordering::Relaxed);
-            }
+            Ok(()) => self.writable(),
+            Err(e) => self.unwritable(&e, 0),
         }
+    }
+
+    /// The record takes writes: ends an outage, logged once with how long it lasted.
+    fn writable(&mut self) {
+        if let Some((since, failures)) = self.outage.take() {
+            tracing::info!(
+                after_s = since.elapsed().as_secs(),
+                failed_commits = failures,
+                "the issuance record is writable again"
+            );
+        }
+        self.shared.unavailable.store(false, Ordering::Relaxed);
+    }
+
+    /// The record does not take writes: starts an outage (logged once, with its cause) or adds
+    /// `failed_commits` to the one under way.
+    fn unwritable(&mut self, e: &AuditError, failed_commits: u64) {
+        match &mut self.outage {
+            None => {
+                tracing::error!(
+                    error = %e,
+                    "the issuance record cannot be written: issuances are refused (503) until it can; refusals are dropped"
+                );
+                self.outage = Some((Instant::now(), failed_commits));
+            }
+            Some((_, failures)) => *failures += failed_commits,
+        }
+        self.shared.unavailable.store(true, Ordering::Relaxed);
     }
 
     fn commit(&mut self, durable: Vec<Pending>, refusals: Vec<Record>) {
@@ -110,14 +120,7 @@ impl Writer {
         }
         match result {
             Ok((start, lines, checkpoint)) => {
-                if let Some((since, failures)) = self.outage.take() {
-                    tracing::info!(
-                        after_s = since.elapsed().as_secs(),
-                        failed_commits = failures,
-                        "the issuance record is writable again"
-                    );
-                }
-                self.shared.unavailable.store(false, Ordering::Relaxed);
+                self.writable();
                 for (i, p) in durable.into_iter().enumerate() {
                     let _ = p.done.send(Ok(start + i as u64));
                 }
@@ -130,17 +133,7 @@ impl Writer {
                 self.export_checkpoint(&checkpoint);
             }
             Err(e) => {
-                match &mut self.outage {
-                    None => {
-                        tracing::error!(
-                            error = %e,
-                            "the issuance record cannot be written: issuances are refused (503) until it can; refusals are dropped"
-                        );
-                        self.outage = Some((Instant::now(), 1));
-                    }
-                    Some((_, failures)) => *failures += 1,
-                }
-                self.shared.unavailable.store(true, Ordering::Relaxed);
+                self.unwritable(&e, 1);
                 for p in durable {
                     let _ = p.done.send(Err(e.clone()));
                 }
