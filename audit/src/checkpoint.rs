@@ -129,7 +129,19 @@ pub fn latest_checkpoint(dir: &Path, audit_key_spki: &[u8]) -> Result<Option<Che
         )
         .optional()
         .map_err(storage)?;
-    row.map(|(size, head, time_ms, signature)| {
+    row.map(|(size, head, time_ms, signature)| Checkpoint::from_stored(size, head, time_ms, &signature, audit_key_spki))
+        .transpose()
+}
+
+impl Checkpoint {
+    /// A checkpoint row as either backend stores it (size, head, time, signature).
+    pub(crate) fn from_stored(
+        size: i64,
+        head: Vec<u8>,
+        time_ms: i64,
+        signature: &[u8],
+        audit_key_spki: &[u8],
+    ) -> Result<Checkpoint, AuditError> {
         let head: [u8; 32] = head
             .try_into()
             .map_err(|_| storage("a stored checkpoint head is not 32 bytes"))?;
@@ -137,9 +149,8 @@ pub fn latest_checkpoint(dir: &Path, audit_key_spki: &[u8]) -> Result<Option<Che
             size.max(0) as u64,
             &head,
             time_ms.max(0) as u64,
-            &signature,
+            signature,
             audit_key_spki,
         ))
-    })
-    .transpose()
+    }
 }

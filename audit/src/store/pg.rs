@@ -302,17 +302,14 @@ pub(crate) fn latest_checkpoint(db: &Postgres, spki: &[u8]) -> Result<Option<Che
             .await
             .map_err(|e| db.error(e))?;
         row.map(|r| {
-            let size: i64 = r.try_get(0).map_err(storage)?;
-            let head = hash32(r.try_get(1).map_err(storage)?, "checkpoint head")?;
-            let time_ms: i64 = r.try_get(2).map_err(storage)?;
             let signature: Vec<u8> = r.try_get(3).map_err(storage)?;
-            Ok(Checkpoint::new(
-                size.max(0) as u64,
-                &head,
-                time_ms.max(0) as u64,
+            Checkpoint::from_stored(
+                r.try_get(0).map_err(storage)?,
+                r.try_get(1).map_err(storage)?,
+                r.try_get(2).map_err(storage)?,
                 &signature,
                 spki,
-            ))
+            )
         })
         .transpose()
     })
