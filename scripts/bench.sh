@@ -5,6 +5,7 @@
 #   scripts/bench.sh --sustained     # 5 minutes, 16 clients, embedded CT log: drift and RSS curve
 #   scripts/bench.sh --smoke         # a few hundred requests against Keyless only, no peer build
 #   scripts/bench.sh --friendly      # the old friendly-shape bench (ES256 dev tokens, plain HTTP)
+#   scripts/bench.sh --replicas      # one replica on SQLite against one and three on PostgreSQL (issue 17)
 #
 # Options: --clients N (64)  --duration S (10)  --csr-percent P (50)  --warmup S (2)
 #          --sustained-seconds S (300)  --sustained-clients N (16)  --no-build
@@ -42,6 +43,7 @@ while [ $# -gt 0 ]; do
     --sustained) mode=sustained ;;
     --smoke) mode=smoke ;;
     --friendly) mode=friendly ;;
+    --replicas) mode=replicas ;;
     --clients) clients="$2"; shift ;;
     --duration) duration="$2"; shift ;;
     --csr-percent) csr_percent="$2"; shift ;;
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --perf) perf=1 ;;
     --friendly-args) friendly_args="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -71,9 +73,11 @@ fi
 # --- binaries: built once, then copied to a private folder (the target dir may be shared) ---
 work="$(mktemp -d "${TMPDIR:-/tmp}/keyless-bench.XXXXXX")"
 pids=()
+pg_stop=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$pg_stop" ]; then eval "$pg_stop" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -301,6 +305,143 @@ print(f"held: {float(l[1]) / float(f[1]):.2f} of the first window's certs/s; RSS
 print("target: holds the 10-s figures and RSS flat (< 64 MB):",
       "MET" if float(l[1]) >= 0.9 * float(f[1]) and max(rss) < 64 else "NOT MET",
       "(held = last window >= 90% of the first)")
+PY
+  exit 0
+fi
+
+# --- replicas: the cost of the shared record (issue 17) ---
+# The same bodies and generator; CT disabled so the record is what differs. Every configuration
+# sits behind the same layer-4 balancer (benchkit balance: connections round-robin over the
+# replicas, TLS passed through), so the balancer's cost is in every row. CPU is every keyless
+# process plus every PostgreSQL process, from /proc, over the timed window.
+if [ "$mode" = replicas ]; then
+  machine_facts
+  pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench.sh: PostgreSQL is missing (apt-get install postgresql)" >&2; exit 1; }
+  pgdir="$(mktemp -d "${TMPDIR:-/tmp}/keyless-bench-pg.XXXXXX")"
+  as_pg=()
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$pgdir"; as_pg=(runuser -u postgres --); fi
+  "${as_pg[@]}" "$pgbin/initdb" --auth=trust --username=postgres -D "$pgdir/data" >"$work/initdb.log" 2>&1 \
+    || { cat "$work/initdb.log" >&2; exit 1; }
+  pgport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w \
+    -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  pg_stop="${as_pg[*]} $pgbin/pg_ctl -D $pgdir/data -m immediate stop; rm -rf $pgdir"
+  psql() { "$pgbin/psql" -q -h 127.0.0.1 -p "$pgport" -U postgres "$@"; }
+  shared="$work/shared"
+  mkdir -p "$shared"
+  printf 'data_dir: .\nca:\n  file: {key: pki/key.pem, chain: pki/chain.pem}\n' >"$shared/ca.yaml"
+  (cd "$shared" && "$keyless" ca init --config ca.yaml >"$shared/ca-init.log" 2>&1) \
+    || { cat "$shared/ca-init.log" >&2; echo "bench.sh: keyless ca init failed" >&2; exit 1; }
+
+  # start_replica NAME RECORD(sqlite|postgres): appends to replica_pids and replica_addrs.
+  start_replica() {
+    local name="$1" record="$2" d="$work/$1" url=""
+    mkdir -p "$d"
+    cp "$work/tls.crt" "$work/tls.key" "$d/"
+    {
+      echo "listen: 127.0.0.1:0"
+      echo "data_dir: ."
+      echo "tls: {cert: tls.crt, key: tls.key}"
+      echo "ct_log: disabled"
+      echo "ca:"
+      echo "  file: {key: $shared/pki/key.pem, chain: $shared/pki/chain.pem}"
+      if [ "$record" = postgres ]; then
+        echo "audit: {key: $shared/audit-key.pem, postgres: {url: \"env:KEYLESS_AUDIT_DB\"}}"
+      fi
+      echo "issuers:"
+      echo "  - {url: \"$issuer_url\", type: email}"
+    } >"$d/keyless.yaml"
+    (cd "$d" && exec env KEYLESS_AUDIT_DB="postgres://postgres@127.0.0.1:$pgport/ca" KEYLESS_LOG="${KEYLESS_LOG:-info}" \
+      "$keyless" serve --config keyless.yaml >"$d/server.log" 2>&1) &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 200); do
+      kill -0 "$pid" 2>/dev/null || { cat "$d/server.log" >&2; echo "bench.sh: keyless ($name) exited early" >&2; exit 1; }
+      url="$(sed -n 's|^keyless: listening on https://\(127\.0\.0\.1:[0-9]*\)$|\1|p' "$d/server.log" | head -n1)"
+      if [ -n "$url" ] && curl -sf --cacert "$work/tls-ca.pem" "https://$url/healthz" >/dev/null 2>&1; then
+        replica_pids+=("$pid"); replica_addrs+=("$url")
+        return
+      fi
+      sleep 0.1
+    done
+    cat "$d/server.log" >&2; echo "bench.sh: keyless ($name) did not answer /healthz within 20 s" >&2; exit 1
+  }
+  # cpu_ms PIDS...: utime+stime of these processes and of every PostgreSQL process, in ms.
+  cpu_ms() {
+    local total=0 p t
+    local pg_main; pg_main="$(head -n1 "$pgdir/data/postmaster.pid" 2>/dev/null || true)"
+    for p in "$@" $pg_main $(pgrep -P "${pg_main:-1}" 2>/dev/null || true); do
+      t="$(cpu_ticks "$p" 2>/dev/null || echo 0)"
+      total=$((total + t))
+    done
+    echo $((total * 1000 / $(getconf CLK_TCK)))
+  }
+  # replica_run NAME N RECORD: N replicas behind the balancer, warm-up, then the timed run.
+  replica_run() {
+    local name="$1" n="$2" record="$3" tag i
+    tag="$(echo "$name" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9\n' '-')"
+    replica_pids=(); replica_addrs=()
+    if [ "$record" = postgres ]; then
+      psql -c "DROP DATABASE IF EXISTS ca" -c "CREATE DATABASE ca"
+    fi
+    rm -f "$shared/audit-key.pem"
+    for i in $(seq 1 "$n"); do start_replica "$tag-$i" "$record"; done
+    local backends=() a
+    for a in "${replica_addrs[@]}"; do backends+=(--backend "$a"); done
+    "$kit" balance "${backends[@]}" >"$work/lb-$tag.addr" 2>"$work/lb-$tag.log" &
+    local lb=$!
+    pids+=("$lb")
+    for _ in $(seq 1 100); do [ -s "$work/lb-$tag.addr" ] && break; sleep 0.05; done
+    server_url="https://$(head -n1 "$work/lb-$tag.addr")/api/v2/signingCert"
+    server_pid="${replica_pids[0]}"
+    server_ca="$work/tls-ca.pem"
+    "$kit" bodies --dir "$work" --count 4000 --csr-percent "$csr_percent" --tag "$tag-warm" --out "$work/warm.jsonl"
+    drive fulcio "$clients" "$warmup" "$work/warm.jsonl" "$work/warm.json"
+    local rate nb; rate="$(jget "$work/warm.json" ok_per_s)"
+    nb="$(python3 -c "import sys; print(int(max(float(sys.argv[1]), 500) * int(sys.argv[2]) * 1.6))" "$rate" "$duration")"
+    echo "   $name: warm-up $(printf '%.0f' "$rate") certs/s; writing $nb bodies before the clock"
+    "$kit" bodies --dir "$work" --count "$nb" --csr-percent "$csr_percent" --tag "$tag-run" --out "$work/run.jsonl"
+    local c0 c1 lb0 lb1; c0="$(cpu_ms "${replica_pids[@]}")"; lb0="$(cpu_ms_of "$lb")"
+    drive fulcio "$clients" "$duration" "$work/run.jsonl" "$work/$tag.json"
+    c1="$(cpu_ms "${replica_pids[@]}")"; lb1="$(cpu_ms_of "$lb")"
+    python3 - "$work/$tag.json" "$name" "$((c1 - c0))" "$((lb1 - lb0))" >>"$results" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = sum(v for k, v in r["statuses"].items() if not k.startswith("2")) + r["transport_errors"]
+ok = max(r["ok"], 1)
+flag = f"ERRORS {bad}: {r.get('sample_response') or r.get('first_error', '')}"[:160] if bad else ""
+if r["wrapped"]: flag += " WRAPPED (bodies reused)"
+print("\t".join(map(str, [sys.argv[2], r["ok_per_s"], r["lat_p50_ms"], r["lat_p99_ms"],
+      int(sys.argv[3]) / ok, int(sys.argv[4]) / ok, bad, r["machine_busy_frac"], flag])))
+PY
+    rm -f "$work/run.jsonl"
+    for p in "${replica_pids[@]}" "$lb"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  }
+  cpu_ms_of() { echo $(( $(cpu_ticks "$1" 2>/dev/null || echo 0) * 1000 / $(getconf CLK_TCK) )); }
+
+  echo "bodies: RS256 ID token + fresh P-256 key per request, ${csr_percent}% CSR; $clients clients, ${duration} s, TLS through a layer-4 balancer; CT disabled"
+  echo "== one replica, record on SQLite =="
+  replica_run "1 replica, SQLite" 1 sqlite
+  echo "== one replica, record on PostgreSQL =="
+  replica_run "1 replica, PostgreSQL" 1 postgres
+  echo "== three replicas, one record on PostgreSQL =="
+  replica_run "3 replicas, PostgreSQL" 3 postgres
+  python3 - "$results" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+base = rows[0]
+print()
+print("| configuration | certs/s | p50 ms | p99 ms | CPU-ms/cert (keyless + PostgreSQL) | balancer CPU-ms/cert | errors | certs/s vs 1 on SQLite | CPU/cert vs 1 on SQLite |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    name, cps, p50, p99, cpu, lb, bad = r[0], float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), int(r[6])
+    flag = f" ({r[8]})" if len(r) > 8 and r[8] else ""
+    print(f"| {name}{flag} | {cps:,.0f} | {p50:.1f} | {p99:.1f} | {cpu:.3f} | {lb:.3f} | {bad} | "
+          f"{cps / float(base[1]):.2f} | {cpu / float(base[4]):.2f} |")
+print("\nmachine busy during each timed window: " + ", ".join(f"{r[0]}: {float(r[7])*100:.0f}%" for r in rows))
+extra = float(rows[-1][4]) - float(base[4])
+print(f"the shared record's cost: {extra:+.3f} CPU-ms per certificate (three replicas on PostgreSQL against one on SQLite)")
 PY
   exit 0
 fi

@@ -43,6 +43,7 @@ fn app(limits: Limits) -> axum::Router {
             rate_limits: RateLimits::default(),
         },
         audit: None,
+        limiter: Default::default(),
         max_in_progress: 4,
     });
     let state = Arc::new(keyless_api::AppState::new(Arc::new(service), None));

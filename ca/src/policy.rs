@@ -78,3 +78,14 @@ pub fn permit<E>(
     charge(&principal).map_err(Refused::Limited)?;
     Ok(Permitted { principal })
 }
+
+/// [`permit`] with a limiter that waits (buckets shared by replicas in a database).
+pub async fn permit_async<E, F: Future<Output = Result<(), E>>>(
+    token: &VerifiedToken,
+    principal: Principal,
+    charge: impl FnOnce(&Principal) -> F,
+) -> Result<Permitted, Refused<E>> {
+    check(token).map_err(Refused::Policy)?;
+    charge(&principal).await.map_err(Refused::Limited)?;
+    Ok(Permitted { principal })
+}

@@ -123,6 +123,15 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// After the CA was replaced on purpose: bind the issuance record to this configuration's CA
+    /// chain. Until then every replica (and every restart) with the new chain refuses to start, so
+    /// a replica given the wrong key material cannot write a second CA's certificates into the
+    /// record.
+    AdoptCaChain {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Serve the read-only review page.
     Serve {
         /// Configuration file (YAML).
@@ -358,6 +367,18 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(findings(!found.is_empty()))
+        }
+        AuditCommand::AdoptCaChain { config } => {
+            let (cfg, _, source) = load_source(&config)?;
+            let chain = keyless_audit::store::CaChain::of(&ca_chain(&cfg)?);
+            let previous = keyless_audit::store::adopt_ca_chain(&source, &chain)?;
+            println!(
+                "the issuance record in {} is bound to the CA chain SHA-256 {}{}",
+                source.describe(),
+                chain.fingerprints(),
+                previous.map(|p| format!(" (it was {p})")).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Serve {
             config,

@@ -34,7 +34,15 @@ pub async fn run(path: &Path, token: Option<&str>, online: bool, strict: bool) -
     // Where decisions are recorded; a PostgreSQL URL is shown as its reference, never its value.
     let record = match (&config.audit.enabled, &config.audit.postgres) {
         (false, _) => "disabled".to_string(),
-        (true, Some(p)) => format!("postgresql, url from {:?}, pool_size {}", p.url, p.pool_size),
+        (true, Some(p)) => format!(
+            "postgresql, url from {:?}, pool_size {}{}; rate limits shared by every replica",
+            p.url,
+            p.pool_size,
+            p.ca_cert
+                .as_ref()
+                .map(|c| format!(", server verified against {}", c.display()))
+                .unwrap_or_default()
+        ),
         (true, None) => format!(
             "sqlite in {}",
             keyless_audit::store::audit_dir(&config.data_dir).display()

@@ -125,7 +125,7 @@ pub async fn start_embedded_log(
     let app = axum::Router::new()
         .nest(
             &format!("/{}", settings.prefix),
-            keyless_ctlog::http::router(log.clone(), settings.submissions),
+            keyless_ctlog::http::router(log.clone(), settings.submissions.clone()),
         )
         .layer(axum::middleware::from_fn_with_state(guard, keyless_api::protect::guard));
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -243,6 +243,15 @@ pub async fn build(config: &Config, addr: std::net::SocketAddr) -> anyhow::Resul
     }
     let dev_issuers: Vec<_> = issuers[configured..].to_vec();
     let oidc = OidcVerifier::new(&issuers)?;
+    let chain = keyless_audit::store::CaChain::of(ca.chain_der());
+    let audit = open_audit(config, chain)?;
+    let limiter = match postgres(config)? {
+        Some(db) if audit.is_some() => {
+            tracing::info!(database = %db.describe(), "rate limits are kept in the record's database, shared by every replica");
+            keyless_service::RateLimiter::shared(keyless_audit::store::SharedBuckets::new(&db)?)
+        }
+        _ => keyless_service::RateLimiter::default(),
+    };
     let service = Arc::new(Service::new(Parts {
         ca: Arc::new(ca),
         chain_pem,
@@ -253,7 +262,8 @@ pub async fn build(config: &Config, addr: std::net::SocketAddr) -> anyhow::Resul
             list: issuers,
             rate_limits: config.rate_limits,
         },
-        audit: open_audit(config)?,
+        audit,
+        limiter,
         max_in_progress: config.limits.max_concurrent_requests,
     }));
     Ok(Built {
@@ -411,8 +421,12 @@ pub async fn shut_down(built: Built) {
     tracing::info!("shut down");
 }
 
-/// Opens the issuance record in the data directory (refusing to start if it fails verification).
-fn open_audit(config: &Config) -> anyhow::Result<Option<keyless_audit::store::AuditLog>> {
+/// Opens the issuance record (refusing to start if it fails verification or was started under
+/// another CA chain).
+fn open_audit(
+    config: &Config,
+    chain: keyless_audit::store::CaChain,
+) -> anyhow::Result<Option<keyless_audit::store::AuditLog>> {
     if !config.audit.enabled {
         tracing::warn!("the issuance record is disabled (audit.enabled: false): decisions are not recorded");
         return Ok(None);
@@ -433,6 +447,7 @@ fn open_audit(config: &Config) -> anyhow::Result<Option<keyless_audit::store::Au
         checkpoint_export: config.audit.checkpoint_export.clone(),
         refusal_queue: config.audit.refusal_queue,
         postgres,
+        ca_chain: Some(chain),
     };
     let log = keyless_audit::store::AuditLog::open(&dir, options)
         .with_context(|| format!("opening the issuance record in {place}"))?;
@@ -451,9 +466,18 @@ fn postgres(config: &Config) -> anyhow::Result<Option<keyless_audit::store::Post
                 .url
                 .resolve()
                 .map_err(|e| anyhow::anyhow!("audit.postgres.url: {e}"))?;
+            let ca_cert_pem = p
+                .ca_cert
+                .as_ref()
+                .map(|path| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("audit.postgres.ca_cert: reading {}", path.display()))
+                })
+                .transpose()?;
             Ok(keyless_audit::store::Postgres {
                 url: url.expose().to_string(),
                 pool_size: p.pool_size,
+                ca_cert_pem,
             })
         })
         .transpose()

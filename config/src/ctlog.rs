@@ -50,7 +50,7 @@ impl Default for EmbeddedCtLog {
 }
 
 /// `ct_log.embedded.submissions`: what outside submitters may add to the embedded log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmissionLimits {
     /// Per source address (`None`: unlimited).
     pub per_address: Option<Bucket>,
@@ -58,6 +58,62 @@ pub struct SubmissionLimits {
     pub total: Option<Bucket>,
     /// Outside submissions waiting for the writer at once; more are answered 503.
     pub queue: usize,
+    /// `ca_addresses`: where the CA's own replicas submit from when the log runs on its own
+    /// (`keyless ctlog serve`). Their submissions are not outside ones: no bucket, no queue place,
+    /// as the in-process CA's never are; everyone else stays limited.
+    pub ca_addresses: Vec<AddressRange>,
+}
+
+/// An IP address or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`, `127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl AddressRange {
+    /// Parses `ADDR` or `ADDR/PREFIX`.
+    pub fn parse(s: &str) -> Result<AddressRange, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?,
+        };
+        Ok(AddressRange { addr, prefix })
+    }
+
+    /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| -> (u128, u32) {
+            match ip.to_canonical() {
+                std::net::IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
+                std::net::IpAddr::V6(a) => (u128::from(a), 128),
+            }
+        };
+        let ((net, width), (candidate, candidate_width)) = (bits(self.addr), bits(ip));
+        if width != candidate_width {
+            return false;
+        }
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
+        net & mask == candidate & mask
+    }
 }
 
 impl Default for SubmissionLimits {
@@ -76,6 +132,7 @@ impl Default for SubmissionLimits {
                 burst: 200,
             }),
             queue: 256,
+            ca_addresses: Vec::new(),
         }
     }
 }
@@ -162,6 +219,7 @@ struct RawSubmissions {
     per_address: Option<ops::RawBucket>,
     total: Option<ops::RawBucket>,
     queue: Option<usize>,
+    ca_addresses: Option<Vec<String>>,
 }
 
 impl RawSubmissions {
@@ -181,6 +239,12 @@ impl RawSubmissions {
                 ));
             }
             out.queue = q;
+        }
+        for a in self.ca_addresses.unwrap_or_default() {
+            out.ca_addresses.push(
+                AddressRange::parse(&a)
+                    .map_err(|e| ConfigError::rule("ct_log.embedded.submissions.ca_addresses", e))?,
+            );
         }
         Ok(out)
     }
@@ -329,6 +393,25 @@ fn check_origin(o: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_addresses_are_addresses_or_cidr_ranges() {
+        let r = |s: &str| AddressRange::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(r("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!r("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(r("127.0.0.1").contains(ip("127.0.0.1")) && !r("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(
+            r("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped IPv6 is IPv4"
+        );
+        assert!(r("2001:db8::/32").contains(ip("2001:db8:1::7")));
+        assert!(!r("2001:db8::/32").contains(ip("10.0.0.1")));
+        assert!(r("0.0.0.0/0").contains(ip("192.0.2.1")));
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.0/x", "::/129"] {
+            assert!(AddressRange::parse(bad).is_err(), "{bad}");
+        }
+    }
     use crate::Config;
 
     fn load(text: &str) -> Result<Config, ConfigError> {

@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use crate::ca::{
     CaConfig, ClientSigningAlgorithm, FileCaConfig, GeneratedCaConfig, Pkcs11CaConfig, Pkcs11Mechanism,
 };
-pub use crate::ctlog::{CtLogConfig, DEFAULT_CT_LISTEN, EmbeddedCtLog, RemoteCtLog, SubmissionLimits};
+pub use crate::ctlog::{AddressRange, CtLogConfig, DEFAULT_CT_LISTEN, EmbeddedCtLog, RemoteCtLog, SubmissionLimits};
 pub use crate::duration::parse_duration;
 pub use crate::error::{ConfigError, ConfigWarning};
 pub use crate::issuer::{

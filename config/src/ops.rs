@@ -177,6 +177,9 @@ pub struct AuditPostgres {
     pub url: SecretRef,
     /// Connections the writer keeps at most (default 4).
     pub pool_size: usize,
+    /// `audit.postgres.ca_cert`: the PEM bundle that a URL with `sslmode=require` verifies the
+    /// server against (instead of the system roots). Read at start-up.
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +187,7 @@ pub struct AuditPostgres {
 pub(crate) struct RawAuditPostgres {
     url: String,
     pool_size: Option<usize>,
+    ca_cert: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -233,7 +237,11 @@ impl RawAudit {
                 if pool_size == 0 {
                     return Err(ConfigError::rule("audit.postgres.pool_size", "must be above zero"));
                 }
-                Some(AuditPostgres { url, pool_size })
+                Some(AuditPostgres {
+                    url,
+                    pool_size,
+                    ca_cert: p.ca_cert.map(|c| resolve(base, &c)),
+                })
             }
         };
         Ok(AuditConfig {
@@ -457,11 +465,18 @@ mod tests {
             a.postgres,
             Some(AuditPostgres {
                 url: SecretRef::Env("KEYLESS_AUDIT_DB".into()),
-                pool_size: 4
+                pool_size: 4,
+                ca_cert: None,
             })
         );
-        let a = raw("postgres: {url: 'file:/run/secrets/db', pool_size: 8}").unwrap();
-        assert_eq!(a.postgres.map(|p| p.pool_size), Some(8));
+        let a = raw("postgres: {url: 'file:/run/secrets/db', pool_size: 8, ca_cert: db-ca.pem}").unwrap();
+        let p = a.postgres.unwrap();
+        assert_eq!(p.pool_size, 8);
+        assert_eq!(
+            p.ca_cert,
+            Some(PathBuf::from("/etc/keyless/db-ca.pem")),
+            "relative to the file"
+        );
         let err = raw("postgres: {url: 'postgres://u:hunter2@db/keyless'}").unwrap_err();
         assert!(err.contains("audit.postgres.url") && !err.contains("hunter2"), "{err}");
         let err = raw("postgres: {url: 'env:DB', pool_size: 0}").unwrap_err();

@@ -30,6 +30,7 @@ async fn outside_submissions_are_counted_by_outcome() {
         }),
         total: None,
         queue: 8,
+        ca_addresses: Vec::new(),
     };
     let base = serve(log, limits).await;
     let http = reqwest::Client::new();

@@ -58,6 +58,7 @@ fn setup(limits: Limits) -> Setup {
             rate_limits: RateLimits::default(),
         },
         audit: None,
+        limiter: Default::default(),
         max_in_progress: 4,
     }));
     let (stop, stopping) = watch::channel(false);

@@ -142,9 +142,11 @@ async fn decide(
     facts.kind = Some(principal.kind().as_str());
     facts.subject = Some(principal.san().value().to_string());
     let limits = issuers.rate_limits.with(&token.issuer().options.rate_limits);
-    let permitted: Permitted = keyless_ca::policy::permit(&token, principal, |p| {
-        state.limiter.check(p.issuer_url(), p.rate_key(), limits, Instant::now())
+    let permitted: Permitted = keyless_ca::policy::permit_async(&token, principal, |p| {
+        let (issuer, owner) = (p.issuer_url().to_string(), p.rate_key().to_string());
+        async move { state.limiter.check(&issuer, &owner, limits, Instant::now()).await }
     })
+    .await
     .map_err(|refused| match refused {
         Refused::Policy(e) => {
             tracing::warn!(issuer = facts.issuer.as_deref(), subject = facts.subject.as_deref(), cause = %e, "refused by policy");

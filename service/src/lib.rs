@@ -68,6 +68,8 @@ pub struct Parts {
     pub issuers: IssuerSet,
     /// The issuance record (`None` when `audit.enabled` is false).
     pub audit: Option<AuditLog>,
+    /// The rate limiter: in memory, or shared by replicas through the record's database.
+    pub limiter: RateLimiter,
     /// Issuances in progress at most (they outlive their requests, so they are bounded on their own).
     pub max_in_progress: usize,
 }
@@ -93,7 +95,7 @@ impl Service {
             ct_log: parts.ct_log,
             ct_probe: parts.ct_probe,
             issuers: RwLock::new(Arc::new(parts.issuers)),
-            limiter: RateLimiter::default(),
+            limiter: parts.limiter,
             audit: parts.audit,
             issuing: Arc::new(tokio::sync::Semaphore::new(parts.max_in_progress.max(1))),
         }

@@ -228,6 +228,36 @@ impl PgCluster {
         .to_string()
     }
 
+    /// Restarts the server with TLS (`cert_pem` and `key_pem` as its certificate and key) and
+    /// accepts only encrypted connections on loopback from then on.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        self.stop();
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        if self.as_postgres {
+            for f in ["server.crt", "server.key", "pg_hba.conf", "postgresql.conf"] {
+                check(
+                    "chown",
+                    Command::new("chown").arg("postgres:").arg(data.join(f)).output(),
+                );
+            }
+        }
+        check(
+            "chmod",
+            Command::new("chmod").arg("600").arg(data.join("server.key")).output(),
+        );
+        self.start();
+    }
+
     /// Creates a database and returns its URL.
     pub fn create_db(&self, name: &str) -> String {
         self.sql("postgres", &format!("CREATE DATABASE {name}"));

@@ -358,6 +358,7 @@ fn unlimited() -> SubmissionLimits {
         per_address: None,
         total: None,
         queue: 100_000,
+        ca_addresses: Vec::new(),
     }
 }
 

@@ -38,12 +38,17 @@ pub use crate::files::{audit_dir, db_path, default_key_path, public_key_path};
 use crate::files::{pem_public_key, read_spki_file};
 use crate::record::Record;
 
+mod binding;
+mod buckets;
 pub(crate) mod pg;
+mod pg_tls;
 mod queue;
 #[cfg(test)]
 mod tests;
 mod writer;
 
+pub use self::binding::{CaChain, adopt as adopt_ca_chain};
+pub use self::buckets::SharedBuckets;
 pub use self::pg::{Postgres, SCHEMA_VERSION};
 use self::writer::Backend;
 
@@ -94,7 +99,8 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, AuditError> {
          CREATE TABLE IF NOT EXISTS records (
              seq INTEGER PRIMARY KEY, json TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS checkpoints (
-             size INTEGER PRIMARY KEY, head BLOB NOT NULL, time_ms INTEGER NOT NULL, signature BLOB NOT NULL);",
+             size INTEGER PRIMARY KEY, head BLOB NOT NULL, time_ms INTEGER NOT NULL, signature BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )
     .map_err(storage)?;
     Ok(conn)
@@ -126,6 +132,9 @@ pub struct AuditOptions {
     /// Keep the record on PostgreSQL (shared by replicas) instead of SQLite in the directory;
     /// the directory still holds the public key.
     pub postgres: Option<Postgres>,
+    /// The CA chain this process issues under: bound to the record by its first writer, and
+    /// checked against it by every later one (see [`CaChain`]).
+    pub ca_chain: Option<CaChain>,
 }
 
 impl Default for AuditOptions {
@@ -136,6 +145,7 @@ impl Default for AuditOptions {
             checkpoint_export: None,
             refusal_queue: 10_000,
             postgres: None,
+            ca_chain: None,
         }
     }
 }
@@ -206,6 +216,12 @@ impl AuditLog {
                     ))
                     .unwrap_or_default()
             )));
+        }
+        if let Some(chain) = &options.ca_chain {
+            match &backend {
+                Backend::Sqlite(conn, _) => binding::bind_sqlite(conn, chain, &place)?,
+                Backend::Postgres(w) => w.bind_chain(chain)?,
+            }
         }
         // Only a key that verifies the record gets its public half published for verifiers.
         let pub_path = public_key_path(dir);

@@ -18,8 +18,12 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::TryStreamExt as _;
 use keyless_ca::Signer;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
+use super::pg_tls::MakeRustls;
+
+use super::binding::{CaChain, META_KEY};
 use crate::AuditError;
 use crate::checkpoint::{Checkpoint, checkpoint_signed_data};
 use crate::record::{Record, chain_hash};
@@ -39,13 +43,20 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 const MIGRATION_LOCK: i64 = 0x6b65_796c_6573_7361;
 
 /// The schema, one migration per entry; version N is the first N entries.
-const MIGRATIONS: &[&str] = &["CREATE TABLE records (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE records (
         seq BIGINT PRIMARY KEY, json TEXT NOT NULL, prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL);
      CREATE TABLE checkpoints (
         size BIGINT PRIMARY KEY, head BYTEA NOT NULL, time_ms BIGINT NOT NULL, signature BYTEA NOT NULL);
      CREATE TABLE head (
         id INT PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, hash BYTEA NOT NULL);
-     INSERT INTO head (id, size, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));"];
+     INSERT INTO head (id, size, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));",
+    // 2: the CA chain bound to the record, and the rate-limit buckets shared by replicas.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE rate_buckets (
+        key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, granted BOOLEAN NOT NULL,
+        updated TIMESTAMPTZ NOT NULL);",
+];
 
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -54,10 +65,13 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// and [`Postgres::describe`] show only the host and database.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Postgres {
-    /// `postgres://user:password@host:port/db` (or the key=value form).
+    /// `postgres://user:password@host:port/db` (or the key=value form); `sslmode=require`
+    /// connects over TLS and verifies the server (see `pg_tls`).
     pub url: String,
     /// Connections the writer's pool keeps at most.
     pub pool_size: usize,
+    /// PEM roots for the server's certificate (`audit.postgres.ca_cert`); `None`: the system's.
+    pub ca_cert_pem: Option<String>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -86,7 +100,7 @@ impl Postgres {
         }
     }
 
-    fn config(&self) -> Result<tokio_postgres::Config, AuditError> {
+    pub(super) fn config(&self) -> Result<tokio_postgres::Config, AuditError> {
         let mut c: tokio_postgres::Config = self
             .url
             .parse()
@@ -101,13 +115,56 @@ impl Postgres {
         Ok(c)
     }
 
+    /// The TLS connector the URL asks for: rustls for `sslmode=require`, none otherwise. A CA
+    /// bundle without `sslmode=require` is refused rather than silently unused.
+    fn tls(&self, config: &tokio_postgres::Config) -> Result<Option<MakeRustls>, AuditError> {
+        match (config.get_ssl_mode(), &self.ca_cert_pem) {
+            (SslMode::Require, pem) => MakeRustls::new(pem.as_deref()).map(Some),
+            (_, Some(_)) => Err(AuditError::Setup(
+                "audit.postgres.ca_cert is set but the URL does not say sslmode=require: add it, or drop ca_cert"
+                    .into(),
+            )),
+            (_, None) => Ok(None),
+        }
+    }
+
     async fn connect(&self) -> Result<Client, AuditError> {
-        let (client, connection) = self.config()?.connect(NoTls).await.map_err(|e| self.error(e))?;
-        tokio::spawn(connection);
+        let config = self.config()?;
+        let client = match self.tls(&config)? {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await.map_err(|e| self.error(e))?;
+                tokio::spawn(connection);
+                client
+            }
+            None => {
+                let (client, connection) = config.connect(NoTls).await.map_err(|e| self.error(e))?;
+                tokio::spawn(connection);
+                client
+            }
+        };
         Ok(client)
     }
 
-    fn error(&self, e: tokio_postgres::Error) -> AuditError {
+    /// A pool of at most `pool_size` connections made from `config`, on the runtime that uses it.
+    pub(super) fn pool(&self, config: tokio_postgres::Config) -> Result<Pool, AuditError> {
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match self.tls(&config)? {
+            Some(tls) => Manager::from_config(config, tls, recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
+        Pool::builder(manager)
+            .max_size(self.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| AuditError::Setup(format!("audit.postgres: {e}")))
+    }
+
+    pub(super) fn error(&self, e: tokio_postgres::Error) -> AuditError {
         match pg(e) {
             AuditError::Unavailable(m) => AuditError::Unavailable(format!("{}: {m}", self.describe())),
             AuditError::Storage(m) => AuditError::Storage(format!("{}: {m}", self.describe())),
@@ -136,7 +193,17 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> AuditError {
     };
     let text = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // With the causes: "error performing TLS handshake" alone does not say the certificate
+        // was refused, nor "error connecting to server" why.
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     };
     if outage {
         AuditError::Unavailable(text)
@@ -229,8 +296,18 @@ fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], AuditError> {
         .map_err(|_| storage(format!("a stored {what} is not 32 bytes")))
 }
 
-async fn verify_with(client: &Client, check: &mut ChainCheck, db: &Postgres) -> Result<(), AuditError> {
-    let rows = client
+/// Reads the records and checkpoints into `check` from one snapshot: other replicas commit while
+/// this reads, and a checkpoint committed after the records were read would sign records this
+/// reader never saw.
+async fn verify_with(client: &mut Client, check: &mut ChainCheck, db: &Postgres) -> Result<(), AuditError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| db.error(e))?;
+    let rows = tx
         .query_raw(
             "SELECT seq, json, prev_hash, hash FROM records ORDER BY seq",
             std::iter::empty::<i64>(),
@@ -245,7 +322,7 @@ async fn verify_with(client: &Client, check: &mut ChainCheck, db: &Postgres) -> 
         let hash: Vec<u8> = row.try_get(3).map_err(storage)?;
         check.record(seq, &json, &prev, &hash);
     }
-    let rows = client
+    let rows = tx
         .query_raw(
             "SELECT size, head, time_ms, signature FROM checkpoints ORDER BY size",
             std::iter::empty::<i64>(),
@@ -260,15 +337,15 @@ async fn verify_with(client: &Client, check: &mut ChainCheck, db: &Postgres) -> 
         let signature: Vec<u8> = row.try_get(3).map_err(storage)?;
         check.checkpoint(size, head, time_ms, &signature);
     }
-    Ok(())
+    tx.commit().await.map_err(|e| db.error(e))
 }
 
 /// `keyless audit verify` on PostgreSQL: the same check as on SQLite.
 pub(crate) fn verify(db: &Postgres, spki: &[u8], anchor: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
     let mut check = ChainCheck::new(spki, anchor)?;
     run(async {
-        let client = reader(db).await?;
-        verify_with(&client, &mut check, db).await
+        let mut client = reader(db).await?;
+        verify_with(&mut client, &mut check, db).await
     })?;
     Ok(check.finish())
 }
@@ -315,6 +392,30 @@ pub(crate) fn latest_checkpoint(db: &Postgres, spki: &[u8]) -> Result<Option<Che
     })
 }
 
+/// `keyless audit adopt-ca-chain` on PostgreSQL (migrating first, like a starting replica).
+pub(crate) fn adopt_chain(db: &Postgres, chain: &CaChain) -> Result<Option<String>, AuditError> {
+    run(async {
+        let mut client = db.connect().await?;
+        migrate(&mut client, db).await?;
+        let tx = client.transaction().await.map_err(|e| db.error(e))?;
+        let previous = tx
+            .query_opt("SELECT value FROM meta WHERE key = $1 FOR UPDATE", &[&META_KEY])
+            .await
+            .map_err(|e| db.error(e))?
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()
+            .map_err(storage)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&META_KEY, &chain.fingerprints()],
+        )
+        .await
+        .map_err(|e| db.error(e))?;
+        tx.commit().await.map_err(|e| db.error(e))?;
+        Ok(previous)
+    })
+}
+
 /// The writer's side: a private current-thread runtime (driven only while the writer thread
 /// works) and a connection pool on it.
 pub(super) struct PgWriter {
@@ -337,25 +438,12 @@ impl PgWriter {
     /// Connects, migrates and returns the writer with the record's current size. Fails when the
     /// server cannot be reached: a replica without its record cannot issue.
     pub(super) fn open(db: &Postgres) -> Result<(PgWriter, u64), AuditError> {
+        // The pool first: a runtime must not be dropped (on an error) inside an async opener.
+        let pool = db.pool(db.config()?)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| AuditError::Setup(format!("cannot start the audit writer's runtime: {e}")))?;
-        let manager = Manager::from_config(
-            db.config()?,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(db.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| AuditError::Setup(format!("audit.postgres: {e}")))?;
         let writer = PgWriter {
             db: db.clone(),
             rt: Some(rt),
@@ -400,10 +488,32 @@ impl PgWriter {
     pub(super) fn verify(&self, spki: &[u8], anchor: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
         let mut check = ChainCheck::new(spki, anchor)?;
         self.block_on(async {
-            let client = self.client().await?;
-            verify_with(&client, &mut check, &self.db).await
+            let mut client = self.client().await?;
+            verify_with(&mut client, &mut check, &self.db).await
         })?;
         Ok(check.finish())
+    }
+
+    /// Binds `chain` to the record on first use, or checks it against the bound one (replicas
+    /// starting together with the same chain both pass: the first insert wins, the second reads it).
+    pub(super) fn bind_chain(&self, chain: &CaChain) -> Result<(), AuditError> {
+        let stored = self.block_on(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    &[&META_KEY, &chain.fingerprints()],
+                )
+                .await
+                .map_err(|e| self.db.error(e))?;
+            client
+                .query_one("SELECT value FROM meta WHERE key = $1", &[&META_KEY])
+                .await
+                .map_err(|e| self.db.error(e))?
+                .try_get::<_, String>(0)
+                .map_err(storage)
+        })?;
+        chain.check(&stored, &self.db.describe())
     }
 
     /// Where the record is, for messages.

@@ -331,3 +331,49 @@ async fn the_anchor_catches_records_removed_together_with_their_checkpoints() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_record_is_bound_to_the_ca_chain_of_its_first_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |chain: &[&[u8]]| AuditOptions {
+        ca_chain: Some(CaChain::of(&chain.iter().map(|c| c.to_vec()).collect::<Vec<_>>())),
+        ..AuditOptions::default()
+    };
+    let first = with(&[b"issuing A", b"root"]);
+    let log = AuditLog::open(dir.path(), first.clone()).unwrap();
+    log.append_durable(durable(0, "a")).await.unwrap();
+    close(log);
+    // A restart with the same chain, and an opener that does not say, are both let in.
+    close(AuditLog::open(dir.path(), first.clone()).unwrap());
+    close(AuditLog::open(dir.path(), AuditOptions::default()).unwrap());
+
+    // Another issuing CA under the same root is refused, naming both chains and the way out.
+    let second = with(&[b"issuing B", b"root"]);
+    let err = AuditLog::open(dir.path(), second.clone()).unwrap_err().to_string();
+    let (a, b) = (
+        first.ca_chain.as_ref().unwrap().fingerprints().to_string(),
+        second.ca_chain.as_ref().unwrap().fingerprints().to_string(),
+    );
+    assert!(
+        err.contains(&a) && err.contains(&b) && err.contains("keyless audit adopt-ca-chain"),
+        "{err}"
+    );
+    assert!(
+        a.ends_with(b.split(',').nth(1).unwrap()),
+        "one fingerprint per certificate"
+    );
+
+    // Adopting the new chain on purpose: the new one is let in, the old one refused.
+    let source = RecordSource::Sqlite(dir.path().to_path_buf());
+    let previous = adopt_ca_chain(&source, second.ca_chain.as_ref().unwrap()).unwrap();
+    assert_eq!(previous.as_deref(), Some(a.as_str()));
+    assert_eq!(
+        adopt_ca_chain(&source, second.ca_chain.as_ref().unwrap()).unwrap(),
+        None,
+        "no change"
+    );
+    close(AuditLog::open(dir.path(), second).unwrap());
+    assert!(AuditLog::open(dir.path(), first).is_err());
+    let report = verify_dir(dir.path(), &spki(dir.path()), None).unwrap();
+    assert_eq!((report.records, report.first_bad), (1, None));
+}

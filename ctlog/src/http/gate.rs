@@ -118,8 +118,12 @@ impl Gate {
     }
 
     /// Takes a place in the queue and a token from the source's bucket and from the total one
-    /// (both or neither), or says why not.
-    pub(super) fn admit(&self, peer: Option<IpAddr>, now: Instant) -> Result<OwnedSemaphorePermit, Refusal> {
+    /// (both or neither), or says why not. The CA's own replicas ([`SubmissionLimits::ca_addresses`])
+    /// are admitted without either (`None`).
+    pub(super) fn admit(&self, peer: Option<IpAddr>, now: Instant) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+        if peer.is_some_and(|ip| self.limits.ca_addresses.iter().any(|r| r.contains(ip))) {
+            return Ok(None);
+        }
         let permit = self.queue.clone().try_acquire_owned().map_err(|_| Refusal::QueueFull)?;
         let mut guard = self.buckets.lock().expect("poisoned");
         let b = &mut *guard;
@@ -172,7 +176,7 @@ impl Gate {
         if let Some(slot) = source {
             slot.tokens -= 1.0;
         }
-        Ok(permit)
+        Ok(Some(permit))
     }
 }
 
@@ -185,6 +189,7 @@ mod tests {
             per_address,
             total,
             queue,
+            ca_addresses: Vec::new(),
         }
     }
 

@@ -116,6 +116,7 @@ pub fn unlimited() -> SubmissionLimits {
         per_address: None,
         total: None,
         queue: 100_000,
+        ca_addresses: Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! keyless-benchkit issuer --dir D     # loopback OIDC issuer (discovery + JWKS, RS256); runs until killed
 //! keyless-benchkit tls --dir D        # a private CA and a 127.0.0.1 server certificate for Keyless's `tls:`
 //! keyless-benchkit bodies --dir D --count N --csr-percent 50 --shape fulcio --tag T --out F
+//! keyless-benchkit balance --backend 127.0.0.1:P1 --backend 127.0.0.1:P2 ...   # prints its address
 //! ```
 //!
 //! `bodies` writes one JSON request body a line, the shape real clients send: every body has its
@@ -76,6 +77,13 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         clients: usize,
     },
+    /// A layer-4 load balancer in front of replicas, as a Kubernetes Service or an L4 cloud
+    /// balancer is: each accepted TCP connection goes to the next backend in turn and is relayed
+    /// as bytes (TLS passes through). Prints `127.0.0.1:PORT`, then runs until killed.
+    Balance {
+        #[arg(long, required = true)]
+        backend: Vec<std::net::SocketAddr>,
+    },
     /// Write request bodies, one JSON object a line.
     Bodies {
         /// The directory `issuer` wrote its key and URL into.
@@ -118,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Stepca { dir, out } => stepca(&dir, &out),
+        Cmd::Balance { backend } => balance(backend),
         Cmd::Replay {
             url,
             cafile,
@@ -364,6 +373,28 @@ fn stepca(dir: &Path, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out.join("ca.json"), serde_json::to_string_pretty(&cfg)?)?;
     println!("{port}");
     Ok(())
+}
+
+fn balance(backends: Vec<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let mut next = 0usize;
+        loop {
+            let (mut inbound, _) = listener.accept().await?;
+            let backend = backends[next % backends.len()];
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
 }
 
 fn replay(url: &str, cafile: &Path, bodies: &Path, clients: usize) -> anyhow::Result<()> {
