@@ -13,7 +13,8 @@ set -eu
 : "${KEYLESS_HSM_SO_PIN:?KEYLESS_HSM_SO_PIN is not set}"
 : "${SOFTHSM2_CONF:?SOFTHSM2_CONF is not set}"
 
-config=/etc/keyless/keyless.yaml
+# The ceremony reads this configuration (compose.replicas.yaml points it at the CT log's).
+config=${KEYLESS_CONFIG:-/etc/keyless/keyless.yaml}
 chain=/var/lib/keyless/ca-chain.pem
 label=keyless
 

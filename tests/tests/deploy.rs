@@ -30,9 +30,11 @@ fn yaml(text: &str) -> Value {
 //
 // Exactly the subset of Go templates the chart uses: `{{ PATH }}` with PATH one of `.Values.a.b`,
 // `.Release.Name|Namespace`, `.Chart.Name|Version|AppVersion`; `{{ PATH | quote }}`;
-// `{{ toYaml PATH | nindent N }}`; `{{ if PATH }}`, `{{ if not PATH }}`, `{{ else }}`, `{{ end }}`
-// (at most two levels deep); and the `{{-` / `-}}` whitespace trimming. Anything else panics, so
-// a template that needs more of Helm fails here first.
+// `{{ toYaml PATH | nindent N }}`; `{{ if EXPR }}`, `{{ else }}`, `{{ end }}` (at most three
+// levels deep); `{{ fail "message" }}`; `{{/* comments */}}`; and the `{{-` / `-}}` whitespace
+// trimming. EXPR is a PATH, a number, a "string", or a call of `not`, `and`, `or` (which stop at
+// the first deciding argument, as Helm's do), `gt`, `int` or `kindIs`, with parentheses. Anything
+// else panics, so a template that needs more of Helm fails here first.
 
 fn lookup<'a>(scope: &'a Value, path: &str) -> &'a Value {
     let path = path
@@ -58,6 +60,136 @@ fn scalar(v: &Value, what: &str) -> String {
         Value::Bool(_) | Value::Number(_) => v.to_string(),
         _ => panic!("{what} is {v}, not a scalar"),
     }
+}
+
+/// The words of an action: `(`, `)`, "string literals" (unquoted, with `\"` and `\\`), and the
+/// rest split at whitespace.
+fn tokens(action: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = action.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                chars.next();
+            }
+            '(' | ')' => {
+                out.push(c.to_string());
+                chars.next();
+            }
+            '"' => {
+                chars.next();
+                let mut lit = String::from("\"");
+                loop {
+                    match chars.next().expect("unterminated string") {
+                        '"' => break,
+                        '\\' => lit.push(chars.next().expect("unterminated string")),
+                        c => lit.push(c),
+                    }
+                }
+                out.push(lit);
+            }
+            _ => {
+                let mut word = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || c == '(' || c == ')' {
+                        break;
+                    }
+                    word.push(c);
+                    chars.next();
+                }
+                out.push(word);
+            }
+        }
+    }
+    out
+}
+
+/// An expression tree: a value, or a function applied to its arguments.
+enum Expr {
+    Lit(Value),
+    Call(String, Vec<Expr>),
+}
+
+/// One operand at `toks[*at..]`: a parenthesised call, a literal or a path.
+fn operand(toks: &[String], at: &mut usize, scope: &Value) -> Expr {
+    let t = &toks[*at];
+    *at += 1;
+    if t == "(" {
+        let e = call(toks, at, scope);
+        assert_eq!(toks.get(*at).map(String::as_str), Some(")"), "unbalanced parentheses");
+        *at += 1;
+        e
+    } else if let Some(s) = t.strip_prefix('"') {
+        Expr::Lit(Value::from(s))
+    } else if t.starts_with('.') {
+        Expr::Lit(lookup(scope, t).clone())
+    } else if let Ok(n) = t.parse::<i64>() {
+        Expr::Lit(Value::from(n))
+    } else {
+        panic!("unsupported operand {t:?}")
+    }
+}
+
+/// A function and its arguments up to `)` or the end, or a lone operand.
+fn call(toks: &[String], at: &mut usize, scope: &Value) -> Expr {
+    let name = toks[*at].clone();
+    if !["not", "and", "or", "gt", "int", "kindIs"].contains(&name.as_str()) {
+        return operand(toks, at, scope);
+    }
+    *at += 1;
+    let mut args = Vec::new();
+    while *at < toks.len() && toks[*at] != ")" {
+        args.push(operand(toks, at, scope));
+    }
+    Expr::Call(name, args)
+}
+
+fn eval(e: &Expr) -> Value {
+    let number = |v: &Value| -> f64 {
+        match v {
+            Value::Number(n) => n.as_f64().unwrap(),
+            Value::String(s) => s.parse().unwrap_or(0.0),
+            Value::Null => 0.0,
+            _ => panic!("{v} is not a number"),
+        }
+    };
+    let Expr::Call(name, args) = e else {
+        let Expr::Lit(v) = e else { unreachable!() };
+        return v.clone();
+    };
+    match (name.as_str(), args.as_slice()) {
+        ("not", [a]) => Value::Bool(!truthy(&eval(a))),
+        // Helm's `and` / `or` return the deciding argument and evaluate no further.
+        ("and", [first, rest @ ..]) => rest
+            .iter()
+            .fold(eval(first), |v, a| if truthy(&v) { eval(a) } else { v }),
+        ("or", [first, rest @ ..]) => rest
+            .iter()
+            .fold(eval(first), |v, a| if truthy(&v) { v } else { eval(a) }),
+        ("gt", [a, b]) => Value::Bool(number(&eval(a)) > number(&eval(b))),
+        ("int", [a]) => Value::from(number(&eval(a)) as i64),
+        ("kindIs", [k, a]) => {
+            let kind = match eval(a) {
+                Value::Object(_) => "map",
+                Value::String(_) => "string",
+                Value::Array(_) => "slice",
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "float64",
+                Value::Null => "invalid",
+            };
+            Value::Bool(eval(k) == kind)
+        }
+        _ => panic!("unsupported call {name} with {} arguments", args.len()),
+    }
+}
+
+/// Evaluates the expression of `if EXPR`.
+fn condition(expr: &str, scope: &Value) -> bool {
+    let toks = tokens(expr);
+    let mut at = 0;
+    let e = call(&toks, &mut at, scope);
+    assert_eq!(at, toks.len(), "trailing words in {expr:?}");
+    truthy(&eval(&e))
 }
 
 /// Block-style YAML with JSON scalars (valid YAML, and unambiguous), no trailing newline: what
@@ -104,7 +236,8 @@ fn on(frames: &[Frame]) -> bool {
     frames.last().is_none_or(|&(outer, cond, els)| outer && cond != els)
 }
 
-fn render(template: &str, scope: &Value) -> String {
+/// The rendered text, or the message of the `fail` that stopped it (as `helm template` stops).
+fn render(template: &str, scope: &Value) -> Result<String, String> {
     let mut out = String::new();
     let mut frames: Vec<Frame> = Vec::new();
     let mut rest = template;
@@ -133,13 +266,28 @@ fn render(template: &str, scope: &Value) -> String {
         if on(&frames) {
             out.push_str(text);
         }
+        if action.starts_with("/*") {
+            assert!(action.ends_with("*/"), "unclosed comment {action:?}");
+            continue;
+        }
+        if let Some(expr) = action.strip_prefix("if ") {
+            let cond = on(&frames) && condition(expr, scope);
+            frames.push((on(&frames), cond, false));
+            assert!(frames.len() <= 3, "`if` nested deeper than 3 levels");
+            continue;
+        }
+        if let Some(msg) = action.strip_prefix("fail ") {
+            if on(&frames) {
+                let toks = tokens(msg);
+                match toks.as_slice() {
+                    [m] if m.starts_with('"') => return Err(m[1..].to_string()),
+                    _ => panic!("`fail` takes one string: {action:?}"),
+                }
+            }
+            continue;
+        }
         let words: Vec<&str> = action.split_whitespace().collect();
         match words.as_slice() {
-            ["if", "not", p] | ["if", p] => {
-                let cond = truthy(lookup(scope, p)) != (words.len() == 3);
-                frames.push((on(&frames), cond, false));
-                assert!(frames.len() <= 2, "`if` nested deeper than 2 levels");
-            }
             ["else"] => frames.last_mut().expect("`else` without `if`").2 = true,
             ["end"] => {
                 frames.pop().expect("`end` without `if`");
@@ -159,20 +307,42 @@ fn render(template: &str, scope: &Value) -> String {
         }
     }
     assert!(frames.is_empty(), "`if` without `end`");
-    out
+    Ok(out)
 }
 
-/// Renders every template of the chart with values.yaml plus `overrides` (dotted paths), and
-/// returns every document.
-fn render_chart(overrides: &[(&str, Value)]) -> Vec<Value> {
+/// Helm's merge of a values file over another: maps merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Renders every template of the chart with values.yaml, then the values `files` (paths under the
+/// chart, as `helm -f`), then `overrides` (dotted paths, as `--set`; `null` removes the key), and
+/// returns every document, or the message of a `fail`.
+fn try_render_chart(files: &[&str], overrides: &[(&str, Value)]) -> Result<Vec<Value>, String> {
     let chart_dir = repo().join("deploy/helm/keyless");
     let mut values = yaml(&read("deploy/helm/keyless/values.yaml"));
+    for file in files {
+        merge(&mut values, &yaml(&read(&format!("deploy/helm/keyless/{file}"))));
+    }
     for (path, v) in overrides {
+        let (parent, last) = path.rsplit_once('.').map_or(("", *path), |(p, l)| (p, l));
         let mut at = &mut values;
-        for k in path.split('.') {
+        for k in parent.split('.').filter(|k| !k.is_empty()) {
             at = &mut at[k];
         }
-        *at = v.clone();
+        if v.is_null() {
+            // As `--set key=null`: the key is gone.
+            at.as_object_mut().map(|m| m.remove(last));
+        } else {
+            at[last] = v.clone();
+        }
     }
     let chart = yaml(&read("deploy/helm/keyless/Chart.yaml"));
     let scope = json!({
@@ -188,12 +358,17 @@ fn render_chart(overrides: &[(&str, Value)]) -> Vec<Value> {
     let mut docs = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let rendered = render(&text, &scope);
+        let rendered = render(&text, &scope)?;
         let parsed: Vec<Value> = serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&rendered)
             .unwrap_or_else(|e| panic!("{} renders to invalid YAML: {e}\n{rendered}", file.display()));
         docs.extend(parsed.into_iter().filter(|d| !d.is_null()));
     }
-    docs
+    Ok(docs)
+}
+
+/// [`try_render_chart`] with values.yaml alone and `overrides`, which must render.
+fn render_chart(overrides: &[(&str, Value)]) -> Vec<Value> {
+    try_render_chart(&[], overrides).unwrap_or_else(|e| panic!("the chart refused to render: {e}"))
 }
 
 fn kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -211,11 +386,35 @@ fn renderer_follows_helm() {
     let scope = json!({"Values": {"on": true, "off": "", "n": 2, "m": {"a": 1, "b": ["x", {"c": "d:e"}]}}});
     let t = "a:\n{{- if .Values.on }}\n  b: {{ .Values.n }}\n{{- else }}\n  c: 1\n{{- end }}\n{{- if not .Values.off }}\nd: {{ .Values.off | quote }}\n{{- end }}\ne:\n  {{- toYaml .Values.m | nindent 2 }}\n";
     assert_eq!(
-        render(t, &scope),
+        render(t, &scope).unwrap(),
         "a:\n  b: 2\nd: \"\"\ne:\n  a: 1\n  b:\n  - \"x\"\n  - c: \"d:e\"\n"
     );
-    assert_eq!(render("x {{- .Values.n -}} y", &scope), "x2y");
-    assert_eq!(yaml(&render(t, &scope))["e"], scope["Values"]["m"]);
+    assert_eq!(render("x {{- .Values.n -}} y", &scope).unwrap(), "x2y");
+    assert_eq!(yaml(&render(t, &scope).unwrap())["e"], scope["Values"]["m"]);
+
+    // Conditions, comments and `fail`.
+    let cond = |expr: &str| {
+        render(
+            &format!("{{{{/* c */}}}}{{{{ if {expr} }}}}y{{{{ else }}}}n{{{{ end }}}}"),
+            &scope,
+        )
+        .unwrap()
+    };
+    assert_eq!(cond("gt (int .Values.n) 1"), "y");
+    assert_eq!(cond("gt (int .Values.n) 2"), "n");
+    assert_eq!(cond("and .Values.on .Values.n"), "y");
+    assert_eq!(cond("and .Values.on .Values.off"), "n");
+    assert_eq!(cond("and .Values.missing .Values.missing.deeper"), "n");
+    assert_eq!(cond("or .Values.off .Values.on"), "y");
+    assert_eq!(cond("not (and (kindIs \"map\" .Values.m) .Values.m.a)"), "n");
+    assert_eq!(cond("kindIs \"map\" .Values.n"), "n");
+    assert_eq!(cond("not .Values.m.zzz"), "y");
+    let t = "a: 1\n{{- if .Values.on }}\n{{- fail \"no \\\"way\\\": (b)\" }}\n{{- end }}\n";
+    assert_eq!(render(t, &scope), Err("no \"way\": (b)".to_string()));
+    assert_eq!(
+        render(&t.replace(".Values.on", ".Values.off"), &scope).unwrap(),
+        "a: 1\n"
+    );
 }
 
 // ---- the Helm chart --------------------------------------------------------------------------
@@ -239,10 +438,7 @@ fn helm_chart_renders_the_contract() {
     let docs = render_chart(&[]);
     let deploy = one(&docs, "Deployment");
     assert_eq!(deploy["apiVersion"], "apps/v1");
-    assert!(
-        deploy["spec"]["replicas"].as_u64().unwrap() > 1,
-        "several replicas by default"
-    );
+    assert_eq!(deploy["spec"]["replicas"], 1, "one replica by default");
     let pod = &deploy["spec"]["template"];
     let labels = &pod["metadata"]["labels"];
     assert_eq!(deploy["spec"]["selector"]["matchLabels"], *labels);
@@ -371,11 +567,33 @@ fn helm_chart_renders_the_contract() {
         assert_eq!(svc["metadata"]["labels"][k], *v, "ServiceMonitor selects the Service");
     }
 
-    // PodDisruptionBudget keeping one replica.
-    let pdb = one(&docs, "PodDisruptionBudget");
-    assert_eq!(pdb["apiVersion"], "policy/v1");
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
-    assert_eq!(pdb["spec"]["selector"]["matchLabels"], *labels);
+    // One replica: the record (SQLite under data_dir) on a claim the chart keeps, one pod at a
+    // time on it, and no budget that would block a node drain.
+    assert!(config.audit.enabled && config.audit.postgres.is_none());
+    let data = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == config.data_dir.display().to_string())
+        .expect("data_dir mounted");
+    let pvc = one(&docs, "PersistentVolumeClaim");
+    assert_eq!(
+        vol(&data["name"])["persistentVolumeClaim"]["claimName"],
+        pvc["metadata"]["name"]
+    );
+    assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert_eq!(pvc["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "1Gi");
+    assert!(
+        pvc["spec"].get("storageClassName").is_none(),
+        "the cluster's default class"
+    );
+    assert_eq!(deploy["spec"]["strategy"]["type"], "Recreate");
+    assert!(kind(&docs, "PodDisruptionBudget").is_empty());
+    assert!(
+        !c["env"].to_string().contains("KEYLESS_AUDIT_DB"),
+        "no database without audit.postgres"
+    );
 
     for d in &docs {
         assert_eq!(d["metadata"]["namespace"], "sigstore", "{}", d["kind"]);
@@ -386,9 +604,16 @@ fn helm_chart_renders_the_contract() {
 fn helm_chart_switches() {
     let docs = render_chart(&[("serviceMonitor.enabled", json!(false))]);
     assert!(kind(&docs, "ServiceMonitor").is_empty());
-    for k in ["Deployment", "ConfigMap", "Service", "PodDisruptionBudget"] {
+    for k in ["Deployment", "ConfigMap", "Service", "PersistentVolumeClaim"] {
         one(&docs, k);
     }
+    let docs = render_chart(&[
+        ("persistence.storageClass", json!("fast")),
+        ("persistence.size", json!("5Gi")),
+    ]);
+    let pvc = one(&docs, "PersistentVolumeClaim");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5Gi");
 
     // A PIN in values: the chart makes the Secret and the Deployment reads it.
     let docs = render_chart(&[("hsm.pin", json!("123456")), ("image.tag", json!("v9"))]);
@@ -436,6 +661,176 @@ fn helm_chart_switches() {
     };
     assert_eq!(names(&c["ports"]), ["api", "metrics"]);
     assert_eq!(names(&one(&docs, "Service")["spec"]["ports"]), ["api", "metrics"]);
+}
+
+/// The pod's volume that `name` names.
+fn volume<'a>(spec: &'a Value, name: &Value) -> &'a Value {
+    spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == *name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+/// The ConfigMap's keyless.yaml, validated by the product.
+fn chart_config(docs: &[Value]) -> Config {
+    let text = one(docs, "ConfigMap")["data"]["keyless.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = tempfile::tempdir().unwrap();
+    Config::from_yaml(&text, base.path()).unwrap_or_else(|e| panic!("chart config: {e}\n{text}"))
+}
+
+/// values-replicas.yaml: three pods sharing the record on PostgreSQL (URL from a Secret, one audit
+/// key from another), one remote CT log and the HSM key; no per-pod record, ready only with the
+/// database, and a budget that lets a drain take one pod at a time.
+#[test]
+fn helm_chart_runs_several_replicas_on_shared_state() {
+    let docs = try_render_chart(&["values-replicas.yaml"], &[]).unwrap_or_else(|e| panic!("refused: {e}"));
+    let deploy = one(&docs, "Deployment");
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    assert!(deploy["spec"]["strategy"].is_null(), "a rolling update, pod by pod");
+    let pod = &deploy["spec"]["template"];
+    let spec = &pod["spec"];
+    let c = &spec["containers"][0];
+    let config = chart_config(&docs);
+
+    // The record on PostgreSQL, its URL from the Secret under the name the config reads.
+    let pg = config.audit.postgres.as_ref().expect("audit.postgres");
+    let SecretRef::Env(var) = &pg.url else {
+        panic!("{:?}", pg.url)
+    };
+    assert_eq!(var, "KEYLESS_AUDIT_DB");
+    let env = c["env"].as_array().unwrap();
+    let db = env.iter().find(|e| e["name"] == *var).expect("the database URL env");
+    assert_eq!(
+        db["valueFrom"]["secretKeyRef"],
+        json!({"name": "keyless-audit-db", "key": "url"})
+    );
+    assert!(db.get("value").is_none(), "the URL never sits in the manifest");
+
+    // One audit key for all: config.audit.key is the file of the mounted Secret.
+    let key = config.audit.key.as_ref().expect("audit.key");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| key.starts_with(m["mountPath"].as_str().unwrap()) && m["mountPath"] != "/")
+        .unwrap_or_else(|| panic!("{} is not mounted", key.display()));
+    assert_eq!(mount["readOnly"], true);
+    let secret = &volume(spec, &mount["name"])["secret"];
+    assert_eq!(secret["secretName"], "keyless-audit-key");
+    let file = key.strip_prefix(mount["mountPath"].as_str().unwrap()).unwrap();
+    assert!(
+        secret["items"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "audit-key.pem", "path": file.display().to_string()})),
+        "{secret}"
+    );
+
+    // No record in the pods: no claim, data_dir on an emptyDir.
+    assert!(kind(&docs, "PersistentVolumeClaim").is_empty());
+    assert!(
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_null()),
+        "a ReadWriteOnce claim cannot be shared by the pods"
+    );
+    let data = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == config.data_dir.display().to_string())
+        .unwrap();
+    assert_eq!(volume(spec, &data["name"])["emptyDir"], json!({}));
+
+    // One remote CT log and the CA key in the HSM, as in values.yaml.
+    assert!(matches!(config.ct_log, CtLogConfig::Remote(_)), "{:?}", config.ct_log);
+    assert!(matches!(config.ca, CaConfig::Pkcs11(_)), "{:?}", config.ca);
+
+    // Ready only with the record: /readyz on the API port.
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(port(c, &c["readinessProbe"]["httpGet"]["port"]), 5555);
+
+    // The budget selects the pods and lets exactly one go at a time.
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]);
+    let replicas = deploy["spec"]["replicas"].as_i64().unwrap();
+    let disruptions = match (
+        pdb["spec"]["minAvailable"].as_i64(),
+        pdb["spec"]["maxUnavailable"].as_i64(),
+    ) {
+        (Some(min), None) => replicas - min,
+        (None, Some(max)) => max,
+        other => panic!("one of minAvailable and maxUnavailable: {other:?}"),
+    };
+    assert_eq!(disruptions, 1);
+
+    // One pod on PostgreSQL: no claim and no budget either.
+    let docs = try_render_chart(&["values-replicas.yaml"], &[("replicas", json!(1))]).unwrap();
+    assert!(kind(&docs, "PersistentVolumeClaim").is_empty() && kind(&docs, "PodDisruptionBudget").is_empty());
+    assert!(one(&docs, "Deployment")["spec"]["strategy"].is_null());
+}
+
+/// With several replicas the chart refuses what each pod would keep to itself, and says why.
+#[test]
+fn helm_chart_refuses_replicas_that_cannot_share() {
+    let refused = |files: &[&str], overrides: &[(&str, Value)]| {
+        try_render_chart(files, overrides)
+            .err()
+            .unwrap_or_else(|| panic!("rendered: {files:?} {overrides:?}"))
+    };
+    // The record: values.yaml with three replicas keeps it in SQLite.
+    let e = refused(&[], &[("replicas", json!(3))]);
+    assert!(
+        e.contains("replicas > 1") && e.contains("PostgreSQL") && e.contains("own SQLite record"),
+        "{e}"
+    );
+    let e = refused(&["values-replicas.yaml"], &[("config.audit.postgres", Value::Null)]);
+    assert!(e.contains("PostgreSQL"), "{e}");
+    // The embedded CT log, in each of its spellings (omitted means embedded).
+    for ct in [
+        Value::Null,
+        json!("embedded"),
+        json!({"embedded": {"listen": "0.0.0.0:6962"}}),
+    ] {
+        let e = refused(&["values-replicas.yaml"], &[("config.ct_log", ct.clone())]);
+        assert!(
+            e.contains("replicas > 1") && e.contains("CT log") && e.contains("inside each pod"),
+            "{ct}: {e}"
+        );
+    }
+    // A CA key generated by each pod.
+    let e = refused(&["values-replicas.yaml"], &[("config.ca", Value::Null)]);
+    assert!(
+        e.contains("replicas > 1") && e.contains("key ceremony") && e.contains("generates a CA key"),
+        "{e}"
+    );
+    // PostgreSQL without its URL, or without the one audit key.
+    let e = refused(&["values-replicas.yaml"], &[("postgres.existingSecret", json!(""))]);
+    assert!(
+        e.contains("postgres.existingSecret") && e.contains("KEYLESS_AUDIT_DB"),
+        "{e}"
+    );
+    for gone in ["auditKey.existingSecret", "config.audit.key"] {
+        let e = refused(&["values-replicas.yaml"], &[(gone, Value::Null)]);
+        assert!(
+            e.contains("audit key") && e.contains("auditKey.existingSecret"),
+            "{gone}: {e}"
+        );
+    }
+
+    // One replica may keep all of it in its volume: generated CA, embedded log, SQLite record.
+    let docs = render_chart(&[("config.ca", Value::Null), ("config.ct_log", json!("embedded"))]);
+    let config = chart_config(&docs);
+    assert!(matches!(config.ca, CaConfig::Generated(_)) && matches!(config.ct_log, CtLogConfig::Embedded(_)));
+    one(&docs, "PersistentVolumeClaim");
 }
 
 /// The in-cluster issuer switch gives the pod its service-account token (and only then), at the
@@ -635,6 +1030,288 @@ fn compose_config_is_valid_and_matches_compose() {
     let script = read("deploy/docker/init-softhsm.sh");
     assert!(script.contains("softhsm2-util --init-token --free --label"));
     assert!(script.contains("keyless ca init --config"));
+}
+
+/// The source of what a compose service mounts at `target` (`SOURCE:TARGET[:ro]`): a file
+/// (`./x`) or a named volume.
+fn mount_source(service: &Value, target: &str) -> Option<String> {
+    service["volumes"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            let (src, dst) = (parts.next()?, parts.next()?);
+            (dst == target).then(|| src.to_string())
+        })
+}
+
+/// The keyless configuration a compose service mounts at `target`, loaded by the product.
+fn compose_config(service: &Value, target: &str) -> Config {
+    let src = mount_source(service, target).unwrap_or_else(|| panic!("nothing mounted at {target}: {service}"));
+    let rel = src.strip_prefix("./").expect("a file beside the compose file");
+    load(&format!("deploy/docker/{rel}"))
+}
+
+/// haproxy.cfg as (section header, its lines), comments dropped.
+fn haproxy_sections(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        let body = line.split('#').next().unwrap().trim_end();
+        if body.trim().is_empty() {
+            continue;
+        }
+        if body.starts_with(char::is_whitespace) {
+            out.last_mut()
+                .expect("a setting before any section")
+                .1
+                .push(body.trim().to_string());
+        } else {
+            out.push((body.to_string(), Vec::new()));
+        }
+    }
+    out
+}
+
+/// compose.replicas.yaml: three `keyless serve` replicas with one configuration that the product
+/// accepts, the same CA key (one ceremony, one token), the same PostgreSQL record, the same CT log
+/// (`keyless ctlog serve`), and a load balancer that lists all three and checks /readyz.
+#[test]
+fn compose_replicas_share_one_record_one_log_one_key() {
+    let compose = yaml(&read("deploy/docker/compose.replicas.yaml"));
+    let services = &compose["services"];
+    let names = ["keyless-1", "keyless-2", "keyless-3"];
+    // The image's default command is `serve`: exactly the three replicas run it.
+    let serving: Vec<&str> = services
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s["image"] == "keyless:dev" && s["command"].is_null() && s["entrypoint"].is_null())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(serving, names);
+    let replicas: Vec<&Value> = names.iter().map(|n| &services[*n]).collect();
+    let configs: Vec<Config> = replicas
+        .iter()
+        .map(|s| compose_config(s, "/etc/keyless/keyless.yaml"))
+        .collect();
+    let shared = "/var/lib/keyless";
+    let volume = mount_source(replicas[0], shared).expect("the shared volume");
+    assert!(compose["volumes"].get(&volume).is_some(), "{volume} is a named volume");
+
+    for ((name, s), c) in names.iter().zip(&replicas).zip(&configs) {
+        // One configuration, one shared volume, one SoftHSM configuration.
+        assert_eq!(c.ca, configs[0].ca, "{name}: the same CA key");
+        assert_eq!(c.ct_log, configs[0].ct_log, "{name}: the same CT log");
+        assert_eq!(c.audit, configs[0].audit, "{name}: the same record");
+        assert_eq!(mount_source(s, shared), Some(volume.clone()), "{name}");
+        assert_eq!(s["environment"], replicas[0]["environment"], "{name}");
+        assert_eq!(s["read_only"], true, "{name}");
+        // Its own data_dir: a tmpfs, outside the shared volume.
+        let data_dir = c.data_dir.display().to_string();
+        assert!(!c.data_dir.starts_with(shared), "{name}: data_dir {data_dir} is shared");
+        assert!(
+            s["tmpfs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str().unwrap().starts_with(&format!("{data_dir}:uid=10001,"))),
+            "{name}: data_dir on a tmpfs the keyless user owns"
+        );
+        assert!(!c.listen.ip().is_loopback(), "{name}: reachable by the load balancer");
+        assert!(s["healthcheck"]["test"].to_string().contains("GET /readyz"), "{name}");
+        assert_eq!(s["restart"], "unless-stopped", "{name}");
+    }
+    let config = &configs[0];
+    let env = &replicas[0]["environment"];
+
+    // The CA key: in the token of the shared volume, made by the one ceremony (init), the chain
+    // beside it.
+    let CaConfig::Pkcs11(p11) = &config.ca else {
+        panic!("{:?}", config.ca)
+    };
+    assert!(p11.chain.starts_with(shared));
+    let SecretRef::Env(pin) = &p11.pin else { panic!() };
+    assert!(env[pin.as_str()].is_string());
+    let softhsm = read(&format!(
+        "deploy/docker/{}",
+        mount_source(replicas[0], env["SOFTHSM2_CONF"].as_str().unwrap())
+            .unwrap()
+            .trim_start_matches("./")
+    ));
+    assert!(
+        softhsm.contains(&format!("directories.tokendir = {shared}/")),
+        "{softhsm}"
+    );
+    let init = &services["init"];
+    assert_eq!(mount_source(init, shared), Some(volume.clone()));
+    let init_script = read("deploy/docker/init-replicas.sh");
+    assert!(init["entrypoint"].to_string().contains("/etc/keyless/init-replicas.sh"));
+    assert_eq!(
+        mount_source(init, "/etc/keyless/init-replicas.sh").as_deref(),
+        Some("./init-replicas.sh")
+    );
+    assert!(init_script.contains("KEYLESS_CONFIG=/etc/keyless/ctlog.yaml sh /etc/keyless/init-softhsm.sh"));
+    assert!(read("deploy/docker/init-softhsm.sh").contains("config=${KEYLESS_CONFIG:-/etc/keyless/keyless.yaml}"));
+    for (name, s) in [("keyless-1", &services["keyless-1"]), ("ctlog", &services["ctlog"])] {
+        assert_eq!(
+            s["depends_on"]["init"]["condition"], "service_completed_successfully",
+            "{name} waits for the ceremony"
+        );
+    }
+
+    // The record: PostgreSQL, the URL from the environment, naming the postgres service.
+    let pg = config.audit.postgres.as_ref().expect("audit.postgres");
+    let SecretRef::Env(var) = &pg.url else {
+        panic!("{:?}", pg.url)
+    };
+    let url = env[var.as_str()].as_str().expect("the database URL in the environment");
+    let db = &services["postgres"];
+    let (creds, at) = url.strip_prefix("postgres://").unwrap().split_once('@').unwrap();
+    assert_eq!(
+        at,
+        format!("postgres:5432/{}", db["environment"]["POSTGRES_DB"].as_str().unwrap())
+    );
+    let (user, password) = creds.split_once(':').unwrap();
+    assert_eq!(user, db["environment"]["POSTGRES_USER"]);
+    let pw_var = |v: &str| v.trim_start_matches("${").split(':').next().unwrap().to_string();
+    assert_eq!(
+        pw_var(password),
+        pw_var(db["environment"]["POSTGRES_PASSWORD"].as_str().unwrap())
+    );
+    let image = db["image"].as_str().unwrap();
+    let tag = image.strip_prefix("postgres:").expect("the official image");
+    assert!(tag.starts_with(|c: char| c.is_ascii_digit()), "a pinned major: {image}");
+    assert!(db["healthcheck"]["test"].to_string().contains("pg_isready"));
+    assert_eq!(
+        services["keyless-1"]["depends_on"]["postgres"]["condition"],
+        "service_healthy"
+    );
+    // One audit key: keyless-1 makes it in the shared volume before the others start, one at a
+    // time (SoftHSM's file token is not safe for two processes opening it at once).
+    let key = config.audit.key.as_ref().expect("audit.key");
+    assert!(key.starts_with(shared), "{}", key.display());
+    for pair in names.windows(2) {
+        assert_eq!(
+            services[pair[1]]["depends_on"][pair[0]]["condition"], "service_healthy",
+            "{} starts once {} is up",
+            pair[1], pair[0]
+        );
+    }
+
+    // The CT log: `keyless ctlog serve`, the embedded log alone, at the URL the replicas use, its
+    // public key exported by init where the replicas read it.
+    let CtLogConfig::Remote(remote) = &config.ct_log else {
+        panic!("{:?}", config.ct_log)
+    };
+    let ctlog = &services["ctlog"];
+    assert_eq!(
+        ctlog["command"],
+        json!(["ctlog", "serve", "--config", "/etc/keyless/ctlog.yaml"])
+    );
+    let log_config = compose_config(ctlog, "/etc/keyless/ctlog.yaml");
+    let CtLogConfig::Embedded(embedded) = &log_config.ct_log else {
+        panic!("{:?}", log_config.ct_log)
+    };
+    assert_eq!(
+        remote.url.as_str(),
+        format!("http://ctlog:{}/{}", embedded.listen.port(), embedded.prefix)
+    );
+    assert!(!embedded.listen.ip().is_loopback());
+    assert!(embedded.pkcs11_key_label.is_some(), "the log key made by the ceremony");
+    assert_eq!(log_config.ca, config.ca, "the log accepts the replicas' root");
+    assert!(log_config.data_dir.starts_with(shared), "the log's entries persist");
+    assert_eq!(mount_source(ctlog, shared), Some(volume.clone()));
+    assert!(
+        remote.public_key.starts_with(shared)
+            && init_script.contains(&format!("pub={}\n", remote.public_key.display())),
+        "init writes the log key the replicas read"
+    );
+    assert_eq!(
+        services["keyless-1"]["depends_on"]["ctlog"]["condition"],
+        "service_healthy"
+    );
+    assert!(ctlog["healthcheck"]["test"].to_string().contains("ct/v1/get-sth"));
+
+    // The issuer: one container every replica reaches by name.
+    let oidc = &services["insecure-dev-oidc"];
+    let issuer_url = oidc["environment"]["INSECURE_DEV_OIDC_URL"].as_str().unwrap();
+    assert_eq!(issuer_url, "http://insecure-dev-oidc:8080");
+    for c in configs.iter().chain([&log_config]) {
+        assert_eq!(
+            c.issuers.iter().map(|i| i.url.as_str()).collect::<Vec<_>>(),
+            [issuer_url]
+        );
+        assert!(c.issuers[0].options.insecure_plain_http);
+        c.check_trusts_issuers().unwrap();
+    }
+
+    // The load balancer: one published address, round robin over all three, /readyz checked.
+    let lb = &services["lb"];
+    let image = lb["image"].as_str().unwrap();
+    assert!(
+        image
+            .strip_prefix("haproxy:")
+            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit())),
+        "a pinned haproxy: {image}"
+    );
+    assert!(lb["ports"].to_string().contains("127.0.0.1:5555:5555"));
+    assert_eq!(
+        mount_source(lb, "/usr/local/etc/haproxy/haproxy.cfg").as_deref(),
+        Some("./haproxy.cfg")
+    );
+    let cfg = read("deploy/docker/haproxy.cfg");
+    let sections = haproxy_sections(&cfg);
+    let section = |header: &str| {
+        &sections
+            .iter()
+            .find(|(h, _)| h == header)
+            .unwrap_or_else(|| panic!("no `{header}` in haproxy.cfg"))
+            .1
+    };
+    let api = section("frontend api");
+    assert!(api.contains(&format!("bind :{}", config.listen.port())));
+    let backend = api
+        .iter()
+        .find_map(|l| l.strip_prefix("default_backend "))
+        .expect("default_backend");
+    let grpc_port = config.grpc_listen.expect("grpc_listen").port();
+    for (backend, port) in [(backend, config.listen.port()), ("keyless-grpc", grpc_port)] {
+        let lines = section(&format!("backend {backend}"));
+        assert!(lines.contains(&"option httpchk GET /readyz".to_string()), "{backend}");
+        assert!(lines.contains(&"http-check expect status 200".to_string()), "{backend}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("default-server ") && l.contains(" check ")),
+            "{backend}: servers are checked"
+        );
+        let servers: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("server "))
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
+        let want: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+        assert_eq!(servers, want, "{backend}");
+    }
+
+    // haproxy's own check, where it is installed (unresolved replica names only warn).
+    if std::process::Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("haproxy is not installed: skipping `haproxy -c`");
+        return;
+    }
+    let out = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(repo().join("deploy/docker/haproxy.cfg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "haproxy -c failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
