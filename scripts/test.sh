@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # lives in; tests make throwaway tokens through SOFTHSM2_CONF), opensc (pkcs11-tool), chromium
 # (the audit review page is tested in a real browser, driven by playwright-core) and postgresql
 # (the issuance record shared by replicas; tests run private throwaway clusters as the `postgres`
-# user, so the service the package starts is not used).
+# user, so the service the package starts is not used) and haproxy (checks the load balancer
+# configuration of the three-replica compose file).
 missing=()
-for pkg in openssl certspotter softhsm2 opensc chromium postgresql; do
+for pkg in openssl certspotter softhsm2 opensc chromium postgresql haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
