@@ -351,6 +351,7 @@ if [ "$mode" = replicas ]; then
       fi
       echo "issuers:"
       echo "  - {url: \"$issuer_url\", type: email}"
+      if [ -n "${KEYLESS_BENCH_EXTRA:-}" ]; then printf '%s\n' "$KEYLESS_BENCH_EXTRA"; fi
     } >"$d/keyless.yaml"
     (cd "$d" && exec env KEYLESS_AUDIT_DB="postgres://postgres@127.0.0.1:$pgport/ca" KEYLESS_LOG="${KEYLESS_LOG:-info}" \
       "$keyless" serve --config keyless.yaml >"$d/server.log" 2>&1) &
@@ -367,15 +368,18 @@ if [ "$mode" = replicas ]; then
     done
     cat "$d/server.log" >&2; echo "bench.sh: keyless ($name) did not answer /healthz within 20 s" >&2; exit 1
   }
-  # cpu_ms PIDS...: utime+stime of these processes and of every PostgreSQL process, in ms.
+  # cpu_ms PIDS...: utime+stime of these processes, in ms; pg_cpu_ms: of every PostgreSQL process.
   cpu_ms() {
     local total=0 p t
-    local pg_main; pg_main="$(head -n1 "$pgdir/data/postmaster.pid" 2>/dev/null || true)"
-    for p in "$@" $pg_main $(pgrep -P "${pg_main:-1}" 2>/dev/null || true); do
+    for p in "$@"; do
       t="$(cpu_ticks "$p" 2>/dev/null || echo 0)"
       total=$((total + t))
     done
     echo $((total * 1000 / $(getconf CLK_TCK)))
+  }
+  pg_cpu_ms() {
+    local pg_main; pg_main="$(head -n1 "$pgdir/data/postmaster.pid" 2>/dev/null || true)"
+    cpu_ms $pg_main $(pgrep -P "${pg_main:-1}" 2>/dev/null || true)
   }
   # replica_run NAME N RECORD: N replicas behind the balancer, warm-up, then the timed run.
   replica_run() {
@@ -402,10 +406,10 @@ if [ "$mode" = replicas ]; then
     nb="$(python3 -c "import sys; print(int(max(float(sys.argv[1]), 500) * int(sys.argv[2]) * 1.6))" "$rate" "$duration")"
     echo "   $name: warm-up $(printf '%.0f' "$rate") certs/s; writing $nb bodies before the clock"
     "$kit" bodies --dir "$work" --count "$nb" --csr-percent "$csr_percent" --tag "$tag-run" --out "$work/run.jsonl"
-    local c0 c1 lb0 lb1; c0="$(cpu_ms "${replica_pids[@]}")"; lb0="$(cpu_ms_of "$lb")"
+    local c0 c1 p0 p1 lb0 lb1; c0="$(cpu_ms "${replica_pids[@]}")"; p0="$(pg_cpu_ms)"; lb0="$(cpu_ms "$lb")"
     drive fulcio "$clients" "$duration" "$work/run.jsonl" "$work/$tag.json"
-    c1="$(cpu_ms "${replica_pids[@]}")"; lb1="$(cpu_ms_of "$lb")"
-    python3 - "$work/$tag.json" "$name" "$((c1 - c0))" "$((lb1 - lb0))" >>"$results" <<'PY'
+    c1="$(cpu_ms "${replica_pids[@]}")"; p1="$(pg_cpu_ms)"; lb1="$(cpu_ms "$lb")"
+    python3 - "$work/$tag.json" "$name" "$((c1 - c0))" "$((lb1 - lb0))" "$((p1 - p0))" >>"$results" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 bad = sum(v for k, v in r["statuses"].items() if not k.startswith("2")) + r["transport_errors"]
@@ -413,12 +417,11 @@ ok = max(r["ok"], 1)
 flag = f"ERRORS {bad}: {r.get('sample_response') or r.get('first_error', '')}"[:160] if bad else ""
 if r["wrapped"]: flag += " WRAPPED (bodies reused)"
 print("\t".join(map(str, [sys.argv[2], r["ok_per_s"], r["lat_p50_ms"], r["lat_p99_ms"],
-      int(sys.argv[3]) / ok, int(sys.argv[4]) / ok, bad, r["machine_busy_frac"], flag])))
+      int(sys.argv[3]) / ok, int(sys.argv[4]) / ok, bad, r["machine_busy_frac"], flag, int(sys.argv[5]) / ok])))
 PY
     rm -f "$work/run.jsonl"
     for p in "${replica_pids[@]}" "$lb"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   }
-  cpu_ms_of() { echo $(( $(cpu_ticks "$1" 2>/dev/null || echo 0) * 1000 / $(getconf CLK_TCK) )); }
 
   echo "bodies: RS256 ID token + fresh P-256 key per request, ${csr_percent}% CSR; $clients clients, ${duration} s, TLS through a layer-4 balancer; CT disabled"
   echo "== one replica, record on SQLite =="
@@ -432,15 +435,16 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 base = rows[0]
 print()
-print("| configuration | certs/s | p50 ms | p99 ms | CPU-ms/cert (keyless + PostgreSQL) | balancer CPU-ms/cert | errors | certs/s vs 1 on SQLite | CPU/cert vs 1 on SQLite |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| configuration | certs/s | p50 ms | p99 ms | CPU-ms/cert: keyless | PostgreSQL | both | balancer | errors | certs/s vs 1 on SQLite | CPU/cert vs 1 on SQLite |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+total = lambda r: float(r[4]) + float(r[9])
 for r in rows:
-    name, cps, p50, p99, cpu, lb, bad = r[0], float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), int(r[6])
-    flag = f" ({r[8]})" if len(r) > 8 and r[8] else ""
-    print(f"| {name}{flag} | {cps:,.0f} | {p50:.1f} | {p99:.1f} | {cpu:.3f} | {lb:.3f} | {bad} | "
-          f"{cps / float(base[1]):.2f} | {cpu / float(base[4]):.2f} |")
+    name, cps, p50, p99, cpu, lb, bad, pgc = r[0], float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), int(r[6]), float(r[9])
+    flag = f" ({r[8]})" if r[8] else ""
+    print(f"| {name}{flag} | {cps:,.0f} | {p50:.1f} | {p99:.1f} | {cpu:.3f} | {pgc:.3f} | {cpu + pgc:.3f} | {lb:.3f} | {bad} | "
+          f"{cps / float(base[1]):.2f} | {total(r) / total(base):.2f} |")
 print("\nmachine busy during each timed window: " + ", ".join(f"{r[0]}: {float(r[7])*100:.0f}%" for r in rows))
-extra = float(rows[-1][4]) - float(base[4])
+extra = total(rows[-1]) - total(base)
 print(f"the shared record's cost: {extra:+.3f} CPU-ms per certificate (three replicas on PostgreSQL against one on SQLite)")
 PY
   exit 0

@@ -23,6 +23,8 @@ const HARD_MAX_BUCKETS: usize = 1_000_000;
 struct BucketState {
     tokens: f64,
     updated: Instant,
+    /// Idle this long, the bucket is full again and carries no information.
+    full_after: Duration,
 }
 
 #[derive(Debug)]
@@ -82,33 +84,25 @@ impl RateLimiter {
             retry_after: wait,
         };
         if let Some(b) = limits.per_identity
-            && let Err(wait) = self
-                .take(format!("id\u{0}{issuer}\u{0}{identity}"), b, limits, now)
-                .await?
+            && let Err(wait) = self.take(format!("id\u{0}{issuer}\u{0}{identity}"), b, now).await?
         {
             // The identity is the token's owner key (`<issuer> claim="value"`): name the owner.
             let owner = identity.strip_prefix(issuer).map_or(identity, str::trim_start);
             return Err(limited(b, format!("identity {owner} from issuer {issuer}"), wait));
         }
         if let Some(b) = limits.per_issuer
-            && let Err(wait) = self.take(format!("iss\u{0}{issuer}"), b, limits, now).await?
+            && let Err(wait) = self.take(format!("iss\u{0}{issuer}"), b, now).await?
         {
             return Err(limited(b, format!("issuer {issuer}"), wait));
         }
         Ok(())
     }
 
-    async fn take(
-        &self,
-        key: String,
-        b: Bucket,
-        limits: RateLimits,
-        now: Instant,
-    ) -> Result<Result<(), Duration>, Error> {
+    async fn take(&self, key: String, b: Bucket, now: Instant) -> Result<Result<(), Duration>, Error> {
         match &self.shared {
             Some(shared) => {
                 let taken = shared
-                    .take(&row_key(&key), b.burst, refill_rate(b), full_after(limits))
+                    .take(&row_key(&key), b.burst, refill_rate(b), full_after(b))
                     .await;
                 // Logged once when an outage starts and once when it ends, like the record's.
                 match &taken {
@@ -125,7 +119,7 @@ impl RateLimiter {
             None => {
                 let mut buckets = self.buckets.lock().expect("poisoned");
                 if buckets.map.len() > buckets.prune_at {
-                    prune(&mut buckets.map, now, limits);
+                    prune(&mut buckets.map, now);
                     buckets.prune_at = (buckets.map.len() * 2).clamp(MAX_BUCKETS, HARD_MAX_BUCKETS);
                 }
                 Ok(take(&mut buckets.map, key, b, now))
@@ -149,7 +143,9 @@ fn take(map: &mut HashMap<String, BucketState>, key: String, b: Bucket, now: Ins
     let state = map.entry(key).or_insert(BucketState {
         tokens: b.burst as f64,
         updated: now,
+        full_after: full_after(b),
     });
+    state.full_after = full_after(b);
     let rate = refill_rate(b);
     let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
     state.tokens = (state.tokens + elapsed * rate).min(b.burst as f64);
@@ -162,22 +158,16 @@ fn take(map: &mut HashMap<String, BucketState>, key: String, b: Bucket, now: Ins
     }
 }
 
-/// How long an idle bucket takes to be full again under the slowest refill in use (at least a
-/// minute): older buckets carry no information.
-fn full_after(limits: RateLimits) -> Duration {
-    let slowest = [limits.per_identity, limits.per_issuer]
-        .into_iter()
-        .flatten()
-        .map(|b| b.burst as f64 / refill_rate(b))
-        .fold(60.0, f64::max);
-    Duration::from_secs_f64(slowest)
+/// How long an idle bucket of `b` takes to be full again (at least a minute): each bucket keeps
+/// its own, since issuers may set slower limits than the global ones.
+fn full_after(b: Bucket) -> Duration {
+    Duration::from_secs_f64((b.burst as f64 / refill_rate(b)).max(60.0))
 }
 
 /// Drops buckets idle long enough to be full again; if more than [`HARD_MAX_BUCKETS`] are still
 /// live, keeps the most recently used three quarters of that.
-fn prune(map: &mut HashMap<String, BucketState>, now: Instant, limits: RateLimits) {
-    let idle = full_after(limits);
-    map.retain(|_, s| now.saturating_duration_since(s.updated) < idle);
+fn prune(map: &mut HashMap<String, BucketState>, now: Instant) {
+    map.retain(|_, s| now.saturating_duration_since(s.updated) < s.full_after);
     if map.len() > HARD_MAX_BUCKETS {
         let keep = HARD_MAX_BUCKETS / 4 * 3;
         let mut times: Vec<Instant> = map.values().map(|s| s.updated).collect();
@@ -295,10 +285,11 @@ mod tests {
                 BucketState {
                     tokens: 0.0,
                     updated: t0 + Duration::from_micros(i as u64),
+                    full_after: Duration::from_secs(60),
                 },
             );
         }
-        prune(&mut map, t0 + Duration::from_secs(1), limits(1, 1));
+        prune(&mut map, t0 + Duration::from_secs(1));
         assert_eq!(map.len(), HARD_MAX_BUCKETS / 4 * 3);
         assert!(
             map.contains_key(&(HARD_MAX_BUCKETS + 9).to_string()),

@@ -24,14 +24,15 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 const TAKE: &str = "
-INSERT INTO rate_buckets AS b (key, tokens, granted, updated)
-VALUES ($1, $2::float8 - 1, $2::float8 >= 1, statement_timestamp())
+INSERT INTO rate_buckets AS b (key, tokens, granted, updated, full_after)
+VALUES ($1, $2::float8 - 1, $2::float8 >= 1, statement_timestamp(), $4::float8)
 ON CONFLICT (key) DO UPDATE SET
   granted = least($2::float8, b.tokens + greatest(0, extract(epoch FROM statement_timestamp() - b.updated)::float8) * $3::float8) >= 1,
   tokens = least($2::float8, b.tokens + greatest(0, extract(epoch FROM statement_timestamp() - b.updated)::float8) * $3::float8)
     - CASE WHEN least($2::float8, b.tokens + greatest(0, extract(epoch FROM statement_timestamp() - b.updated)::float8) * $3::float8) >= 1
       THEN 1 ELSE 0 END,
-  updated = greatest(b.updated, statement_timestamp())
+  updated = greatest(b.updated, statement_timestamp()),
+  full_after = $4::float8
 RETURNING tokens, granted";
 
 /// The buckets of every replica, in PostgreSQL. Its pool lives on the caller's runtime (the
@@ -63,14 +64,15 @@ impl SharedBuckets {
     }
 
     /// Takes a token from the bucket `key` (`burst` tokens, refilled at `per_second`): `Ok(())`,
-    /// or how long until it has one. Buckets idle for `idle` are full again and are deleted now
-    /// and then. [`AuditError::Unavailable`] when the database does not answer in time.
+    /// or how long until it has one. A bucket idle for its `full_after` is full again; such rows
+    /// are deleted now and then. [`AuditError::Unavailable`] when the database does not answer in
+    /// time.
     pub async fn take(
         &self,
         key: &str,
         burst: u32,
         per_second: f64,
-        idle: Duration,
+        full_after: Duration,
     ) -> Result<Result<(), Duration>, AuditError> {
         let work = async {
             let client = self.pool.get().await.map_err(|e| match e {
@@ -80,14 +82,19 @@ impl SharedBuckets {
             if self.prune_due() {
                 client
                     .execute(
-                        "DELETE FROM rate_buckets WHERE updated < statement_timestamp() - make_interval(secs => $1)",
-                        &[&idle.as_secs_f64()],
+                        "DELETE FROM rate_buckets WHERE updated < statement_timestamp() - make_interval(secs => full_after)",
+                        &[],
                     )
                     .await
                     .map_err(|e| self.db.error(e))?;
             }
+            // Prepared once per connection: parsing and planning the upsert cost more than running it.
+            let take = client.prepare_cached(TAKE).await.map_err(|e| self.db.error(e))?;
             let row = client
-                .query_one(TAKE, &[&key, &f64::from(burst), &per_second])
+                .query_one(
+                    &take,
+                    &[&key, &f64::from(burst), &per_second, &full_after.as_secs_f64()],
+                )
                 .await
                 .map_err(|e| self.db.error(e))?;
             let tokens: f64 = row.try_get(0).map_err(|e| AuditError::Storage(e.to_string()))?;

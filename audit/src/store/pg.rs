@@ -55,7 +55,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      CREATE TABLE rate_buckets (
         key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, granted BOOLEAN NOT NULL,
-        updated TIMESTAMPTZ NOT NULL);",
+        updated TIMESTAMPTZ NOT NULL, full_after DOUBLE PRECISION NOT NULL);",
 ];
 
 /// The schema version this binary writes and reads.
@@ -589,15 +589,20 @@ impl From<AuditError> for TxError {
 }
 
 async fn transaction(
-    client: &mut Client,
+    client: &mut deadpool_postgres::Object,
     batch: &[&Record],
     key: &keyless_ca::SoftwareSigner,
     spki: &[u8],
 ) -> Result<(u64, Vec<String>, Checkpoint), TxError> {
     let tx = client.transaction().await?;
     // Every replica's batch waits here for the others': one chain, no forks.
+    // Prepared once per connection (the pool keeps them): every batch runs these same four.
     let head = tx
-        .query_one("SELECT size, hash FROM head WHERE id = 1 FOR UPDATE", &[])
+        .query_one(
+            &tx.prepare_cached("SELECT size, hash FROM head WHERE id = 1 FOR UPDATE")
+                .await?,
+            &[],
+        )
         .await?;
     let start: i64 = head.try_get(0)?;
     let mut prev = hash32(head.try_get(1)?, "head hash")?;
@@ -623,8 +628,11 @@ async fn transaction(
         seq += 1;
     }
     tx.execute(
-        "INSERT INTO records (seq, json, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[])",
+        &tx.prepare_cached(
+            "INSERT INTO records (seq, json, prev_hash, hash)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[])",
+        )
+        .await?,
         &[&seqs, &jsons, &prevs, &hashes],
     )
     .await?;
@@ -633,12 +641,14 @@ async fn transaction(
         .sign(&checkpoint_signed_data(seq, &prev, time_ms))
         .map_err(|e| storage(format!("checkpoint signing: {e}")))?;
     tx.execute(
-        "INSERT INTO checkpoints (size, head, time_ms, signature) VALUES ($1, $2, $3, $4)",
+        &tx.prepare_cached("INSERT INTO checkpoints (size, head, time_ms, signature) VALUES ($1, $2, $3, $4)")
+            .await?,
         &[&(seq as i64), &prev.as_slice(), &(time_ms as i64), &signature],
     )
     .await?;
     tx.execute(
-        "UPDATE head SET size = $1, hash = $2 WHERE id = 1",
+        &tx.prepare_cached("UPDATE head SET size = $1, hash = $2 WHERE id = 1")
+            .await?,
         &[&(seq as i64), &prev.as_slice()],
     )
     .await?;
