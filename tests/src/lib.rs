@@ -37,7 +37,7 @@ pub use crate::hsm::{Backend, HSM_PIN, SOFTHSM_MODULE, SoftHsm};
 pub use crate::issuer::{IssuerKey, TestIssuer, TestTls, email_claims, github_claims, mint_with, raw_token};
 pub use crate::keys::{ClientKey, p256_csr};
 pub use crate::peers::{HangingServer, throwaway_log_key};
-pub use crate::server::{Keyless, KeylessBuilder, Reply, keyless_bin, run_keyless, run_with_timeout};
+pub use crate::server::{Keyless, KeylessBuilder, LogServer, Reply, keyless_bin, run_keyless, run_with_timeout};
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {

@@ -29,6 +29,73 @@ pub fn keyless_bin() -> PathBuf {
     bin
 }
 
+/// `keyless ctlog serve --config CONFIG` run in a directory, as an operator runs one log shared by
+/// several CAs; killed on drop.
+pub struct LogServer {
+    /// The log's base URL (`http://127.0.0.1:PORT/<prefix>`).
+    pub url: String,
+    /// The log's public key (SubjectPublicKeyInfo DER), also written to `log-pub.pem` beside the
+    /// configuration for a CA's `ct_log.public_key`.
+    pub spki: Vec<u8>,
+    child: Child,
+}
+
+impl LogServer {
+    /// Starts the log and waits for its address; takes its key from `keyless trusted-root`.
+    pub fn start(dir: &Path, config: &str) -> LogServer {
+        use base64::Engine as _;
+        let mut child = Command::new(keyless_bin())
+            .args(["ctlog", "serve", "--config", config])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // Owned from here, so a failed assertion below still stops it.
+        let mut log = LogServer {
+            url: String::new(),
+            spki: Vec::new(),
+            child,
+        };
+        log.url = line
+            .trim()
+            .strip_prefix("keyless: ct log listening on ")
+            .unwrap_or_else(|| panic!("no ct log line: {line:?}"))
+            .to_string();
+        let out = run_keyless(
+            &[
+                "trusted-root",
+                "--config",
+                config,
+                "--ca-url",
+                "http://ca.invalid",
+                "--ct-url",
+                &log.url,
+            ],
+            dir,
+            &[],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let tr: Value = serde_json::from_slice(&out.stdout).unwrap();
+        log.spki = base64::engine::general_purpose::STANDARD
+            .decode(tr["ctlogs"][0]["publicKey"]["rawBytes"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("log-pub.pem"), crate::pem("PUBLIC KEY", &log.spki)).unwrap();
+        log
+    }
+}
+
+impl Drop for LogServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `keyless serve` subprocess.
 pub struct Keyless {
     /// `http://127.0.0.1:PORT`

@@ -2,7 +2,6 @@
 //! on demand, and the CA (configured with the log's URL and key) must fail closed with a 503 naming
 //! the log, release no certificate, and recover once the log does.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use axum::extract::State;
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyless_tests::{ClientKey, Keyless, TestIssuer, ct, keyless_bin, pem, run_keyless};
+use keyless_tests::{ClientKey, Keyless, LogServer, TestIssuer, ct, pem, run_keyless};
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -57,15 +56,6 @@ async fn add_pre_chain(State(p): State<Proxy>, body: Bytes) -> (axum::http::Stat
     (axum::http::StatusCode::from_u16(status).unwrap(), v.to_string())
 }
 
-struct LogProcess(Child);
-
-impl Drop for LogProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn remote_log_failures_fail_closed_and_recover() {
     let idp = TestIssuer::start("/idp").await;
@@ -83,42 +73,9 @@ async fn remote_log_failures_fail_closed_and_recover() {
     );
 
     // The log on its own, as an operator would run a shared log.
-    let mut child = Command::new(keyless_bin())
-        .args(["ctlog", "serve", "--config", "log.yaml"])
-        .current_dir(d)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let _log = LogProcess(child);
-    let log_url = line
-        .trim()
-        .strip_prefix("keyless: ct log listening on ")
-        .expect("ct log line")
-        .to_string();
+    let log = LogServer::start(d, "log.yaml");
+    let (log_url, spki) = (log.url.clone(), log.spki.clone());
     assert!(log_url.ends_with("/shared-log"));
-
-    let out = run_keyless(
-        &[
-            "trusted-root",
-            "--config",
-            "log.yaml",
-            "--ca-url",
-            "http://ca.invalid",
-            "--ct-url",
-            &log_url,
-        ],
-        d,
-        &[],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tr: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let spki = STANDARD
-        .decode(tr["ctlogs"][0]["publicKey"]["rawBytes"].as_str().unwrap())
-        .unwrap();
-    std::fs::write(d.join("log-pub.pem"), pem("PUBLIC KEY", &spki)).unwrap();
 
     let mode = Arc::new(Mutex::new(Mode::Forward));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

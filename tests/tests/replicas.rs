@@ -365,16 +365,6 @@ async fn keyless_serve_records_on_postgres_and_the_audit_commands_read_it() {
     );
 }
 
-/// One `keyless ctlog serve` process, killed with the test.
-struct LogProcess(std::process::Child);
-
-impl Drop for LogProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What replicas share, as an operator would set it up: the CA made once (`keyless ca init`),
 /// the audit key, one `keyless ctlog serve`, and one PostgreSQL database.
 struct Fleet {
@@ -382,12 +372,11 @@ struct Fleet {
     log_url: String,
     log_spki: Vec<u8>,
     db_url: String,
-    _log: LogProcess,
+    _log: keyless_tests::LogServer,
 }
 
 impl Fleet {
     fn new(pg: &PgCluster) -> Fleet {
-        use base64::Engine as _;
         pg.create_db("ca");
         let shared = tempfile::tempdir().unwrap();
         let d = shared.path();
@@ -398,45 +387,12 @@ impl Fleet {
         .unwrap();
         let out = run_keyless(&["ca", "init", "--config", "log.yaml"], d, &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut child = std::process::Command::new(keyless_tests::keyless_bin())
-            .args(["ctlog", "serve", "--config", "log.yaml"])
-            .current_dir(d)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        let log = LogProcess(child);
-        let log_url = line
-            .trim()
-            .strip_prefix("keyless: ct log listening on ")
-            .expect("ct log line")
-            .to_string();
-        let out = run_keyless(
-            &[
-                "trusted-root",
-                "--config",
-                "log.yaml",
-                "--ca-url",
-                "http://ca.invalid",
-                "--ct-url",
-                &log_url,
-            ],
-            d,
-            &[],
-        );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let tr: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let log_spki = base64::engine::general_purpose::STANDARD
-            .decode(tr["ctlogs"][0]["publicKey"]["rawBytes"].as_str().unwrap())
-            .unwrap();
-        std::fs::write(d.join("log-pub.pem"), keyless_tests::pem("PUBLIC KEY", &log_spki)).unwrap();
+        let log = keyless_tests::LogServer::start(d, "log.yaml");
         Fleet {
             db_url: pg.url("ca"),
+            log_url: log.url.clone(),
+            log_spki: log.spki.clone(),
             shared,
-            log_url,
-            log_spki,
             _log: log,
         }
     }
